@@ -1,0 +1,1 @@
+"""The household node and the ``wattmesh`` command line (replay for now; the node later)."""

@@ -1,0 +1,41 @@
+"""The matching engine: a continuous double auction and a call auction under Energo caps.
+
+    from wattmesh.matching import Accounts, Book, CallAuction, BID, ASK
+
+See docs/matching.md for the rules, the per-order and batch APIs, and examples.
+"""
+
+from wattmesh.matching._engine import (
+    ASK,
+    BID,
+    CANCEL,
+    FOK,
+    GTC,
+    IOC,
+    LIMIT,
+    MARKET,
+    MAX_PRICE,
+    MAX_QTY,
+    REDUCE,
+    STP_CANCEL_INCOMING,
+    STP_CANCEL_RESTING,
+    STP_NONE,
+    Accounts,
+    Book,
+    CallAuction,
+)
+from wattmesh.matching.types import (
+    BatchResult,
+    Clearing,
+    ClearingArrays,
+    Fill,
+    Quote,
+    RestingOrder,
+)
+
+__all__ = [
+    "ASK", "BID", "CANCEL", "FOK", "GTC", "IOC", "LIMIT", "MARKET", "MAX_PRICE", "MAX_QTY",
+    "REDUCE", "STP_CANCEL_INCOMING", "STP_CANCEL_RESTING", "STP_NONE",
+    "Accounts", "Book", "CallAuction",
+    "BatchResult", "Clearing", "ClearingArrays", "Fill", "Quote", "RestingOrder",
+]

@@ -1,0 +1,1444 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# distutils: language = c++
+"""The matching engine: a continuous double auction (`Book`) and a call auction
+(`CallAuction`) under Energo's caps, with the hot loops in typed C.
+
+Semantics are documented in docs/matching.md; `wattmesh.matching.reference` is the plain
+Python model of the same rules that the tests compare this engine against.
+
+Layout in memory (a `Book`):
+- orders live in a pool of C structs, linked FIFO per price level, found by key through
+  an open-addressing hash table;
+- each side keeps its price levels in one sorted C array with the best level at the end,
+  so the common case (a new level near the top, a level emptied at the top) is a short
+  memmove or none;
+- fills go to a growable C buffer; Python objects are made only when asked for.
+"""
+
+cimport cpython.array as carray
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memmove, memset
+
+from array import array
+
+from wattmesh.matching.types import (
+    BatchResult,
+    Clearing,
+    ClearingArrays,
+    Fill,
+    Quote,
+    RestingOrder,
+)
+
+cdef extern from * nogil:
+    """
+    #include <algorithm>
+    #include <stdint.h>
+    struct wm_key { int64_t pkey; int64_t ts; uint64_t oid; int32_t idx; };
+    static inline bool wm_key_less(const wm_key& a, const wm_key& b) {
+        if (a.pkey != b.pkey) return a.pkey < b.pkey;
+        if (a.ts != b.ts) return a.ts < b.ts;
+        return a.oid < b.oid;
+    }
+    static inline void wm_sort_keys(wm_key* k, size_t n) { std::sort(k, k + n, wm_key_less); }
+    """
+    ctypedef struct wm_key:
+        int64_t pkey
+        int64_t ts
+        uint64_t oid
+        int32_t idx
+    void wm_sort_keys(wm_key* k, size_t n)
+
+# Public constants (also exported by wattmesh.matching).
+BID = 0
+ASK = 1
+GTC = 0
+IOC = 1
+FOK = 2
+LIMIT = 0
+CANCEL = 1
+MARKET = 2
+REDUCE = 3
+STP_NONE = 0
+STP_CANCEL_RESTING = 1
+STP_CANCEL_INCOMING = 2
+#: Largest price and quantity the engine accepts: their product stays inside int64.
+MAX_PRICE = (1 << 31) - 1
+MAX_QTY = (1 << 31) - 1
+
+cdef enum:
+    C_BID = 0
+    C_ASK = 1
+    C_GTC = 0
+    C_IOC = 1
+    C_FOK = 2
+    K_LIMIT = 0
+    K_CANCEL = 1
+    K_MARKET = 2
+    K_REDUCE = 3
+    S_NONE = 0
+    S_RESTING = 1
+    S_INCOMING = 2
+    NO_AGGRESSOR = 255
+
+cdef int64_t C_MAX_PRICE = (1 << 31) - 1
+cdef int64_t C_MAX_QTY = (1 << 31) - 1
+cdef int64_t UNLIMITED = (<int64_t>1) << 62
+cdef int32_t NIL = -1
+
+_STP_NAMES = {"none": 0, "cancel-resting": 1, "cancel-incoming": 2}
+
+
+cdef int _stp_code(object stp) except -1:
+    if isinstance(stp, str):
+        code = _STP_NAMES.get(stp)
+        if code is None:
+            raise ValueError(
+                f"stp: must be one of none, cancel-resting, cancel-incoming; got {stp!r}"
+            )
+        return code
+    if stp in (0, 1, 2):
+        return stp
+    raise ValueError(f"stp: must be one of none, cancel-resting, cancel-incoming; got {stp!r}")
+
+
+# ----------------------------------------------------------------------------- growable buffers
+cdef void* _grow(void* ptr, size_t* cap, size_t need, size_t item) except NULL:
+    """Grow a malloc'd array to hold at least `need` items (doubling)."""
+    cdef size_t new_cap = cap[0] if cap[0] else 16
+    while new_cap < need:
+        new_cap *= 2
+    cdef void* p = realloc(ptr, new_cap * item)
+    if p == NULL:
+        raise MemoryError()
+    cap[0] = new_cap
+    return p
+
+
+ctypedef struct FillRec:
+    uint64_t bid
+    uint64_t ask
+    int64_t price
+    int64_t qty
+    int64_t event
+    uint32_t buyer
+    uint32_t seller
+    uint8_t aggressor
+
+
+cdef class _FillBuffer:
+    """Fills recorded in C, turned into Python objects or arrays only on request."""
+
+    cdef FillRec* recs
+    cdef size_t n
+    cdef size_t cap
+
+    def __dealloc__(self):
+        free(self.recs)
+
+    cdef inline int push(self, uint64_t bid, uint64_t ask, int64_t price, int64_t qty,
+                         uint32_t buyer, uint32_t seller, uint8_t aggressor,
+                         int64_t event) except -1:
+        if self.n == self.cap:
+            self.recs = <FillRec*>_grow(self.recs, &self.cap, self.n + 1, sizeof(FillRec))
+        cdef FillRec* r = &self.recs[self.n]
+        r.bid = bid
+        r.ask = ask
+        r.price = price
+        r.qty = qty
+        r.buyer = buyer
+        r.seller = seller
+        r.aggressor = aggressor
+        r.event = event
+        self.n += 1
+        return 0
+
+    cdef list to_list(self, size_t start):
+        cdef list out = []
+        cdef size_t i
+        cdef FillRec* r
+        for i in range(start, self.n):
+            r = &self.recs[i]
+            out.append(Fill(r.bid, r.ask, r.price, r.qty, r.buyer, r.seller,
+                            None if r.aggressor == NO_AGGRESSOR else r.aggressor))
+        return out
+
+    cdef tuple to_columns(self, size_t start, int64_t event_base):
+        """Columns event, bid, ask, price, qty, buyer, seller, aggressor as array.array."""
+        cdef size_t n = self.n - start
+        cdef size_t i
+        cdef carray.array ev = _new_array("q", n)
+        cdef carray.array bid = _new_array("Q", n)
+        cdef carray.array ask = _new_array("Q", n)
+        cdef carray.array price = _new_array("q", n)
+        cdef carray.array qty = _new_array("q", n)
+        cdef carray.array buyer = _new_array("I", n)
+        cdef carray.array seller = _new_array("I", n)
+        cdef carray.array aggr = _new_array("B", n)
+        cdef int64_t* p_ev = <int64_t*>ev.data.as_voidptr
+        cdef uint64_t* p_bid = <uint64_t*>bid.data.as_voidptr
+        cdef uint64_t* p_ask = <uint64_t*>ask.data.as_voidptr
+        cdef int64_t* p_price = <int64_t*>price.data.as_voidptr
+        cdef int64_t* p_qty = <int64_t*>qty.data.as_voidptr
+        cdef uint32_t* p_buyer = <uint32_t*>buyer.data.as_voidptr
+        cdef uint32_t* p_seller = <uint32_t*>seller.data.as_voidptr
+        cdef uint8_t* p_aggr = <uint8_t*>aggr.data.as_voidptr
+        cdef FillRec* r
+        for i in range(n):
+            r = &self.recs[start + i]
+            p_ev[i] = r.event - event_base
+            p_bid[i] = r.bid
+            p_ask[i] = r.ask
+            p_price[i] = r.price
+            p_qty[i] = r.qty
+            p_buyer[i] = r.buyer
+            p_seller[i] = r.seller
+            p_aggr[i] = r.aggressor
+        return (ev, bid, ask, price, qty, buyer, seller, aggr)
+
+
+cdef dict _TEMPLATES = {tc: array(tc) for tc in "qQIB"}
+
+
+cdef carray.array _new_array(str typecode, size_t n):
+    """An array.array of n items (uninitialised) to fill from C."""
+    return carray.clone(_TEMPLATES[typecode], n, False)
+
+
+cdef carray.array _array(str typecode, void* data, size_t n):
+    cdef carray.array a = _new_array(typecode, n)
+    memcpy(a.data.as_voidptr, data, n * a.ob_descr.itemsize)
+    return a
+
+
+# ----------------------------------------------------------------------------- hash map
+cdef inline uint64_t _mix(uint64_t x) noexcept nogil:
+    # splitmix64 finaliser: sequential keys spread over the table.
+    x ^= x >> 30
+    x *= <uint64_t>0xbf58476d1ce4e5b9
+    x ^= x >> 27
+    x *= <uint64_t>0x94d049bb133111eb
+    x ^= x >> 31
+    return x
+
+
+cdef class _KeyMap:
+    """uint64 key -> int32 slot, open addressing with linear probing and backward-shift
+    deletion (no tombstones, so lookups stay short after many cancels)."""
+
+    cdef uint64_t* keys
+    cdef int32_t* vals
+    cdef size_t mask
+    cdef size_t count
+
+    def __cinit__(self):
+        self._alloc(64)
+
+    def __dealloc__(self):
+        free(self.keys)
+        free(self.vals)
+
+    cdef int _alloc(self, size_t cap) except -1:
+        self.keys = <uint64_t*>malloc(cap * sizeof(uint64_t))
+        self.vals = <int32_t*>malloc(cap * sizeof(int32_t))
+        if self.keys == NULL or self.vals == NULL:
+            raise MemoryError()
+        memset(self.vals, 0xff, cap * sizeof(int32_t))  # all NIL
+        self.mask = cap - 1
+        self.count = 0
+        return 0
+
+    cdef void clear(self) noexcept:
+        memset(self.vals, 0xff, (self.mask + 1) * sizeof(int32_t))
+        self.count = 0
+
+    cdef inline int32_t get(self, uint64_t key) noexcept nogil:
+        cdef size_t h = _mix(key) & self.mask
+        while self.vals[h] != NIL:
+            if self.keys[h] == key:
+                return self.vals[h]
+            h = (h + 1) & self.mask
+        return NIL
+
+    cdef int put(self, uint64_t key, int32_t val) except -1:
+        """Insert a key known to be absent."""
+        if (self.count + 1) * 2 > self.mask + 1:
+            self._rehash()
+        cdef size_t h = _mix(key) & self.mask
+        while self.vals[h] != NIL:
+            h = (h + 1) & self.mask
+        self.keys[h] = key
+        self.vals[h] = val
+        self.count += 1
+        return 0
+
+    cdef int _rehash(self) except -1:
+        cdef uint64_t* old_keys = self.keys
+        cdef int32_t* old_vals = self.vals
+        cdef size_t old_cap = self.mask + 1
+        cdef size_t i
+        cdef size_t n = self.count
+        self._alloc(old_cap * 2)
+        for i in range(old_cap):
+            if old_vals[i] != NIL:
+                self.put(old_keys[i], old_vals[i])
+        self.count = n
+        free(old_keys)
+        free(old_vals)
+        return 0
+
+    cdef inline void remove(self, uint64_t key) noexcept nogil:
+        cdef size_t h = _mix(key) & self.mask
+        cdef size_t j, home
+        while self.vals[h] != NIL:
+            if self.keys[h] == key:
+                break
+            h = (h + 1) & self.mask
+        else:
+            return
+        self.count -= 1
+        # Backward shift: pull later entries of the probe run into the hole.
+        j = h
+        while True:
+            j = (j + 1) & self.mask
+            if self.vals[j] == NIL:
+                break
+            home = _mix(self.keys[j]) & self.mask
+            # Move entry j into hole h unless its home lies cyclically in (h, j].
+            if (j > h and (home <= h or home > j)) or (j < h and (home <= h and home > j)):
+                self.keys[h] = self.keys[j]
+                self.vals[h] = self.vals[j]
+                h = j
+        self.vals[h] = NIL
+
+
+# ----------------------------------------------------------------------------- accounts
+cdef class Accounts:
+    """Energy (Wh), money (nano-currency) and Bmax (Wh, or None) per owner handle.
+
+    Shared by the books and auctions that trade for these owners; they update it fill by
+    fill. An owner without an account trades without limits.
+    """
+
+    cdef int64_t* energy
+    cdef int64_t* money
+    cdef int64_t* bmax        # -1: no Bmax cap
+    cdef uint8_t* present
+    # Scratch copies for dry runs (FOK preflight) and per-household commitment walks.
+    cdef int64_t* s_energy
+    cdef int64_t* s_money
+    cdef uint32_t* stamp
+    cdef uint32_t cur_stamp
+    cdef size_t n             # handles 0..n-1 have slots
+    cdef size_t cap
+    cdef public uint64_t version  # bumped by every outside change
+
+    def __dealloc__(self):
+        free(self.energy); free(self.money); free(self.bmax); free(self.present)
+        free(self.s_energy); free(self.s_money); free(self.stamp)
+
+    cdef int _ensure(self, size_t handle) except -1:
+        cdef size_t old = self.cap
+        cdef size_t new_cap
+        if handle < self.n:
+            return 0
+        if handle >= self.cap:
+            new_cap = self.cap
+            self.energy = <int64_t*>_grow(self.energy, &new_cap, handle + 1, 8)
+            new_cap = self.cap
+            self.money = <int64_t*>_grow(self.money, &new_cap, handle + 1, 8)
+            new_cap = self.cap
+            self.bmax = <int64_t*>_grow(self.bmax, &new_cap, handle + 1, 8)
+            new_cap = self.cap
+            self.s_energy = <int64_t*>_grow(self.s_energy, &new_cap, handle + 1, 8)
+            new_cap = self.cap
+            self.s_money = <int64_t*>_grow(self.s_money, &new_cap, handle + 1, 8)
+            new_cap = self.cap
+            self.stamp = <uint32_t*>_grow(self.stamp, &new_cap, handle + 1, 4)
+            new_cap = self.cap
+            self.present = <uint8_t*>_grow(self.present, &new_cap, handle + 1, 1)
+            self.cap = new_cap
+            memset(self.present + old, 0, new_cap - old)
+            memset(self.stamp + old, 0, (new_cap - old) * 4)
+        self.n = handle + 1
+        return 0
+
+    def set(self, owner: int, energy: int, money: int, bmax: int | None = None) -> None:
+        """Set an owner's balances (an account line, a deposit, a meter reading)."""
+        if owner < 0 or owner > 0xFFFFFFFF:
+            raise ValueError(f"owner: must be a handle in 0..2**32-1, got {owner}")
+        if energy < 0 or energy >= UNLIMITED:
+            raise ValueError(f"energy: must be a non-negative integer below 2**62, got {energy}")
+        if money < 0 or money >= UNLIMITED:
+            raise ValueError(f"money: must be a non-negative integer below 2**62, got {money}")
+        if bmax is not None and (bmax <= 0 or bmax >= UNLIMITED):
+            raise ValueError(f"bmax: must be a positive integer or None, got {bmax}")
+        if bmax is not None and energy > bmax:
+            raise ValueError(f"energy: {energy} is above bmax {bmax}")
+        self._ensure(owner)
+        self.energy[owner] = energy
+        self.money[owner] = money
+        self.bmax[owner] = -1 if bmax is None else bmax
+        self.present[owner] = 1
+        self.version += 1
+
+    def get(self, owner: int) -> tuple[int, int, int | None] | None:
+        """(energy, money, bmax) of an owner, or None if it has no account."""
+        if owner < 0 or <size_t>owner >= self.n or not self.present[owner]:
+            return None
+        b = self.bmax[owner]
+        return (self.energy[owner], self.money[owner], None if b < 0 else b)
+
+    def owners(self) -> list[int]:
+        """Handles that have an account, ascending."""
+        return [i for i in range(self.n) if self.present[i]]
+
+    def __contains__(self, owner) -> bool:
+        return 0 <= owner < self.n and self.present[owner] == 1
+
+    def __len__(self) -> int:
+        return sum(self.present[i] for i in range(self.n))
+
+    # -- C-level helpers used by the engines ------------------------------------------
+    cdef inline bint has(self, uint32_t owner) noexcept nogil:
+        return owner < self.n and self.present[owner]
+
+    cdef inline void new_scratch(self) noexcept nogil:
+        self.cur_stamp += 1
+        if self.cur_stamp == 0:  # wrapped: forget every old stamp
+            memset(self.stamp, 0, self.cap * 4)
+            self.cur_stamp = 1
+
+    cdef inline void load(self, uint32_t owner) noexcept nogil:
+        if self.stamp[owner] != self.cur_stamp:
+            self.stamp[owner] = self.cur_stamp
+            self.s_energy[owner] = self.energy[owner]
+            self.s_money[owner] = self.money[owner]
+
+    cdef inline int64_t sell_cap(self, uint32_t owner, bint dry) noexcept nogil:
+        """Energy the owner can still sell."""
+        if not self.has(owner):
+            return UNLIMITED
+        if dry:
+            self.load(owner)
+            return self.s_energy[owner]
+        return self.energy[owner]
+
+    cdef inline int64_t buy_cap(self, uint32_t owner, int64_t price, bint dry) noexcept nogil:
+        """Energy the owner can still buy at `price`: Bmax headroom and money."""
+        cdef int64_t e, m, c
+        if not self.has(owner):
+            return UNLIMITED
+        if dry:
+            self.load(owner)
+            e = self.s_energy[owner]
+            m = self.s_money[owner]
+        else:
+            e = self.energy[owner]
+            m = self.money[owner]
+        c = m // price if price > 0 else UNLIMITED
+        if self.bmax[owner] >= 0 and self.bmax[owner] - e < c:
+            c = self.bmax[owner] - e
+        return c if c > 0 else 0
+
+    cdef inline void settle(self, uint32_t buyer, uint32_t seller, int64_t qty,
+                            int64_t price, bint dry) noexcept nogil:
+        """Move qty Wh seller -> buyer and qty*price nano-currency buyer -> seller."""
+        cdef int64_t cost = qty * price
+        if self.has(buyer):
+            if dry:
+                self.load(buyer)
+                self.s_energy[buyer] += qty
+                self.s_money[buyer] -= cost
+            else:
+                self.energy[buyer] += qty
+                self.money[buyer] -= cost
+        if self.has(seller):
+            if dry:
+                self.load(seller)
+                self.s_energy[seller] -= qty
+                self.s_money[seller] += cost
+            else:
+                self.energy[seller] -= qty
+                self.money[seller] += cost
+
+
+# ----------------------------------------------------------------------------- the book
+ctypedef struct Order:
+    uint64_t oid
+    int64_t price
+    int64_t qty          # remaining
+    uint64_t seq         # arrival: time priority within a level
+    int32_t prev
+    int32_t next
+    uint32_t owner
+    uint8_t side
+
+ctypedef struct Level:
+    int64_t key          # price for bids, -price for asks: ascending, best at the end
+    int64_t total
+    int32_t head
+    int32_t tail
+
+
+cdef class Book:
+    """A continuous double auction: price-time priority, fills at the resting price,
+    Energo caps from `accounts` (None: no caps), self-trade prevention `stp`.
+
+    See docs/matching.md for the rules and examples.
+    """
+
+    cdef Order* pool
+    cdef size_t n_slots
+    cdef size_t cap_slots
+    cdef int32_t free_head
+    cdef _KeyMap index
+    cdef Level* levels[2]
+    cdef size_t n_levels[2]
+    cdef size_t cap_levels[2]
+    cdef uint64_t seq
+    cdef int64_t event
+    cdef int stp
+    cdef Accounts acc
+    cdef uint64_t seen_version
+    cdef _FillBuffer fills
+    cdef size_t _fills_seen   # fills already re-crossed after
+    cdef size_t n_live
+
+    def __cinit__(self, accounts: Accounts | None = None, stp="none"):
+        self.index = _KeyMap()
+        self.fills = _FillBuffer()
+        self.free_head = NIL
+        self.acc = accounts
+        self.stp = _stp_code(stp)
+        if accounts is not None:
+            self.seen_version = accounts.version
+
+    def __dealloc__(self):
+        free(self.pool)
+        free(self.levels[0])
+        free(self.levels[1])
+
+    # -- pool and levels ---------------------------------------------------------------
+    cdef int32_t _alloc_order(self) except -2:
+        cdef int32_t i
+        if self.free_head != NIL:
+            i = self.free_head
+            self.free_head = self.pool[i].next
+            return i
+        if self.n_slots == self.cap_slots:
+            self.pool = <Order*>_grow(self.pool, &self.cap_slots, self.n_slots + 1,
+                                        sizeof(Order))
+        i = <int32_t>self.n_slots
+        self.n_slots += 1
+        return i
+
+    cdef inline ssize_t _find_level(self, int side, int64_t key) noexcept nogil:
+        """Index of the level with `key`, or -(insertion point) - 1."""
+        cdef Level* lv = self.levels[side]
+        cdef ssize_t lo = 0, hi = <ssize_t>self.n_levels[side] - 1, mid
+        # The best levels sit at the end and see the most traffic: check the top first.
+        if hi >= 0 and lv[hi].key == key:
+            return hi
+        while lo <= hi:
+            mid = (lo + hi) >> 1
+            if lv[mid].key < key:
+                lo = mid + 1
+            elif lv[mid].key > key:
+                hi = mid - 1
+            else:
+                return mid
+        return -lo - 1
+
+    cdef int _rest(self, int32_t o) except -1:
+        """Append order slot `o` to the tail of its price level."""
+        cdef Order* od = &self.pool[o]
+        cdef int side = od.side
+        cdef int64_t key = od.price if side == C_BID else -od.price
+        cdef ssize_t li = self._find_level(side, key)
+        cdef Level* lv
+        if li < 0:
+            li = -li - 1
+            if self.n_levels[side] == self.cap_levels[side]:
+                self.levels[side] = <Level*>_grow(self.levels[side], &self.cap_levels[side],
+                                                  self.n_levels[side] + 1, sizeof(Level))
+            lv = self.levels[side]
+            if <size_t>li < self.n_levels[side]:
+                memmove(&lv[li + 1], &lv[li], (self.n_levels[side] - li) * sizeof(Level))
+            self.n_levels[side] += 1
+            lv[li].key = key
+            lv[li].total = 0
+            lv[li].head = NIL
+            lv[li].tail = NIL
+        lv = &self.levels[side][li]
+        od.prev = lv.tail
+        od.next = NIL
+        if lv.tail != NIL:
+            self.pool[lv.tail].next = o
+        else:
+            lv.head = o
+        lv.tail = o
+        lv.total += od.qty
+        self.n_live += 1
+        return 0
+
+    cdef void _unlink(self, int32_t o, ssize_t li) noexcept nogil:
+        """Take order `o` out of level `li` (dropping the level if it empties) and free it."""
+        cdef Order* od = &self.pool[o]
+        cdef int side = od.side
+        cdef Level* lv = &self.levels[side][li]
+        if od.prev != NIL:
+            self.pool[od.prev].next = od.next
+        else:
+            lv.head = od.next
+        if od.next != NIL:
+            self.pool[od.next].prev = od.prev
+        else:
+            lv.tail = od.prev
+        lv.total -= od.qty
+        if lv.head == NIL:
+            self._drop_level(side, li)
+        self.index.remove(od.oid)
+        od.next = self.free_head
+        self.free_head = o
+        self.n_live -= 1
+
+    cdef inline void _drop_level(self, int side, ssize_t li) noexcept nogil:
+        cdef Level* lv = self.levels[side]
+        cdef size_t n = self.n_levels[side]
+        if <size_t>li + 1 < n:
+            memmove(&lv[li], &lv[li + 1], (n - li - 1) * sizeof(Level))
+        self.n_levels[side] = n - 1
+
+    cdef inline ssize_t _level_of(self, int32_t o) noexcept nogil:
+        cdef Order* od = &self.pool[o]
+        return self._find_level(od.side, od.price if od.side == C_BID else -od.price)
+
+    # -- matching ----------------------------------------------------------------------
+    cdef int64_t _walk_plain(self, int side, int64_t limit, int64_t qty, uint32_t owner,
+                             uint64_t oid) except -1:
+        """`_walk` without caps, self-trade prevention or dry run: the common hot path."""
+        cdef int opp = 1 - side
+        cdef Level* lv
+        cdef int64_t price, f
+        cdef int32_t o
+        cdef Order* r
+        cdef _FillBuffer fills = self.fills
+        while qty > 0 and self.n_levels[opp] > 0:
+            lv = &self.levels[opp][self.n_levels[opp] - 1]
+            price = -lv.key if opp == C_ASK else lv.key
+            if (side == C_BID and price > limit) or (side == C_ASK and price < limit):
+                break
+            o = lv.head
+            # Every resting order here can trade, so the level empties from its head.
+            while o != NIL and qty > 0:
+                r = &self.pool[o]
+                f = qty if qty < r.qty else r.qty
+                qty -= f
+                if side == C_BID:
+                    fills.push(oid, r.oid, price, f, owner, r.owner, C_BID, self.event)
+                else:
+                    fills.push(r.oid, oid, price, f, r.owner, owner, C_ASK, self.event)
+                if f == r.qty:
+                    o = r.next
+                    if o == NIL:
+                        r.qty = 0
+                        self._unlink(lv.head, self.n_levels[opp] - 1)  # drops the level
+                        break
+                    r.qty = 0
+                    self._unlink(lv.head, self.n_levels[opp] - 1)
+                else:
+                    r.qty -= f
+                    lv.total -= f
+        return qty
+
+    cdef int64_t _walk(self, int side, int64_t limit, int64_t qty, uint32_t owner,
+                       uint64_t oid, bint dry, bint* cancelled) except -1:
+        """Trade an incoming order against the opposite side; return the quantity left.
+
+        With `dry` nothing changes: balances go to the accounts' scratch copies and resting
+        orders are only read. FOK preflight uses the dry run, so the preflight and the real
+        match cannot disagree. `cancelled` is set when self-trade prevention cancels the
+        rest of the incoming order.
+        """
+        cdef int opp = 1 - side
+        cdef Accounts acc = self.acc
+        cdef bint caps = acc is not None
+        cdef ssize_t li = <ssize_t>self.n_levels[opp] - 1
+        cdef Level* lv
+        cdef int64_t price, f, c
+        cdef int32_t o, nxt
+        cdef Order* r
+        cdef uint32_t buyer, seller
+        cdef bint level_gone
+        if caps and dry:
+            acc.new_scratch()
+        while qty > 0 and li >= 0:
+            lv = &self.levels[opp][li]
+            price = -lv.key if opp == C_ASK else lv.key
+            if (side == C_BID and price > limit) or (side == C_ASK and price < limit):
+                break
+            o = lv.head
+            level_gone = False
+            while o != NIL and qty > 0:
+                r = &self.pool[o]
+                nxt = r.next
+                if self.stp != S_NONE and r.owner == owner:
+                    if self.stp == S_INCOMING:
+                        cancelled[0] = True
+                        return 0
+                    # cancel-resting: the resting order goes; matching continues.
+                    if not dry:
+                        if lv.head == o and lv.tail == o:
+                            level_gone = True
+                        self._unlink(o, li)
+                        if level_gone:
+                            break
+                    o = nxt
+                    continue
+                f = qty if qty < r.qty else r.qty
+                if caps:
+                    if side == C_BID:
+                        buyer = owner
+                        seller = r.owner
+                        c = acc.sell_cap(seller, dry)
+                        if c <= 0:
+                            o = nxt  # the seller has no energy: its ask waits, untouched
+                            continue
+                        if c < f:
+                            f = c
+                        c = acc.buy_cap(buyer, price, dry)
+                        if c <= 0:
+                            return qty  # the incoming buyer can take no more
+                    else:
+                        buyer = r.owner
+                        seller = owner
+                        c = acc.sell_cap(seller, dry)
+                        if c <= 0:
+                            return qty
+                        if c < f:
+                            f = c
+                        c = acc.buy_cap(buyer, price, dry)
+                        if c <= 0:
+                            o = nxt  # the buyer cannot take more now: its bid waits
+                            continue
+                    if c < f:
+                        f = c
+                    acc.settle(buyer, seller, f, price, dry)
+                qty -= f
+                if not dry:
+                    if side == C_BID:
+                        self.fills.push(oid, r.oid, price, f, owner, r.owner, C_BID,
+                                        self.event)
+                    else:
+                        self.fills.push(r.oid, oid, price, f, r.owner, owner, C_ASK,
+                                        self.event)
+                    r.qty -= f
+                    lv.total -= f
+                    if r.qty == 0:
+                        if lv.head == o and lv.tail == o:
+                            level_gone = True
+                        r.qty = 0
+                        self._unlink(o, li)
+                        if level_gone:
+                            break
+                o = nxt
+            li -= 1
+        return qty
+
+    cdef int _submit(self, uint64_t oid, int side, int64_t price, int64_t qty,
+                     uint32_t owner, int tif, bint market) except -2:
+        """Apply one incoming order. Returns 0, or 1 if refused (bad input, duplicate)."""
+        cdef bint cancelled = False
+        cdef int64_t left
+        cdef int64_t limit
+        cdef int32_t o
+        cdef Order* od
+        if side != C_BID and side != C_ASK:
+            return 1
+        if qty <= 0 or qty > C_MAX_QTY or tif < 0 or tif > 2:
+            return 1
+        if market:
+            limit = (<int64_t>1) << 62 if side == C_BID else 0
+        else:
+            if price <= 0 or price > C_MAX_PRICE:
+                return 1
+            limit = price
+        if self.index.get(oid) != NIL:
+            return 1
+        self.event += 1
+        if tif == C_FOK:
+            left = self._walk(side, limit, qty, owner, oid, True, &cancelled)
+            if left > 0 or cancelled:
+                return 0  # cannot fill completely: nothing happens
+            cancelled = False
+        if self.acc is None and self.stp == S_NONE:
+            left = self._walk_plain(side, limit, qty, owner, oid)
+        else:
+            left = self._walk(side, limit, qty, owner, oid, False, &cancelled)
+        if left > 0 and tif == C_GTC and not market and not cancelled:
+            o = self._alloc_order()
+            od = &self.pool[o]
+            od.oid = oid
+            od.price = price
+            od.qty = left
+            od.owner = owner
+            od.side = <uint8_t>side
+            self.seq += 1
+            od.seq = self.seq
+            self.index.put(oid, o)
+            self._rest(o)
+        self._after_event()
+        return 0
+
+    cdef int _after_event(self) except -1:
+        """Re-cross after balance changes (fills, or accounts changed from outside)."""
+        cdef Accounts acc = self.acc
+        if acc is None:
+            return 0
+        if acc.version == self.seen_version and self.fills.n == self._fills_seen:
+            return 0
+        self._uncross()
+        self.seen_version = acc.version
+        self._fills_seen = self.fills.n
+        return 0
+
+    cdef int32_t _best_executable(self, int side, ssize_t* level_out):
+        """First order in priority whose owner can execute now, or NIL.
+
+        Per household, earlier orders commit first; an order before the first executable
+        one commits nothing, so the first executable order is simply the first whose owner
+        has capacity left at the order's own price.
+        """
+        cdef ssize_t li = <ssize_t>self.n_levels[side] - 1
+        cdef Level* lv
+        cdef int32_t o
+        cdef int64_t price
+        cdef Accounts acc = self.acc
+        while li >= 0:
+            lv = &self.levels[side][li]
+            price = lv.key if side == C_BID else -lv.key
+            o = lv.head
+            while o != NIL:
+                if acc is None:
+                    level_out[0] = li
+                    return o
+                if side == C_BID:
+                    if acc.buy_cap(self.pool[o].owner, price, False) > 0:
+                        level_out[0] = li
+                        return o
+                elif acc.sell_cap(self.pool[o].owner, False) > 0:
+                    level_out[0] = li
+                    return o
+                o = self.pool[o].next
+            li -= 1
+        return NIL
+
+    cdef int _uncross(self) except -1:
+        cdef int32_t b, a, later, earlier
+        cdef ssize_t lb = 0, la = 0
+        cdef Order* ob
+        cdef Order* oa
+        cdef int64_t price, f, c
+        cdef Accounts acc = self.acc
+        while True:
+            b = self._best_executable(C_BID, &lb)
+            if b == NIL:
+                return 0
+            a = self._best_executable(C_ASK, &la)
+            if a == NIL:
+                return 0
+            ob = &self.pool[b]
+            oa = &self.pool[a]
+            if ob.price < oa.price:
+                return 0
+            if ob.seq < oa.seq:
+                earlier, later = b, a
+            else:
+                earlier, later = a, b
+            if self.stp != S_NONE and ob.owner == oa.owner:
+                if self.stp == S_RESTING:
+                    self._unlink(earlier, lb if earlier == b else la)
+                else:
+                    self._unlink(later, lb if later == b else la)
+                continue
+            price = self.pool[earlier].price
+            f = ob.qty if ob.qty < oa.qty else oa.qty
+            c = acc.sell_cap(oa.owner, False)
+            if c < f:
+                f = c
+            c = acc.buy_cap(ob.owner, price, False)
+            if c < f:
+                f = c
+            acc.settle(ob.owner, oa.owner, f, price, False)
+            self.fills.push(ob.oid, oa.oid, price, f, ob.owner, oa.owner,
+                            C_BID if later == b else C_ASK, self.event)
+            ob.qty -= f
+            self.levels[C_BID][lb].total -= f
+            oa.qty -= f
+            self.levels[C_ASK][la].total -= f
+            if ob.qty == 0:
+                self._unlink(b, lb)
+            if oa.qty == 0:
+                self._unlink(a, la)
+
+    cdef int _cancel(self, uint64_t oid) except -1:
+        cdef int32_t o = self.index.get(oid)
+        if o == NIL:
+            return 0
+        self.event += 1
+        self._unlink(o, self._level_of(o))
+        self._after_event()
+        return 1
+
+    cdef int _reduce(self, uint64_t oid, int64_t by) except -2:
+        """1 reduced, 0 not live, -1 bad amount."""
+        cdef int32_t o = self.index.get(oid)
+        cdef ssize_t li
+        if o == NIL:
+            return 0
+        if by <= 0 or by > self.pool[o].qty:
+            return -1
+        self.event += 1
+        li = self._level_of(o)
+        if by == self.pool[o].qty:
+            self._unlink(o, li)
+        else:
+            self.pool[o].qty -= by
+            self.levels[self.pool[o].side][li].total -= by
+        self._after_event()
+        return 1
+
+    # -- Python API: per order -----------------------------------------------------------
+    def submit(self, uint64_t oid, int side, int64_t price, int64_t qty,
+               uint32_t owner=0, int tif=0) -> int:
+        """Submit a limit order; returns the number of fills it caused."""
+        cdef size_t before = self.fills.n
+        if self._submit(oid, side, price, qty, owner, tif, False):
+            self._refuse(oid, side, price, qty, tif, False)
+        return self.fills.n - before
+
+    def market(self, uint64_t oid, int side, int64_t qty, uint32_t owner=0,
+               int tif=1) -> int:
+        """Submit a market order (no price limit; IOC, or FOK). Returns the fills caused."""
+        cdef size_t before = self.fills.n
+        if tif == C_GTC:
+            raise ValueError("tif: a market order never rests; use IOC or FOK")
+        if self._submit(oid, side, 0, qty, owner, tif, True):
+            self._refuse(oid, side, 0, qty, tif, True)
+        return self.fills.n - before
+
+    cdef _refuse(self, uint64_t oid, int side, int64_t price, int64_t qty, int tif,
+                 bint market):
+        if side != C_BID and side != C_ASK:
+            raise ValueError(f"side: must be BID (0) or ASK (1), got {side}")
+        if qty <= 0 or qty > C_MAX_QTY:
+            raise ValueError(f"qty: must be a positive integer up to {C_MAX_QTY}, got {qty}")
+        if tif < 0 or tif > 2:
+            raise ValueError(f"tif: must be GTC (0), IOC (1) or FOK (2), got {tif}")
+        if not market and (price <= 0 or price > C_MAX_PRICE):
+            raise ValueError(f"price: must be an integer in 1..{C_MAX_PRICE}, got {price}")
+        raise ValueError(f"oid: order {oid} is already live")
+
+    def cancel(self, uint64_t oid) -> bool:
+        """Cancel a live order; False if it is not live."""
+        return self._cancel(oid) == 1
+
+    def reduce(self, uint64_t oid, int64_t by) -> bool:
+        """Remove `by` from a live order's remaining quantity, keeping its priority.
+
+        Reducing by the whole remainder cancels it. False if the order is not live.
+        """
+        cdef int r = self._reduce(oid, by)
+        if r < 0:
+            raise ValueError(f"by: must be in 1..{self.pool[self.index.get(oid)].qty}, got {by}")
+        return r == 1
+
+    def replace(self, uint64_t oid, uint64_t new_oid, int64_t price, int64_t qty) -> int:
+        """Cancel `oid` and submit `new_oid` (same side and owner, GTC) at a new price and
+        quantity, losing priority; the new order may trade at once. Returns the number of
+        fills, or -1 if `oid` is not live (then nothing changes)."""
+        cdef int32_t o = self.index.get(oid)
+        cdef int side
+        cdef uint32_t owner
+        cdef size_t before = self.fills.n
+        if o == NIL:
+            return -1
+        if qty <= 0 or qty > C_MAX_QTY:
+            raise ValueError(f"qty: must be a positive integer up to {C_MAX_QTY}, got {qty}")
+        if price <= 0 or price > C_MAX_PRICE:
+            raise ValueError(f"price: must be an integer in 1..{C_MAX_PRICE}, got {price}")
+        if new_oid != oid and self.index.get(new_oid) != NIL:
+            raise ValueError(f"new_oid: order {new_oid} is already live")
+        side = self.pool[o].side
+        owner = self.pool[o].owner
+        self._unlink(o, self._level_of(o))
+        self._submit(new_oid, side, price, qty, owner, C_GTC, False)
+        return self.fills.n - before
+
+    def uncross(self) -> int:
+        """Trade whatever became executable and crosses (after outside account changes).
+
+        Returns the number of fills. Every event does this by itself.
+        """
+        cdef size_t before = self.fills.n
+        if self.acc is not None:
+            self._uncross()
+            self.seen_version = self.acc.version
+            self._fills_seen = self.fills.n
+        return self.fills.n - before
+
+    # -- Python API: fills, quotes, book ------------------------------------------------
+    def take_fills(self) -> list:
+        """Fills since the last take, as a list of `Fill`; the buffer is emptied."""
+        out = self.fills.to_list(0)
+        self._reset_fills()
+        return out
+
+    def take_fill_arrays(self) -> tuple:
+        """Fills since the last take as columns: (event, bid, ask, price, qty, buyer,
+        seller, aggressor), each an `array.array`; the buffer is emptied. `event` counts
+        the book's applied events from 1."""
+        out = self.fills.to_columns(0, 0)
+        self._reset_fills()
+        return out
+
+    cdef void _reset_fills(self) noexcept:
+        self.fills.n = 0
+        self._fills_seen = 0
+
+    @property
+    def pending_fills(self) -> int:
+        """Fills recorded and not yet taken."""
+        return self.fills.n
+
+    def quotes(self):
+        """`Quote(bid, ask, exec_bid, exec_ask)`: prices, or None for an empty side."""
+        cdef ssize_t li = 0
+        cdef int32_t b = self._best_executable(C_BID, &li)
+        cdef int32_t a = self._best_executable(C_ASK, &li)
+        nb = self.n_levels[C_BID]
+        na = self.n_levels[C_ASK]
+        return Quote(
+            self.levels[C_BID][nb - 1].key if nb else None,
+            -self.levels[C_ASK][na - 1].key if na else None,
+            self.pool[b].price if b != NIL else None,
+            self.pool[a].price if a != NIL else None,
+        )
+
+    def orders(self, int side) -> list:
+        """Resting orders of one side in priority order, as `RestingOrder`."""
+        if side != C_BID and side != C_ASK:
+            raise ValueError(f"side: must be BID (0) or ASK (1), got {side}")
+        out = []
+        cdef ssize_t li = <ssize_t>self.n_levels[side] - 1
+        cdef int32_t o
+        cdef Order* od
+        while li >= 0:
+            o = self.levels[side][li].head
+            while o != NIL:
+                od = &self.pool[o]
+                out.append(RestingOrder(od.oid, od.side, od.price, od.qty, od.owner))
+                o = od.next
+            li -= 1
+        return out
+
+    def order(self, uint64_t oid):
+        """The live order with this key as a `RestingOrder`, or None."""
+        cdef int32_t o = self.index.get(oid)
+        if o == NIL:
+            return None
+        cdef Order* od = &self.pool[o]
+        return RestingOrder(od.oid, od.side, od.price, od.qty, od.owner)
+
+    def depth(self, int side) -> list:
+        """[(price, total qty)] per level of one side, best first."""
+        out = []
+        cdef ssize_t li = <ssize_t>self.n_levels[side] - 1
+        while li >= 0:
+            k = self.levels[side][li].key
+            out.append((k if side == C_BID else -k, self.levels[side][li].total))
+            li -= 1
+        return out
+
+    def __len__(self) -> int:
+        return self.n_live
+
+    def __contains__(self, oid) -> bool:
+        return self.index.get(oid) != NIL
+
+    @property
+    def stp(self) -> str:
+        return ("none", "cancel-resting", "cancel-incoming")[self.stp]
+
+    # -- Python API: batch --------------------------------------------------------------
+    def run(self, const uint8_t[::1] kinds, const uint8_t[::1] sides,
+            const int64_t[::1] prices, const int64_t[::1] qtys,
+            const uint64_t[::1] oids, const uint32_t[::1] owners=None,
+            const uint8_t[::1] tifs=None):
+        """Apply a batch of events given as columns; see docs/matching.md.
+
+        Returns a `BatchResult`. Fills already pending are left in the buffer and not
+        included.
+        """
+        cdef size_t n = kinds.shape[0]
+        cdef size_t i
+        cdef size_t start = self.fills.n
+        cdef int64_t event_base = self.event
+        cdef uint8_t kind
+        cdef int r
+        if (sides.shape[0] != n or prices.shape[0] != n or qtys.shape[0] != n
+                or oids.shape[0] != n or (owners is not None and owners.shape[0] != n)
+                or (tifs is not None and tifs.shape[0] != n)):
+            raise ValueError("run: all columns must have the same length")
+        cdef uint8_t* status = <uint8_t*>malloc(n + 1)
+        if status == NULL:
+            raise MemoryError()
+        cdef bint has_owner = owners is not None
+        cdef bint has_tif = tifs is not None
+        # Events are numbered from event_base + 1 in the fill records, whether or not an
+        # event was applied, so the fill's event column is the row index.
+        try:
+            for i in range(n):
+                kind = kinds[i]
+                if kind == K_MARKET and has_tif and tifs[i] == C_GTC:
+                    r = 1  # a market order never rests
+                elif kind == K_LIMIT or kind == K_MARKET:
+                    self.event = event_base + <int64_t>i
+                    r = self._submit(oids[i], sides[i], prices[i], qtys[i],
+                                     owners[i] if has_owner else 0,
+                                     tifs[i] if has_tif else (C_IOC if kind == K_MARKET
+                                                              else C_GTC),
+                                     kind == K_MARKET)
+                elif kind == K_CANCEL:
+                    self.event = event_base + <int64_t>i
+                    r = 0 if self._cancel(oids[i]) else 1
+                elif kind == K_REDUCE:
+                    self.event = event_base + <int64_t>i
+                    r = 0 if self._reduce(oids[i], qtys[i]) == 1 else 1
+                else:
+                    r = 1
+                status[i] = <uint8_t>r
+            self.event = event_base + <int64_t>n
+            cols = self.fills.to_columns(start, event_base + 1)
+            st = _array("B", status, n)
+        finally:
+            free(status)
+        self.fills.n = start
+        if self._fills_seen > start:
+            self._fills_seen = start
+        return BatchResult(st, *cols)
+
+
+# ----------------------------------------------------------------------------- call auction
+ctypedef struct CallOrder:
+    uint64_t oid
+    int64_t price
+    int64_t qty
+    int64_t ts
+    int64_t exec_qty
+    uint32_t owner
+    uint8_t side
+    uint8_t live
+
+
+cdef class CallAuction:
+    """One interval's orders, cleared together at one uniform price.
+
+    Priority is price, then `ts`, then `oid`, so the result depends only on the set of
+    orders. See docs/matching.md.
+    """
+
+    cdef CallOrder* rows
+    cdef size_t n
+    cdef size_t cap
+    cdef size_t n_live
+    cdef _KeyMap index
+    cdef Accounts acc
+    cdef int stp
+    cdef _FillBuffer fills
+    cdef wm_key* keys
+    cdef size_t keys_cap
+    # results of the last clearing
+    cdef int64_t last_price
+    cdef int64_t last_volume
+    cdef int64_t last_exec
+
+    def __cinit__(self, accounts: Accounts | None = None, stp="none"):
+        self.index = _KeyMap()
+        self.fills = _FillBuffer()
+        self.acc = accounts
+        self.stp = _stp_code(stp)
+
+    def __dealloc__(self):
+        free(self.rows)
+        free(self.keys)
+
+    cdef int _add(self, uint64_t oid, int side, int64_t price, int64_t qty,
+                  uint32_t owner, int64_t ts) except -2:
+        cdef CallOrder* o
+        if side != C_BID and side != C_ASK:
+            return 1
+        if qty <= 0 or qty > C_MAX_QTY or price <= 0 or price > C_MAX_PRICE:
+            return 1
+        if self.index.get(oid) != NIL:
+            return 1
+        if self.n == self.cap:
+            self.rows = <CallOrder*>_grow(self.rows, &self.cap, self.n + 1,
+                                            sizeof(CallOrder))
+        o = &self.rows[self.n]
+        o.oid = oid
+        o.side = <uint8_t>side
+        o.price = price
+        o.qty = qty
+        o.owner = owner
+        o.ts = ts
+        o.live = 1
+        o.exec_qty = 0
+        self.index.put(oid, <int32_t>self.n)
+        self.n += 1
+        self.n_live += 1
+        return 0
+
+    def add(self, uint64_t oid, int side, int64_t price, int64_t qty, uint32_t owner=0,
+            int64_t ts=0) -> None:
+        """Add an order to the pending interval."""
+        if self._add(oid, side, price, qty, owner, ts):
+            if side != C_BID and side != C_ASK:
+                raise ValueError(f"side: must be BID (0) or ASK (1), got {side}")
+            if qty <= 0 or qty > C_MAX_QTY:
+                raise ValueError(f"qty: must be a positive integer up to {C_MAX_QTY}, got {qty}")
+            if price <= 0 or price > C_MAX_PRICE:
+                raise ValueError(f"price: must be an integer in 1..{C_MAX_PRICE}, got {price}")
+            raise ValueError(f"oid: order {oid} is already pending")
+
+    def cancel(self, uint64_t oid) -> bool:
+        """Withdraw a pending order; False if it is not pending."""
+        cdef int32_t i = self.index.get(oid)
+        if i == NIL:
+            return False
+        self.rows[i].live = 0
+        self.index.remove(oid)
+        self.n_live -= 1
+        return True
+
+    def __len__(self) -> int:
+        return self.n_live
+
+    def __contains__(self, oid) -> bool:
+        return self.index.get(oid) != NIL
+
+    cdef size_t _sorted_keys(self, int side, wm_key* out) noexcept nogil:
+        cdef size_t i, k = 0
+        cdef CallOrder* o
+        for i in range(self.n):
+            o = &self.rows[i]
+            if o.live and o.side == side:
+                out[k].pkey = -o.price if side == C_BID else o.price
+                out[k].ts = o.ts
+                out[k].oid = o.oid
+                out[k].idx = <int32_t>i
+                k += 1
+        wm_sort_keys(out, k)
+        return k
+
+    cdef int _ensure_keys(self) except -1:
+        if self.keys_cap < self.n + 1:
+            self.keys = <wm_key*>_grow(self.keys, &self.keys_cap, self.n + 1, sizeof(wm_key))
+        return 0
+
+    cdef void _commit(self, wm_key* k, size_t nk, int side) noexcept:
+        """Executable quantity of each order, in priority order, per household."""
+        cdef Accounts acc = self.acc
+        cdef size_t i
+        cdef CallOrder* o
+        cdef int64_t c
+        if acc is not None:
+            acc.new_scratch()
+        for i in range(nk):
+            o = &self.rows[k[i].idx]
+            if acc is None or not acc.has(o.owner):
+                o.exec_qty = o.qty
+                continue
+            if side == C_BID:
+                # Checked at the bid's own limit: the clearing price is never higher.
+                c = acc.buy_cap(o.owner, o.price, True)
+            else:
+                c = acc.sell_cap(o.owner, True)
+            o.exec_qty = o.qty if o.qty < c else c
+            if o.exec_qty > 0:
+                if side == C_BID:
+                    acc.s_energy[o.owner] += o.exec_qty
+                    acc.s_money[o.owner] -= o.exec_qty * o.price
+                else:
+                    acc.s_energy[o.owner] -= o.exec_qty
+
+    cdef int _clear(self) except -1:
+        """Clear every pending order into the fill buffer; empty the auction."""
+        cdef size_t nb, na, i = 0, j = 0
+        cdef wm_key* bk
+        cdef wm_key* ak
+        cdef CallOrder* b
+        cdef CallOrder* a
+        cdef int64_t rb = 0, ra = 0, f, pb = 0, pa = 0, price, volume = 0
+        cdef size_t first_fill = self.fills.n, k
+        cdef FillRec* r
+        cdef Accounts acc = self.acc
+        cdef int64_t n_exec = 0
+        self._ensure_keys()
+        bk = self.keys
+        nb = self._sorted_keys(C_BID, bk)
+        ak = self.keys + nb
+        na = self._sorted_keys(C_ASK, ak)
+        # The ask keys were written after the bid keys; both fit in n slots.
+        self._commit(bk, nb, C_BID)
+        # A household that both buys and sells: its scratch balances restart per side,
+        # so each side is checked against the balances before the clearing.
+        self._commit(ak, na, C_ASK)
+        for k in range(nb):
+            if self.rows[bk[k].idx].exec_qty > 0:
+                n_exec += 1
+        for k in range(na):
+            if self.rows[ak[k].idx].exec_qty > 0:
+                n_exec += 1
+        # Walk executable bids and asks in priority while they cross.
+        while True:
+            while i < nb and rb == 0:
+                rb = self.rows[bk[i].idx].exec_qty
+                if rb == 0:
+                    i += 1
+            while j < na and ra == 0:
+                ra = self.rows[ak[j].idx].exec_qty
+                if ra == 0:
+                    j += 1
+            if i >= nb or j >= na:
+                break
+            b = &self.rows[bk[i].idx]
+            a = &self.rows[ak[j].idx]
+            if b.price < a.price:
+                break
+            if self.stp != S_NONE and b.owner == a.owner:
+                # One household on both sides: drop the earlier (cancel-resting) or the
+                # later (cancel-incoming) order from the walk, by (ts, oid).
+                if (b.ts < a.ts or (b.ts == a.ts and b.oid < a.oid)) == (self.stp == S_RESTING):
+                    rb = 0
+                    i += 1
+                else:
+                    ra = 0
+                    j += 1
+                continue
+            f = rb if rb < ra else ra
+            self.fills.push(b.oid, a.oid, 0, f, b.owner, a.owner, NO_AGGRESSOR, 0)
+            volume += f
+            pb = b.price
+            pa = a.price
+            rb -= f
+            ra -= f
+            if rb == 0:
+                i += 1
+            if ra == 0:
+                j += 1
+        price = (pb + pa) // 2 if self.fills.n > first_fill else -1
+        for k in range(first_fill, self.fills.n):
+            r = &self.fills.recs[k]
+            r.price = price
+            if acc is not None:
+                acc.settle(r.buyer, r.seller, r.qty, price, False)
+        if acc is not None and self.fills.n > first_fill:
+            acc.version += 1
+        self.last_price = price
+        self.last_volume = volume
+        self.last_exec = n_exec
+        self.n = 0
+        self.n_live = 0
+        self.index.clear()
+        return 0
+
+    def clear(self):
+        """Clear the pending orders at one price, settle the fills into the accounts and
+        empty the auction. Returns a `Clearing`."""
+        cdef size_t orders = self.n_live
+        self.fills.n = 0
+        self._clear()
+        fills = self.fills.to_list(0)
+        self.fills.n = 0
+        return Clearing(self.last_price if self.last_price >= 0 else None, fills,
+                        self.last_volume, orders, self.last_exec)
+
+    def clear_arrays(self, const uint8_t[::1] sides, const int64_t[::1] prices,
+                     const int64_t[::1] qtys, const uint64_t[::1] oids,
+                     const uint32_t[::1] owners=None, const int64_t[::1] ts=None):
+        """Add the orders given as columns and clear; returns `ClearingArrays`.
+
+        Same result as `add` for each row followed by `clear()`. Raises ValueError (and
+        clears nothing) on a bad row or a duplicate oid.
+        """
+        cdef size_t n = sides.shape[0]
+        cdef size_t i
+        if (prices.shape[0] != n or qtys.shape[0] != n or oids.shape[0] != n
+                or (owners is not None and owners.shape[0] != n)
+                or (ts is not None and ts.shape[0] != n)):
+            raise ValueError("clear_arrays: all columns must have the same length")
+        if self.n_live:
+            raise ValueError("clear_arrays: the auction already holds pending orders")
+        for i in range(n):
+            if self._add(oids[i], sides[i], prices[i], qtys[i],
+                         owners[i] if owners is not None else 0,
+                         ts[i] if ts is not None else 0):
+                self.n = 0
+                self.n_live = 0
+                self.index.clear()
+                raise ValueError(f"row {i}: bad side, price or quantity, or duplicate oid")
+        orders = self.n_live
+        self.fills.n = 0
+        self._clear()
+        ev, bid, ask, price, qty, buyer, seller, aggr = self.fills.to_columns(0, 0)
+        self.fills.n = 0
+        return ClearingArrays(self.last_price if self.last_price >= 0 else None,
+                              self.last_volume, orders, self.last_exec,
+                              bid, ask, qty, buyer, seller)
+
+    def quotes(self):
+        """`Quote` over the pending orders; executable means the owner has capacity at the
+        order's own price."""
+        best = [None, None, None, None]
+        bestkey = [None, None, None, None]
+        cdef size_t i
+        cdef CallOrder* o
+        cdef Accounts acc = self.acc
+        cdef bint ok
+        for i in range(self.n):
+            o = &self.rows[i]
+            if not o.live:
+                continue
+            key = (-o.price if o.side == C_BID else o.price, o.ts, o.oid)
+            if best[o.side] is None or key < bestkey[o.side]:
+                best[o.side] = o.price
+                bestkey[o.side] = key
+            if acc is None:
+                ok = True
+            elif o.side == C_BID:
+                ok = acc.buy_cap(o.owner, o.price, False) > 0
+            else:
+                ok = acc.sell_cap(o.owner, False) > 0
+            if ok and (best[2 + o.side] is None or key < bestkey[2 + o.side]):
+                best[2 + o.side] = o.price
+                bestkey[2 + o.side] = key
+        return Quote(best[0], best[1], best[2], best[3])
+
+    def orders(self, int side) -> list:
+        """Pending orders of one side in priority order, as `RestingOrder`."""
+        rows = [(-o["price"] if side == C_BID else o["price"], o["ts"], o["oid"], o)
+                for o in self._pending() if o["side"] == side]
+        rows.sort(key=lambda r: r[:3])
+        return [RestingOrder(o["oid"], o["side"], o["price"], o["qty"], o["owner"])
+                for *_, o in rows]
+
+    cdef list _pending(self):
+        cdef size_t i
+        out = []
+        for i in range(self.n):
+            if self.rows[i].live:
+                out.append(self.rows[i])
+        return out

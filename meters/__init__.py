@@ -1,0 +1,1 @@
+"""Meter readings and profiles. Not built yet."""
