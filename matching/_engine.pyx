@@ -35,13 +35,49 @@ cdef extern from * nogil:
     """
     #include <algorithm>
     #include <stdint.h>
+    #include <stdlib.h>
+    #include <string.h>
     struct wm_key { int64_t pkey; int64_t ts; uint64_t oid; int32_t idx; };
-    static inline bool wm_key_less(const wm_key& a, const wm_key& b) {
-        if (a.pkey != b.pkey) return a.pkey < b.pkey;
-        if (a.ts != b.ts) return a.ts < b.ts;
-        return a.oid < b.oid;
+    struct wm_key_less {  /* a functor, so std::sort inlines the comparison */
+        bool operator()(const wm_key& a, const wm_key& b) const {
+            if (a.pkey != b.pkey) return a.pkey < b.pkey;
+            if (a.ts != b.ts) return a.ts < b.ts;
+            return a.oid < b.oid;
+        }
+    };
+    /* Sort by (pkey, ts, oid). Prices span a small range, so a stable LSD radix sort on
+       pkey (only as many byte passes as the range needs) puts the keys in price order;
+       then each run of equal prices, usually short, is sorted by the full key. */
+    static inline void wm_sort_keys(wm_key* k, size_t n) {
+        if (n < 2) return;
+        int64_t lo = k[0].pkey, hi = k[0].pkey;
+        for (size_t i = 1; i < n; i++) {
+            if (k[i].pkey < lo) lo = k[i].pkey;
+            if (k[i].pkey > hi) hi = k[i].pkey;
+        }
+        uint64_t range = (uint64_t)(hi - lo);
+        wm_key* tmp = (wm_key*)malloc(n * sizeof(wm_key));
+        if (tmp == NULL) { std::sort(k, k + n, wm_key_less()); return; }
+        wm_key* src = k;
+        wm_key* dst = tmp;
+        for (int shift = 0; shift < 64 && (range >> shift); shift += 8) {
+            size_t count[256] = {0};
+            for (size_t i = 0; i < n; i++) count[((uint64_t)(src[i].pkey - lo) >> shift) & 255]++;
+            size_t pos = 0;
+            for (int d = 0; d < 256; d++) { size_t c = count[d]; count[d] = pos; pos += c; }
+            for (size_t i = 0; i < n; i++) dst[count[((uint64_t)(src[i].pkey - lo) >> shift) & 255]++] = src[i];
+            wm_key* t = src; src = dst; dst = t;
+        }
+        if (src != k) memcpy(k, src, n * sizeof(wm_key));
+        free(tmp);
+        size_t i = 0;
+        while (i < n) {
+            size_t j = i + 1;
+            while (j < n && k[j].pkey == k[i].pkey) j++;
+            if (j - i > 1) std::sort(k + i, k + j, wm_key_less());
+            i = j;
+        }
     }
-    static inline void wm_sort_keys(wm_key* k, size_t n) { std::sort(k, k + n, wm_key_less); }
     """
     ctypedef struct wm_key:
         int64_t pkey
@@ -252,6 +288,17 @@ cdef class _KeyMap:
     cdef void clear(self) noexcept:
         memset(self.vals, 0xff, (self.mask + 1) * sizeof(int32_t))
         self.count = 0
+
+    cdef int reserve(self, size_t n) except -1:
+        """Make room for n keys at once (no rehash while they go in). Empty map only."""
+        cdef size_t cap = self.mask + 1
+        while cap < 2 * n + 2:
+            cap *= 2
+        if cap != self.mask + 1:
+            free(self.keys)
+            free(self.vals)
+            self._alloc(cap)
+        return 0
 
     cdef inline int32_t get(self, uint64_t key) noexcept nogil:
         cdef size_t h = _mix(key) & self.mask
@@ -1382,14 +1429,29 @@ cdef class CallAuction:
             raise ValueError("clear_arrays: all columns must have the same length")
         if self.n_live:
             raise ValueError("clear_arrays: the auction already holds pending orders")
+        if self.cap < n:
+            self.rows = <CallOrder*>_grow(self.rows, &self.cap, n, sizeof(CallOrder))
+        cdef CallOrder* o
         for i in range(n):
-            if self._add(oids[i], sides[i], prices[i], qtys[i],
-                         owners[i] if owners is not None else 0,
-                         ts[i] if ts is not None else 0):
-                self.n = 0
-                self.n_live = 0
-                self.index.clear()
-                raise ValueError(f"row {i}: bad side, price or quantity, or duplicate oid")
+            o = &self.rows[i]
+            o.oid = oids[i]
+            o.side = sides[i]
+            o.price = prices[i]
+            o.qty = qtys[i]
+            o.owner = owners[i] if owners is not None else 0
+            o.ts = ts[i] if ts is not None else 0
+            o.live = 1
+            o.exec_qty = 0
+            if (o.side > 1 or o.qty <= 0 or o.qty > C_MAX_QTY or o.price <= 0
+                    or o.price > C_MAX_PRICE):
+                raise ValueError(f"row {i}: bad side, price or quantity")
+        # No index is needed to clear at once; a radix sort of the ids finds duplicates
+        # without the cache misses of a million hash inserts.
+        dup = _first_duplicate(&oids[0], n) if n else -1
+        if dup >= 0:
+            raise ValueError(f"oid: {oids[dup]} appears more than once")
+        self.n = n
+        self.n_live = n
         orders = self.n_live
         self.fills.n = 0
         self._clear()
@@ -1442,3 +1504,49 @@ cdef class CallAuction:
             if self.rows[i].live:
                 out.append(self.rows[i])
         return out
+
+
+cdef ssize_t _first_duplicate(const uint64_t* oids, size_t n) except -2:
+    """Index of one id that occurs twice in `oids`, or -1. LSD radix sort, 8 bits a pass;
+    passes where every id has the same byte are skipped."""
+    cdef uint64_t* a = <uint64_t*>malloc(n * 8)
+    cdef uint64_t* b = <uint64_t*>malloc(n * 8)
+    cdef uint64_t* t
+    cdef size_t counts[256]
+    cdef size_t i, pos, c
+    cdef int shift, d
+    cdef uint64_t dupval
+    if a == NULL or b == NULL:
+        free(a)
+        free(b)
+        raise MemoryError()
+    memcpy(a, oids, n * 8)
+    try:
+        for shift in range(0, 64, 8):
+            memset(counts, 0, sizeof(counts))
+            for i in range(n):
+                counts[(a[i] >> shift) & 0xff] += 1
+            if counts[(a[0] >> shift) & 0xff] == n:
+                continue
+            pos = 0
+            for d in range(256):
+                c = counts[d]
+                counts[d] = pos
+                pos += c
+            for i in range(n):
+                d = (a[i] >> shift) & 0xff
+                b[counts[d]] = a[i]
+                counts[d] += 1
+            t = a
+            a = b
+            b = t
+        for i in range(1, n):
+            if a[i] == a[i - 1]:
+                dupval = a[i]
+                for pos in range(n):
+                    if oids[pos] == dupval:
+                        return pos
+        return -1
+    finally:
+        free(a)
+        free(b)
