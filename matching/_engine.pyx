@@ -714,10 +714,9 @@ cdef class Book:
         cdef bint caps = acc is not None
         cdef ssize_t li = <ssize_t>self.n_levels[opp] - 1
         cdef Level* lv
-        cdef int64_t price, f, c
+        cdef int64_t price, f, c, own = 0
         cdef int32_t o, nxt
         cdef Order* r
-        cdef uint32_t buyer, seller
         cdef bint level_gone
         if caps and dry:
             acc.new_scratch()
@@ -731,6 +730,26 @@ cdef class Book:
             while o != NIL and qty > 0:
                 r = &self.pool[o]
                 nxt = r.next
+                if caps:
+                    # The incoming order stops as soon as its own owner can do no more,
+                    # before it meets (and perhaps cancels) the next resting order.
+                    own = acc.buy_cap(owner, price, dry) if side == C_BID \
+                        else acc.sell_cap(owner, dry)
+                    if own <= 0:
+                        return qty
+                f = qty if qty < r.qty else r.qty
+                if caps:
+                    # What the resting order's owner can do; if nothing, it waits untouched
+                    # (self-trade prevention does not act on it either).
+                    c = acc.sell_cap(r.owner, dry) if side == C_BID \
+                        else acc.buy_cap(r.owner, price, dry)
+                    if c <= 0:
+                        o = nxt
+                        continue
+                    if c < f:
+                        f = c
+                    if own < f:
+                        f = own
                 if self.stp != S_NONE and r.owner == owner:
                     if self.stp == S_INCOMING:
                         cancelled[0] = True
@@ -744,35 +763,11 @@ cdef class Book:
                             break
                     o = nxt
                     continue
-                f = qty if qty < r.qty else r.qty
                 if caps:
                     if side == C_BID:
-                        buyer = owner
-                        seller = r.owner
-                        c = acc.sell_cap(seller, dry)
-                        if c <= 0:
-                            o = nxt  # the seller has no energy: its ask waits, untouched
-                            continue
-                        if c < f:
-                            f = c
-                        c = acc.buy_cap(buyer, price, dry)
-                        if c <= 0:
-                            return qty  # the incoming buyer can take no more
+                        acc.settle(owner, r.owner, f, price, dry)
                     else:
-                        buyer = r.owner
-                        seller = owner
-                        c = acc.sell_cap(seller, dry)
-                        if c <= 0:
-                            return qty
-                        if c < f:
-                            f = c
-                        c = acc.buy_cap(buyer, price, dry)
-                        if c <= 0:
-                            o = nxt  # the buyer cannot take more now: its bid waits
-                            continue
-                    if c < f:
-                        f = c
-                    acc.settle(buyer, seller, f, price, dry)
+                        acc.settle(r.owner, owner, f, price, dry)
                 qty -= f
                 if not dry:
                     if side == C_BID:
