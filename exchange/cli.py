@@ -1,0 +1,234 @@
+"""The ``wattmesh`` command line. Thin: parsing, printing and exit codes; the work happens
+in the library modules (``wattmesh.exchange.replay``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import orjson
+import typer
+
+from wattmesh.exchange import replay as replaying
+
+# A progress bar is worth drawing only for logs that take more than a moment.
+PROGRESS_MIN_BYTES = 16 << 20
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="wattmesh: a peer-to-peer energy exchange for a neighbourhood.",
+)
+
+
+@app.callback()
+def _root() -> None:
+    """wattmesh: a peer-to-peer energy exchange for a neighbourhood."""
+
+
+class Mode(StrEnum):
+    """The replay mechanisms (replay.MODES)."""
+
+    call = "call"
+    cda = "cda"
+
+
+class StpRule(StrEnum):
+    """Self-trade prevention rules (replay.STP_RULES)."""
+
+    none = "none"
+    cancel_resting = "cancel-resting"
+    cancel_incoming = "cancel-incoming"
+
+
+@app.command()
+def replay(
+    log: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Order log, JSON Lines. Without it the bundled sample day is replayed.",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            help="call: one call auction per delivery interval, the network's default "
+            "mechanism (DESIGN.md); cda: a continuous double auction, events in order.",
+        ),
+    ] = Mode.call,
+    interval_ms: Annotated[
+        int, typer.Option(min=1, help="Length of a delivery interval in ms (call mode).")
+    ] = replaying.DEFAULT_INTERVAL_MS,
+    stp: Annotated[
+        StpRule,
+        typer.Option(
+            help="Self-trade prevention when one household meets itself.",
+        ),
+    ] = StpRule.none,
+    trades: Annotated[
+        str | None,
+        typer.Option(metavar="FILE", help="Write one JSON line per fill to FILE ('-': stdout)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            file_okay=False,
+            help="Write trades.csv, intervals.csv, accounts.csv, rejects.jsonl and "
+            "summary.json to DIR.",
+        ),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Stop with exit code 2 at the first bad line (not JSON, bad record or "
+            "signature) instead of refusing it and going on."
+        ),
+    ] = False,
+    verify_signatures: Annotated[
+        bool,
+        typer.Option(
+            help="Require every order and cancel to be signed by its owner, and every "
+            "given order id to match its content."
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (summary.json).")
+    ] = False,
+) -> None:
+    """Replay an order log through the matching engine and summarize the result.
+
+    Default mode: call (the network's default mechanism). The same log always gives the
+    same bytes out. Refused lines are counted by reason and listed in DIR/rejects.jsonl.
+    """
+    options = replaying.ReplayOptions(
+        mode=mode.value,
+        interval_ms=interval_ms,
+        stp=stp.value,
+        strict=strict,
+        verify_signatures=verify_signatures,
+    )
+    size = log.stat().st_size if log is not None else 0
+    try:
+        with _progress(size) as on_progress:
+            result = replaying.replay(log, options, on_progress=on_progress)
+    except replaying.BadLineError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot read {log}: {exc.strerror or exc}")
+    try:
+        if trades == "-":
+            replaying.write_trades(result, sys.stdout.buffer)
+            sys.stdout.flush()
+        elif trades is not None:
+            with open(trades, "wb") as fp:
+                replaying.write_trades(result, fp)
+        if out is not None:
+            replaying.write_outputs(result, out)
+    except OSError as exc:
+        _fail(f"cannot write {exc.filename or trades or out}: {exc.strerror or exc}")
+    # The trades own stdout when they go there; the summary then goes to stderr.
+    stream = sys.stderr if trades == "-" else sys.stdout
+    if as_json:
+        stream.write(orjson.dumps(result.summary(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        stream.write(format_summary(result.summary()))
+
+
+def _fail(message: str) -> NoReturn:
+    """Report an error as one line on stderr and exit with code 2."""
+    sys.stderr.write(f"wattmesh: error: {message}\n")
+    raise typer.Exit(2)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The short human summary: events, fills, volume, VWAP and refusals by reason."""
+    minutes = summary["interval_ms"] / 60_000
+    span = f"{minutes:g}-minute intervals" if summary["mode"] == "call" else "continuous"
+    accepted = summary["accepted"]
+    vwap = summary["vwap"]
+    price = "-" if vwap is None else f"{vwap:,} micro/kWh ({vwap / 1e6:.4f} per kWh)"
+    refused = summary["refused_by_code"]
+    reasons = ", ".join(f"{code} {count:,}" for code, count in refused.items())
+    lines = [
+        f"replayed {summary['events']:,} events, {summary['mode']} mode ({span})",
+        f"accepted  {accepted['orders']:,} orders, {accepted['cancels']:,} cancels, "
+        f"{accepted['accounts']:,} accounts",
+        f"fills     {summary['fills']:,} in {summary['intervals']:,} intervals",
+        f"volume    {summary['volume_wh']:,} Wh",
+        f"vwap      {price}",
+        f"refused   {summary['refused']:,}" + (f" ({reasons})" if reasons else ""),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class _progress:
+    """A rich progress bar on stderr for large logs read from a terminal session.
+
+    Yields the callback for ``replay(on_progress=...)``, or None when no bar is drawn
+    (stderr is not a terminal, or the log is small), so pipes and captured output stay clean.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        if self.size < PROGRESS_MIN_BYTES or not _isatty(sys.stderr):
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        self.bar = Progress(
+            "replaying",
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.bar.start()
+        task = self.bar.add_task("replay", total=self.size)
+        return lambda done: self.bar.update(task, completed=done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # captured or replaced streams
+        return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``wattmesh`` console script.
+
+    Errors (a wrong flag, a missing file, a bad line under --strict) are one line on
+    stderr, ``wattmesh: error: ...``, and exit code 2.
+    """
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="wattmesh", standalone_mode=False)
+    except typer.TyperException as exc:  # usage errors: a wrong flag, a missing file
+        message = exc.format_message().strip()
+        if message:  # (no message: the help was shown because no command was given)
+            sys.stderr.write(f"wattmesh: error: {message}\n")
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("wattmesh: aborted\n")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The ``wattmesh`` command line: ``wattmesh replay`` (wattmesh.exchange.cli)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from wattmesh.exchange.cli import main
+from wattmesh.settlement.records import Order
+
+T0 = 1_718_928_000_000
+
+
+def wattmesh(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the console script's main() in-process; returns (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def write_log(path: Path, *lines: dict | str) -> Path:
+    path.write_bytes(
+        b"".join((orjson.dumps(x) if isinstance(x, dict) else x.encode()) + b"\n" for x in lines)
+    )
+    return path
+
+
+def order(owner: str, side: str, price: int, ts: int, interval: int | None = T0) -> dict:
+    return Order("energy", side, price, 100, owner, ts, interval).to_dict()
+
+
+def test_replay_without_a_log_replays_the_bundled_sample_in_call_mode(capsys):
+    code, out, err = wattmesh(capsys, "replay")
+    assert code == 0 and err == ""
+    assert "call mode" in out
+    fills = int(out.split("fills")[1].split()[0].replace(",", ""))
+    assert fills > 0
+    for word in ("events", "volume", "vwap", "refused"):
+        assert word in out
+
+
+def test_help_says_call_is_the_default_mode(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps help to the terminal's width
+    code, out, _err = wattmesh(capsys, "replay", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "Default mode: call" in text
+    for flag in ("--mode", "--interval-ms", "--stp", "--trades", "--out", "--strict",
+                 "--verify-signatures"):  # fmt: skip
+        assert flag in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["replay", "--bogus"], "No such option: --bogus"),
+        (["replay", "--mode", "auction"], "'auction' is not one of"),
+        (["replay", "--interval-ms", "0"], "--interval-ms"),
+        (["replay", "--stp", "maybe"], "--stp"),
+        (["replay", "no/such/log.jsonl"], "does not exist"),
+        (["replay", "--trades", "no/such/dir/trades.jsonl"], "cannot write"),
+        (["nonsense"], "No such command"),
+    ],
+)
+def test_a_wrong_flag_or_a_missing_file_is_one_error_line_and_exit_code_2(capsys, args, message):
+    code, out, err = wattmesh(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("wattmesh: error: ")
+    assert message in err
+
+
+def test_strict_exits_2_at_the_first_bad_line_naming_it(capsys, tmp_path):
+    log = write_log(
+        tmp_path / "bad.jsonl",
+        order("s", "ask", 200_000, T0 - 10),
+        '{"type": "order", "price": 1}',
+        "not json",
+    )
+    code, out, err = wattmesh(capsys, "replay", str(log), "--strict")
+    assert code == 2 and out == ""
+    assert err == "wattmesh: error: line 2: bad-record: market: missing\n"
+
+    code, out, err = wattmesh(capsys, "replay", str(log))  # without --strict: refused, go on
+    assert code == 0 and "refused   2 (bad-json 1, bad-record 1)" in out
+
+
+def test_trades_and_out_files_are_written_and_agree(capsys, tmp_path):
+    code, out, _err = wattmesh(
+        capsys, "replay", "--mode", "cda", "--trades", str(tmp_path / "t.jsonl"),
+        "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 0
+    trades = [orjson.loads(x) for x in (tmp_path / "t.jsonl").read_bytes().splitlines()]
+    csv_lines = (tmp_path / "out" / "trades.csv").read_text().splitlines()
+    assert csv_lines[0] == "seq,mode,interval,ts,buyer,seller,bid,ask,qty,price"
+    assert len(csv_lines) - 1 == len(trades) > 0
+    assert all(t["mode"] == "cda" and t["interval"] is None for t in trades)
+    summary = orjson.loads((tmp_path / "out" / "summary.json").read_bytes())
+    assert summary["fills"] == len(trades)
+    assert f"fills     {len(trades):,}" in out
+
+
+def test_trades_to_stdout_keep_stdout_pure_json_lines(capsys):
+    code, out, err = wattmesh(capsys, "replay", "--trades", "-")
+    assert code == 0
+    trades = [orjson.loads(line) for line in out.splitlines()]
+    assert len(trades) > 0 and [t["seq"] for t in trades] == list(range(1, len(trades) + 1))
+    assert "fills" in err  # the summary moved to stderr
+
+
+def test_json_summary(capsys, tmp_path):
+    code, out, _err = wattmesh(capsys, "replay", "--json", "--out", str(tmp_path))
+    assert code == 0
+    assert orjson.loads(out) == orjson.loads((tmp_path / "summary.json").read_bytes())
+
+
+def test_the_same_log_gives_the_same_bytes_out(capsys, tmp_path):
+    outputs = []
+    for name in ("one", "two"):
+        code, out, _err = wattmesh(
+            capsys, "replay", "--trades", str(tmp_path / f"{name}.jsonl"),
+            "--out", str(tmp_path / name),
+        )  # fmt: skip
+        assert code == 0
+        files = sorted((tmp_path / name).iterdir())
+        outputs.append(
+            (out, (tmp_path / f"{name}.jsonl").read_bytes(), [f.read_bytes() for f in files])
+        )
+    assert outputs[0] == outputs[1]
+
+
+def test_verify_signatures_on_the_sample_refuses_nothing(capsys):
+    code, out, _err = wattmesh(capsys, "replay", "--verify-signatures")
+    assert code == 0 and "refused   0\n" in out
+
+
+def test_no_progress_bar_garbles_captured_output(capsys, tmp_path):
+    code, _out, err = wattmesh(capsys, "replay", "--mode", "cda")
+    assert code == 0 and err == ""
+
+
+def test_the_installed_console_script_runs():
+    script = Path(sys.executable).with_name("wattmesh")
+    done = subprocess.run(
+        [str(script), "replay", "--mode", "cda", "--json"], capture_output=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["fills"] > 0
+    done = subprocess.run([str(script), "replay", "--nope"], capture_output=True, check=False)
+    assert done.returncode == 2
+    [line] = done.stderr.decode().splitlines()
+    assert line.startswith("wattmesh: error: No such option: --nope")
