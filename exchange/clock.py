@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 
-import trio
-
 DEFAULT_INTERVAL_MS = 900_000  # 15 minutes
 
 
@@ -51,6 +49,8 @@ async def gates(
     interval follows in order, none skipped, even if the caller falls behind (then the
     late ones come at once). Sleeps with trio, so a test can drive it with a MockClock.
     """
+    import trio  # here, not at the top: replay uses this module and never needs trio
+
     if length_ms <= 0 or grace_ms < 0:
         raise ValueError("length_ms must be positive and grace_ms not negative")
     next_interval = interval_start(now_ms(), length_ms) + length_ms
