@@ -26,12 +26,21 @@ extensions = [
         language="c++",
         extra_compile_args=["-O3"],
     ),
+    Extension(
+        "wattmesh.exchange._logscan",
+        ["exchange/_logscan.pyx"],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"wattmesh.exchange": ["data/*.jsonl"], "wattmesh.matching": ["*.pyx", "*.pxd"]},
+    package_data={
+        "wattmesh.exchange": ["data/*.jsonl", "*.pyx"],
+        "wattmesh.matching": ["*.pyx", "*.pxd"],
+        "wattmesh.agents": ["data/*.json"],
+    },
     ext_modules=cythonize(
         extensions,
         language_level=3,

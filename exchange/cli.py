@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 
+from wattmesh.agents.gode_sunder_cli import gode_sunder
 from wattmesh.exchange import replay as replaying
 
 # A progress bar is worth drawing only for logs that take more than a moment.
@@ -140,6 +141,14 @@ def replay(
         stream.write(orjson.dumps(result.summary(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         stream.write(format_summary(result.summary()))
+
+
+simulate = typer.Typer(
+    no_args_is_help=True,
+    help="Market simulations: Gode and Sunder's ZI markets, the Energo community.",
+)
+app.add_typer(simulate, name="simulate")
+simulate.command("gode-sunder")(gode_sunder)
 
 
 def _fail(message: str) -> NoReturn:
