@@ -1,1 +1,10 @@
-"""Trading agents (ZI-U, ZI-C, Energo threshold, ZIP) and market sessions. Not built yet."""
+"""Trading agents and market sessions.
+
+- traders.py: ZI-U, ZI-C and ZIP traders (Gode and Sunder 1993, Cliff 1997)
+- gode_sunder.py, metrics.py: Gode and Sunder's markets on the CDA engine, and efficiency,
+  Smith's alpha and profit dispersion
+- threshold.py: the Energo threshold agent
+- profiles.py, community.py: the Energo community, call auctions every 15 minutes under
+  Bmax caps
+- gode_sunder_cli.py, community_cli.py: the `wattmesh simulate ...` commands
+"""

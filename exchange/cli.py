@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 
+from wattmesh.agents.community_cli import community
 from wattmesh.agents.gode_sunder_cli import gode_sunder
 from wattmesh.exchange import replay as replaying
 
@@ -149,6 +150,7 @@ simulate = typer.Typer(
 )
 app.add_typer(simulate, name="simulate")
 simulate.command("gode-sunder")(gode_sunder)
+simulate.command("community")(community)
 
 
 def _fail(message: str) -> NoReturn:
