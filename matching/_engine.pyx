@@ -46,7 +46,7 @@ cdef extern from * nogil:
         }
     };
     /* Sort by (pkey, ts, oid). Prices span a small range, so a stable LSD radix sort on
-       pkey (only as many byte passes as the range needs) puts the keys in price order;
+       pkey (11-bit digits, only as many passes as the range needs) puts the keys in price order;
        then each run of equal prices, usually short, is sorted by the full key. */
     static inline void wm_sort_keys(wm_key* k, size_t n) {
         if (n < 2) return;
@@ -60,12 +60,12 @@ cdef extern from * nogil:
         if (tmp == NULL) { std::sort(k, k + n, wm_key_less()); return; }
         wm_key* src = k;
         wm_key* dst = tmp;
-        for (int shift = 0; shift < 64 && (range >> shift); shift += 8) {
-            size_t count[256] = {0};
-            for (size_t i = 0; i < n; i++) count[((uint64_t)(src[i].pkey - lo) >> shift) & 255]++;
+        for (int shift = 0; shift < 64 && (range >> shift); shift += 11) {
+            size_t count[2048] = {0};
+            for (size_t i = 0; i < n; i++) count[((uint64_t)(src[i].pkey - lo) >> shift) & 2047]++;
             size_t pos = 0;
-            for (int d = 0; d < 256; d++) { size_t c = count[d]; count[d] = pos; pos += c; }
-            for (size_t i = 0; i < n; i++) dst[count[((uint64_t)(src[i].pkey - lo) >> shift) & 255]++] = src[i];
+            for (int d = 0; d < 2048; d++) { size_t c = count[d]; count[d] = pos; pos += c; }
+            for (size_t i = 0; i < n; i++) dst[count[((uint64_t)(src[i].pkey - lo) >> shift) & 2047]++] = src[i];
             wm_key* t = src; src = dst; dst = t;
         }
         if (src != k) memcpy(k, src, n * sizeof(wm_key));
@@ -1502,34 +1502,35 @@ cdef class CallAuction:
 
 
 cdef ssize_t _first_duplicate(const uint64_t* oids, size_t n) except -2:
-    """Index of one id that occurs twice in `oids`, or -1. LSD radix sort, 8 bits a pass;
-    passes where every id has the same byte are skipped."""
+    """Index of one id that occurs twice in `oids`, or -1. LSD radix sort with 11-bit
+    digits; passes where every id has the same digit are skipped."""
     cdef uint64_t* a = <uint64_t*>malloc(n * 8)
     cdef uint64_t* b = <uint64_t*>malloc(n * 8)
     cdef uint64_t* t
-    cdef size_t counts[256]
+    cdef size_t* counts = <size_t*>malloc(2048 * sizeof(size_t))
     cdef size_t i, pos, c
     cdef int shift, d
     cdef uint64_t dupval
-    if a == NULL or b == NULL:
+    if a == NULL or b == NULL or counts == NULL:
         free(a)
         free(b)
+        free(counts)
         raise MemoryError()
     memcpy(a, oids, n * 8)
     try:
-        for shift in range(0, 64, 8):
-            memset(counts, 0, sizeof(counts))
+        for shift in range(0, 64, 11):
+            memset(counts, 0, 2048 * sizeof(size_t))
             for i in range(n):
-                counts[(a[i] >> shift) & 0xff] += 1
-            if counts[(a[0] >> shift) & 0xff] == n:
+                counts[(a[i] >> shift) & 2047] += 1
+            if counts[(a[0] >> shift) & 2047] == n:
                 continue
             pos = 0
-            for d in range(256):
+            for d in range(2048):
                 c = counts[d]
                 counts[d] = pos
                 pos += c
             for i in range(n):
-                d = (a[i] >> shift) & 0xff
+                d = (a[i] >> shift) & 2047
                 b[counts[d]] = a[i]
                 counts[d] += 1
             t = a
@@ -1545,3 +1546,4 @@ cdef ssize_t _first_duplicate(const uint64_t* oids, size_t n) except -2:
     finally:
         free(a)
         free(b)
+        free(counts)

@@ -1,0 +1,382 @@
+"""Differential tests: the Cython engine against the pure-Python reference model.
+
+Hypothesis draws random event streams over a narrow price range (so orders cross often)
+and few owners (so self-trades and shared caps happen), with caps on (random accounts,
+some with ``bmax=None``, some owners without an account) and off. After every event the
+two implementations must agree on the call's result, the fills, both sides of the book in
+priority order, the quotes and every balance. The call auction and the batch APIs
+(`Book.run`, `CallAuction.clear_arrays`) are compared the same way.
+"""
+
+from __future__ import annotations
+
+import random
+from array import array
+from typing import Any
+
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+
+from wattmesh.matching import (
+    CANCEL,
+    LIMIT,
+    MARKET,
+    REDUCE,
+    Accounts,
+    Book,
+    CallAuction,
+)
+from wattmesh.matching.reference import (
+    ASK,
+    BID,
+    FOK,
+    GTC,
+    IOC,
+    RefAccounts,
+    RefBook,
+    RefCallAuction,
+)
+
+OWNERS = 4
+PRICES = st.integers(95, 105)
+QTYS = st.integers(1, 20)
+STP = st.sampled_from(["none", "cancel-resting", "cancel-incoming"])
+# One bug reported per test, shrunk without the (slow) explain phase.
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    report_multiple_bugs=False,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+)
+
+# Money that limits (a few Wh at prices near 100) or that never does, so Bmax binds too.
+MONEY = st.one_of(st.integers(0, 4_000), st.just(10**9))
+# An account: (energy, money, extra headroom or None for bmax=None); None: no account.
+ACCOUNT = st.one_of(
+    st.none(),
+    st.tuples(st.integers(0, 40), MONEY, st.one_of(st.none(), st.integers(0, 40))),
+)
+# Caps on three times in four; caps off (accounts=None) otherwise.
+ACCOUNTS = st.tuples(st.integers(0, 3), st.lists(ACCOUNT, min_size=OWNERS, max_size=OWNERS)).map(
+    lambda t: t[1] if t[0] else None
+)
+
+OWNER = st.integers(0, OWNERS - 1)
+PICK = st.integers(0, 10_000)  # chooses one of the ids used so far
+KINDS = ["submit"] * 6 + ["market", "cancel", "reduce", "replace", "deposit"]
+# One flat record per event; each kind reads the fields it needs (see apply_op).
+OP = st.tuples(
+    st.sampled_from(KINDS),
+    st.sampled_from([BID, ASK]),
+    PRICES,
+    QTYS,
+    OWNER,
+    st.sampled_from([GTC, GTC, IOC, FOK]),
+    st.integers(0, 9),  # reuse: 0 reuses an id (a duplicate if it is live)
+    PICK,
+    st.integers(0, 40),  # deposit: energy
+    MONEY,  # deposit: money
+)
+STREAM = st.lists(OP, min_size=10, max_size=60)
+
+
+def make_accounts(rows: list | None) -> tuple[Accounts | None, RefAccounts | None]:
+    """The same accounts for the engine and for the reference (None: caps off)."""
+    if rows is None:
+        return None, None
+    eng, ref = Accounts(), RefAccounts()
+    for owner, row in enumerate(rows):
+        if row is not None:
+            energy, money, extra = row
+            bmax = None if extra is None else max(1, energy + extra)
+            eng.set(owner, energy, money, bmax)
+            ref.set(owner, energy, money, bmax)
+    return eng, ref
+
+
+def outcome(call: Any, *args: Any) -> Any:
+    """The call's result, or the type of the error it raised."""
+    try:
+        return call(*args)
+    except ValueError:
+        return ValueError
+
+
+def book_state(book: Any, accounts: Any) -> tuple:
+    balances = None if accounts is None else [accounts.get(o) for o in range(OWNERS)]
+    return (
+        [tuple(o) for o in book.orders(BID)],
+        [tuple(o) for o in book.orders(ASK)],
+        tuple(book.quotes()),
+        len(book),
+        balances,
+    )
+
+
+def apply_op(book: Any, accounts: Any, op: tuple, oids: list[int]) -> Any:
+    """Apply one event; `oids` is the list of ids used so far (grows on new ids)."""
+    kind, side, price, qty, owner, tif, reuse, pick, energy, money = op
+    if kind == "submit":
+        oid = oids[pick % len(oids)] if reuse == 0 and oids else len(oids) + 1
+        if oid not in oids:
+            oids.append(oid)
+        return outcome(book.submit, oid, side, price, qty, owner, tif)
+    if kind == "market":
+        oids.append(len(oids) + 1)
+        return outcome(book.market, oids[-1], side, qty, owner, IOC if tif == GTC else tif)
+    if not oids and kind in ("cancel", "reduce", "replace"):
+        return None
+    if kind == "cancel":
+        return book.cancel(oids[pick % len(oids)])
+    if kind == "reduce":
+        return outcome(book.reduce, oids[pick % len(oids)], qty)
+    if kind == "replace":
+        oids.append(len(oids) + 1)
+        return outcome(book.replace, oids[pick % (len(oids) - 1)], oids[-1], price, qty)
+    if kind == "deposit":
+        if accounts is None:
+            return None
+        row = accounts.get(owner)
+        bmax = None if row is None else row[2]
+        if bmax is not None:
+            energy = min(energy, bmax)
+        accounts.set(owner, energy, money, bmax)
+        return book.uncross()
+    raise AssertionError(kind)
+
+
+@SETTINGS
+@given(stream=STREAM, rows=ACCOUNTS, stp=STP)
+def test_book_matches_reference_after_every_event(
+    stream: list, rows: list | None, stp: str
+) -> None:
+    eng_acc, ref_acc = make_accounts(rows)
+    eng, ref = Book(eng_acc, stp=stp), RefBook(ref_acc, stp=stp)
+    eng_ids: list[int] = []
+    ref_ids: list[int] = []
+    for step, op in enumerate(stream):
+        got = apply_op(eng, eng_acc, op, eng_ids)
+        want = apply_op(ref, ref_acc, op, ref_ids)
+        where = f"event {step}: {op}"
+        assert got == want, where
+        assert [tuple(f) for f in eng.take_fills()] == [tuple(f) for f in ref.take_fills()], where
+        assert book_state(eng, eng_acc) == book_state(ref, ref_acc), where
+
+
+# ---------------------------------------------------------------------------------------
+# Batch API: Book.run against the per-call API
+# ---------------------------------------------------------------------------------------
+
+RUN_OP = st.one_of(
+    st.tuples(
+        st.just(LIMIT),
+        st.sampled_from([BID, ASK]),
+        PRICES,
+        QTYS,
+        OWNER,
+        st.sampled_from([GTC, GTC, IOC, FOK]),
+        PICK,
+    ),
+    st.tuples(
+        st.just(MARKET),
+        st.sampled_from([BID, ASK]),
+        st.just(0),
+        QTYS,
+        OWNER,
+        st.sampled_from([IOC, FOK]),
+        PICK,
+    ),
+    st.tuples(
+        st.just(CANCEL), st.just(BID), st.just(0), st.just(0), st.just(0), st.just(GTC), PICK
+    ),
+    st.tuples(
+        st.just(REDUCE),
+        st.just(BID),
+        st.just(0),
+        st.integers(0, 25),
+        st.just(0),
+        st.just(GTC),
+        PICK,
+    ),
+)
+
+
+def columns(stream: list) -> dict[str, array]:
+    """The stream as `Book.run` columns. New ids are 1, 2, ...; a LIMIT reuses an id
+    (a duplicate if live) when its pick is below 1_000; CANCEL/REDUCE name a used id or
+    an unknown one."""
+    cols: dict[str, list[int]] = {k: [] for k in ("kinds", "sides", "prices", "qtys", "oids")}
+    cols.update(owners=[], tifs=[])
+    used: list[int] = []
+    for kind, side, price, qty, owner, tif, pick in stream:
+        if kind in (LIMIT, MARKET) and not (kind == LIMIT and pick < 1_000 and used):
+            oid = len(used) + 1
+            used.append(oid)
+        elif used and pick % 7:
+            oid = used[pick % len(used)]
+        else:
+            oid = 10**9 + pick  # an id nobody used
+        for name, value in zip(
+            ("kinds", "sides", "prices", "qtys", "oids", "owners", "tifs"),
+            (kind, side, price, qty, oid, owner, tif),
+            strict=True,
+        ):
+            cols[name].append(value)
+    types = dict(kinds="B", sides="B", prices="q", qtys="q", oids="Q", owners="I", tifs="B")
+    return {name: array(types[name], values) for name, values in cols.items()}
+
+
+def per_call(book: Any, c: dict[str, array]) -> tuple[list[int], list[tuple]]:
+    """Apply the columns one call at a time; statuses and fills tagged with the event."""
+    status, fills = [], []
+    for i in range(len(c["kinds"])):
+        kind, oid, qty = c["kinds"][i], c["oids"][i], c["qtys"][i]
+        side, owner, tif = c["sides"][i], c["owners"][i], c["tifs"][i]
+        if kind == LIMIT:
+            ok = outcome(book.submit, oid, side, c["prices"][i], qty, owner, tif) is not ValueError
+        elif kind == MARKET:
+            ok = outcome(book.market, oid, side, qty, owner, tif) is not ValueError
+        elif kind == CANCEL:
+            ok = book.cancel(oid)
+        else:
+            ok = outcome(book.reduce, oid, qty) is True
+        status.append(0 if ok else 1)
+        fills.extend((i, *tuple(f)) for f in book.take_fills())
+    return status, fills
+
+
+@SETTINGS
+@given(stream=st.lists(RUN_OP, min_size=1, max_size=80), rows=ACCOUNTS, stp=STP)
+def test_batch_run_matches_per_call(stream: list, rows: list | None, stp: str) -> None:
+    c = columns(stream)
+    eng_acc, ref_acc = make_accounts(rows)
+    batch_acc, _ = make_accounts(rows)
+    book = Book(batch_acc, stp=stp)
+    res = book.run(
+        c["kinds"], c["sides"], c["prices"], c["qtys"], c["oids"], c["owners"], c["tifs"]
+    )
+    batch_fills = list(
+        zip(
+            res.event,
+            res.bid,
+            res.ask,
+            res.price,
+            res.qty,
+            res.buyer,
+            res.seller,
+            res.aggressor,
+            strict=True,
+        )
+    )
+    for single_book, acc in (
+        (Book(eng_acc, stp=stp), eng_acc),
+        (RefBook(ref_acc, stp=stp), ref_acc),
+    ):
+        status, fills = per_call(single_book, c)
+        assert list(res.status) == status
+        assert batch_fills == fills
+        assert book_state(book, batch_acc) == book_state(single_book, acc)
+
+
+# ---------------------------------------------------------------------------------------
+# Call auction
+# ---------------------------------------------------------------------------------------
+
+AUCTION_ORDER = st.tuples(st.sampled_from([BID, ASK]), PRICES, QTYS, OWNER, st.integers(0, 3))
+
+
+def fill_tuples(fills: Any) -> list[tuple]:
+    return [tuple(f) for f in fills]
+
+
+def clearing(auction: Any, accounts: Any) -> tuple:
+    result = auction.clear()
+    balances = None if accounts is None else [accounts.get(o) for o in range(OWNERS)]
+    return (
+        result.price,
+        fill_tuples(result.fills),
+        result.volume,
+        result.orders,
+        result.executable_orders,
+        balances,
+        len(auction),
+    )
+
+
+@SETTINGS
+@given(
+    orders=st.lists(AUCTION_ORDER, max_size=30),
+    cancels=st.lists(PICK, max_size=4),
+    rows=ACCOUNTS,
+    stp=STP,
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_call_auction_matches_reference(
+    orders: list, cancels: list, rows: list | None, stp: str, seed: int
+) -> None:
+    rows_with_oid = [(oid, *row) for oid, row in enumerate(orders, start=1)]
+    cancelled = {rows_with_oid[p % len(rows_with_oid)][0] for p in cancels} if orders else set()
+    results = []
+    for impl_accounts, impl_auction, shuffle in (
+        (Accounts, CallAuction, False),
+        (RefAccounts, RefCallAuction, False),
+        (Accounts, CallAuction, True),
+        (RefAccounts, RefCallAuction, True),
+    ):
+        acc = None
+        if rows is not None:
+            acc = impl_accounts()
+            for owner, row in enumerate(rows):
+                if row is not None:
+                    energy, money, extra = row
+                    acc.set(owner, energy, money, None if extra is None else max(1, energy + extra))
+        auction = impl_auction(acc, stp=stp)
+        arrival = rows_with_oid[:]
+        if shuffle:
+            random.Random(seed).shuffle(arrival)
+        for oid, side, price, qty, owner, ts in arrival:
+            auction.add(oid, side, price, qty, owner, ts)
+        for oid in cancelled:
+            assert auction.cancel(oid) is True
+        pending = (
+            tuple(auction.quotes()),
+            fill_tuples(auction.orders(BID)),
+            fill_tuples(auction.orders(ASK)),
+        )
+        results.append((pending, clearing(auction, acc)))
+    engine, reference, engine_shuffled, reference_shuffled = results
+    assert engine == reference
+    assert engine_shuffled == engine
+    assert reference_shuffled == reference
+
+
+@SETTINGS
+@given(orders=st.lists(AUCTION_ORDER, max_size=30), rows=ACCOUNTS, stp=STP)
+def test_clear_arrays_matches_add_and_clear(orders: list, rows: list | None, stp: str) -> None:
+    acc_a, _ = make_accounts(rows)
+    acc_b, _ = make_accounts(rows)
+    one = CallAuction(acc_a, stp=stp)
+    for oid, (side, price, qty, owner, ts) in enumerate(orders, start=1):
+        one.add(oid, side, price, qty, owner, ts)
+    want = one.clear()
+    cols = list(zip(*orders, strict=True)) if orders else [[], [], [], [], []]
+    got = CallAuction(acc_b, stp=stp).clear_arrays(
+        array("B", cols[0]),
+        array("q", cols[1]),
+        array("q", cols[2]),
+        array("Q", range(1, len(orders) + 1)),
+        array("I", cols[3]),
+        array("q", cols[4]),
+    )
+    assert (got.price, got.volume, got.orders, got.executable_orders) == (
+        want.price,
+        want.volume,
+        want.orders,
+        want.executable_orders,
+    )
+    assert list(zip(got.bid, got.ask, got.qty, got.buyer, got.seller, strict=True)) == [
+        (f.bid, f.ask, f.qty, f.buyer, f.seller) for f in want.fills
+    ]
+    for owner in range(OWNERS):
+        assert (acc_a is None) or acc_a.get(owner) == acc_b.get(owner)
