@@ -1,2 +1,1140 @@
-# cython: language_level=3
-"""Fast scanner for order-log lines (being written)."""
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The replay's line scanner and id tables, in C (used by ``wattmesh.exchange.replay``).
+
+Contract
+--------
+:class:`Scanner` reads a buffer of order-log lines and applies, in C, the lines it can
+prove are ordinary; it hands every other line back to the Python path in
+``exchange/replay.py``, which stays the reference for behaviour and refusal reasons.
+
+A line is applied here (the *fast path*) only when all of this holds:
+
+- Shape: exactly ``{"key":value,...}`` and nothing else on the line: no whitespace
+  anywhere (so no ``\\r``), each key at most once, keys from the order or cancel set.
+  Values are strings of plain printable ASCII (0x20..0x7e) with no backslash (so no
+  escapes), unsigned integers of at most 18 digits without a leading zero (so no sign,
+  fraction or exponent, and the value fits int64), or ``null`` (``interval`` only).
+  Such a line is valid JSON and ``orjson.loads`` gives exactly the values read here.
+- Order: ``type`` "order"; ``market``, ``side``, ``price``, ``qty``, ``owner``, ``ts``
+  and ``id`` present; ``interval`` and ``tif`` optional (null and "gtc"); ``sig``
+  optional. Every value passes the same range checks as ``settlement.records`` (price
+  within the market's bounds, ``qty`` up to the engine's MAX_QTY, names 1..128
+  characters, ``sig`` 128 lower-case hex), so records would accept the line with the
+  same values. ``id`` is 64 lower-case hex digits (its key is the first 16). Owner and
+  market are already known (they got their handle and venue on the Python path).
+- Cancel: ``type`` "cancel"; ``id``, ``owner``, ``ts``; optional ``sig``; the same checks.
+- The outcome is an acceptance: an order whose key is free and, in call mode, that is
+  before its gate with a valid interval and not ``fok``; a cancel of the live order
+  holding that id, by its owner, before the gate. (cda cancels: liveness is known only
+  when the engine runs the batch, so a batch cancel that finds its order gone comes back
+  as a ``not-live`` refusal with the reason the Python path gives.)
+- The Python path has already seen the first valid order or cancel (``first_ts``), and
+  ``--verify-signatures`` is off (signatures need the Python path).
+
+Anything else (account lines, bad lines, escapes, reordered-but-odd values, unknown
+owners, refusals, key collisions, non-hex ids) is returned as ``SLOW`` *before* any state
+changes for that line, and the Python path handles it with the same tables.
+
+State kept here (one source of truth for both paths): owner <-> handle, market <-> index,
+order key -> (id, owner, market, interval, call auction), the log's clock and line count,
+call mode's pending auctions (rows as C columns, cancelled keys), and cda mode's batch of
+engine events (``Book.run`` columns). Ids and owners live as bytes in a C arena; Python
+strings are made only for outputs (fills, refusals).
+
+``scan`` returns one of:
+
+- ``DONE``: the buffer is consumed;
+- ``SLOW``: line ``lineno`` (already counted), bytes ``line_start:line_end``, needs the
+  Python path; ``pos`` is after it;
+- ``CLEAR`` (call): intervals with gate ``<= gate_ts`` must clear before the line at
+  ``pos`` (not consumed yet; scan again after clearing);
+- ``FLUSH`` (cda): the batch must run (``run_batch``) before the line at ``pos``.
+"""
+
+cimport cpython.array as carray
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memchr, memcmp, memcpy, memset
+
+from array import array
+
+cdef extern from *:
+    """
+    #define WM_ONES 0x0101010101010101ULL
+    #define WM_HIGHS 0x8080808080808080ULL
+    /* Nonzero iff some byte of w is < 0x20, > 0x7e, '"' or a backslash: a word of eight
+       bytes is plain string content exactly when this is zero (exact as a boolean). */
+    static inline uint64_t wm_special(uint64_t w) {
+        uint64_t lo = (w - WM_ONES * 0x20) & ~w;
+        uint64_t hi = (w + WM_ONES * 0x01) | w;
+        uint64_t q = w ^ (WM_ONES * 0x22);
+        uint64_t b = w ^ (WM_ONES * 0x5c);
+        return (lo | hi | ((q - WM_ONES) & ~q) | ((b - WM_ONES) & ~b)) & WM_HIGHS;
+    }
+    static inline uint64_t wm_load(const unsigned char* p) {
+        uint64_t w; memcpy(&w, p, 8); return w;
+    }
+    """
+    uint64_t wm_special(uint64_t w) nogil
+    uint64_t wm_load(const unsigned char* p) nogil
+    void wm_prefetch "__builtin_prefetch"(const void* p) nogil
+
+DONE = 0
+SLOW = 1
+CLEAR = 2
+FLUSH = 3
+
+cdef enum:
+    S_DONE = 0
+    S_SLOW = 1
+    S_CLEAR = 2
+    S_FLUSH = 3
+    K_ORDER = 1
+    K_CANCEL = 2
+    # Book.run kinds, sides and tifs (wattmesh.matching)
+    E_LIMIT = 0
+    E_CANCEL = 1
+    C_BID = 0
+    C_ASK = 1
+    C_GTC = 0
+    C_IOC = 1
+    C_FOK = 2
+    MAX_NAME = 128
+    BATCH_MAX = 1 << 16
+
+# Key bits of a parsed line
+cdef enum:
+    F_TYPE = 1 << 0
+    F_MARKET = 1 << 1
+    F_SIDE = 1 << 2
+    F_PRICE = 1 << 3
+    F_QTY = 1 << 4
+    F_OWNER = 1 << 5
+    F_TS = 1 << 6
+    F_INTERVAL = 1 << 7
+    F_TIF = 1 << 8
+    F_ID = 1 << 9
+    F_SIG = 1 << 10
+
+cdef int64_t NO_INTERVAL = -1
+cdef int64_t C_MAX_QTY = (1 << 31) - 1
+cdef uint32_t NO_OWNER = 0xFFFFFFFF
+
+ctypedef struct Line:
+    int kind
+    uint32_t seen
+    const unsigned char* market
+    Py_ssize_t market_len
+    const unsigned char* owner
+    Py_ssize_t owner_len
+    const unsigned char* oid
+    Py_ssize_t oid_len
+    int side
+    int tif
+    int64_t price
+    int64_t qty
+    int64_t ts
+    int64_t interval     # NO_INTERVAL: null or absent
+
+
+ctypedef struct Entry:      # the order holding a key (replay's "by_key")
+    uint64_t key
+    int64_t interval        # NO_INTERVAL: none
+    size_t id_off           # id bytes (UTF-8) in the id arena
+    uint32_t id_len
+    uint32_t owner
+    int32_t market
+    int32_t auction         # call: the auction its row went to; -1 in cda
+
+
+ctypedef struct Slot:       # open addressing: key -> entry index (-1 empty)
+    uint64_t key
+    int32_t idx
+
+
+ctypedef struct Auction:    # call: the orders of one (interval, market), as columns
+    int64_t interval
+    int32_t market
+    int pending
+    size_t n
+    size_t cap
+    size_t n_cancelled
+    uint8_t* side
+    int64_t* price
+    int64_t* qty
+    uint64_t* key
+    uint32_t* owner
+    int64_t* ts
+
+
+cdef inline uint64_t _mix(uint64_t x) noexcept nogil:
+    x ^= x >> 33
+    x *= <uint64_t>0xff51afd7ed558ccd
+    x ^= x >> 33
+    x *= <uint64_t>0xc4ceb9fe1a85ec53
+    x ^= x >> 33
+    return x
+
+
+cdef inline uint64_t _hash_bytes(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    """A hash of n bytes, a word at a time."""
+    cdef uint64_t h = <uint64_t>n * <uint64_t>0x9e3779b97f4a7c15
+    cdef uint64_t w = 0
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        h = (h ^ wm_load(p + i)) * <uint64_t>0xff51afd7ed558ccd
+        h ^= h >> 29
+        i += 8
+    if i < n:
+        memcpy(&w, p + i, n - i)
+        h = (h ^ w) * <uint64_t>0xff51afd7ed558ccd
+    return _mix(h)
+
+
+cdef void* _grow(void* ptr, size_t* cap, size_t need, size_t item) except NULL:
+    cdef size_t new_cap = cap[0] if cap[0] else 64
+    while new_cap < need:
+        new_cap *= 2
+    cdef void* p = realloc(ptr, new_cap * item)
+    if p == NULL:
+        raise MemoryError()
+    cap[0] = new_cap
+    return p
+
+
+# -- parsing (pure C) -----------------------------------------------------------------------
+# Hex digit values; 16 for anything else.
+cdef uint8_t HEX[256]
+memset(HEX, 16, 256)
+for _c in range(10):
+    HEX[48 + _c] = _c
+for _c in range(6):
+    HEX[97 + _c] = 10 + _c
+
+
+cdef inline const unsigned char* _hex_string(const unsigned char* p, const unsigned char* end,
+                                             Py_ssize_t n) noexcept nogil:
+    """p at an opening quote; exactly ``n`` lower-case hex digits and the closing quote.
+    Returns the position after the quote, or NULL."""
+    cdef uint8_t acc = 0
+    cdef Py_ssize_t i
+    if end - p < n + 2 or p[0] != 34 or p[n + 1] != 34:
+        return NULL
+    for i in range(1, n + 1):
+        acc |= HEX[p[i]]
+    if acc & 16:
+        return NULL
+    return p + n + 2
+
+
+cdef inline const unsigned char* _string(const unsigned char* p, const unsigned char* end,
+                                         const unsigned char** start,
+                                         Py_ssize_t* n) noexcept nogil:
+    """p at an opening quote; a plain printable-ASCII string without escapes. Returns the
+    position after the closing quote, or NULL."""
+    cdef const unsigned char* q
+    cdef unsigned char c
+    if p >= end or p[0] != 34:  # '"'
+        return NULL
+    q = p + 1
+    while q + 8 <= end and wm_special(wm_load(q)) == 0:
+        q += 8
+    while q < end:
+        c = q[0]
+        if c == 34:
+            start[0] = p + 1
+            n[0] = q - p - 1
+            return q + 1
+        if c < 0x20 or c > 0x7e or c == 92:  # control, non-ASCII, backslash
+            return NULL
+        q += 1
+    return NULL
+
+
+cdef inline const unsigned char* _uint(const unsigned char* p, const unsigned char* end,
+                                       int64_t* out) noexcept nogil:
+    """An unsigned JSON integer of 1..18 digits, no leading zero, followed by ',' or '}'."""
+    cdef int64_t v = 0
+    cdef const unsigned char* q = p
+    while q < end and q[0] >= 48 and q[0] <= 57:
+        v = v * 10 + (q[0] - 48)
+        q += 1
+        if q - p > 18:
+            return NULL
+    if q == p or q >= end or (q[0] != 44 and q[0] != 125):
+        return NULL
+    if p[0] == 48 and q - p > 1:
+        return NULL
+    out[0] = v
+    return q
+
+
+cdef inline bint _eq(const unsigned char* p, Py_ssize_t n, const char* lit,
+                     Py_ssize_t m) noexcept nogil:
+    return n == m and memcmp(p, lit, m) == 0
+
+
+cdef int _parse(const unsigned char* p, const unsigned char* end, Line* L,
+                int64_t min_price, int64_t max_price) noexcept nogil:
+    """0 if the line is an order or cancel in the fast shape with valid values, else 1."""
+    cdef const unsigned char* k
+    cdef Py_ssize_t kn
+    cdef const unsigned char* s
+    cdef Py_ssize_t sn
+    cdef const unsigned char* typ = NULL
+    cdef Py_ssize_t typ_n = 0
+    cdef uint32_t bit
+    cdef int64_t v
+    L.seen = 0
+    L.interval = NO_INTERVAL
+    L.tif = C_GTC
+    if p >= end or p[0] != 123:  # '{'
+        return 1
+    p += 1
+    while True:
+        p = _string(p, end, &k, &kn)
+        if p == NULL or p >= end or p[0] != 58:  # ':'
+            return 1
+        p += 1
+        # Which key, and its value
+        if _eq(k, kn, b"type", 4):
+            bit = F_TYPE
+            p = _string(p, end, &typ, &typ_n)
+        elif _eq(k, kn, b"market", 6):
+            bit = F_MARKET
+            p = _string(p, end, &L.market, &L.market_len)
+        elif _eq(k, kn, b"side", 4):
+            bit = F_SIDE
+            p = _string(p, end, &s, &sn)
+            if p != NULL:
+                if _eq(s, sn, b"bid", 3):
+                    L.side = C_BID
+                elif _eq(s, sn, b"ask", 3):
+                    L.side = C_ASK
+                else:
+                    return 1
+        elif _eq(k, kn, b"price", 5):
+            bit = F_PRICE
+            p = _uint(p, end, &L.price)
+        elif _eq(k, kn, b"qty", 3):
+            bit = F_QTY
+            p = _uint(p, end, &L.qty)
+        elif _eq(k, kn, b"owner", 5):
+            bit = F_OWNER
+            p = _string(p, end, &L.owner, &L.owner_len)
+        elif _eq(k, kn, b"ts", 2):
+            bit = F_TS
+            p = _uint(p, end, &L.ts)
+        elif _eq(k, kn, b"interval", 8):
+            bit = F_INTERVAL
+            if end - p >= 4 and memcmp(p, b"null", 4) == 0:
+                p += 4
+                L.interval = NO_INTERVAL
+            else:
+                p = _uint(p, end, &L.interval)
+        elif _eq(k, kn, b"tif", 3):
+            bit = F_TIF
+            p = _string(p, end, &s, &sn)
+            if p != NULL:
+                if _eq(s, sn, b"gtc", 3):
+                    L.tif = C_GTC
+                elif _eq(s, sn, b"ioc", 3):
+                    L.tif = C_IOC
+                elif _eq(s, sn, b"fok", 3):
+                    L.tif = C_FOK
+                else:
+                    return 1
+        elif _eq(k, kn, b"id", 2):
+            # Only ids of 64 lower-case hex digits (keyed by their first 16) are fast.
+            bit = F_ID
+            L.oid = p + 1
+            L.oid_len = 64
+            p = _hex_string(p, end, 64)
+        elif _eq(k, kn, b"sig", 3):
+            bit = F_SIG
+            p = _hex_string(p, end, 128)
+        else:
+            return 1
+        if p == NULL or (L.seen & bit) or p >= end:
+            return 1
+        L.seen |= bit
+        if p[0] == 44:  # ','
+            p += 1
+            continue
+        if p[0] == 125 and p + 1 == end:  # '}' ends the line
+            break
+        return 1
+    # Values: the checks of settlement.records, or stricter.
+    if not (L.seen & F_TYPE):
+        return 1
+    if _eq(typ, typ_n, b"order", 5):
+        if (L.seen & (F_MARKET | F_SIDE | F_PRICE | F_QTY | F_OWNER | F_TS | F_ID)
+                != (F_MARKET | F_SIDE | F_PRICE | F_QTY | F_OWNER | F_TS | F_ID)):
+            return 1
+        if L.market_len < 1 or L.market_len > MAX_NAME:
+            return 1
+        if L.price < min_price or L.price > max_price or L.price < 1:
+            return 1
+        if L.qty < 1 or L.qty > C_MAX_QTY:
+            return 1
+        L.kind = K_ORDER
+    elif _eq(typ, typ_n, b"cancel", 6):
+        if L.seen & (F_MARKET | F_SIDE | F_PRICE | F_QTY | F_INTERVAL | F_TIF):
+            return 1
+        if (L.seen & (F_OWNER | F_TS | F_ID)) != (F_OWNER | F_TS | F_ID):
+            return 1
+        L.kind = K_CANCEL
+    else:
+        return 1
+    if L.owner_len < 1 or L.owner_len > MAX_NAME:
+        return 1
+    return 0
+
+
+cdef inline uint64_t _hex_key(const unsigned char* p) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(16):
+        v = (v << 4) | HEX[p[i]]
+    return v
+
+
+# -- the scanner ----------------------------------------------------------------------------
+cdef class Scanner:
+    """Tables and the fast path of one replay (see the module docstring)."""
+
+    # configuration
+    cdef readonly bint call
+    cdef bint all_slow
+    cdef int64_t interval_ms
+    cdef int64_t min_price
+    cdef int64_t max_price
+    # progress
+    cdef public int64_t lineno
+    cdef public int64_t blank
+    cdef public int64_t clock
+    cdef public bint have_first_ts
+    cdef readonly int64_t accepted_orders
+    cdef readonly int64_t accepted_cancels
+    cdef readonly Py_ssize_t pos
+    cdef readonly Py_ssize_t line_start
+    cdef readonly Py_ssize_t line_end
+    cdef readonly int64_t gate_ts
+    # ids arena and owners arena
+    cdef unsigned char* id_arena
+    cdef size_t ids_n
+    cdef size_t ids_cap
+    cdef unsigned char* names
+    cdef size_t names_n
+    cdef size_t names_cap
+    # owners: handle -> (offset, length); hash slots -> handle
+    cdef size_t* own_off
+    cdef uint32_t* own_len
+    cdef uint64_t* own_hash
+    cdef size_t n_owners
+    cdef size_t own_cap
+    cdef int32_t* own_slots
+    cdef size_t own_mask
+    # markets (few): index -> (offset, length) in the names arena
+    cdef size_t* mk_off
+    cdef uint32_t* mk_len
+    cdef size_t n_markets
+    cdef size_t mk_cap
+    # orders: entries and key slots
+    cdef Entry* entries
+    cdef size_t n_entries
+    cdef size_t ent_cap
+    cdef Slot* slots
+    cdef size_t slot_mask
+    # call: auctions, pending ones, cancelled (auction, key) pairs
+    cdef Auction* auctions
+    cdef size_t n_auctions
+    cdef size_t auc_cap
+    cdef int32_t* pend
+    cdef size_t n_pend
+    cdef size_t pend_cap
+    cdef int64_t next_gate_c
+    cdef int32_t last_auction
+    cdef Slot* cx            # key -> auction (idx); several slots may share a key
+    cdef size_t cx_mask
+    cdef size_t cx_n
+    # cda: the batch of engine events
+    cdef uint8_t* b_kind
+    cdef uint8_t* b_side
+    cdef int64_t* b_price
+    cdef int64_t* b_qty
+    cdef uint64_t* b_oid
+    cdef uint32_t* b_owner
+    cdef uint8_t* b_tif
+    cdef int64_t* b_ts
+    cdef int64_t* b_line
+    cdef Py_ssize_t* b_start
+    cdef Py_ssize_t* b_end
+    cdef size_t b_n
+    cdef size_t b_cap
+    cdef readonly int32_t batch_market
+
+    def __cinit__(self, bint call, interval_ms, bint fast, int64_t min_price,
+                  int64_t max_price):
+        self.call = call
+        self.all_slow = not fast or interval_ms > INT64_MAX
+        self.interval_ms = interval_ms if interval_ms <= INT64_MAX else 1
+        self.min_price = min_price
+        self.max_price = max_price
+        self.clock = -1
+        self.last_auction = -1
+        self.batch_market = -1
+        self.next_gate_c = INT64_MAX
+        self._rehash_slots(1 << 16)
+        self._rehash_owners(1 << 10)
+        self._rehash_cx(1 << 10)
+
+    def __dealloc__(self):
+        cdef size_t i
+        for i in range(self.n_auctions):
+            self._free_rows(&self.auctions[i])
+        free(self.id_arena)
+        free(self.names)
+        free(self.own_off)
+        free(self.own_len)
+        free(self.own_hash)
+        free(self.own_slots)
+        free(self.mk_off)
+        free(self.mk_len)
+        free(self.entries)
+        free(self.slots)
+        free(self.auctions)
+        free(self.pend)
+        free(self.cx)
+        free(self.b_kind)
+        free(self.b_side)
+        free(self.b_price)
+        free(self.b_qty)
+        free(self.b_oid)
+        free(self.b_owner)
+        free(self.b_tif)
+        free(self.b_ts)
+        free(self.b_line)
+        free(self.b_start)
+        free(self.b_end)
+
+    # -- hash tables ---------------------------------------------------------------------
+    cdef int _rehash_slots(self, size_t cap) except -1:
+        cdef Slot* s = <Slot*>malloc(cap * sizeof(Slot))
+        cdef size_t i, h
+        if s == NULL:
+            raise MemoryError()
+        for i in range(cap):
+            s[i].idx = -1
+        for i in range(self.n_entries):
+            h = _mix(self.entries[i].key) & (cap - 1)
+            while s[h].idx != -1:
+                h = (h + 1) & (cap - 1)
+            s[h].key = self.entries[i].key
+            s[h].idx = <int32_t>i
+        free(self.slots)
+        self.slots = s
+        self.slot_mask = cap - 1
+        return 0
+
+    cdef inline int32_t _find(self, uint64_t key) noexcept nogil:
+        cdef size_t h = _mix(key) & self.slot_mask
+        cdef Slot* s
+        while True:
+            s = &self.slots[h]
+            if s.idx == -1 or s.key == key:
+                return s.idx
+            h = (h + 1) & self.slot_mask
+
+    cdef int32_t _put(self, uint64_t key, const unsigned char* oid, size_t oid_len,
+                      uint32_t owner, int32_t market, int64_t interval) except -2:
+        """Set the entry of ``key`` (new, or taken over); returns its index."""
+        cdef int32_t i = self._find(key)
+        cdef size_t h
+        cdef Entry* e
+        if i == -1:
+            if (self.n_entries + 1) * 2 > self.slot_mask + 1:
+                self._rehash_slots((self.slot_mask + 1) * 2)
+            if self.n_entries + 1 > self.ent_cap:
+                self.entries = <Entry*>_grow(self.entries, &self.ent_cap, self.n_entries + 1,
+                                             sizeof(Entry))
+            i = <int32_t>self.n_entries
+            self.n_entries += 1
+            h = _mix(key) & self.slot_mask
+            while self.slots[h].idx != -1:
+                h = (h + 1) & self.slot_mask
+            self.slots[h].key = key
+            self.slots[h].idx = i
+        if self.ids_n + oid_len > self.ids_cap:
+            self.id_arena = <unsigned char*>_grow(self.id_arena, &self.ids_cap, self.ids_n + oid_len, 1)
+        memcpy(self.id_arena + self.ids_n, oid, oid_len)
+        e = &self.entries[i]
+        e.key = key
+        e.id_off = self.ids_n
+        e.id_len = <uint32_t>oid_len
+        e.owner = owner
+        e.market = market
+        e.interval = interval
+        e.auction = -1
+        self.ids_n += oid_len
+        return i
+
+    cdef int _rehash_owners(self, size_t cap) except -1:
+        cdef int32_t* s = <int32_t*>malloc(cap * sizeof(int32_t))
+        cdef size_t i, h
+        if s == NULL:
+            raise MemoryError()
+        for i in range(cap):
+            s[i] = -1
+        for i in range(self.n_owners):
+            h = self.own_hash[i] & (cap - 1)
+            while s[h] != -1:
+                h = (h + 1) & (cap - 1)
+            s[h] = <int32_t>i
+        free(self.own_slots)
+        self.own_slots = s
+        self.own_mask = cap - 1
+        return 0
+
+    cdef inline uint32_t _owner(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+        cdef uint64_t hv = _hash_bytes(p, n)
+        cdef size_t h = hv & self.own_mask
+        cdef int32_t o
+        while True:
+            o = self.own_slots[h]
+            if o == -1:
+                return NO_OWNER
+            if (self.own_hash[o] == hv and self.own_len[o] == n
+                    and memcmp(self.names + self.own_off[o], p, n) == 0):
+                return <uint32_t>o
+            h = (h + 1) & self.own_mask
+
+    cdef int _rehash_cx(self, size_t cap) except -1:
+        cdef Slot* s = <Slot*>malloc(cap * sizeof(Slot))
+        cdef size_t i, h
+        if s == NULL:
+            raise MemoryError()
+        for i in range(cap):
+            s[i].idx = -1
+        if self.cx != NULL:
+            for i in range(self.cx_mask + 1):
+                if self.cx[i].idx != -1:
+                    h = _mix(self.cx[i].key) & (cap - 1)
+                    while s[h].idx != -1:
+                        h = (h + 1) & (cap - 1)
+                    s[h] = self.cx[i]
+        free(self.cx)
+        self.cx = s
+        self.cx_mask = cap - 1
+        return 0
+
+    cdef inline bint _cancelled(self, int32_t auction, uint64_t key) noexcept nogil:
+        """Was ``key`` cancelled in ``auction`` (the Python path's auction.cancelled)?"""
+        cdef size_t h
+        if self.auctions[auction].n_cancelled == 0:
+            return False
+        h = _mix(key) & self.cx_mask
+        while self.cx[h].idx != -1:
+            if self.cx[h].key == key and self.cx[h].idx == auction:
+                return True
+            h = (h + 1) & self.cx_mask
+        return False
+
+    cdef int _cancel_in(self, int32_t auction, uint64_t key) except -1:
+        cdef size_t h
+        if (self.cx_n + 1) * 2 > self.cx_mask + 1:
+            self._rehash_cx((self.cx_mask + 1) * 2)
+        h = _mix(key) & self.cx_mask
+        while self.cx[h].idx != -1:
+            h = (h + 1) & self.cx_mask
+        self.cx[h].key = key
+        self.cx[h].idx = auction
+        self.cx_n += 1
+        self.auctions[auction].n_cancelled += 1
+        return 0
+
+    # -- call auctions -------------------------------------------------------------------
+    cdef void _free_rows(self, Auction* a) noexcept:
+        free(a.side)
+        free(a.price)
+        free(a.qty)
+        free(a.key)
+        free(a.owner)
+        free(a.ts)
+        a.side = NULL
+        a.price = NULL
+        a.qty = NULL
+        a.key = NULL
+        a.owner = NULL
+        a.ts = NULL
+        a.n = 0
+        a.cap = 0
+
+    cdef int32_t _auction(self, int64_t interval, int32_t market) except -2:
+        """The pending auction of (interval, market), created if needed."""
+        cdef int32_t i = self.last_auction
+        cdef size_t j
+        cdef Auction* a
+        if i >= 0 and self.auctions[i].interval == interval and self.auctions[i].market == market:
+            return i
+        for j in range(self.n_pend):
+            i = self.pend[j]
+            if self.auctions[i].interval == interval and self.auctions[i].market == market:
+                self.last_auction = i
+                return i
+        if self.n_auctions + 1 > self.auc_cap:
+            self.auctions = <Auction*>_grow(self.auctions, &self.auc_cap, self.n_auctions + 1,
+                                            sizeof(Auction))
+        if self.n_pend + 1 > self.pend_cap:
+            self.pend = <int32_t*>_grow(self.pend, &self.pend_cap, self.n_pend + 1,
+                                        sizeof(int32_t))
+        i = <int32_t>self.n_auctions
+        self.n_auctions += 1
+        a = &self.auctions[i]
+        memset(a, 0, sizeof(Auction))
+        a.interval = interval
+        a.market = market
+        a.pending = 1
+        self.pend[self.n_pend] = i
+        self.n_pend += 1
+        if interval < self.next_gate_c:
+            self.next_gate_c = interval
+        self.last_auction = i
+        return i
+
+    cdef int _add_row(self, int32_t e, int side, int64_t price, int64_t qty,
+                      int64_t ts) except -1:
+        cdef Entry* en = &self.entries[e]
+        cdef int32_t i = self._auction(en.interval, en.market)
+        cdef Auction* a = &self.auctions[i]
+        cdef size_t cap
+        if a.n == a.cap:
+            cap = a.cap
+            a.side = <uint8_t*>_grow(a.side, &cap, a.n + 1, sizeof(uint8_t))
+            cap = a.cap
+            a.price = <int64_t*>_grow(a.price, &cap, a.n + 1, sizeof(int64_t))
+            cap = a.cap
+            a.qty = <int64_t*>_grow(a.qty, &cap, a.n + 1, sizeof(int64_t))
+            cap = a.cap
+            a.key = <uint64_t*>_grow(a.key, &cap, a.n + 1, sizeof(uint64_t))
+            cap = a.cap
+            a.owner = <uint32_t*>_grow(a.owner, &cap, a.n + 1, sizeof(uint32_t))
+            cap = a.cap
+            a.ts = <int64_t*>_grow(a.ts, &cap, a.n + 1, sizeof(int64_t))
+            a.cap = cap
+        a.side[a.n] = <uint8_t>side
+        a.price[a.n] = price
+        a.qty[a.n] = qty
+        a.key[a.n] = en.key
+        a.owner[a.n] = en.owner
+        a.ts[a.n] = ts
+        a.n += 1
+        en = &self.entries[e]
+        en.auction = i
+        return 0
+
+    cdef inline bint _call_live(self, int32_t e) noexcept nogil:
+        cdef int32_t a = self.entries[e].auction
+        return a >= 0 and self.auctions[a].pending and not self._cancelled(a, self.entries[e].key)
+
+    # -- cda batch -----------------------------------------------------------------------
+    cdef int _batch_push(self, uint8_t kind, int side, int64_t price, int64_t qty,
+                         uint64_t oid, uint32_t owner, int tif, int64_t ts,
+                         Py_ssize_t start, Py_ssize_t end) except -1:
+        cdef size_t cap
+        cdef size_t need = self.b_n + 1
+        if need > self.b_cap:
+            cap = self.b_cap
+            self.b_kind = <uint8_t*>_grow(self.b_kind, &cap, need, 1)
+            cap = self.b_cap
+            self.b_side = <uint8_t*>_grow(self.b_side, &cap, need, 1)
+            cap = self.b_cap
+            self.b_price = <int64_t*>_grow(self.b_price, &cap, need, 8)
+            cap = self.b_cap
+            self.b_qty = <int64_t*>_grow(self.b_qty, &cap, need, 8)
+            cap = self.b_cap
+            self.b_oid = <uint64_t*>_grow(self.b_oid, &cap, need, 8)
+            cap = self.b_cap
+            self.b_owner = <uint32_t*>_grow(self.b_owner, &cap, need, 4)
+            cap = self.b_cap
+            self.b_tif = <uint8_t*>_grow(self.b_tif, &cap, need, 1)
+            cap = self.b_cap
+            self.b_ts = <int64_t*>_grow(self.b_ts, &cap, need, 8)
+            cap = self.b_cap
+            self.b_line = <int64_t*>_grow(self.b_line, &cap, need, 8)
+            cap = self.b_cap
+            self.b_start = <Py_ssize_t*>_grow(self.b_start, &cap, need, sizeof(Py_ssize_t))
+            cap = self.b_cap
+            self.b_end = <Py_ssize_t*>_grow(self.b_end, &cap, need, sizeof(Py_ssize_t))
+            self.b_cap = cap
+        cdef size_t i = self.b_n
+        self.b_kind[i] = kind
+        self.b_side[i] = <uint8_t>side
+        self.b_price[i] = price
+        self.b_qty[i] = qty
+        self.b_oid[i] = oid
+        self.b_owner[i] = owner
+        self.b_tif[i] = <uint8_t>tif
+        self.b_ts[i] = ts
+        self.b_line[i] = self.lineno + 1  # counted once the line is consumed
+        self.b_start[i] = start
+        self.b_end[i] = end
+        self.b_n = need
+        return 0
+
+    # -- the fast path -------------------------------------------------------------------
+    cdef int _apply(self, Line* L, Py_ssize_t start, Py_ssize_t end) except -1:
+        """Apply one parsed line, or say why not (S_SLOW, S_CLEAR, S_FLUSH) before any
+        change."""
+        cdef int32_t m = -1
+        cdef size_t j
+        cdef uint32_t h
+        cdef uint64_t key
+        cdef int32_t e
+        cdef Entry* en
+        cdef int64_t clock
+        if not self.have_first_ts:
+            return S_SLOW
+        key = _hex_key(L.oid)
+        wm_prefetch(&self.slots[_mix(key) & self.slot_mask])  # a cache miss, mostly
+        h = self._owner(L.owner, L.owner_len)
+        if h == NO_OWNER:
+            return S_SLOW
+        e = self._find(key)
+        if L.kind == K_ORDER:
+            for j in range(self.n_markets):
+                if (self.mk_len[j] == L.market_len
+                        and memcmp(self.names + self.mk_off[j], L.market, L.market_len) == 0):
+                    m = <int32_t>j
+                    break
+            if m < 0 or e != -1:  # a new market, or the key is held: Python decides
+                return S_SLOW
+            if self.call:
+                if L.ts > self.clock and self.n_pend and L.ts >= self.next_gate_c:
+                    self.gate_ts = L.ts
+                    return S_CLEAR
+                clock = L.ts if L.ts > self.clock else self.clock
+                if (L.interval == NO_INTERVAL or L.interval % self.interval_ms != 0
+                        or L.tif == C_FOK or L.interval <= clock):
+                    return S_SLOW
+                self.clock = clock
+                e = self._put(key, L.oid, L.oid_len, h, m, L.interval)
+                self._add_row(e, L.side, L.price, L.qty, L.ts)
+            else:
+                if self.b_n and (self.batch_market != m or self.b_n >= BATCH_MAX):
+                    return S_FLUSH
+                if L.ts > self.clock:
+                    self.clock = L.ts
+                self._put(key, L.oid, L.oid_len, h, m, L.interval)
+                self.batch_market = m
+                self._batch_push(E_LIMIT, L.side, L.price, L.qty, key, h, L.tif, L.ts,
+                                 start, end)
+            self.accepted_orders += 1
+            return 0
+        # A cancel of the live order holding this id, by its owner.
+        if e == -1:
+            return S_SLOW
+        en = &self.entries[e]
+        if (en.id_len != 64 or memcmp(self.id_arena + en.id_off, L.oid, 64) != 0
+                or en.owner != h):
+            return S_SLOW
+        if self.call:
+            if L.ts > self.clock and self.n_pend and L.ts >= self.next_gate_c:
+                self.gate_ts = L.ts
+                return S_CLEAR
+            clock = L.ts if L.ts > self.clock else self.clock
+            if L.ts >= en.interval or en.interval <= clock or not self._call_live(e):
+                return S_SLOW
+            self.clock = clock
+            self._cancel_in(en.auction, key)
+            self.accepted_cancels += 1
+        else:
+            if self.b_n and (self.batch_market != en.market or self.b_n >= BATCH_MAX):
+                return S_FLUSH
+            if L.ts > self.clock:
+                self.clock = L.ts
+            self.batch_market = en.market
+            self._batch_push(E_CANCEL, 0, 0, 0, key, h, 0, L.ts, start, end)
+        return 0
+
+    cdef int _scan(self, const unsigned char* base, Py_ssize_t pos,
+                   Py_ssize_t end) except -1:
+        cdef const unsigned char* nl
+        cdef Py_ssize_t lend
+        cdef Line L
+        cdef int r
+        while pos < end:
+            nl = <const unsigned char*>memchr(base + pos, 10, end - pos)
+            lend = nl - base if nl != NULL else end
+            if lend == pos:  # an empty line
+                self.lineno += 1
+                self.blank += 1
+                pos = lend + 1
+                continue
+            if self.all_slow or _parse(base + pos, base + lend, &L, self.min_price,
+                                       self.max_price):
+                r = S_SLOW
+            else:
+                r = self._apply(&L, pos, lend)
+            if r == S_CLEAR or r == S_FLUSH:
+                self.pos = pos
+                return r
+            self.lineno += 1
+            if r == S_SLOW:
+                self.line_start = pos
+                self.line_end = lend
+                self.pos = lend + 1 if lend < end else end
+                return S_SLOW
+            pos = lend + 1
+        self.pos = end
+        return S_DONE
+
+    # -- Python API ------------------------------------------------------------------------
+    def scan(self, const unsigned char[::1] buf not None, Py_ssize_t pos, Py_ssize_t end):
+        """Apply lines of ``buf[pos:end]`` until one needs Python; returns the status."""
+        if end > buf.shape[0] or pos < 0:
+            raise ValueError("scan: bad range")
+        if end == 0 or pos >= end:
+            self.pos = end
+            return S_DONE
+        return self._scan(&buf[0], pos, end)
+
+    def owner_handle(self, str owner):
+        """The handle of ``owner``, or None."""
+        cdef bytes b = owner.encode("utf-8", "surrogatepass")
+        cdef uint32_t h = self._owner(<const unsigned char*>b, len(b))
+        return None if h == NO_OWNER else h
+
+    def add_owner(self, str owner) -> int:
+        """Register a new owner; returns its handle (handles count from 0)."""
+        cdef bytes b = owner.encode("utf-8", "surrogatepass")
+        cdef Py_ssize_t n = len(b)
+        cdef size_t h, cap, i
+        if self._owner(<const unsigned char*>b, n) != NO_OWNER:
+            raise ValueError(f"owner {owner!r} is already known")
+        if (self.n_owners + 1) * 2 > self.own_mask + 1:
+            self._rehash_owners((self.own_mask + 1) * 2)
+        if self.n_owners + 1 > self.own_cap:
+            cap = self.own_cap
+            self.own_off = <size_t*>_grow(self.own_off, &cap, self.n_owners + 1, sizeof(size_t))
+            cap = self.own_cap
+            self.own_len = <uint32_t*>_grow(self.own_len, &cap, self.n_owners + 1, 4)
+            cap = self.own_cap
+            self.own_hash = <uint64_t*>_grow(self.own_hash, &cap, self.n_owners + 1, 8)
+            self.own_cap = cap
+        if self.names_n + n > self.names_cap:
+            self.names = <unsigned char*>_grow(self.names, &self.names_cap, self.names_n + n, 1)
+        memcpy(self.names + self.names_n, <const unsigned char*>b, n)
+        i = self.n_owners
+        self.own_off[i] = self.names_n
+        self.own_len[i] = <uint32_t>n
+        self.own_hash[i] = _hash_bytes(<const unsigned char*>b, n)
+        self.names_n += n
+        self.n_owners += 1
+        h = self.own_hash[i] & self.own_mask
+        while self.own_slots[h] != -1:
+            h = (h + 1) & self.own_mask
+        self.own_slots[h] = <int32_t>i
+        return i
+
+    def add_market(self, str name) -> int:
+        """Register a market name (the Python path keeps its venue); returns its index."""
+        cdef bytes b = name.encode("utf-8", "surrogatepass")
+        cdef Py_ssize_t n = len(b)
+        cdef size_t cap
+        if self.n_markets + 1 > self.mk_cap:
+            cap = self.mk_cap
+            self.mk_off = <size_t*>_grow(self.mk_off, &cap, self.n_markets + 1, sizeof(size_t))
+            cap = self.mk_cap
+            self.mk_len = <uint32_t*>_grow(self.mk_len, &cap, self.n_markets + 1, 4)
+            self.mk_cap = cap
+        if self.names_n + n > self.names_cap:
+            self.names = <unsigned char*>_grow(self.names, &self.names_cap, self.names_n + n, 1)
+        memcpy(self.names + self.names_n, <const unsigned char*>b, n)
+        self.mk_off[self.n_markets] = self.names_n
+        self.mk_len[self.n_markets] = <uint32_t>n
+        self.names_n += n
+        self.n_markets += 1
+        return self.n_markets - 1
+
+    cdef str _id(self, int32_t e):
+        cdef Entry* en = &self.entries[e]
+        return PyUnicode_DecodeUTF8(<const char*>(self.id_arena + en.id_off), en.id_len,
+                                    "surrogatepass")
+
+    def entry(self, uint64_t key):
+        """The order holding ``key``: (id, owner handle, market index, interval or None),
+        or None."""
+        cdef int32_t e = self._find(key)
+        cdef Entry* en
+        if e == -1:
+            return None
+        en = &self.entries[e]
+        return (self._id(e), en.owner, en.market,
+                None if en.interval == NO_INTERVAL else en.interval)
+
+    def put_order(self, uint64_t key, str oid, uint32_t owner, int32_t market, interval,
+                  int side, int64_t price, int64_t qty, int64_t ts) -> None:
+        """Record an accepted order as the holder of ``key`` (call mode: add its row)."""
+        cdef bytes b = oid.encode("utf-8", "surrogatepass")
+        cdef int64_t iv = NO_INTERVAL if interval is None else interval
+        cdef int32_t e = self._put(key, <const unsigned char*>b, len(b), owner, market, iv)
+        if self.call:
+            self._add_row(e, side, price, qty, ts)
+
+    def call_live(self, uint64_t key) -> bool:
+        """call: is the holder of ``key`` still live (pending and not cancelled)?"""
+        cdef int32_t e = self._find(key)
+        return e != -1 and self._call_live(e)
+
+    def call_cancel(self, uint64_t key) -> bool:
+        """call: withdraw the holder of ``key`` if it is live; returns whether it was."""
+        cdef int32_t e = self._find(key)
+        if e == -1 or not self._call_live(e):
+            return False
+        self._cancel_in(self.entries[e].auction, key)
+        return True
+
+    @property
+    def next_gate(self):
+        """call: the smallest pending interval, or 2**63 when none is pending."""
+        return self.next_gate_c if self.n_pend else 2**63
+
+    def take_interval(self, int64_t interval) -> list:
+        """call: remove the pending auctions of ``interval``; returns [(market index,
+        (sides, prices, qtys, keys, owners, ts))] with the live rows as array columns."""
+        out = []
+        cdef size_t j = 0
+        cdef size_t k, n, r
+        cdef int32_t i
+        cdef Auction* a
+        cdef carray.array sides, prices, qtys, keys, owners, tss
+        while j < self.n_pend:
+            i = self.pend[j]
+            a = &self.auctions[i]
+            if a.interval != interval:
+                j += 1
+                continue
+            n = 0
+            for k in range(a.n):
+                if not self._cancelled(i, a.key[k]):
+                    n += 1
+            sides = carray.clone(array("B"), n, False)
+            prices = carray.clone(array("q"), n, False)
+            qtys = carray.clone(array("q"), n, False)
+            keys = carray.clone(array("Q"), n, False)
+            owners = carray.clone(array("I"), n, False)
+            tss = carray.clone(array("q"), n, False)
+            r = 0
+            for k in range(a.n):
+                if not self._cancelled(i, a.key[k]):
+                    sides.data.as_uchars[r] = a.side[k]
+                    (<int64_t*>prices.data.as_voidptr)[r] = a.price[k]
+                    (<int64_t*>qtys.data.as_voidptr)[r] = a.qty[k]
+                    (<uint64_t*>keys.data.as_voidptr)[r] = a.key[k]
+                    (<uint32_t*>owners.data.as_voidptr)[r] = a.owner[k]
+                    (<int64_t*>tss.data.as_voidptr)[r] = a.ts[k]
+                    r += 1
+            out.append((a.market, (sides, prices, qtys, keys, owners, tss)))
+            a.pending = 0
+            self._free_rows(a)
+            self.n_pend -= 1
+            self.pend[j] = self.pend[self.n_pend]
+        self.last_auction = -1
+        self.next_gate_c = INT64_MAX
+        for j in range(self.n_pend):
+            if self.auctions[self.pend[j]].interval < self.next_gate_c:
+                self.next_gate_c = self.auctions[self.pend[j]].interval
+        return out
+
+    def ids(self, const uint64_t[::1] keys) -> list:
+        """The ids of the orders holding ``keys`` (for fills)."""
+        cdef Py_ssize_t i
+        cdef int32_t e
+        out = []
+        for i in range(keys.shape[0]):
+            e = self._find(keys[i])
+            if e == -1:
+                raise KeyError(keys[i])
+            out.append(self._id(e))
+        return out
+
+    @property
+    def batch_size(self) -> int:
+        return self.b_n
+
+    def run_batch(self, book):
+        """cda: run the batch through ``book.run``; returns (BatchResult, the ts of each
+        fill, [(line, start, end, id)] of cancels whose order was no longer live)."""
+        cdef size_t n = self.b_n
+        cdef size_t i
+        cdef Py_ssize_t k
+        if n == 0:
+            raise ValueError("run_batch: the batch is empty")
+        res = book.run(<uint8_t[:n]>self.b_kind, <uint8_t[:n]>self.b_side,
+                       <int64_t[:n]>self.b_price, <int64_t[:n]>self.b_qty,
+                       <uint64_t[:n]>self.b_oid, <uint32_t[:n]>self.b_owner,
+                       <uint8_t[:n]>self.b_tif)
+        cdef const uint8_t[::1] status = res.status
+        cdef const int64_t[::1] event = res.event
+        refused = []
+        for i in range(n):
+            if status[i] == 0:
+                if self.b_kind[i] == E_CANCEL:
+                    self.accepted_cancels += 1
+            elif self.b_kind[i] == E_CANCEL:
+                refused.append((self.b_line[i], self.b_start[i], self.b_end[i],
+                                self._id(self._find(self.b_oid[i]))))
+            else:
+                raise RuntimeError(f"the book refused the order with key {self.b_oid[i]}")
+        fill_ts = [self.b_ts[event[k]] for k in range(event.shape[0])]
+        self.b_n = 0
+        self.batch_market = -1
+        return res, fill_ts, refused
+
+
+# -- helpers over result columns --------------------------------------------------------------
+def cda_buckets(list ts, list market, list qty, list price, int64_t length) -> dict:
+    """cda intervals.csv: {(interval start, market): [volume, turnover, fills]} over the
+    fills' columns (ts, market, qty, price as lists), bucketing each fill by the interval
+    of its ts. Sums run in C over runs of fills with the same bucket (turnover in 128
+    bits) and are added to the dict as Python ints when the bucket changes."""
+    cdef Py_ssize_t n = len(ts)
+    cdef Py_ssize_t i
+    cdef int64_t t, q, p, start = 0, prev_start = 0
+    cdef int64_t vol = 0, fills = 0
+    cdef uint64_t lo = 0, hi = 0, prod
+    cdef object m, prev_m = None
+    cdef dict out = {}
+    if len(market) != n or len(qty) != n or len(price) != n or length <= 0:
+        raise ValueError("cda_buckets: columns of different lengths or a bad length")
+    for i in range(n + 1):
+        if i < n:
+            t = ts[i]
+            m = market[i]
+            start = t - t % length
+        if fills and (i == n or start != prev_start or (m is not prev_m and m != prev_m)):
+            b = out.get((prev_start, prev_m))
+            if b is None:
+                b = out[(prev_start, prev_m)] = [0, 0, 0]
+            b[0] += vol
+            b[1] += (<object>hi << 64) | lo
+            b[2] += fills
+            vol = 0
+            fills = 0
+            lo = 0
+            hi = 0
+        if i == n:
+            break
+        q = qty[i]
+        p = price[i]
+        prod = <uint64_t>(q * p)  # both below 2**31: the product fits
+        lo += prod
+        if lo < prod:
+            hi += 1
+        vol += q
+        fills += 1
+        prev_start = start
+        prev_m = m
+    return out

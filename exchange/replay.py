@@ -17,10 +17,13 @@ files. Nothing here prints; the command line lives in ``wattmesh.exchange.cli``.
 The engine speaks integers, so owners map to ``uint32`` handles (in order of first
 appearance) and order ids to ``uint64`` keys (:func:`order_key`).
 
-Speed: the hot loop validates an order with inline checks that accept only what
-``settlement.records`` accepts; anything unusual (a missing optional field, a new owner, a
-non-hex id, a cancel, an account line) takes the slow path through ``records`` itself, which
-also writes the refusal reasons.
+Speed: ``wattmesh.exchange._logscan.Scanner`` (Cython) applies order and cancel lines in
+their usual canonical shape straight from the bytes, keeping the id, owner and market
+tables, call mode's pending auctions and cda mode's ``Book.run`` batches in C. Anything
+unusual (an account line, a new owner or market, escapes or whitespace, a non-hex id, a
+line that will be refused, ``verify_signatures``) comes back to the Python path here,
+which validates through ``settlement.records`` itself and writes the refusal reasons; it
+is the reference the scanner is tested against (tests/test_logscan.py).
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
-from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import orjson
 
-from wattmesh.exchange.clock import check_interval, interval_start, is_late
+from wattmesh.exchange._logscan import CLEAR, DONE, FLUSH, Scanner, cda_buckets
+from wattmesh.exchange.clock import check_interval, is_late
 from wattmesh.matching import (
     ASK,
     BID,
@@ -106,15 +109,11 @@ _TIF_CODES = {"gtc": GTC, "ioc": IOC, "fok": FOK}
 _MARKET = MarketSpec()  # records.from_dict applies these default bounds to every market
 _MIN_PRICE = _MARKET.min_price
 _MAX_PRICE = _MARKET.max_price
-_I64 = 2**63 - 1
 _BALANCE_LIMIT = 2**62  # Accounts.set refuses balances at or above this
 _NEVER = 2**63  # "no pending interval": above every valid ts
-# An order line in its usual shape (all fields present); 10 keys, or 11 with a sig.
-_ORDER_FIELDS = itemgetter(
-    "type", "market", "side", "price", "qty", "owner", "ts", "interval", "tif", "id"
-)
+# False sends every line down the Python path (the reference; tests compare the two).
+_FAST_SCAN = True
 _is_hex64 = re.compile("[0-9a-f]{64}").fullmatch
-_is_sig_hex = re.compile("[0-9a-f]{128}").fullmatch
 
 
 def order_key(order_id: str) -> int:
@@ -263,6 +262,7 @@ class ReplayResult:
     def summary(self) -> dict[str, Any]:
         """The content of summary.json: counts, volume, prices and refusals."""
         refused = self.refused()
+        volume, turnover = self.volume, self.turnover  # each sum once: millions of fills
         return {
             "mode": self.options.mode,
             "interval_ms": self.options.interval_ms,
@@ -273,9 +273,9 @@ class ReplayResult:
             "refused": sum(refused.values()),
             "refused_by_code": refused,
             "fills": len(self.trades),
-            "volume_wh": self.volume,
-            "turnover_nano": self.turnover,
-            "vwap": self.vwap,
+            "volume_wh": volume,
+            "turnover_nano": turnover,
+            "vwap": turnover // volume if volume else None,  # = self.vwap
             "intervals": len(self.intervals),
             "owners": len(self.owners),
             "first_ts": self.first_ts,
@@ -320,56 +320,57 @@ def replay(
             gc.enable()
 
 
-def _read_lines(fp: IO[bytes], chunk_bytes: int) -> Iterator[tuple[list[bytes], int]]:
-    """Yield (complete lines, bytes consumed so far), reading large chunks."""
-    tail = b""
+def _chunks(fp: IO[bytes], chunk_bytes: int) -> Iterator[tuple[bytearray, int, int, int]]:
+    """Yield (buffer, start, end, bytes read so far): ``buffer[start:end]`` holds complete
+    lines (each ending in ``\n``, except a last line without one at the end of the file).
+
+    One buffer is reused (``readinto``), so a big log costs no fresh memory per chunk; the
+    caller must be done with it before asking for the next chunk.
+    """
+    buf = bytearray(2 * chunk_bytes)
+    view = memoryview(buf)
+    have = 0  # bytes of an unfinished line kept at the start of buf
     done = 0
+    readinto = getattr(fp, "readinto", None)
     first = True
     while True:
-        block = fp.read(chunk_bytes)
-        if not block:
+        if have + chunk_bytes > len(buf):  # a line longer than the buffer: grow it
+            view.release()
+            buf.extend(bytes(have + chunk_bytes - len(buf)))
+            view = memoryview(buf)
+        if readinto is not None:
+            n = readinto(view[have : have + chunk_bytes])
+        else:  # a file object with read() only
+            data = fp.read(chunk_bytes)
+            n = len(data) if data else 0
+            view[have : have + n] = data or b""
+        if not n:
             break
-        done += len(block)
+        done += n
+        start = 0
         if first:
-            block = block.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM some editors add
+            if buf.startswith(b"\xef\xbb\xbf") and n >= 3:  # a UTF-8 BOM some editors add
+                start = 3
             first = False
-        lines = (tail + block).split(b"\n")
-        tail = lines.pop()
-        yield lines, done
-    if tail:
-        yield [tail], done
-
-
-class _Auction:
-    """The orders of one pending call auction (an interval of one market).
-
-    One tuple per order, appended by the hot loop, is cheaper than an engine call per
-    order; the rows become the engine's columns in one ``CallAuction.clear_arrays`` call
-    when the gate passes.
-    """
-
-    __slots__ = ("rows", "cancelled")
-
-    def __init__(self) -> None:
-        # One row per order: (side, price, qty, key, owner, ts).
-        self.rows: list[tuple[int, int, int, int, int, int]] = []
-        self.cancelled: set[int] = set()  # keys of withdrawn orders
-
-    def columns(self) -> tuple[array, ...]:
-        """The live orders as the engine's columns: sides, prices, qtys, keys, owners, ts."""
-        rows = self.rows
-        if self.cancelled:
-            gone = self.cancelled
-            rows = [r for r in rows if r[3] not in gone]
-        if not rows:
-            return tuple(array(code) for code in "BqqQIq")
-        return tuple(
-            array(code, col) for code, col in zip("BqqQIq", zip(*rows, strict=True), strict=True)
-        )
+        end = have + n
+        cut = max(buf.rfind(b"\n", start, end) + 1, start)
+        yield buf, start, cut, done
+        tail = bytes(view[cut:end])
+        have = len(tail)
+        view[:have] = tail
+    if have:
+        yield buf, 0, have, done
+    view.release()
 
 
 class _Replay:
-    """The state of one replay: engine objects, id and owner maps, collected results."""
+    """The state of one replay: engine objects, the scanner's tables, collected results.
+
+    The id, owner and market tables, the clock, the line count, call mode's pending
+    auctions and cda mode's batch live in the C scanner (``_logscan.Scanner``), which
+    applies ordinary order and cancel lines itself and hands every other line to
+    :meth:`_slow_line`, the reference path, which works on the same tables.
+    """
 
     def __init__(self, options: ReplayOptions) -> None:
         self.options = options
@@ -377,25 +378,21 @@ class _Replay:
         self.interval_ms = options.interval_ms
         self.verify = options.verify_signatures
         self.strict = options.strict
+        fast = _FAST_SCAN and not options.verify_signatures  # signatures need Python
+        self.scan = Scanner(self.call, options.interval_ms, fast, _MIN_PRICE, _MAX_PRICE)
         self.accounts = Accounts()
-        self.handles: dict[str, int] = {}  # owner -> handle
         self.owners: list[str] = []  # handle -> owner
         self.account_lines: dict[int, int] = {}  # handle -> line of its account line
         self.opening: dict[int, tuple[int, int, int | None]] = {}
-        # Every accepted order by engine key: key -> (id, owner handle, market, interval).
-        # One map serves duplicates, collisions, cancels and the ids of fills.
-        self.by_key: dict[int, tuple[str, int, str, int | None]] = {}
         self.retired: set[str] = set()  # ids whose key another order took over
-        # cda: market -> Book. call: market -> market (a known, valid name).
-        self.venues: dict[str, Any] = {}
-        self.market_of_book: dict[int, str] = {}  # id(book) -> market
-        # call: interval -> market -> _Auction; next_gate is the smallest pending interval.
-        self.pending: dict[int, dict[str, _Auction]] = {}
-        self.next_gate = _NEVER
+        # Markets by scanner index: name, and the venue (cda: a Book; call: the name).
+        self.market_index: dict[str, int] = {}
+        self.market_names: list[str] = []
+        self.venues: list[Any] = []
         self.auctioneer = CallAuction(self.accounts, options.stp)
         self.clock = -1  # the largest ts of any valid order or cancel so far
         self.first_ts: int | None = None
-        # cda: (book, ts, number of fills) per event that filled, until _collect_fills.
+        # cda: (book, ts, number of fills) per slow-path event that filled.
         self.fill_events: list[tuple[Book, int, int]] = []
         self.trades = Trades()
         self.intervals: list[IntervalStats] = []
@@ -406,123 +403,119 @@ class _Replay:
 
     # -- reading ------------------------------------------------------------------------
     def consume(self, fp: IO[bytes], on_progress: Callable[[int], None] | None) -> None:
-        for lines, done in _read_lines(fp, CHUNK_BYTES):
-            self.feed(lines)
+        for buf, start, end, done in _chunks(fp, CHUNK_BYTES):
+            self.feed(buf, start, end)
             if on_progress is not None:
                 on_progress(done)
 
-    def feed(self, lines: list[bytes]) -> None:
-        """Validate and apply consecutive lines (the hot loop)."""
-        # Everything the loop touches is a local: attribute and global lookups cost. State
-        # the slow methods also change (clock, lineno) is written back before calling them
-        # and read again after.
-        loads = orjson.loads
-        json_error = orjson.JSONDecodeError
-        fields = _ORDER_FIELDS
-        side_codes = _SIDE_CODES
-        tif_codes = _TIF_CODES
-        is_hex64 = _is_hex64
-        is_sig = _is_sig_hex
-        handles = self.handles
-        venues = self.venues
-        by_key = self.by_key
-        fill_events = self.fill_events
-        call = self.call
-        interval_ms = self.interval_ms
-        fast = not self.verify
-        lo, hi, max_qty, i64 = _MIN_PRICE, _MAX_PRICE, MAX_QTY, _I64
-        # call: where the previous order went (orders come grouped by interval).
-        last_interval = last_market = None
-        add_row = _no_auction
-        accepted = 0
-        clock = self.clock
-        lineno = self.lineno
-        for raw in lines:
-            lineno += 1
-            try:
-                d = loads(raw)
-            except json_error as exc:
-                self.lineno = lineno
-                self._bad_json(raw, exc)
+    def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
+        """Apply the lines of ``buf[start:end]``: the scanner applies what it can, this loop
+        does what it asks for (clear intervals, run the cda batch, a line for Python)."""
+        scan = self.scan
+        pos = start
+        while True:
+            status = scan.scan(buf, pos, end)
+            pos = scan.pos
+            if status == DONE:
+                break
+            if status == CLEAR:
+                self._clear_until(scan.gate_ts)
                 continue
-            # Fast path: an order line in its usual shape whose owner and market are known.
-            # Every check here is at least as strict as records.Order.from_dict; a KeyError
-            # (a missing field, a new owner or market, a bad side or tif) or a TypeError (not
-            # an object, an unhashable value) sends the line down the slow path.
-            try:
-                typ, market, side, price, qty, owner, ts, interval, tif, oid = fields(d)
-                side_c = side_codes[side]
-                tif_c = tif_codes[tif]
-                h = handles[owner]
-                venue = venues[market]
-                n = len(d)
-            except (KeyError, TypeError):
-                typ = None
-            if (
-                fast
-                and typ == "order"
-                and (n == 10 or (n == 11 and type(sig := d.get("sig")) is str and is_sig(sig)))
-                and type(price) is int
-                and lo <= price <= hi
-                and type(qty) is int
-                and 0 < qty <= max_qty
-                and type(ts) is int
-                and 0 <= ts <= i64
-                and (interval is None or (type(interval) is int and 0 <= interval <= i64))
-                and type(oid) is str
-                and is_hex64(oid)
-            ):
-                key = int(oid[:16], 16)
-            else:
-                self.lineno = lineno
-                self.clock = clock
-                event = self._slow(d, raw)
-                clock = self.clock
-                if event is None:  # refused, or a cancel or account line already applied
-                    last_interval = None  # a cancel may have cleared intervals
-                    continue
-                side_c, price, qty, h, ts, interval, tif_c, oid, key, venue, market = event
-            # Apply an order.
-            if ts > clock:
-                clock = ts
-                if call and ts >= self.next_gate:
-                    self._clear_until(ts)
-                    last_interval = None
-            # The gate rule of exchange/clock.py (check_interval, is_late), inline for speed:
-            # the interval is closed once the log's clock has reached its gate.
-            if call and (
-                interval is None or interval % interval_ms or tif_c == FOK or interval <= clock
-            ):
-                self.lineno = lineno
-                self._refuse_call_order(raw, ts, interval, tif_c, clock)
+            self._run_batch(buf)
+            if status == FLUSH:
                 continue
-            if key in by_key:  # the same id again, or another id with the same key
-                self.lineno = lineno
-                if not self._may_take_key(key, oid, raw):
-                    continue
-            by_key[key] = (oid, h, market, interval)
-            if call:
-                if interval != last_interval or market != last_market:
-                    add_row = self._auction(interval, market).rows.append  # type: ignore[arg-type]
-                    last_interval, last_market = interval, market
-                add_row((side_c, price, qty, key, h, ts))
-            else:
-                filled = venue.submit(key, side_c, price, qty, h, tif_c)
-                if filled:
-                    fill_events.append((venue, ts, filled))
-            accepted += 1
-        self.lineno = lineno
-        self.clock = clock
-        self.accepted["orders"] += accepted
-        if fill_events:
-            self._collect_fills()
+            # SLOW: the line scan.line_start:line_end, number scan.lineno.
+            self.lineno = scan.lineno
+            self.clock = scan.clock
+            self._slow_line(bytes(buf[scan.line_start : scan.line_end]))
+            scan.clock = self.clock
+            if self.fill_events:
+                self._collect_fills()
+            if self.first_ts is not None:
+                scan.have_first_ts = True
+        self._run_batch(buf)
+
+    def _run_batch(self, buf: bytes | bytearray) -> None:
+        """cda: run the scanner's batch of events through its book and collect the fills
+        and the refused cancels."""
+        scan = self.scan
+        if not scan.batch_size:
+            return
+        m = scan.batch_market
+        res, fill_ts, refused = scan.run_batch(self.venues[m])
+        n = len(res.qty)
+        if n:
+            t = self.trades
+            t.interval += [None] * n
+            t.ts += fill_ts
+            t.market += [self.market_names[m]] * n
+            t.bid += scan.ids(res.bid)
+            t.ask += scan.ids(res.ask)
+            t.price += res.price
+            t.qty += res.qty
+            t.buyer += res.buyer
+            t.seller += res.seller
+        for lineno, start, end, oid in refused:
+            self.lineno = lineno
+            self._reject(NOT_LIVE, f"order {oid} is no longer live", bytes(buf[start:end]))
 
     # -- the slow path ------------------------------------------------------------------
+    def _slow_line(self, raw: bytes) -> None:
+        """One line the scanner did not apply: parse, validate and apply it here."""
+        try:
+            d = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            self._bad_json(raw, exc)
+            return
+        event = self._slow(d, raw)
+        if event is not None:
+            self._apply_order(raw, *event)
+
+    def _apply_order(
+        self,
+        raw: bytes,
+        side_c: int,
+        price: int,
+        qty: int,
+        h: int,
+        ts: int,
+        interval: int | None,
+        tif_c: int,
+        oid: str,
+        key: int,
+        m: int,
+    ) -> None:
+        if ts > self.clock:
+            self.clock = ts
+            if self.call and ts >= self.scan.next_gate:
+                self._clear_until(ts)
+        # The gate rule of exchange/clock.py (check_interval, is_late): the interval is
+        # closed once the log's clock has reached its gate.
+        if self.call and (
+            interval is None
+            or interval % self.interval_ms
+            or tif_c == FOK
+            or interval <= self.clock
+        ):
+            self._refuse_call_order(raw, ts, interval, tif_c, self.clock)
+            return
+        holder = self.scan.entry(key)
+        if holder is not None:  # the same id again, or another id with the same key
+            if not self._may_take_key(key, oid, holder, raw):
+                return
+        self.scan.put_order(key, oid, h, m, interval, side_c, price, qty, ts)
+        if not self.call:
+            book = self.venues[m]
+            filled = book.submit(key, side_c, price, qty, h, tif_c)
+            if filled:
+                self.fill_events.append((book, ts, filled))
+        self.accepted["orders"] += 1
+
     def _slow(self, d: Any, raw: bytes) -> tuple | None:
         """Validate a line through settlement.records and apply cancels and account lines.
 
-        Returns an order as the tuple the hot loop applies, or None when the line was
-        refused or fully applied here.
+        Returns an order as the arguments of :meth:`_apply_order`, or None when the line
+        was refused or fully applied here.
         """
         try:
             record = parse_record(d)
@@ -547,14 +540,11 @@ class _Replay:
             )
             return None
         h = self._handle(order.owner)
-        venue = self.venues.get(order.market)
-        if venue is None:
-            if self.call:
-                venue = order.market
-            else:
-                venue = Book(self.accounts, self.options.stp)
-                self.market_of_book[id(venue)] = order.market
-            self.venues[order.market] = venue
+        m = self.market_index.get(order.market)
+        if m is None:
+            m = self.market_index[order.market] = self.scan.add_market(order.market)
+            self.market_names.append(order.market)
+            self.venues.append(order.market if self.call else Book(self.accounts, self.options.stp))
         return (
             _SIDE_CODES[order.side],
             order.price,
@@ -565,8 +555,7 @@ class _Replay:
             _TIF_CODES[order.tif],
             order.id,
             order_key(order.id),
-            venue,
-            order.market,
+            m,
         )
 
     def _authentic(self, record: Order | Cancel, raw: bytes) -> bool:
@@ -587,14 +576,14 @@ class _Replay:
         return True
 
     def _handle(self, owner: str) -> int:
-        h = self.handles.get(owner)
+        h = self.scan.owner_handle(owner)
         if h is None:
-            h = self.handles[owner] = len(self.owners)
+            h = self.scan.add_owner(owner)
             self.owners.append(owner)
         return h
 
     def _apply_account(self, account: Account, raw: bytes) -> None:
-        h = self.handles.get(account.owner)
+        h = self.scan.owner_handle(account.owner)
         if h is not None and h in self.account_lines:
             self._reject(
                 ACCOUNT_REFUSED,
@@ -624,7 +613,7 @@ class _Replay:
         if not self.call and self.venues:
             # The owner has no orders, so no book can change; uncross anyway so the books
             # see the new accounts version now rather than at their next event.
-            for book in self.venues.values():
+            for book in self.venues:
                 filled = book.uncross()
                 if filled:
                     self.fill_events.append((book, max(self.clock, 0), filled))
@@ -634,17 +623,17 @@ class _Replay:
         ts = cancel.ts
         if ts > self.clock:
             self.clock = ts
-            if self.call and ts >= self.next_gate:
+            if self.call and ts >= self.scan.next_gate:
                 self._clear_until(ts)
         key = order_key(cancel.id)
-        entry = self.by_key.get(key)
+        entry = self.scan.entry(key)
         if entry is None or entry[0] != cancel.id:
             known = cancel.id in self.retired
             self._reject(
                 NOT_LIVE, f"order {cancel.id} is {'no longer live' if known else 'unknown'}", raw
             )
             return
-        _oid, h, market, interval = entry
+        _oid, h, m, interval = entry
         if self.owners[h] != cancel.owner:
             self._reject(NOT_OWNER, f"order {cancel.id} belongs to {self.owners[h]}", raw)
             return
@@ -662,12 +651,9 @@ class _Replay:
                     raw,
                 )
                 return
-            auction = self.pending.get(interval, {}).get(market)
-            live = auction is not None and key not in auction.cancelled
-            if live:
-                auction.cancelled.add(key)  # type: ignore[union-attr]
+            live = self.scan.call_cancel(key)  # pending, not cancelled: now cancelled
         else:
-            live = self.venues[market].cancel(key)
+            live = self.venues[m].cancel(key)
         if not live:
             self._reject(NOT_LIVE, f"order {cancel.id} is no longer live", raw)
             return
@@ -693,18 +679,17 @@ class _Replay:
                 LATE, f"interval {interval} already cleared (the log had reached ts {clock})", raw
             )
 
-    def _may_take_key(self, key: int, oid: str, raw: bytes) -> bool:
-        """``key`` is held already: refuse a reused id, or another id while the holder is
-        live; otherwise the new order takes the key over."""
-        holder, _h, market, interval = self.by_key[key]
+    def _may_take_key(self, key: int, oid: str, entry: tuple, raw: bytes) -> bool:
+        """``key`` is held already (``entry``): refuse a reused id, or another id while the
+        holder is live; otherwise the new order takes the key over."""
+        holder, _h, m, _interval = entry
         if oid == holder or oid in self.retired:
             self._reject(DUPLICATE_ID, f"order id {oid} was already used", raw)
             return False
         if self.call:
-            auction = self.pending.get(interval, {}).get(market)  # type: ignore[arg-type]
-            live = auction is not None and key not in auction.cancelled
+            live = self.scan.call_live(key)
         else:
-            live = key in self.venues[market]
+            live = key in self.venues[m]
         if live:
             self._reject(
                 ID_COLLISION, f"id {oid} has the same engine key as live order {holder}", raw
@@ -715,17 +700,6 @@ class _Replay:
         self.retired.add(holder)
         return True
 
-    def _auction(self, interval: int, market: str) -> _Auction:
-        auctions = self.pending.get(interval)
-        if auctions is None:
-            auctions = self.pending[interval] = {}
-            if interval < self.next_gate:
-                self.next_gate = interval
-        auction = auctions.get(market)
-        if auction is None:
-            auction = auctions[market] = _Auction()
-        return auction
-
     # -- results ------------------------------------------------------------------------
     def _collect_fills(self) -> None:
         """Move the fills waiting in the books into self.trades, in event order."""
@@ -733,7 +707,10 @@ class _Replay:
         if not events:
             return
         t = self.trades
-        by_key = self.by_key
+        scan = self.scan
+        market_of_book = {
+            id(v): name for v, name in zip(self.venues, self.market_names, strict=True)
+        }
         books = {id(book): book for book, _ts, _n in events}
         if len(books) == 1:
             # One market (the usual case): the book's fills are exactly these events' fills.
@@ -743,7 +720,7 @@ class _Replay:
                 raise RuntimeError("the book reported a different number of fills")
             for _b, ts, n in events:
                 t.ts += [ts] * n
-            columns = [(self.market_of_book[k], bid, ask, price, qty, buyer, seller)]
+            columns = [(market_of_book[k], bid, ask, price, qty, buyer, seller)]
         else:
             taken = {k: b.take_fill_arrays() for k, b in books.items()}
             offsets = dict.fromkeys(taken, 0)
@@ -756,7 +733,7 @@ class _Replay:
                 t.ts += [ts] * n
                 columns.append(
                     (
-                        self.market_of_book[k],
+                        market_of_book[k],
                         bid[start:end],
                         ask[start:end],
                         price[start:end],
@@ -771,8 +748,8 @@ class _Replay:
             n = len(qty)
             t.interval += [None] * n
             t.market += [market] * n
-            t.bid += [by_key[k][0] for k in bid]
-            t.ask += [by_key[k][0] for k in ask]
+            t.bid += scan.ids(bid)
+            t.ask += scan.ids(ask)
             t.price += price
             t.qty += qty
             t.buyer += buyer
@@ -781,24 +758,26 @@ class _Replay:
 
     def _clear_until(self, ts: int) -> None:
         """Clear every pending interval whose gate is <= ts, in ascending order."""
-        pending = self.pending
-        while self.next_gate <= ts:
-            interval = self.next_gate
-            auctions = pending.pop(interval)
-            for market in sorted(auctions):
-                self._clear(interval, market, auctions[market])
-            self.next_gate = min(pending) if pending else _NEVER
+        scan = self.scan
+        names = self.market_names
+        while scan.next_gate <= ts:
+            interval = scan.next_gate
+            taken = scan.take_interval(interval)
+            for m, columns in sorted(taken, key=lambda mc: names[mc[0]]):
+                self._clear(interval, names[m], columns)
 
-    def _clear(self, interval: int, market: str, auction: _Auction) -> None:
-        result = self.auctioneer.clear_arrays(*auction.columns())
+    def _clear(self, interval: int, market: str, columns: tuple[array, ...]) -> None:
+        """Clear one auction: columns (sides, prices, qtys, keys, owners, ts) of its live
+        orders, in arrival order."""
+        result = self.auctioneer.clear_arrays(*columns)
         t = self.trades
-        by_key = self.by_key
+        scan = self.scan
         n = len(result.qty)
         t.interval += [interval] * n
         t.ts += [interval] * n  # a call fill happens at the gate
         t.market += [market] * n
-        t.bid += [by_key[k][0] for k in result.bid]
-        t.ask += [by_key[k][0] for k in result.ask]
+        t.bid += scan.ids(result.bid)
+        t.ask += scan.ids(result.ask)
         t.price += [result.price] * n
         t.qty += result.qty
         t.buyer += result.buyer
@@ -830,6 +809,8 @@ class _Replay:
 
     def finish(self) -> ReplayResult:
         """Clear what is still pending and hand back the result."""
+        scan = self.scan
+        self.clock = scan.clock
         if self.call:
             self._clear_until(_NEVER - 1)
         else:
@@ -842,8 +823,12 @@ class _Replay:
             closing[h] = state
         return ReplayResult(
             options=self.options,
-            events=self.lineno - self.blank,
-            accepted=dict(self.accepted),
+            events=scan.lineno - self.blank - scan.blank,
+            accepted={
+                "accounts": self.accepted["accounts"],
+                "orders": self.accepted["orders"] + scan.accepted_orders,
+                "cancels": self.accepted["cancels"] + scan.accepted_cancels,
+            },
             rejects=self.rejects,
             trades=self.trades,
             intervals=self.intervals,
@@ -855,24 +840,10 @@ class _Replay:
         )
 
 
-def _no_auction(_row: tuple) -> None:
-    raise AssertionError("an order reached the call auction columns before an auction")
-
-
 def _cda_intervals(trades: Trades, length: int) -> list[IntervalStats]:
     """Bucket cda fills by market and the interval in which their causing event happened."""
-    # (interval, market) -> [volume, turnover, fills]
-    buckets: dict[tuple[int, str], list[int]] = {}
-    for ts, market, qty, price in zip(
-        trades.ts, trades.market, trades.qty, trades.price, strict=True
-    ):
-        slot = (interval_start(ts, length), market)
-        b = buckets.get(slot)
-        if b is None:
-            b = buckets[slot] = [0, 0, 0]
-        b[0] += qty
-        b[1] += qty * price
-        b[2] += 1
+    # (interval, market) -> [volume, turnover, fills], summed in C
+    buckets = cda_buckets(trades.ts, trades.market, trades.qty, trades.price, length)
     return [
         IntervalStats(start, market, turnover // volume, volume, fills, None, None)
         for (start, market), (volume, turnover, fills) in sorted(buckets.items())

@@ -1,0 +1,290 @@
+"""The C line scanner (wattmesh.exchange._logscan) against the Python path of replay.
+
+The Python path (every line through orjson and settlement.records) is the reference: with
+the scanner on, a replay must give exactly the same fills, refusals (line, code, reason,
+text), accounts, intervals and summary, whatever the lines look like.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wattmesh.exchange import replay as replay_module
+from wattmesh.exchange.replay import ReplayOptions, ReplayResult, replay
+from wattmesh.exchange.sample_log import write_log
+from wattmesh.settlement.records import Cancel, Order
+
+L = 900_000
+T0 = 1_718_928_000_000
+OWNERS = ["alice", "bob", "carol", "dé", 'e"q']  # the last two need escapes or UTF-8
+MARKETS = ["energy", "heat"]
+
+
+def outcome(result: ReplayResult) -> dict[str, Any]:
+    """Everything a replay reports, as plain values."""
+    return {
+        "summary": result.summary(),
+        "trades": list(result.trade_rows()),
+        "rejects": list(result.rejects),
+        "intervals": list(result.intervals),
+        "owners": list(result.owners),
+        "opening": dict(result.opening),
+        "closing": dict(result.closing),
+    }
+
+
+def replay_both(data: bytes, chunk: int | None = None, **options: Any) -> tuple[dict, dict]:
+    """(scanner on, Python path only) outcomes of one log."""
+    saved = replay_module._FAST_SCAN, replay_module.CHUNK_BYTES
+    try:
+        if chunk is not None:
+            replay_module.CHUNK_BYTES = chunk
+        replay_module._FAST_SCAN = True
+        fast = outcome(replay(io.BytesIO(data), ReplayOptions(**options)))
+        replay_module._FAST_SCAN = False
+        slow = outcome(replay(io.BytesIO(data), ReplayOptions(**options)))
+    finally:
+        replay_module._FAST_SCAN, replay_module.CHUNK_BYTES = saved
+    return fast, slow
+
+
+# -- random logs -----------------------------------------------------------------------------
+def render(d: dict[str, Any], style: str) -> bytes:
+    """One log line in one of several spellings of the same JSON object."""
+    if style == "canonical":
+        return orjson.dumps(d)
+    if style == "reordered":
+        return orjson.dumps(dict(reversed(list(d.items()))))
+    if style == "spaces":
+        return json.dumps(d).encode()  # ", " and ": " separators
+    if style == "ascii-escapes":
+        return json.dumps(d, separators=(",", ":"), ensure_ascii=True).encode()
+    if style == "escaped-key":
+        text = orjson.dumps(d).decode()
+        return text.replace('"type"', '"typ\\u0065"', 1).encode()
+    if style == "crlf":
+        return orjson.dumps(d) + b"\r"
+    if style == "trailing-space":
+        return orjson.dumps(d) + b" "
+    raise AssertionError(style)
+
+
+STYLES = st.sampled_from(
+    ["canonical"] * 8
+    + ["reordered", "spaces", "ascii-escapes", "escaped-key", "crlf", "trailing-space"]
+)
+
+BAD_LINES = [
+    b"{oops",
+    b"[]",
+    b'{"type":"order"}',
+    b'{"type":"nope","owner":"alice"}',
+    b"   ",
+    b"",
+]
+
+
+@st.composite
+def logs(draw: st.DrawFn) -> bytes:
+    """A random log: accounts, orders, cancels and odd or bad lines, any spelling."""
+    lines: list[bytes] = []
+    ids: list[tuple[str, str]] = []  # (id, owner) of orders so far
+    for owner in draw(st.lists(st.sampled_from(OWNERS), max_size=3, unique=True)):
+        energy = draw(st.integers(0, 500))
+        bmax = draw(st.one_of(st.none(), st.integers(max(energy, 1), 1_000)))
+        d = {"type": "account", "owner": owner, "energy": energy,
+             "money": draw(st.integers(0, 10**9)), "bmax": bmax}  # fmt: skip
+        lines.append(render(d, draw(STYLES)))
+    ts = T0 - 3 * L
+    for _ in range(draw(st.integers(1, 40))):
+        ts += draw(st.sampled_from([0, 1, 1000, L // 3, L]))
+        what = draw(st.sampled_from(["order"] * 6 + ["cancel"] * 2 + ["account", "bad", "odd"]))
+        owner = draw(st.sampled_from(OWNERS))
+        if what == "order":
+            interval = draw(
+                st.sampled_from([ts - ts % L + L, ts - ts % L + 2 * L, ts - ts % L, None, T0 + 7])
+            )
+            order = Order(
+                draw(st.sampled_from(MARKETS + ["energy"] * 4)),
+                draw(st.sampled_from(["bid", "ask"])),
+                draw(st.sampled_from([180_000, 200_000, 220_000, 250_000])),
+                draw(st.integers(1, 300)),
+                owner,
+                ts,
+                interval,
+                draw(st.sampled_from(["gtc"] * 6 + ["ioc", "fok"])),
+            )
+            d = order.to_dict()
+            idkind = draw(st.sampled_from(["computed"] * 8 + ["reuse", "collide", "plain"]))
+            if idkind == "reuse" and ids:
+                d["id"] = draw(st.sampled_from(ids))[0]
+            elif idkind == "collide" and ids:  # same first 16 hex digits: same engine key
+                d["id"] = (
+                    draw(st.sampled_from(ids))[0][:16]
+                    + hashlib.sha256(str(ts).encode()).hexdigest()[16:]
+                )
+            elif idkind == "plain":
+                d["id"] = f"order-{ts}"
+            if draw(st.booleans()) and d["tif"] == "gtc" and d["interval"] is None:
+                del d["tif"]  # optional fields left out
+            if draw(st.integers(0, 9)) == 0:
+                d["sig"] = "ab" * 64
+            ids.append((d["id"], owner))
+        elif what == "cancel":
+            if ids and draw(st.integers(0, 5)):
+                target, by = draw(st.sampled_from(ids))
+                if draw(st.integers(0, 4)) == 0:
+                    by = owner  # maybe not the owner
+            else:
+                target, by = "f" * 64, owner
+            d = Cancel(target, by, ts).to_dict()
+        elif what == "account":
+            d = {"type": "account", "owner": owner, "energy": 1, "money": 1, "bmax": None}
+        elif what == "bad":
+            lines.append(draw(st.sampled_from(BAD_LINES)))
+            continue
+        else:  # valid-looking but unusual values, or invalid ones the scanner must not take
+            base = Order("energy", "bid", 200_000, 10, owner, ts, ts - ts % L + L).to_dict()
+            base.update(
+                draw(
+                    st.sampled_from(
+                        [
+                            {"qty": 2**31},
+                            {"qty": 0},
+                            {"price": 10**7 + 1},
+                            {"price": 5.0},
+                            {"ts": -1},
+                            {"ts": 2**63 - 1},
+                            {"interval": 2**62},
+                            {"tif": "day"},
+                            {"side": "Bid"},
+                            {"owner": ""},
+                            {"owner": "x" * 129},
+                            {"market": "m" * 128},
+                            {"id": "A" * 64},
+                            {"id": ""},
+                            {"sig": "AB" * 64},
+                            {"sig": None},
+                            {"interval": None},
+                            {"colour": "red"},
+                            {"type": "cancel"},
+                        ]
+                    )
+                )
+            )
+            d = base
+        lines.append(render(d, draw(STYLES)))
+    return b"\n".join(lines) + draw(st.sampled_from([b"\n", b"", b"\n\n"]))
+
+
+@settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    data=logs(),
+    mode=st.sampled_from(["call", "cda"]),
+    stp=st.sampled_from(["none", "cancel-resting", "cancel-incoming"]),
+    chunk=st.one_of(st.none(), st.integers(1, 600)),
+)
+def test_the_scanner_replays_exactly_like_the_python_path(data, mode, stp, chunk):
+    fast, slow = replay_both(data, chunk=chunk, mode=mode, stp=stp)
+    assert fast == slow
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=logs(),
+    mode=st.sampled_from(["call", "cda"]),
+    strict=st.booleans(),
+    bom=st.booleans(),
+)
+def test_strict_runs_and_byte_order_marks_agree_too(data, mode, strict, bom):
+    if bom:
+        data = b"\xef\xbb\xbf" + data
+    results = []
+    for fast in (True, False):
+        saved = replay_module._FAST_SCAN
+        replay_module._FAST_SCAN = fast
+        try:
+            results.append(
+                outcome(replay(io.BytesIO(data), ReplayOptions(mode=mode, strict=strict)))
+            )
+        except replay_module.BadLineError as exc:
+            results.append(exc.reject)
+        finally:
+            replay_module._FAST_SCAN = saved
+    assert results[0] == results[1]
+
+
+# -- the contract ------------------------------------------------------------------------------
+def count_slow_lines(monkeypatch: pytest.MonkeyPatch, data: bytes, **options: Any) -> int:
+    seen: list[bytes] = []
+    original = replay_module._Replay._slow_line
+
+    def spy(self: Any, raw: bytes) -> None:
+        seen.append(raw)
+        original(self, raw)
+
+    monkeypatch.setattr(replay_module._Replay, "_slow_line", spy)
+    replay(io.BytesIO(data), ReplayOptions(**options))
+    return len(seen)
+
+
+@pytest.mark.parametrize("mode", ["call", "cda"])
+@pytest.mark.parametrize("sign", [False, True])
+def test_generated_logs_take_the_python_path_only_for_accounts_and_first_sightings(
+    monkeypatch, mode, sign
+):
+    out = io.BytesIO()
+    write_log(out, households=6, seed=3, sign=sign)
+    data = out.getvalue()
+    slow = count_slow_lines(monkeypatch, data, mode=mode)
+    # 6 account lines and the first order (it names the market); the rest is scanned in C,
+    # apart from cda cancels that meet filled orders (refused in the batch, not slow).
+    assert slow == 7, slow
+    assert data.count(b"\n") > 150
+
+
+def test_verify_signatures_sends_every_line_to_the_python_path(monkeypatch):
+    out = io.BytesIO()
+    write_log(out, households=3, seed=3, sign=True)
+    data = out.getvalue()
+    assert count_slow_lines(monkeypatch, data, verify_signatures=True) == data.count(b"\n")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"type":"order","market":"energy","side":"bid","price":200000,"qty":10,'
+        '"owner":"alice","ts":5,"interval":null,"tif":"gtc","id":"' + "a" * 64 + '"}',
+        # the same line spelled differently: each must leave the scanner
+        '{"type":"order","market":"energy","side":"bid","price":200000,"qty":10,'
+        '"owner":"alic\\u0065","ts":5,"interval":null,"tif":"gtc","id":"' + "a" * 64 + '"}',
+        '{"type":"order", "market":"energy","side":"bid","price":200000,"qty":10,'
+        '"owner":"alice","ts":5,"interval":null,"tif":"gtc","id":"' + "a" * 64 + '"}',
+        '{"type":"order","market":"energy","side":"bid","price":200000,"qty":10,'
+        '"owner":"alice","ts":5,"interval":null,"tif":"gtc","id":"' + "a" * 64 + '","qty":11}',
+        '{"type":"order","market":"energy","side":"bid","price":200000.0,"qty":10,'
+        '"owner":"alice","ts":5,"interval":null,"tif":"gtc","id":"' + "a" * 64 + '"}',
+        '{"type":"order","market":"energy","side":"bid","price":0200000,"qty":10,'
+        '"owner":"alice","ts":5,"interval":null,"tif":"gtc","id":"' + "a" * 64 + '"}',
+    ],
+)
+def test_only_the_plain_spelling_is_scanned(monkeypatch, line):
+    first = orjson.dumps(Order("energy", "ask", 300_000, 1, "alice", 1).to_dict())
+    data = first + b"\n" + line.encode() + b"\n"
+    plain = "\\u" not in line and ", " not in line and line.count('"qty"') == 1
+    plain = plain and "200000.0" not in line and "0200000" not in line
+    assert count_slow_lines(monkeypatch, data, mode="cda") == (1 if plain else 2)
+    fast, slow = replay_both(data, mode="cda")
+    assert fast == slow
