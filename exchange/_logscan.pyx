@@ -988,6 +988,17 @@ cdef class Scanner:
         cdef int32_t e = self._find(key)
         return e != -1 and self._call_live(e)
 
+    def call_pending(self, uint64_t key) -> bool:
+        """call: is the holder of ``key`` in an auction that has not cleared yet (cancelled
+        or not)? Its key cannot pass to another order before then: the auction drops the
+        rows of a cancelled key when it clears."""
+        cdef int32_t e = self._find(key)
+        cdef int32_t a
+        if e == -1:
+            return False
+        a = self.entries[e].auction
+        return a >= 0 and self.auctions[a].pending
+
     def call_cancel(self, uint64_t key) -> bool:
         """call: withdraw the holder of ``key`` if it is live; returns whether it was."""
         cdef int32_t e = self._find(key)

@@ -686,11 +686,16 @@ class _Replay:
         if oid == holder or oid in self.retired:
             self._reject(DUPLICATE_ID, f"order id {oid} was already used", raw)
             return False
-        if self.call:
-            live = self.scan.call_live(key)
-        else:
-            live = key in self.venues[m]
-        if live:
+        if self.call and self.scan.call_pending(key):
+            # Even a cancelled holder keeps its key until its interval clears.
+            self._reject(
+                ID_COLLISION,
+                f"id {oid} has the same engine key as order {holder}, whose interval has"
+                " not cleared yet",
+                raw,
+            )
+            return False
+        if not self.call and key in self.venues[m]:
             self._reject(
                 ID_COLLISION, f"id {oid} has the same engine key as live order {holder}", raw
             )

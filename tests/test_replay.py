@@ -321,6 +321,25 @@ def test_a_key_may_be_reused_once_its_order_is_no_longer_live():
     assert [f["ask"] for f in fills(result)] == [first["id"], second["id"]]
 
 
+def test_call_a_cancelled_order_keeps_its_key_until_its_interval_clears():
+    # The auction drops a cancelled key's rows at clearing, so another order may not take
+    # the key before then: it is refused, never accepted and silently lost.
+    prefix = "ef" * 8
+    first = order("s1", "ask", 200_000, 100, T0 - 10, interval=T0) | {"id": prefix + "1" * 48}
+    second = order("s2", "ask", 210_000, 100, T0 - 8, interval=T0) | {"id": prefix + "2" * 48}
+    bid = order("b", "bid", 250_000, 100, T0 - 7, interval=T0)
+    result = run(first, cancel(first["id"], "s1", T0 - 9), second, bid, mode="call")
+    assert codes(result) == [(3, "id-collision")]
+    assert fills(result) == []
+    # Once the interval has cleared, the key is free for a later interval.
+    later = T0 + 900_000
+    third = order("s2", "ask", 210_000, 100, later - 8, interval=later) | {"id": prefix + "3" * 48}
+    bid2 = order("b", "bid", 250_000, 100, later - 7, interval=later)
+    result = run(first, cancel(first["id"], "s1", T0 - 9), third, bid2, mode="call")
+    assert result.rejects == []
+    assert [f["ask"] for f in fills(result)] == [third["id"]]
+
+
 # -- signatures ------------------------------------------------------------------------------
 KEY_A, KEY_B = _key(99, 0), _key(99, 1)
 ALICE, BOB = peer_id_of(KEY_A), peer_id_of(KEY_B)
