@@ -16,7 +16,7 @@ Layout in memory (a `Book`):
 """
 
 cimport cpython.array as carray
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove, memset
 
@@ -464,16 +464,24 @@ cdef class Accounts:
             self.s_money[owner] = self.money[owner]
 
     cdef inline int64_t sell_cap(self, uint32_t owner, bint dry) noexcept nogil:
-        """Energy the owner can still sell."""
+        """Energy the owner can still sell: its energy, and no more than keeps its money
+        within int64 even at the highest price (a limit no real balance comes near)."""
+        cdef int64_t e, m, c
         if not self.has(owner):
             return UNLIMITED
         if dry:
             self.load(owner)
-            return self.s_energy[owner]
-        return self.energy[owner]
+            e = self.s_energy[owner]
+            m = self.s_money[owner]
+        else:
+            e = self.energy[owner]
+            m = self.money[owner]
+        c = (INT64_MAX - m) // C_MAX_PRICE
+        return e if e < c else c
 
     cdef inline int64_t buy_cap(self, uint32_t owner, int64_t price, bint dry) noexcept nogil:
-        """Energy the owner can still buy at `price`: Bmax headroom and money."""
+        """Energy the owner can still buy at `price`: Bmax headroom (without Bmax: what
+        keeps its energy within int64) and what its money pays for."""
         cdef int64_t e, m, c
         if not self.has(owner):
             return UNLIMITED
@@ -485,8 +493,11 @@ cdef class Accounts:
             e = self.energy[owner]
             m = self.money[owner]
         c = m // price if price > 0 else UNLIMITED
-        if self.bmax[owner] >= 0 and self.bmax[owner] - e < c:
-            c = self.bmax[owner] - e
+        if self.bmax[owner] >= 0:
+            if self.bmax[owner] - e < c:
+                c = self.bmax[owner] - e
+        elif INT64_MAX - e < c:
+            c = INT64_MAX - e
         return c if c > 0 else 0
 
     cdef inline void settle(self, uint32_t buyer, uint32_t seller, int64_t qty,

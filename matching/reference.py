@@ -34,6 +34,9 @@ from sortedcontainers import SortedKeyList
 
 from .types import Clearing, Fill, Quote, RestingOrder
 
+INT64_MAX = 2**63 - 1
+MAX_PRICE = 2**31 - 1  # the engine's price limit (wattmesh.matching.MAX_PRICE)
+
 BID, ASK = 0, 1
 GTC, IOC, FOK = 0, 1, 2
 STP_MODES = ("none", "cancel-resting", "cancel-incoming")
@@ -74,19 +77,20 @@ class RefAccounts:
         return len(self.rows)
 
     def sell_limit(self, owner: int) -> int | None:
-        """Wh the owner can sell now: its energy; None (no limit) without an account."""
+        """Wh the owner can sell now: its energy, and no more than keeps its money within
+        int64 at the highest price; None (no limit) without an account."""
         if owner not in self.rows:
             return None
-        energy, _money, _bmax = self.rows[owner]
-        return energy
+        energy, money, _bmax = self.rows[owner]
+        return min(energy, (INT64_MAX - money) // MAX_PRICE)
 
     def buy_limit(self, owner: int, price: int) -> int | None:
         """Wh the owner can buy now at `price`: Bmax headroom and what its money pays for."""
         if owner not in self.rows:
             return None
         energy, money, bmax = self.rows[owner]
-        headroom = None if bmax is None else max(0, bmax - energy)
-        return _smallest(headroom, money // price)
+        headroom = INT64_MAX - energy if bmax is None else max(0, bmax - energy)
+        return min(headroom, money // price)
 
     def transfer(self, buyer: int | None, seller: int | None, qty: int, price: int) -> None:
         """Move `qty` Wh from seller to buyer and `qty * price` nano back; owners without
