@@ -6,5 +6,6 @@
 - threshold.py: the Energo threshold agent
 - profiles.py, community.py: the Energo community, call auctions every 15 minutes under
   Bmax caps
-- gode_sunder_cli.py, community_cli.py: the `wattmesh simulate ...` commands
+
+The `wattmesh simulate ...` commands that drive them live in wattmesh.exchange.
 """

@@ -3,18 +3,19 @@ in the library modules (``wattmesh.exchange.replay``)."""
 
 from __future__ import annotations
 
-import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import orjson
 import typer
 
-from wattmesh.agents.community_cli import community
-from wattmesh.agents.gode_sunder_cli import gode_sunder
 from wattmesh.exchange import replay as replaying
+from wattmesh.exchange.simulate_community import community
+from wattmesh.exchange.simulate_gode_sunder import gode_sunder
+from wattmesh.exchange.terminal import fail as _fail
+from wattmesh.exchange.terminal import progress_bar
 
 # A progress bar is worth drawing only for logs that take more than a moment.
 PROGRESS_MIN_BYTES = 16 << 20
@@ -119,7 +120,8 @@ def replay(
     )
     size = log.stat().st_size if log is not None else 0
     try:
-        with _progress(size) as on_progress:
+        show = size >= PROGRESS_MIN_BYTES
+        with progress_bar("replaying", size, show=show, in_bytes=True) as on_progress:
             result = replaying.replay(log, options, on_progress=on_progress)
     except replaying.BadLineError as exc:
         _fail(str(exc))
@@ -153,12 +155,6 @@ simulate.command("gode-sunder")(gode_sunder)
 simulate.command("community")(community)
 
 
-def _fail(message: str) -> NoReturn:
-    """Report an error as one line on stderr and exit with code 2."""
-    sys.stderr.write(f"wattmesh: error: {message}\n")
-    raise typer.Exit(2)
-
-
 def format_summary(summary: dict[str, Any]) -> str:
     """The short human summary: events, fills, volume, VWAP and refusals by reason."""
     minutes = summary["interval_ms"] / 60_000
@@ -178,47 +174,6 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"refused   {summary['refused']:,}" + (f" ({reasons})" if reasons else ""),
     ]
     return "\n".join(lines) + "\n"
-
-
-class _progress:
-    """A rich progress bar on stderr for large logs read from a terminal session.
-
-    Yields the callback for ``replay(on_progress=...)``, or None when no bar is drawn
-    (stderr is not a terminal, or the log is small), so pipes and captured output stay clean.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.bar: Any = None
-
-    def __enter__(self) -> Any:
-        if self.size < PROGRESS_MIN_BYTES or not _isatty(sys.stderr):
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-        self.bar = Progress(
-            "replaying",
-            BarColumn(),
-            DownloadColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self.bar.start()
-        task = self.bar.add_task("replay", total=self.size)
-        return lambda done: self.bar.update(task, completed=done)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return os.isatty(stream.fileno())
-    except (AttributeError, OSError, ValueError):  # captured or replaced streams
-        return False
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""The Energo community simulation (wattmesh.agents.community, .profiles, .community_cli):
+"""The Energo community simulation (wattmesh.agents.community and .profiles) and its
+command (wattmesh.exchange.simulate_community):
 Bmax from Cu, caps never exceeded, energy and money conserved exactly, determinism under a
 seed, the report and the command line."""
 
@@ -20,8 +21,8 @@ from wattmesh.agents.community import (
     bmax_wh,
     simulate,
 )
-from wattmesh.agents.community_cli import PLOTS, community
 from wattmesh.agents.profiles import INTERVALS_PER_DAY, household_profile, weather
+from wattmesh.exchange.simulate_community import PLOTS, community
 
 SMALL = CommunityConfig(households=12, prosumers=5, days=2, seed=7)
 

@@ -11,7 +11,6 @@ simulation itself is `wattmesh.agents.community`.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +26,7 @@ from wattmesh.agents.community import (
     simulate,
 )
 from wattmesh.agents.profiles import INTERVALS_PER_DAY
+from wattmesh.exchange.terminal import fail, progress_bar
 
 __all__ = ["community", "format_summary", "write_plots"]
 
@@ -101,16 +101,15 @@ def community(
     try:
         config.validate()
     except ValueError as exc:
-        sys.stderr.write(f"wattmesh: error: {exc}\n")
-        raise typer.Exit(2) from None
-    with _progress(config.days * INTERVALS_PER_DAY) as on_progress:
+        fail(str(exc))
+    with progress_bar("simulating", config.days * INTERVALS_PER_DAY) as update:
+        on_progress = (lambda done, _total: update(done)) if update else None
         result = simulate(config, on_progress=on_progress)
     if plot is not None:
         try:
             write_plots(result, plot)
         except OSError as exc:
-            sys.stderr.write(f"wattmesh: error: cannot write plots to {plot}: {exc}\n")
-            raise typer.Exit(2) from None
+            fail(f"cannot write plots to {plot}: {exc}")
     if as_json:
         sys.stdout.write(orjson.dumps(result.summary(), option=orjson.OPT_SORT_KEYS).decode())
         sys.stdout.write("\n")
@@ -334,45 +333,3 @@ def _price_panel(
     ax.set_ylabel("price (currency per kWh)")
     if legend:
         ax.legend(loc="upper right", fontsize=8)
-
-
-# -- progress ---------------------------------------------------------------------------
-
-
-class _progress:
-    """A rich progress bar on stderr while the simulation runs, when stderr is a terminal
-    (pipes and captured output stay clean). Yields the `on_progress` callback or None."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.bar: Any = None
-
-    def __enter__(self) -> Any:
-        if not _isatty(sys.stderr):
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self.bar = Progress(
-            "simulating",
-            BarColumn(),
-            MofNCompleteColumn(),
-            "intervals",
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self.bar.start()
-        task = self.bar.add_task("simulate", total=self.total)
-        return lambda done, _total: self.bar.update(task, completed=done)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return os.isatty(stream.fileno())
-    except (AttributeError, OSError, ValueError):  # captured or replaced streams
-        return False

@@ -8,18 +8,19 @@ simulation lives in ``wattmesh.agents.gode_sunder``.
 
 from __future__ import annotations
 
-import os
+import itertools
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import orjson
 import typer
 
 from wattmesh.agents import gode_sunder as gs
+from wattmesh.exchange.terminal import fail as _fail
+from wattmesh.exchange.terminal import progress_bar
 
 # The period lengths of the efficiency-against-shouts plot (shouts per period).
 SWEEP_SHOUTS = (50, 100, 200, 500, 1000, 2000, 4000)
@@ -92,7 +93,11 @@ def gode_sunder(
         total_turns += len(SWEEP_STRATEGIES) * seeds * periods * sum(SWEEP_SHOUTS)
         total_sessions += len(SWEEP_STRATEGIES) * len(SWEEP_SHOUTS) * seeds
     curves: dict[str, list[tuple[int, float, float]]] = {}
-    with _progress(total_sessions, total_turns) as tick:
+    with progress_bar(
+        "simulating", total_sessions, show=total_turns >= PROGRESS_MIN_TURNS
+    ) as update:
+        done = itertools.count(1)
+        tick = (lambda _session: update(next(done))) if update else None
         results = gs.run_sessions(
             the_market,
             strategy.value,
@@ -273,36 +278,3 @@ def _draw_efficiency(
     ax.legend(loc="lower right", fontsize="small")
 
 
-@contextmanager
-def _progress(sessions: int, turns: int) -> Iterator[Callable[[object], None] | None]:
-    """A rich progress bar over sessions on stderr, for long runs from a terminal; yields the
-    per-session callback, or None (no bar: small run, or stderr is not a terminal)."""
-    if turns < PROGRESS_MIN_TURNS or not _isatty(sys.stderr):
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress(
-        "simulating",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("sessions", total=sessions)
-        yield lambda _result: bar.advance(task)
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return os.isatty(stream.fileno())
-    except (AttributeError, OSError, ValueError):  # captured or replaced streams
-        return False
-
-
-def _fail(message: str) -> NoReturn:
-    """Report an error as one line on stderr and exit with code 2."""
-    sys.stderr.write(f"wattmesh: error: {message}\n")
-    raise typer.Exit(2)

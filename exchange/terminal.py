@@ -1,0 +1,56 @@
+"""What the `wattmesh` commands share about the terminal: the one-line error and the
+progress bar. Bars are drawn with rich on stderr, and only when stderr is a terminal, so
+pipes and captured output stay clean."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+import typer
+
+
+def fail(message: str) -> NoReturn:
+    """Report an error as one line on stderr and exit with code 2."""
+    sys.stderr.write(f"wattmesh: error: {message}\n")
+    raise typer.Exit(2)
+
+
+def stderr_is_terminal() -> bool:
+    try:
+        return os.isatty(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # captured or replaced streams
+        return False
+
+
+@contextmanager
+def progress_bar(
+    label: str, total: int, *, show: bool = True, in_bytes: bool = False
+) -> Iterator[Callable[[int], None] | None]:
+    """Yield `update(completed)` for a bar up to `total`, or None when no bar is drawn
+    (`show` is false, or stderr is not a terminal)."""
+    if not show or not stderr_is_terminal():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        label,
+        BarColumn(),
+        DownloadColumn() if in_bytes else MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
