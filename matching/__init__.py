@@ -14,6 +14,7 @@ from wattmesh.matching._engine import (
     IOC,
     LIMIT,
     MARKET,
+    MAX_ACCOUNT_OWNER,
     MAX_PRICE,
     MAX_QTY,
     REDUCE,
@@ -34,7 +35,8 @@ from wattmesh.matching.types import (
 )
 
 __all__ = [
-    "ASK", "BID", "CANCEL", "FOK", "GTC", "IOC", "LIMIT", "MARKET", "MAX_PRICE", "MAX_QTY",
+    "ASK", "BID", "CANCEL", "FOK", "GTC", "IOC", "LIMIT", "MARKET", "MAX_ACCOUNT_OWNER",
+    "MAX_PRICE", "MAX_QTY",
     "REDUCE", "STP_CANCEL_INCOMING", "STP_CANCEL_RESTING", "STP_NONE",
     "Accounts", "Book", "CallAuction",
     "BatchResult", "Clearing", "ClearingArrays", "Fill", "Quote", "RestingOrder",

@@ -37,7 +37,10 @@ cdef extern from * nogil:
     #include <stdint.h>
     #include <stdlib.h>
     #include <string.h>
-    struct wm_key { int64_t pkey; int64_t ts; uint64_t oid; int32_t idx; };
+    /* One order in a call auction's priority order. It carries what the commit and the
+       walk read, so after the sort they run over this array alone, front to back. */
+    struct wm_key { int64_t pkey; int64_t ts; uint64_t oid; uint32_t owner; int32_t qty;
+                    int32_t exec_qty; int32_t idx; };
     struct wm_key_less {  /* a functor, so std::sort inlines the comparison */
         bool operator()(const wm_key& a, const wm_key& b) const {
             if (a.pkey != b.pkey) return a.pkey < b.pkey;
@@ -83,6 +86,9 @@ cdef extern from * nogil:
         int64_t pkey
         int64_t ts
         uint64_t oid
+        uint32_t owner
+        int32_t qty
+        int32_t exec_qty
         int32_t idx
     void wm_sort_keys(wm_key* k, size_t n)
 
@@ -99,6 +105,8 @@ REDUCE = 3
 STP_NONE = 0
 STP_CANCEL_RESTING = 1
 STP_CANCEL_INCOMING = 2
+#: Account handles are dense small integers (they index arrays): 0 .. MAX_ACCOUNT_OWNER-1.
+MAX_ACCOUNT_OWNER = 1 << 24
 #: Largest price and quantity the engine accepts: their product stays inside int64.
 MAX_PRICE = (1 << 31) - 1
 MAX_QTY = (1 << 31) - 1
@@ -379,7 +387,7 @@ cdef class Accounts:
     cdef uint32_t cur_stamp
     cdef size_t n             # handles 0..n-1 have slots
     cdef size_t cap
-    cdef public uint64_t version  # bumped by every outside change
+    cdef public uint64_t version  # bumped by every change: set() and every fill
 
     def __dealloc__(self):
         free(self.energy); free(self.money); free(self.bmax); free(self.present)
@@ -413,8 +421,11 @@ cdef class Accounts:
 
     def set(self, owner: int, energy: int, money: int, bmax: int | None = None) -> None:
         """Set an owner's balances (an account line, a deposit, a meter reading)."""
-        if owner < 0 or owner > 0xFFFFFFFF:
-            raise ValueError(f"owner: must be a handle in 0..2**32-1, got {owner}")
+        if owner < 0 or owner >= MAX_ACCOUNT_OWNER:
+            # Handles index arrays: they are meant to be dense small integers.
+            raise ValueError(
+                f"owner: an account handle must be in 0..{MAX_ACCOUNT_OWNER - 1}, got {owner}"
+            )
         if energy < 0 or energy >= UNLIMITED:
             raise ValueError(f"energy: must be a non-negative integer below 2**62, got {energy}")
         if money < 0 or money >= UNLIMITED:
@@ -504,6 +515,8 @@ cdef class Accounts:
                             int64_t price, bint dry) noexcept nogil:
         """Move qty Wh seller -> buyer and qty*price nano-currency buyer -> seller."""
         cdef int64_t cost = qty * price
+        if not dry:
+            self.version += 1  # books sharing these accounts re-cross at their next event
         if self.has(buyer):
             if dry:
                 self.load(buyer)
@@ -561,7 +574,6 @@ cdef class Book:
     cdef Accounts acc
     cdef uint64_t seen_version
     cdef _FillBuffer fills
-    cdef size_t _fills_seen   # fills already re-crossed after
     cdef size_t n_live
 
     def __cinit__(self, accounts: Accounts | None = None, stp="none"):
@@ -694,6 +706,7 @@ cdef class Book:
                 r = &self.pool[o]
                 f = qty if qty < r.qty else r.qty
                 qty -= f
+                lv.total -= f
                 if side == C_BID:
                     fills.push(oid, r.oid, price, f, owner, r.owner, C_BID, self.event)
                 else:
@@ -708,7 +721,6 @@ cdef class Book:
                     self._unlink(lv.head, self.n_levels[opp] - 1)
                 else:
                     r.qty -= f
-                    lv.total -= f
         return qty
 
     cdef int64_t _walk(self, int side, int64_t limit, int64_t qty, uint32_t owner,
@@ -820,7 +832,6 @@ cdef class Book:
             limit = price
         if self.index.get(oid) != NIL:
             return 1
-        self.event += 1
         if tif == C_FOK:
             left = self._walk(side, limit, qty, owner, oid, True, &cancelled)
             if left > 0 or cancelled:
@@ -842,19 +853,16 @@ cdef class Book:
             od.seq = self.seq
             self.index.put(oid, o)
             self._rest(o)
-        self._after_event()
+        self._recross()
         return 0
 
-    cdef int _after_event(self) except -1:
-        """Re-cross after balance changes (fills, or accounts changed from outside)."""
-        cdef Accounts acc = self.acc
-        if acc is None:
-            return 0
-        if acc.version == self.seen_version and self.fills.n == self._fills_seen:
-            return 0
-        self._uncross()
-        self.seen_version = acc.version
-        self._fills_seen = self.fills.n
+    cdef int _recross(self) except -1:
+        """Re-cross if balances changed since the book last looked: its own fills, another
+        book's fills on the same accounts, or `Accounts.set`. Runs before and after every
+        event, so outside changes take effect before the next incoming order trades."""
+        if self.acc is not None and self.acc.version != self.seen_version:
+            self._uncross()
+            self.seen_version = self.acc.version
         return 0
 
     cdef int32_t _best_executable(self, int side, ssize_t* level_out):
@@ -940,9 +948,8 @@ cdef class Book:
         cdef int32_t o = self.index.get(oid)
         if o == NIL:
             return 0
-        self.event += 1
         self._unlink(o, self._level_of(o))
-        self._after_event()
+        self._recross()
         return 1
 
     cdef int _reduce(self, uint64_t oid, int64_t by) except -2:
@@ -953,14 +960,13 @@ cdef class Book:
             return 0
         if by <= 0 or by > self.pool[o].qty:
             return -1
-        self.event += 1
         li = self._level_of(o)
         if by == self.pool[o].qty:
             self._unlink(o, li)
         else:
             self.pool[o].qty -= by
             self.levels[self.pool[o].side][li].total -= by
-        self._after_event()
+        self._recross()
         return 1
 
     # -- Python API: per order -----------------------------------------------------------
@@ -968,6 +974,7 @@ cdef class Book:
                uint32_t owner=0, int tif=0) -> int:
         """Submit a limit order; returns the number of fills it caused."""
         cdef size_t before = self.fills.n
+        self._begin_event()
         if self._submit(oid, side, price, qty, owner, tif, False):
             self._refuse(oid, side, price, qty, tif, False)
         return self.fills.n - before
@@ -978,6 +985,7 @@ cdef class Book:
         cdef size_t before = self.fills.n
         if tif == C_GTC:
             raise ValueError("tif: a market order never rests; use IOC or FOK")
+        self._begin_event()
         if self._submit(oid, side, 0, qty, owner, tif, True):
             self._refuse(oid, side, 0, qty, tif, True)
         return self.fills.n - before
@@ -996,6 +1004,7 @@ cdef class Book:
 
     def cancel(self, uint64_t oid) -> bool:
         """Cancel a live order; False if it is not live."""
+        self._begin_event()
         return self._cancel(oid) == 1
 
     def reduce(self, uint64_t oid, int64_t by) -> bool:
@@ -1003,6 +1012,7 @@ cdef class Book:
 
         Reducing by the whole remainder cancels it. False if the order is not live.
         """
+        self._begin_event()
         cdef int r = self._reduce(oid, by)
         if r < 0:
             raise ValueError(f"by: must be in 1..{self.pool[self.index.get(oid)].qty}, got {by}")
@@ -1012,10 +1022,12 @@ cdef class Book:
         """Cancel `oid` and submit `new_oid` (same side and owner, GTC) at a new price and
         quantity, losing priority; the new order may trade at once. Returns the number of
         fills, or -1 if `oid` is not live (then nothing changes)."""
-        cdef int32_t o = self.index.get(oid)
+        cdef int32_t o
         cdef int side
         cdef uint32_t owner
         cdef size_t before = self.fills.n
+        self._begin_event()
+        o = self.index.get(oid)
         if o == NIL:
             return -1
         if qty <= 0 or qty > C_MAX_QTY:
@@ -1030,6 +1042,13 @@ cdef class Book:
         self._submit(new_oid, side, price, qty, owner, C_GTC, False)
         return self.fills.n - before
 
+    cdef int _begin_event(self) except -1:
+        """Number the event (every call counts, refused or not) and apply outside balance
+        changes first."""
+        self.event += 1
+        self._recross()
+        return 0
+
     def uncross(self) -> int:
         """Trade whatever became executable and crosses (after outside account changes).
 
@@ -1039,7 +1058,6 @@ cdef class Book:
         if self.acc is not None:
             self._uncross()
             self.seen_version = self.acc.version
-            self._fills_seen = self.fills.n
         return self.fills.n - before
 
     # -- Python API: fills, quotes, book ------------------------------------------------
@@ -1051,15 +1069,15 @@ cdef class Book:
 
     def take_fill_arrays(self) -> tuple:
         """Fills since the last take as columns: (event, bid, ask, price, qty, buyer,
-        seller, aggressor), each an `array.array`; the buffer is emptied. `event` counts
-        the book's applied events from 1."""
+        seller, aggressor), each an `array.array`; the buffer is emptied. `event` numbers
+        the book's events from 1: every per-order call and every batch row, refused or
+        not."""
         out = self.fills.to_columns(0, 0)
         self._reset_fills()
         return out
 
     cdef void _reset_fills(self) noexcept:
         self.fills.n = 0
-        self._fills_seen = 0
 
     @property
     def pending_fills(self) -> int:
@@ -1150,25 +1168,24 @@ cdef class Book:
             raise MemoryError()
         cdef bint has_owner = owners is not None
         cdef bint has_tif = tifs is not None
-        # Events are numbered from event_base + 1 in the fill records, whether or not an
-        # event was applied, so the fill's event column is the row index.
+        # Row i is event event_base + 1 + i, applied or refused, so a fill's event column
+        # is the row index.
         try:
             for i in range(n):
                 kind = kinds[i]
+                self.event = event_base + 1 + <int64_t>i
+                self._recross()
                 if kind == K_MARKET and has_tif and tifs[i] == C_GTC:
                     r = 1  # a market order never rests
                 elif kind == K_LIMIT or kind == K_MARKET:
-                    self.event = event_base + <int64_t>i
                     r = self._submit(oids[i], sides[i], prices[i], qtys[i],
                                      owners[i] if has_owner else 0,
                                      tifs[i] if has_tif else (C_IOC if kind == K_MARKET
                                                               else C_GTC),
                                      kind == K_MARKET)
                 elif kind == K_CANCEL:
-                    self.event = event_base + <int64_t>i
                     r = 0 if self._cancel(oids[i]) else 1
                 elif kind == K_REDUCE:
-                    self.event = event_base + <int64_t>i
                     r = 0 if self._reduce(oids[i], qtys[i]) == 1 else 1
                 else:
                     r = 1
@@ -1179,8 +1196,6 @@ cdef class Book:
         finally:
             free(status)
         self.fills.n = start
-        if self._fills_seen > start:
-            self._fills_seen = start
         return BatchResult(st, *cols)
 
 
@@ -1190,7 +1205,6 @@ ctypedef struct CallOrder:
     int64_t price
     int64_t qty
     int64_t ts
-    int64_t exec_qty
     uint32_t owner
     uint8_t side
     uint8_t live
@@ -1248,7 +1262,6 @@ cdef class CallAuction:
         o.owner = owner
         o.ts = ts
         o.live = 1
-        o.exec_qty = 0
         self.index.put(oid, <int32_t>self.n)
         self.n += 1
         self.n_live += 1
@@ -1291,6 +1304,9 @@ cdef class CallAuction:
                 out[k].pkey = -o.price if side == C_BID else o.price
                 out[k].ts = o.ts
                 out[k].oid = o.oid
+                out[k].owner = o.owner
+                out[k].qty = <int32_t>o.qty
+                out[k].exec_qty = 0
                 out[k].idx = <int32_t>i
                 k += 1
         wm_sort_keys(out, k)
@@ -1301,39 +1317,44 @@ cdef class CallAuction:
             self.keys = <wm_key*>_grow(self.keys, &self.keys_cap, self.n + 1, sizeof(wm_key))
         return 0
 
-    cdef void _commit(self, wm_key* k, size_t nk, int side) noexcept:
-        """Executable quantity of each order, in priority order, per household."""
+    cdef int64_t _commit(self, wm_key* k, size_t nk, int side) noexcept:
+        """Executable quantity of each order, in priority order, per household; returns
+        how many orders can execute at all."""
         cdef Accounts acc = self.acc
         cdef size_t i
-        cdef CallOrder* o
-        cdef int64_t c
+        cdef wm_key* o
+        cdef int64_t c, price, n_exec = 0
         if acc is not None:
             acc.new_scratch()
         for i in range(nk):
-            o = &self.rows[k[i].idx]
+            o = &k[i]
             if acc is None or not acc.has(o.owner):
                 o.exec_qty = o.qty
+                n_exec += 1
                 continue
             if side == C_BID:
                 # Checked at the bid's own limit: the clearing price is never higher.
-                c = acc.buy_cap(o.owner, o.price, True)
+                price = -o.pkey
+                c = acc.buy_cap(o.owner, price, True)
             else:
                 c = acc.sell_cap(o.owner, True)
-            o.exec_qty = o.qty if o.qty < c else c
+            o.exec_qty = o.qty if o.qty < c else <int32_t>c
             if o.exec_qty > 0:
+                n_exec += 1
                 if side == C_BID:
                     acc.s_energy[o.owner] += o.exec_qty
-                    acc.s_money[o.owner] -= o.exec_qty * o.price
+                    acc.s_money[o.owner] -= o.exec_qty * price
                 else:
                     acc.s_energy[o.owner] -= o.exec_qty
+        return n_exec
 
     cdef int _clear(self) except -1:
         """Clear every pending order into the fill buffer; empty the auction."""
         cdef size_t nb, na, i = 0, j = 0
         cdef wm_key* bk
         cdef wm_key* ak
-        cdef CallOrder* b
-        cdef CallOrder* a
+        cdef wm_key* b
+        cdef wm_key* a
         cdef int64_t rb = 0, ra = 0, f, pb = 0, pa = 0, price, volume = 0
         cdef size_t first_fill = self.fills.n, k
         cdef FillRec* r
@@ -1345,31 +1366,25 @@ cdef class CallAuction:
         ak = self.keys + nb
         na = self._sorted_keys(C_ASK, ak)
         # The ask keys were written after the bid keys; both fit in n slots.
-        self._commit(bk, nb, C_BID)
+        n_exec = self._commit(bk, nb, C_BID)
         # A household that both buys and sells: its scratch balances restart per side,
         # so each side is checked against the balances before the clearing.
-        self._commit(ak, na, C_ASK)
-        for k in range(nb):
-            if self.rows[bk[k].idx].exec_qty > 0:
-                n_exec += 1
-        for k in range(na):
-            if self.rows[ak[k].idx].exec_qty > 0:
-                n_exec += 1
+        n_exec += self._commit(ak, na, C_ASK)
         # Walk executable bids and asks in priority while they cross.
         while True:
             while i < nb and rb == 0:
-                rb = self.rows[bk[i].idx].exec_qty
+                rb = bk[i].exec_qty
                 if rb == 0:
                     i += 1
             while j < na and ra == 0:
-                ra = self.rows[ak[j].idx].exec_qty
+                ra = ak[j].exec_qty
                 if ra == 0:
                     j += 1
             if i >= nb or j >= na:
                 break
-            b = &self.rows[bk[i].idx]
-            a = &self.rows[ak[j].idx]
-            if b.price < a.price:
+            b = &bk[i]
+            a = &ak[j]
+            if -b.pkey < a.pkey:
                 break
             if self.stp != S_NONE and b.owner == a.owner:
                 # One household on both sides: drop the earlier (cancel-resting) or the
@@ -1384,8 +1399,8 @@ cdef class CallAuction:
             f = rb if rb < ra else ra
             self.fills.push(b.oid, a.oid, 0, f, b.owner, a.owner, NO_AGGRESSOR, 0)
             volume += f
-            pb = b.price
-            pa = a.price
+            pb = -b.pkey
+            pa = a.pkey
             rb -= f
             ra -= f
             if rb == 0:
@@ -1398,8 +1413,6 @@ cdef class CallAuction:
             r.price = price
             if acc is not None:
                 acc.settle(r.buyer, r.seller, r.qty, price, False)
-        if acc is not None and self.fills.n > first_fill:
-            acc.version += 1
         self.last_price = price
         self.last_volume = volume
         self.last_exec = n_exec
@@ -1435,6 +1448,9 @@ cdef class CallAuction:
             raise ValueError("clear_arrays: all columns must have the same length")
         if self.n_live:
             raise ValueError("clear_arrays: the auction already holds pending orders")
+        # Only cancelled rows may remain: drop them, so a refused batch leaves nothing.
+        self.n = 0
+        self.index.clear()
         if self.cap < n:
             self.rows = <CallOrder*>_grow(self.rows, &self.cap, n, sizeof(CallOrder))
         cdef CallOrder* o
@@ -1447,7 +1463,6 @@ cdef class CallAuction:
             o.owner = owners[i] if owners is not None else 0
             o.ts = ts[i] if ts is not None else 0
             o.live = 1
-            o.exec_qty = 0
             if (o.side > 1 or o.qty <= 0 or o.qty > C_MAX_QTY or o.price <= 0
                     or o.price > C_MAX_PRICE):
                 raise ValueError(f"row {i}: bad side, price or quantity")

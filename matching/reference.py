@@ -171,18 +171,25 @@ class RefBook:
         self, oid: int, side: int, price: int, qty: int, owner: int = 0, tif: int = GTC
     ) -> int:
         """A limit order: trade what crosses now, then rest (GTC) or drop (IOC) the rest."""
+        before = len(self._fills)
+        self._uncross()  # outside balance changes take effect before the event
         _check_order(side, price, qty)
-        return self._incoming(oid, side, price, qty, owner, tif)
+        self._incoming(oid, side, price, qty, owner, tif)
+        return len(self._fills) - before
 
     def market(self, oid: int, side: int, qty: int, owner: int = 0, tif: int = IOC) -> int:
         """A market order: no price limit, never rests (IOC, or FOK if asked)."""
-        _check_order(side, None, qty)
         if tif == GTC:
             raise ValueError("a market order is IOC or FOK")
-        return self._incoming(oid, side, None, qty, owner, tif)
+        before = len(self._fills)
+        self._uncross()
+        _check_order(side, None, qty)
+        self._incoming(oid, side, None, qty, owner, tif)
+        return len(self._fills) - before
 
     def cancel(self, oid: int) -> bool:
         """Remove a live order; False if it is not live."""
+        self._uncross()
         if oid not in self._live:
             return False
         self._remove(self._live[oid])
@@ -191,6 +198,7 @@ class RefBook:
 
     def reduce(self, oid: int, by: int) -> bool:
         """Take `by` Wh off a live order, keeping its priority; all of it cancels the order."""
+        self._uncross()
         if by <= 0:
             raise ValueError("reduce amount must be positive")
         if oid not in self._live:
@@ -206,6 +214,8 @@ class RefBook:
 
     def replace(self, oid: int, new_oid: int, price: int, qty: int) -> int:
         """Cancel `oid` and submit `new_oid` (same side and owner, GTC); -1 if not live."""
+        before = len(self._fills)
+        self._uncross()
         if oid not in self._live:
             return -1
         old = self._live[oid]
@@ -213,7 +223,8 @@ class RefBook:
         if new_oid in self._live and new_oid != oid:
             raise ValueError(f"order id {new_oid} is already live")
         self._remove(old)
-        return self._incoming(new_oid, old.side, price, qty, old.owner, GTC)
+        self._incoming(new_oid, old.side, price, qty, old.owner, GTC)
+        return len(self._fills) - before
 
     def uncross(self) -> int:
         """Apply account changes made between events now; returns the number of fills."""

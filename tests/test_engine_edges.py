@@ -1,0 +1,133 @@
+"""Engine edge cases found in review: each test failed before its fix."""
+
+from array import array
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wattmesh.matching import (
+    ASK,
+    BID,
+    FOK,
+    MAX_ACCOUNT_OWNER,
+    Accounts,
+    Book,
+    CallAuction,
+)
+
+RICH = 10**12
+
+
+def _depth_from_orders(book: Book, side: int) -> list[tuple[int, int]]:
+    levels: dict[int, int] = {}
+    for order in book.orders(side):
+        levels[order.price] = levels.get(order.price, 0) + order.qty
+    return list(levels.items())  # orders() is in priority order, so levels are too
+
+
+def test_depth_drops_fully_filled_orders():
+    book = Book()
+    book.submit(1, ASK, 100, 5)
+    book.submit(2, ASK, 100, 7)
+    book.submit(3, BID, 100, 5)  # fills order 1 completely
+    assert book.depth(ASK) == [(100, 7)]
+
+
+EVENT = st.tuples(
+    st.sampled_from(["submit", "cancel", "reduce"]),
+    st.sampled_from([BID, ASK]),
+    st.integers(95, 105),
+    st.integers(1, 20),
+    st.integers(1, 30),
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(EVENT, max_size=60), st.booleans())
+def test_depth_always_sums_the_resting_orders(events, caps):
+    accounts = None
+    if caps:
+        accounts = Accounts()
+        for owner in range(3):
+            accounts.set(owner, 40, RICH, 80)
+    book = Book(accounts)
+    for n, (kind, side, price, qty, oid) in enumerate(events):
+        if kind == "submit" and oid not in book:
+            book.submit(oid, side, price, qty, owner=n % 3)
+        elif kind == "cancel":
+            book.cancel(oid)
+        elif kind == "reduce" and oid in book:
+            book.reduce(oid, min(qty, book.order(oid).qty))
+        for s in (BID, ASK):
+            assert book.depth(s) == _depth_from_orders(book, s)
+
+
+def test_fills_in_one_book_make_another_book_sharing_the_accounts_recross():
+    accounts = Accounts()
+    accounts.set(1, 50, 0, None)  # can sell, cannot pay yet
+    accounts.set(2, 0, RICH, None)
+    accounts.set(3, 100, 0, None)
+    other, book = Book(accounts), Book(accounts)
+    book.submit(10, BID, 5, 10, owner=1)  # waits: owner 1 has no money
+    book.submit(11, ASK, 5, 10, owner=3)
+    assert book.take_fills() == []
+    other.submit(20, ASK, 7, 10, owner=1)
+    other.submit(21, BID, 7, 10, owner=2)  # owner 1 is paid 70 in the other book
+    assert len(other.take_fills()) == 1
+    book.cancel(999)  # the book's next event, whatever it is, re-crosses first
+    [fill] = book.take_fills()
+    assert (fill.bid, fill.ask, fill.qty, fill.price) == (10, 11, 10, 5)
+    quote = book.quotes()
+    assert quote.exec_bid is None and quote.exec_ask is None
+
+
+def test_an_outside_deposit_takes_effect_before_the_next_incoming_order():
+    accounts = Accounts()
+    accounts.set(1, 0, 0, None)  # its bid waits: no money
+    accounts.set(3, 100, 0, None)
+    accounts.set(4, 100, 0, None)
+    book = Book(accounts)
+    book.submit(1, BID, 5, 10, owner=1)
+    book.submit(2, ASK, 5, 10, owner=3)  # earlier than the incoming ask below
+    accounts.set(1, 0, 50, None)  # a deposit: now the bid can pay
+    book.submit(3, ASK, 4, 10, owner=4)
+    # The resting pair trades first (it had priority); the newcomer then rests.
+    [fill] = book.take_fills()
+    assert (fill.bid, fill.ask, fill.price) == (1, 2, 5)
+    assert [o.oid for o in book.orders(ASK)] == [3]
+
+
+def test_every_call_is_one_event_refused_or_not():
+    book = Book()
+    book.submit(1, ASK, 100, 5)  # event 1
+    assert book.submit(2, BID, 100, 9, tif=FOK) == 0  # event 2: cannot fill, no change
+    with pytest.raises(ValueError):
+        book.submit(3, BID, 0, 5)  # event 3: refused (price)
+    book.submit(4, BID, 100, 5)  # event 4
+    event, *_ = book.take_fill_arrays()
+    assert list(event) == [4]
+
+
+def test_a_refused_batch_after_cancels_leaves_no_order_behind():
+    auction = CallAuction()
+    auction.add(10, BID, 100, 5)
+    auction.add(11, ASK, 90, 5)
+    auction.cancel(10)
+    auction.cancel(11)
+    with pytest.raises(ValueError, match="more than once"):
+        auction.clear_arrays(
+            array("B", [0, 1, 1]), array("q", [200, 50, 50]), array("q", [3, 3, 3]),
+            array("Q", [20, 21, 21]),
+        )  # fmt: skip
+    assert len(auction) == 0
+    auction.add(30, BID, 1, 1)
+    result = auction.clear()
+    assert result.fills == [] and result.orders == 1
+
+
+def test_account_handles_are_dense_small_integers():
+    accounts = Accounts()
+    accounts.set(MAX_ACCOUNT_OWNER - 1, 0, 0, None)
+    with pytest.raises(ValueError, match="owner: an account handle must be in"):
+        accounts.set(MAX_ACCOUNT_OWNER, 0, 0, None)
