@@ -1,0 +1,78 @@
+"""What one meter reading does to a household's energy balance (DESIGN.md, "Meters").
+
+Production raises the balance up to ``Bmax``; what is above ``Bmax`` is exported to the grid
+at the feed-in price. Consumption lowers it; what the balance cannot cover is imported from
+the grid at the retail price.
+
+Order within one reading: DESIGN.md is silent, so we follow the community simulation
+(``agents/community.py``): the interval's production first covers the *same* interval's
+consumption (behind the meter), and only the net moves the balance, within ``[0, Bmax]``.
+A reading therefore never both exports and imports; a full battery that produces 2 kWh and
+consumes 2 kWh in one interval trades nothing with the grid. (The alternative, "all
+production first, then all consumption", would export and re-import the same energy
+whenever the balance is near ``Bmax``.)
+
+All integers: energy in Wh, prices in micro-currency/kWh (= nano/Wh), money in nano.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .records import RecordError
+
+__all__ = ["ReadingEffect", "apply_reading"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingEffect:
+    """The outcome of one reading: new balance, grid flows (Wh) and their money (nano)."""
+
+    balance: int
+    exported_wh: int
+    imported_wh: int
+    export_credit: int  # exported_wh * feed_in, paid to the household
+    import_charge: int  # imported_wh * retail, charged to the household
+
+
+def _need_count(value: object, field: str) -> int:
+    # bool is an int subclass; True Wh is a bug, not 1 Wh.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RecordError(field, f"need an int, got {type(value).__name__}")
+    if value < 0:
+        raise RecordError(field, f"need a non-negative int, got {value}")
+    return value
+
+
+def apply_reading(
+    balance: int,
+    bmax: int | None,
+    produced: int,
+    consumed: int,
+    retail: int,
+    feed_in: int,
+) -> ReadingEffect:
+    """Apply one reading (``produced`` and ``consumed`` Wh) to an energy ``balance`` (Wh).
+
+    ``bmax`` None means no cap (nothing is ever exported). ``balance`` must already lie in
+    ``[0, bmax]``: a balance above its cap is a ledger error to correct, not something a
+    reading should quietly export. Raises :class:`RecordError` naming the bad field.
+    Conservation: ``balance + produced + imported == new balance + consumed + exported``.
+    """
+    _need_count(balance, "balance")
+    if bmax is not None:
+        _need_count(bmax, "bmax")
+        if balance > bmax:
+            raise RecordError("balance", f"{balance} Wh is above bmax {bmax} Wh")
+    _need_count(produced, "produced")
+    _need_count(consumed, "consumed")
+    _need_count(retail, "retail")
+    _need_count(feed_in, "feed_in")
+
+    e = balance + produced - consumed
+    exported = imported = 0
+    if bmax is not None and e > bmax:
+        exported, e = e - bmax, bmax
+    elif e < 0:
+        imported, e = -e, 0
+    return ReadingEffect(e, exported, imported, exported * feed_in, imported * retail)
