@@ -12,6 +12,7 @@ import orjson
 import typer
 
 from wattmesh.exchange import replay as replaying
+from wattmesh.exchange.ledger_cli import ledger_app
 from wattmesh.exchange.simulate_community import community
 from wattmesh.exchange.simulate_gode_sunder import gode_sunder
 from wattmesh.exchange.terminal import fail as _fail
@@ -153,6 +154,7 @@ simulate = typer.Typer(
 app.add_typer(simulate, name="simulate")
 simulate.command("gode-sunder")(gode_sunder)
 simulate.command("community")(community)
+app.add_typer(ledger_app, name="ledger")
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -1,0 +1,906 @@
+"""The hash-linked ledger: one SQLite file per node (DESIGN.md, "Ledger"; docs/ledger.md).
+
+Table ``entries(seq INTEGER PRIMARY KEY, ts, kind, body, prev, hash)``: ``seq`` counts from 1
+with no gaps, ``body`` is the canonical JSON text of the body, ``prev`` and ``hash`` are
+32 raw bytes (BLOB; shown as hex by the CLI). The hashed bytes of an entry are::
+
+    prev (32 raw bytes) || canonical([seq, ts, kind, body])
+
+where the first ``prev`` is 32 zero bytes. Balances (energy Wh, money nano) are a fold of
+the entries: every entry is turned into *postings* ``(account, dE, dM)`` that sum to zero,
+with external counterparties (``@grid``, ``@bank``, ``@meters``) standing for the world
+outside the community. Member and fund balances may never go negative; external accounts
+may. A cache of the fold (``balances``, ``members``, ``meters``, ``meta``) is written in the
+same SQLite transaction as the entries, so one batch is all-or-nothing, crash included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, NoReturn
+
+import orjson
+import sqlite_utils
+
+from .canonical import CanonicalError, canonical
+from .keys import verify as verify_sig
+
+__all__ = [
+    "EXTERNAL",
+    "KINDS",
+    "ZERO_HASH",
+    "Ledger",
+    "LedgerEntry",
+    "LedgerError",
+    "VerifyResult",
+    "entry_hash",
+    "parse_head",
+]
+
+ZERO_HASH = bytes(32)
+GRID, BANK, METERS = "@grid", "@bank", "@meters"
+EXTERNAL = (GRID, BANK, METERS)  # counterparties outside the community; may go negative
+MAX_NAME = 128
+_I64 = 2**63 - 1
+
+KINDS: dict[str, tuple[str, ...]] = {
+    "genesis": (
+        "community", "interval_ms", "price_min", "price_max", "fee_rate_ppm",
+        "retail_price", "feedin_price", "funds",
+    ),
+    "member": ("owner", "bmax", "storage"),
+    "meter": ("meter", "owner"),
+    "reading": ("meter", "start", "end", "produced", "consumed", "seq", "sig"),
+    "grid_import": ("owner", "qty", "price"),
+    "grid_export": ("owner", "qty", "price"),
+    "deposit": ("owner", "amount"),
+    "withdrawal": ("owner", "amount"),
+    "trade": ("buyer", "seller", "qty", "price", "bid", "ask", "interval"),
+    "fee": ("owner", "amount", "trade"),
+    "fee_split": ("fund", "shares"),
+    "correction": ("corrects", "adjustments", "authorised_by", "reason"),
+    "interval_close": ("interval", "entries", "digest", "merkle_root"),
+}  # fmt: skip
+_KEYSETS = {k: frozenset(v) for k, v in KINDS.items()}
+
+
+class LedgerError(ValueError):
+    """A refused entry or an unusable file. ``field`` names the body field (or None)."""
+
+    def __init__(self, problem: str, field: str | None = None, kind: str | None = None) -> None:
+        self.field = field
+        self.kind = kind
+        self.problem = problem
+        self.index: int | None = None  # the refused item's position in its batch
+        where = f"{kind}: " if kind else ""
+        where += f"field {field!r}: " if field else ""
+        super().__init__(where + problem)
+
+
+class LedgerEntry(NamedTuple):
+    """One entry as stored (a NamedTuple: cheap to build on the append hot path)."""
+
+    seq: int
+    ts: int
+    kind: str
+    body: dict[str, Any]
+    prev: bytes
+    hash: bytes
+
+    @property
+    def hash_hex(self) -> str:
+        return self.hash.hex()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq, "ts": self.ts, "kind": self.kind, "body": self.body,
+            "prev": self.prev.hex(), "hash": self.hash.hex(),
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    entries: int
+    head_seq: int
+    head_hash: bytes
+    bad_seq: int | None = None  # the first bad entry (None: the file as a whole, or ok)
+    problem: str = ""
+
+    @property
+    def head(self) -> str:
+        return f"{self.head_seq}:{self.head_hash.hex()}"
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"ok: {self.entries} entries, head {self.head}"
+        where = f"entry {self.bad_seq}" if self.bad_seq is not None else "ledger"
+        return f"bad {where}: {self.problem}"
+
+
+def entry_hash(prev: bytes, seq: int, ts: int, kind: str, body: dict[str, Any]) -> bytes:
+    """sha256(prev || canonical([seq, ts, kind, body])), by the definition."""
+    return hashlib.sha256(prev + canonical([seq, ts, kind, body])).digest()
+
+
+def parse_head(text: str) -> tuple[int, bytes]:
+    """Parse ``SEQ:HASH`` (HASH: 64 lower-case hex) or raise ValueError."""
+    seq_text, sep, hash_text = text.partition(":")
+    if not sep or not seq_text.isdigit() or len(hash_text) != 64:
+        raise ValueError(f"head must be SEQ:HASH with 64 hex digits, got {text!r:.80}")
+    try:
+        digest = bytes.fromhex(hash_text)
+    except ValueError:
+        raise ValueError(f"head hash is not hex: {hash_text!r:.80}") from None
+    if digest.hex() != hash_text:
+        raise ValueError("head hash must be lower-case hex")
+    return int(seq_text), digest
+
+
+# ---------------------------------------------------------------------------------------
+# Validation and the fold. One code path for append and verify.
+
+
+def _show(v: Any) -> str:
+    t = repr(v)
+    return t if len(t) <= 60 else t[:57] + "..."
+
+
+def _int(body: dict, f: str, kind: str, lo: int = 0) -> int:
+    v = body[f]
+    if type(v) is int and lo <= v <= _I64:
+        return v
+    what = (
+        "a positive integer"
+        if lo == 1
+        else f"an integer >= {lo}"
+        if lo
+        else ("a non-negative integer")
+    )
+    raise LedgerError(f"must be {what}, got {_show(v)}", f, kind)
+
+
+def _sint(body: dict, f: str, kind: str) -> int:
+    v = body[f]
+    if type(v) is int and -_I64 <= v <= _I64:
+        return v
+    raise LedgerError(f"must be an integer, got {_show(v)}", f, kind)
+
+
+def _name(body: dict, f: str, kind: str) -> str:
+    v = body[f]
+    if type(v) is str and 0 < len(v) <= MAX_NAME:
+        return v
+    raise LedgerError(
+        f"must be a non-empty string of at most {MAX_NAME} chars, got {_show(v)}", f, kind
+    )
+
+
+def _hex64(body: dict, f: str, kind: str) -> str:
+    v = body[f]
+    if type(v) is str and len(v) == 64:
+        try:
+            if bytes.fromhex(v).hex() == v:
+                return v
+        except ValueError:
+            pass
+    raise LedgerError(f"must be 64 lower-case hex characters, got {_show(v)}", f, kind)
+
+
+@dataclass(slots=True)
+class _State:
+    """The fold of a ledger prefix. Values are immutable so ``copy`` is a shallow copy."""
+
+    seq: int = 0
+    head: bytes = ZERO_HASH
+    ts: int = 0
+    genesis: dict[str, Any] | None = None
+    bal: dict[str, tuple[int, int]] = field(default_factory=dict)
+    members: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    funds: dict[str, str] = field(default_factory=dict)  # fund name -> account
+    meters: dict[str, tuple[str, int]] = field(default_factory=dict)  # meter -> (owner, seq)
+    last_close: int = 0  # seq of the last interval_close (0: none)
+
+    def copy(self) -> _State:
+        return _State(
+            self.seq,
+            self.head,
+            self.ts,
+            self.genesis,
+            dict(self.bal),
+            dict(self.members),
+            dict(self.funds),
+            dict(self.meters),
+            self.last_close,
+        )
+
+    def kind_of(self, account: str) -> str:
+        if account in self.members:
+            return "member"
+        if account in EXTERNAL:
+            return "external"
+        return "fund"
+
+    # -- the fold --
+
+    def apply(self, seq: int, ts: int, kind: str, body: Any, check_sig: bool = True) -> None:
+        """Validate one entry against this state and apply it, or raise LedgerError."""
+        keys = _KEYSETS.get(kind) if type(kind) is str else None
+        if keys is None:
+            raise LedgerError(f"unknown kind {_show(kind)}; kinds: {', '.join(KINDS)}")
+        if type(body) is not dict:
+            raise LedgerError(f"body must be a JSON object, got {type(body).__name__}", None, kind)
+        if body.keys() != keys:
+            missing = sorted(keys.difference(body))
+            if missing:
+                raise LedgerError("missing", missing[0], kind)
+            raise LedgerError("unknown field", sorted(set(body).difference(keys))[0], kind)
+        if type(ts) is not int or not 0 <= ts <= _I64:
+            raise LedgerError(f"ts must be non-negative integer ms, got {_show(ts)}", None, kind)
+        if ts < self.ts:
+            raise LedgerError(f"ts {ts} is before the previous entry's ts {self.ts}", None, kind)
+        if seq == 1:
+            if kind != "genesis":
+                raise LedgerError("the first entry must be genesis", None, kind)
+        elif kind == "genesis":
+            raise LedgerError("genesis may only be the first entry", None, kind)
+        r = _HANDLERS[kind](self, body, seq)
+        if r is not None:
+            if type(r) is tuple:  # a move between two accounts: x += (de, dm), y -= (de, dm)
+                x, y, de, dm = r
+                bal = self.bal
+                bx = bal[x]
+                by = bal[y]
+                ex = bx[0] + de
+                mx = bx[1] + dm
+                ey = by[0] - de
+                my = by[1] - dm
+                if (ex < 0 or mx < 0) and x not in EXTERNAL:
+                    _negative(x, bx, de, dm, kind)
+                if (ey < 0 or my < 0) and y not in EXTERNAL:
+                    _negative(y, by, -de, -dm, kind)
+                if not (
+                    -_I64 <= ex <= _I64
+                    and -_I64 <= mx <= _I64
+                    and -_I64 <= ey <= _I64
+                    and -_I64 <= my <= _I64
+                ):
+                    _overflow(kind)
+                bal[x] = (ex, mx)
+                bal[y] = (ey, my)
+            else:
+                self._post(r, kind)
+        self.seq = seq
+        self.ts = ts
+        if check_sig and kind == "reading":
+            self._check_reading_sig(body)
+
+    def _post(self, postings: Sequence[tuple[str, int, int]], kind: str) -> None:
+        bal = self.bal
+        net: dict[str, list[int]] = {}
+        se = sm = 0
+        for acct, de, dm in postings:
+            se += de
+            sm += dm
+            cur = net.get(acct)
+            if cur is None:
+                net[acct] = [de, dm]
+            else:
+                cur[0] += de
+                cur[1] += dm
+        if se or sm:  # cannot happen for well-formed kinds; guards conservation
+            raise LedgerError(f"postings do not sum to zero (energy {se}, money {sm})", None, kind)
+        new = {}
+        for acct, (de, dm) in net.items():
+            cur = bal.get(acct)
+            if cur is None:
+                raise LedgerError(f"account {acct!r} does not exist", None, kind)
+            e, m = cur[0] + de, cur[1] + dm
+            if (e < 0 or m < 0) and acct not in EXTERNAL:
+                _negative(acct, cur, de, dm, kind)
+            if not (-_I64 <= e <= _I64 and -_I64 <= m <= _I64):
+                _overflow(kind)
+            new[acct] = (e, m)
+        bal.update(new)
+
+    def _member_acct(self, body: dict, f: str, kind: str) -> str:
+        who = _name(body, f, kind)
+        if who not in self.members:
+            raise LedgerError(f"{who!r} is not a member", f, kind)
+        return who
+
+    def _genesis(self, b: dict, seq: int) -> None:
+        k = "genesis"
+        _name(b, "community", k)
+        _int(b, "interval_ms", k, 1)
+        lo = _int(b, "price_min", k)
+        hi = _int(b, "price_max", k)
+        if hi < lo:
+            raise LedgerError(f"must be >= price_min {lo}, got {hi}", "price_max", k)
+        if _int(b, "fee_rate_ppm", k) > 1_000_000:
+            raise LedgerError("must be at most 1000000 (100%)", "fee_rate_ppm", k)
+        _int(b, "retail_price", k)
+        _int(b, "feedin_price", k)
+        funds = b["funds"]
+        if type(funds) is not dict or "fees" not in funds:
+            raise LedgerError("must be an object naming at least the 'fees' account", "funds", k)
+        for name, acct in funds.items():
+            if type(acct) is not str or not 0 < len(acct) <= MAX_NAME or acct.startswith("@"):
+                raise LedgerError(f"fund {name!r}: bad account name {_show(acct)}", "funds", k)
+        if len(set(funds.values())) != len(funds):
+            raise LedgerError("two funds share one account", "funds", k)
+        self.genesis = b
+        self.funds = dict(funds)
+        for acct in EXTERNAL:
+            self.bal[acct] = (0, 0)
+        for acct in funds.values():
+            self.bal[acct] = (0, 0)
+
+    def _member(self, b: dict, seq: int) -> None:
+        k = "member"
+        who = _name(b, "owner", k)
+        if who.startswith("@"):
+            raise LedgerError("must not start with '@' (external accounts)", "owner", k)
+        if who in self.bal:
+            raise LedgerError(f"account {who!r} already exists", "owner", k)
+        bmax = _int(b, "bmax", k)
+        if type(b["storage"]) is not bool:
+            raise LedgerError(f"must be true or false, got {_show(b['storage'])}", "storage", k)
+        self.members[who] = (bmax, b["storage"])
+        self.bal[who] = (0, 0)
+
+    def _meter(self, b: dict, seq: int) -> None:
+        k = "meter"
+        m = _name(b, "meter", k)
+        if m in self.meters:
+            raise LedgerError(f"meter {m!r} is already registered", "meter", k)
+        self.meters[m] = (self._member_acct(b, "owner", k), 0)
+
+    def _reading(self, b: dict, seq: int) -> Any:
+        k = "reading"
+        m = _name(b, "meter", k)
+        reg = self.meters.get(m)
+        if reg is None:
+            raise LedgerError(f"meter {m!r} is not registered", "meter", k)
+        start = _int(b, "start", k)
+        if _int(b, "end", k) <= start:
+            raise LedgerError("must be after start", "end", k)
+        rseq = _int(b, "seq", k)
+        if rseq <= reg[1]:
+            raise LedgerError(f"must be above the meter's last applied seq {reg[1]}", "seq", k)
+        net = _int(b, "produced", k) - _int(b, "consumed", k)
+        if type(b["sig"]) is not str:
+            raise LedgerError("must be a hex signature", "sig", k)
+        self.meters[m] = (reg[0], rseq)
+        return (reg[0], METERS, net, 0)
+
+    def _check_reading_sig(self, b: dict) -> None:
+        unsigned = {x: v for x, v in b.items() if x != "sig"}
+        if not verify_sig(b["meter"], unsigned, b["sig"]):
+            raise LedgerError("is not the meter's signature of the reading", "sig", "reading")
+
+    def _grid(self, b: dict, kind: str, price_key: str) -> tuple[str, int, int]:
+        who = self._member_acct(b, "owner", kind)
+        qty = _int(b, "qty", kind, 1)
+        price = _int(b, "price", kind)
+        want = self.genesis[price_key]
+        if price != want:
+            raise LedgerError(f"must be the genesis {price_key} {want}, got {price}", "price", kind)
+        return who, qty, qty * price
+
+    def _grid_import(self, b: dict, seq: int) -> Any:
+        who, qty, cost = self._grid(b, "grid_import", "retail_price")
+        return (who, GRID, qty, -cost)
+
+    def _grid_export(self, b: dict, seq: int) -> Any:
+        who, qty, pay = self._grid(b, "grid_export", "feedin_price")
+        return (who, GRID, -qty, pay)
+
+    def _deposit(self, b: dict, seq: int) -> Any:
+        who = self._member_acct(b, "owner", "deposit")
+        amt = _int(b, "amount", "deposit", 1)
+        return (who, BANK, 0, amt)
+
+    def _withdrawal(self, b: dict, seq: int) -> Any:
+        who = self._member_acct(b, "owner", "withdrawal")
+        amt = _int(b, "amount", "withdrawal", 1)
+        return (who, BANK, 0, -amt)
+
+    def _trade(self, b: dict, seq: int) -> Any:
+        k = "trade"
+        members = self.members
+        buyer, seller = b["buyer"], b["seller"]
+        if type(buyer) is not str or buyer not in members:
+            self._member_acct(b, "buyer", k)
+        if type(seller) is not str or seller not in members:
+            self._member_acct(b, "seller", k)
+        if buyer == seller:
+            raise LedgerError("buyer and seller are the same account", "seller", k)
+        qty, price = b["qty"], b["price"]
+        if type(qty) is not int or not 0 < qty <= _I64:
+            _int(b, "qty", k, 1)
+        g = self.genesis
+        if type(price) is not int or not g["price_min"] <= price <= g["price_max"]:
+            _int(b, "price", k)
+            raise LedgerError(
+                f"must be within [{g['price_min']}, {g['price_max']}], got {price}", "price", k
+            )
+        for f in ("bid", "ask"):
+            v = b[f]
+            if type(v) is not str or not 0 < len(v) <= MAX_NAME:
+                _name(b, f, k)
+        iv = b["interval"]
+        if type(iv) is not int or iv < 0:
+            _int(b, "interval", k)
+        money = qty * price
+        return (buyer, seller, qty, -money)
+
+    def _fee(self, b: dict, seq: int) -> Any:
+        k = "fee"
+        who = self._member_acct(b, "owner", k)
+        amt = _int(b, "amount", k, 1)
+        t = b["trade"]
+        if t is not None and (type(t) is not int or not 0 < t < seq):
+            raise LedgerError(
+                f"must be null or the seq of an earlier entry, got {_show(t)}", "trade", k
+            )
+        return (who, self.funds["fees"], 0, -amt)
+
+    def _fee_split(self, b: dict, seq: int) -> Any:
+        k = "fee_split"
+        fund = _name(b, "fund", k)
+        if fund not in self.funds:
+            raise LedgerError(f"{fund!r} is not a fund of the genesis", "fund", k)
+        src = self.funds[fund]
+        shares = b["shares"]
+        if type(shares) is not list or not shares:
+            raise LedgerError("must be a non-empty list of {account, amount}", "shares", k)
+        out: list[tuple[str, int, int]] = []
+        total = 0
+        for i, s in enumerate(shares):
+            if type(s) is not dict or s.keys() != {"account", "amount"}:
+                raise LedgerError(f"share {i} must be exactly {{account, amount}}", "shares", k)
+            acct, amt = s["account"], s["amount"]
+            if type(acct) is not str or acct not in self.bal or acct in EXTERNAL:
+                raise LedgerError(
+                    f"share {i}: {_show(acct)} is not a member or fund account", "shares", k
+                )
+            if type(amt) is not int or not 0 < amt <= _I64:
+                raise LedgerError(f"share {i}: amount must be a positive integer", "shares", k)
+            total += amt
+            out.append((acct, 0, amt))
+        out.append((src, 0, -total))
+        return out
+
+    def _correction(self, b: dict, seq: int) -> Any:
+        k = "correction"
+        c = b["corrects"]
+        if type(c) is not int or not 0 < c < seq:
+            raise LedgerError(f"must be the seq of an earlier entry, got {_show(c)}", "corrects", k)
+        _name(b, "authorised_by", k)
+        if type(b["reason"]) is not str:
+            raise LedgerError("must be a string", "reason", k)
+        adj = b["adjustments"]
+        if type(adj) is not list or not adj:
+            raise LedgerError(
+                "must be a non-empty list of {account, energy, money}", "adjustments", k
+            )
+        out = []
+        for i, a in enumerate(adj):
+            if type(a) is not dict or a.keys() != {"account", "energy", "money"}:
+                raise LedgerError(
+                    f"adjustment {i} must be exactly {{account, energy, money}}", "adjustments", k
+                )
+            if type(a["account"]) is not str or a["account"] not in self.bal:
+                raise LedgerError(
+                    f"adjustment {i}: no account {_show(a['account'])}", "adjustments", k
+                )
+            try:
+                out.append((a["account"], _sint(a, "energy", k), _sint(a, "money", k)))
+            except LedgerError as exc:
+                raise LedgerError(f"adjustment {i}: {exc.problem}", "adjustments", k) from None
+        if sum(x[1] for x in out) or sum(x[2] for x in out):
+            raise LedgerError(
+                "energy and money adjustments must each sum to zero "
+                "(use @grid, @bank or @meters for the outside world)",
+                "adjustments",
+                k,
+            )
+        return out
+
+    def _interval_close(self, b: dict, seq: int) -> None:
+        k = "interval_close"
+        _int(b, "interval", k)
+        n = _int(b, "entries", k)
+        want = seq - 1 - self.last_close
+        if n != want:
+            raise LedgerError(
+                f"must be {want} (entries since the last close), got {n}", "entries", k
+            )
+        _hex64(b, "digest", k)
+        _hex64(b, "merkle_root", k)
+        self.last_close = seq
+
+
+_HANDLERS = {k: getattr(_State, "_" + k) for k in KINDS}
+
+
+def _negative(acct: str, cur: tuple[int, int], de: int, dm: int, kind: str) -> NoReturn:
+    neg_e = cur[0] + de < 0
+    what = "energy" if neg_e else "money"
+    have = cur[0] if neg_e else cur[1]
+    need = -de if neg_e else -dm
+    raise LedgerError(f"{acct} would go negative: {what} balance {have}, needs {need}", None, kind)
+
+
+def _overflow(kind: str) -> NoReturn:
+    raise LedgerError(f"a balance would leave the 64-bit range (|x| <= {_I64})", None, kind)
+
+
+# ---------------------------------------------------------------------------------------
+# Storage
+
+
+_SCHEMA_TABLES = ("entries", "balances", "members", "meters", "meta")
+
+
+def _create_schema(db: sqlite_utils.Database) -> None:
+    db["entries"].create(
+        {"seq": int, "ts": int, "kind": str, "body": str, "prev": bytes, "hash": bytes},
+        pk="seq",
+        not_null={"ts", "kind", "body", "prev", "hash"},
+        if_not_exists=True,
+    )
+    db["balances"].create(
+        {"account": str, "kind": str, "energy": int, "money": int},
+        pk="account",
+        not_null={"kind", "energy", "money"},
+        if_not_exists=True,
+    )
+    db["members"].create(
+        {"owner": str, "bmax": int, "storage": int}, pk="owner", if_not_exists=True
+    )
+    db["meters"].create(
+        {"meter": str, "owner": str, "last_seq": int}, pk="meter", if_not_exists=True
+    )
+    db["meta"].create({"key": str, "value": int}, pk="key", if_not_exists=True)
+
+
+class Ledger:
+    """A node's ledger file. Use :meth:`open`; one writer process at a time is expected,
+    but appends take SQLite's write lock and reload the cache if another writer moved on."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self._state = self._load()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> Ledger:
+        p = Path(path)
+        if not create and not p.is_file():
+            raise LedgerError(f"no ledger file {p}")
+        try:
+            conn = sqlite3.connect(p, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open {p}: {exc}") from None
+        try:
+            db = sqlite_utils.Database(conn)
+            names = set(db.table_names())  # before any change: never alter a foreign file
+            if "entries" not in names and not create:
+                raise LedgerError(f"{p} is not a ledger (no 'entries' table)")
+            if "entries" in names and not names.issuperset(_SCHEMA_TABLES):
+                missing = sorted(set(_SCHEMA_TABLES) - names)
+                raise LedgerError(f"{p} is not a ledger: table {missing[0]!r} is missing")
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL: a commit survives a process crash (SIGKILL); only power loss may
+            # lose the last commits, never leave half a batch.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if "entries" not in names:
+                _create_schema(db)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise LedgerError(f"{p} is not a SQLite ledger: {exc}") from None
+        except LedgerError:
+            conn.close()
+            raise
+        return cls(p, conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading the cache --
+
+    def _load(self) -> _State:
+        db = self.db
+        st = _State()
+        row = self.conn.execute(
+            "SELECT seq, ts, hash FROM entries ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return st
+        st.seq, st.ts, st.head = row
+        first = self.conn.execute("SELECT body FROM entries WHERE seq = 1").fetchone()
+        if first is not None:
+            try:
+                st.genesis = orjson.loads(first[0])
+                st.funds = dict(st.genesis["funds"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                st.genesis = None
+        for r in db["balances"].rows:
+            st.bal[r["account"]] = (r["energy"], r["money"])
+        for r in db["members"].rows:
+            st.members[r["owner"]] = (r["bmax"], bool(r["storage"]))
+        for r in db["meters"].rows:
+            st.meters[r["meter"]] = (r["owner"], r["last_seq"])
+        for r in db["meta"].rows:
+            if r["key"] == "last_close":
+                st.last_close = r["value"]
+        return st
+
+    def head(self) -> tuple[int, bytes]:
+        """(seq, hash) of the last entry; (0, 32 zero bytes) for an empty ledger."""
+        return self._state.seq, self._state.head
+
+    def head_text(self) -> str:
+        seq, h = self.head()
+        return f"{seq}:{h.hex()}"
+
+    def balances(self) -> dict[str, dict[str, Any]]:
+        """Cached balances: account -> {kind, energy, money}."""
+        st = self._state
+        return {
+            a: {"kind": st.kind_of(a), "energy": e, "money": m}
+            for a, (e, m) in sorted(st.bal.items())
+        }
+
+    def genesis(self) -> dict[str, Any] | None:
+        return self._state.genesis
+
+    def __len__(self) -> int:
+        return self._state.seq
+
+    def entries(self, since: int = 1, kind: str | None = None) -> Iterator[LedgerEntry]:
+        sql = "SELECT seq, ts, kind, body, prev, hash FROM entries WHERE seq >= ?"
+        args: list[Any] = [since]
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        for seq, ts, k, body, prev, h in self.conn.execute(sql + " ORDER BY seq", args):
+            yield LedgerEntry(seq, ts, k, orjson.loads(body), prev, h)
+
+    # -- appending --
+
+    def append_batch(
+        self,
+        items: Iterable[tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], int]],
+        *,
+        ts: int | None = None,
+    ) -> list[LedgerEntry]:
+        """Validate and append ``(kind, body)`` or ``(kind, body, ts)`` items as one SQLite
+        transaction. All or nothing: a refused item raises LedgerError (with ``index``) and
+        nothing is written. Entries without their own ts get ``ts`` (default: now, ms)."""
+        items = list(items)
+        if not items:
+            return []
+        now = int(time.time() * 1000) if ts is None else ts
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            seq_db = conn.execute("SELECT max(seq) FROM entries").fetchone()[0] or 0
+            if seq_db != self._state.seq:  # another writer appended: reload the cache
+                self._state = self._load()
+            st = self._state.copy()
+            rows, entries = self._build(st, items, now)
+            # Raw sqlite3 executemany on the hot path: sqlite-utils' insert_all would walk each
+            # row's dict for column detection and type conversion, several times our own cost.
+            conn.executemany(
+                "INSERT INTO entries (seq, ts, kind, body, prev, hash) VALUES (?,?,?,?,?,?)", rows
+            )
+            self._write_cache(st, items)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._state = st
+        return entries
+
+    def _build(self, st: _State, items: list, now: int) -> tuple[list, list[LedgerEntry]]:
+        rows = []
+        entries = []
+        sha = hashlib.sha256
+        prev = st.head
+        for i, item in enumerate(items):
+            if len(item) == 3:
+                kind, body, ets = item
+            else:
+                kind, body = item
+                ets = now
+            seq = st.seq + 1
+            try:
+                st.apply(seq, ets, kind, body)
+                body_bytes = canonical(body)
+            except LedgerError as exc:
+                exc.index = i
+                exc.args = (f"batch item {i} (seq {seq}): {exc.args[0]}",)
+                raise
+            except CanonicalError as exc:
+                err = LedgerError(f"batch item {i} (seq {seq}): body: {exc}", None, kind)
+                err.index = i
+                raise err from None
+            h = sha(b'%s[%d,%d,"%s",%s]' % (prev, seq, ets, kind.encode(), body_bytes)).digest()
+            rows.append((seq, ets, kind, body_bytes.decode(), prev, h))
+            entries.append(LedgerEntry(seq, ets, kind, body, prev, h))
+            prev = h
+        st.head = prev
+        return rows, entries
+
+    def _write_cache(self, st: _State, items: list) -> None:
+        conn = self.conn
+        old = self._state
+        changed = [
+            (a, st.kind_of(a), e, m) for a, (e, m) in st.bal.items() if old.bal.get(a) != (e, m)
+        ]
+        conn.executemany(
+            "INSERT OR REPLACE INTO balances (account, kind, energy, money) VALUES (?,?,?,?)",
+            changed,
+        )
+        if len(st.members) != len(old.members):
+            conn.executemany(
+                "INSERT OR REPLACE INTO members (owner, bmax, storage) VALUES (?,?,?)",
+                [(o, b, int(s)) for o, (b, s) in st.members.items() if o not in old.members],
+            )
+        meters = [(m, o, s) for m, (o, s) in st.meters.items() if old.meters.get(m) != (o, s)]
+        if meters:
+            conn.executemany(
+                "INSERT OR REPLACE INTO meters (meter, owner, last_seq) VALUES (?,?,?)", meters
+            )
+        if st.last_close != old.last_close:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_close', ?)",
+                (st.last_close,),
+            )
+
+    # -- verification --
+
+    def verify(self, expect_head: tuple[int, bytes] | str | None = None) -> VerifyResult:
+        """Recompute every seq, link, hash, body (canonical form, schema, signatures) and the
+        balance fold; compare the fold with the cached balances. Streams the rows."""
+        if isinstance(expect_head, str):
+            expect_head = parse_head(expect_head)
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.text_factory = bytes
+        try:
+            return _verify_rows(conn, expect_head)
+        finally:
+            conn.close()
+
+
+def _verify_rows(conn: sqlite3.Connection, expect_head: tuple[int, bytes] | None) -> VerifyResult:
+    st = _State()
+    sha = hashlib.sha256
+    loads = orjson.loads
+    prev = ZERO_HASH
+    expected = 1
+    seen_expect: bytes | None = ZERO_HASH if expect_head and expect_head[0] == 0 else None
+    exp_seq = expect_head[0] if expect_head else -1
+
+    def bad(seq: int | None, problem: str) -> VerifyResult:
+        return VerifyResult(False, expected - 1, expected - 1, prev, seq, problem)
+
+    conn.execute("BEGIN")  # one read snapshot for the whole walk (WAL readers do not block)
+    cur = conn.execute("SELECT seq, ts, kind, body, prev, hash FROM entries ORDER BY seq")
+    apply = st.apply
+    for seq, ts, kind_b, body_b, p, h in cur:
+        if seq != expected:
+            if type(seq) is not int:
+                return bad(expected, f"seq is not an integer: {seq!r:.40}")
+            if seq == expected - 1:
+                return bad(seq, f"duplicate seq {seq}")
+            return bad(expected, f"missing (next entry found has seq {seq})")
+        if p != prev:
+            return bad(
+                seq,
+                f"prev {_hexish(p)} is not the hash of entry {seq - 1} "
+                f"({prev.hex()}): deleted, inserted or swapped rows",
+            )
+        if type(kind_b) is not bytes or kind_b.decode(errors="replace") not in _KEYSETS:
+            return bad(seq, f"unknown kind {kind_b!r:.40}")
+        if type(body_b) is not bytes or type(ts) is not int:
+            return bad(seq, "ts or body has the wrong type")
+        if sha(b'%s[%d,%d,"%s",%s]' % (p, seq, ts, kind_b, body_b)).digest() != h:
+            return bad(
+                seq,
+                f"hash mismatch: stored {_hexish(h)} is not sha256(prev || "
+                "canonical([seq, ts, kind, body])): a field was changed",
+            )
+        kind = kind_b.decode()
+        try:
+            body = loads(body_b)
+            if canonical(body) != body_b:
+                return bad(seq, "body is not in canonical JSON form")
+            apply(seq, ts, kind, body)
+        except (orjson.JSONDecodeError, CanonicalError) as exc:
+            return bad(seq, f"body is not canonical JSON: {exc}")
+        except LedgerError as exc:
+            return bad(seq, f"refused by the rules: {exc}")
+        if seq == exp_seq:
+            seen_expect = h
+        prev = h
+        expected += 1
+    n = expected - 1
+    if expect_head is not None:
+        eseq, ehash = expect_head
+        if n < eseq:
+            return bad(
+                None,
+                f"truncated: expected head {eseq}:{ehash.hex()} but the ledger ends at seq {n}",
+            )
+        if seen_expect != ehash:
+            return bad(
+                eseq,
+                f"rewritten history: entry {eseq} has hash "
+                f"{_hexish(seen_expect)}, expected {ehash.hex()}",
+            )
+    # The cache.
+    cached: dict[str, tuple[int, int]] = {}
+    for acct, _k, e, m in conn.execute("SELECT account, kind, energy, money FROM balances"):
+        cached[acct.decode() if type(acct) is bytes else acct] = (e, m)
+    caches = _read_caches(conn)
+    conn.execute("COMMIT")
+    for acct in sorted(set(cached) | set(st.bal)):
+        want, got = st.bal.get(acct), cached.get(acct)
+        if want != got:
+            return VerifyResult(
+                False,
+                n,
+                n,
+                prev,
+                n or None,
+                f"balance cache for {acct!r} is {got}, the fold of the entries "
+                f"gives {want} (energy, money) as of entry {n}",
+            )
+    folded = (st.members, st.meters, {"last_close": st.last_close} if st.last_close else {})
+    for name, got, want in zip(("members", "meters", "meta"), caches, folded, strict=True):
+        if got != want:
+            return VerifyResult(
+                False, n, n, prev, n or None,
+                f"{name} cache does not match the fold of the entries as of entry {n}",
+            )  # fmt: skip
+    if sum(e for e, _ in st.bal.values()) or sum(m for _, m in st.bal.values()):
+        return VerifyResult(False, n, n, prev, n or None, "energy or money is not conserved")
+    return VerifyResult(True, n, n, prev)
+
+
+def _read_caches(conn: sqlite3.Connection) -> tuple[dict, dict, dict]:
+    def text(v: Any) -> Any:
+        return v.decode() if type(v) is bytes else v
+
+    members = {
+        text(o): (b, bool(s))
+        for o, b, s in conn.execute("SELECT owner, bmax, storage FROM members")
+    }
+    meters = {
+        text(m): (text(o), q)
+        for m, o, q in conn.execute("SELECT meter, owner, last_seq FROM meters")
+    }
+    meta = {text(k): v for k, v in conn.execute("SELECT key, value FROM meta")}
+    return members, meters, meta
+
+
+def _hexish(v: Any) -> str:
+    return v.hex() if type(v) is bytes else repr(v)[:40]

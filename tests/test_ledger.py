@@ -1,0 +1,636 @@
+"""The hash-linked ledger (wattmesh.settlement.ledger): kinds and their validation, the
+balance fold, all-or-nothing batches, and the tamper classes of transparency logs."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wattmesh.settlement.canonical import canonical
+from wattmesh.settlement.keys import generate_key, peer_id_of, sign
+from wattmesh.settlement.ledger import (
+    EXTERNAL,
+    KINDS,
+    ZERO_HASH,
+    Ledger,
+    LedgerError,
+    entry_hash,
+    parse_head,
+)
+
+T0 = 1_718_928_000_000
+RETAIL, FEEDIN = 300_000, 80_000
+GENESIS = {
+    "community": "elm-street",
+    "interval_ms": 900_000,
+    "price_min": 0,
+    "price_max": 1_000_000,
+    "fee_rate_ppm": 2_000,
+    "retail_price": RETAIL,
+    "feedin_price": FEEDIN,
+    "funds": {"fees": "fund:fees", "grid": "fund:grid"},
+}
+
+
+def member(owner: str, bmax: int = 20_000, storage: bool = False) -> tuple[str, dict]:
+    return ("member", {"owner": owner, "bmax": bmax, "storage": storage})
+
+
+def trade(buyer: str, seller: str, qty: int, price: int, interval: int = T0) -> tuple[str, dict]:
+    return (
+        "trade",
+        {
+            "buyer": buyer,
+            "seller": seller,
+            "qty": qty,
+            "price": price,
+            "bid": "b" * 64,
+            "ask": "a" * 64,
+            "interval": interval,
+        },
+    )
+
+
+def community(path: Path) -> Ledger:
+    """genesis, members alice and bob, money for both, energy for bob, some trades."""
+    led = Ledger.open(path)
+    led.append_batch(
+        [
+            ("genesis", GENESIS),
+            member("alice"),
+            member("bob", storage=True),
+            ("deposit", {"owner": "alice", "amount": 10**12}),
+            ("deposit", {"owner": "bob", "amount": 10**12}),
+            ("grid_import", {"owner": "bob", "qty": 5_000, "price": RETAIL}),
+        ],
+        ts=T0,
+    )
+    led.append_batch([trade("alice", "bob", 100 + i, 200_000) for i in range(10)], ts=T0 + 1)
+    led.append_batch(
+        [
+            ("fee", {"owner": "alice", "amount": 1_000, "trade": 7}),
+            ("fee", {"owner": "bob", "amount": 1_000, "trade": 7}),
+            ("interval_close", {"interval": T0, "entries": 18, "digest": "d" * 64,
+                                "merkle_root": "e" * 64}),
+        ],
+        ts=T0 + 2,
+    )  # fmt: skip
+    return led
+
+
+@pytest.fixture
+def led(tmp_path: Path) -> Ledger:
+    with community(tmp_path / "node.db") as ledger:
+        yield ledger
+
+
+def raw(led: Ledger) -> sqlite3.Connection:
+    return sqlite3.connect(led.path, isolation_level=None)
+
+
+def total(led: Ledger) -> tuple[int, int]:
+    bal = led.balances()
+    return sum(b["energy"] for b in bal.values()), sum(b["money"] for b in bal.values())
+
+
+# -- format and hashing ---------------------------------------------------------------
+
+
+def test_hash_is_sha256_of_prev_and_canonical_seq_ts_kind_body(led: Ledger) -> None:
+    entries = list(led.entries())
+    assert [e.seq for e in entries] == list(range(1, 20))
+    prev = ZERO_HASH
+    for e in entries:
+        assert e.prev == prev
+        want = hashlib.sha256(prev + canonical([e.seq, e.ts, e.kind, e.body])).digest()
+        assert e.hash == want == entry_hash(prev, e.seq, e.ts, e.kind, e.body)
+        prev = e.hash
+    # stored as: body canonical JSON text, prev/hash 32 raw bytes
+    c = raw(led)
+    body, p, h = c.execute("SELECT body, prev, hash FROM entries WHERE seq=2").fetchone()
+    c.close()
+    assert body == canonical(entries[1].body).decode()
+    assert isinstance(p, bytes) and len(p) == 32 and h == entries[1].hash
+    assert led.head() == (19, entries[-1].hash)
+    assert led.head_text() == f"19:{entries[-1].hash.hex()}"
+
+
+def test_wal_mode_and_reopen_keeps_state(led: Ledger) -> None:
+    assert led.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    before = led.balances()
+    with Ledger.open(led.path) as again:
+        assert again.balances() == before
+        assert again.head() == led.head()
+        again.append_batch([trade("bob", "alice", 10, 150_000)], ts=T0 + 5)
+    # the first handle notices the other writer and appends after it
+    new = led.append_batch([trade("alice", "bob", 10, 150_000)], ts=T0 + 6)
+    assert new[0].seq == 21
+    assert led.verify().ok
+
+
+def test_balances_fold(led: Ledger) -> None:
+    bal = led.balances()
+    bought = sum(100 + i for i in range(10))
+    assert bal["alice"]["energy"] == bought
+    assert bal["bob"]["energy"] == 5_000 - bought
+    assert bal["alice"]["money"] == 10**12 - bought * 200_000 - 1_000
+    assert bal["bob"]["money"] == 10**12 - 5_000 * RETAIL + bought * 200_000 - 1_000
+    assert bal["fund:fees"] == {"kind": "fund", "energy": 0, "money": 2_000}
+    assert bal["@grid"]["energy"] == -5_000 and bal["@grid"]["money"] == 5_000 * RETAIL
+    assert total(led) == (0, 0)
+    assert led.verify().ok
+
+
+# -- refusals: clear error naming the field, nothing written ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("item", "field", "words"),
+    [
+        (trade("alice", "bob", 0, 200_000), "qty", "positive integer"),
+        (trade("alice", "bob", 10, 2_000_000), "price", "within [0, 1000000]"),
+        (trade("alice", "carol", 10, 200_000), "seller", "not a member"),
+        (trade("alice", "alice", 10, 200_000), "seller", "same account"),
+        (("trade", {"buyer": "alice"}), "ask", "missing"),
+        (("deposit", {"owner": "alice", "amount": 5, "x": 1}), "x", "unknown field"),
+        (("deposit", {"owner": "alice", "amount": 1.5}), "amount", "positive integer"),
+        (("grid_import", {"owner": "bob", "qty": 5, "price": 1}), "price", "retail_price"),
+        (member("alice"), "owner", "already exists"),
+        (member("@evil"), "owner", "must not start with '@'"),
+        (("meter", {"meter": "m1", "owner": "zed"}), "owner", "not a member"),
+        (("fee", {"owner": "bob", "amount": 1, "trade": 999}), "trade", "earlier entry"),
+        (("fee_split", {"fund": "nope", "shares": []}), "fund", "not a fund"),
+        (
+            (
+                "interval_close",
+                {"interval": 1, "entries": 5, "digest": "d" * 64, "merkle_root": "e" * 64},
+            ),
+            "entries",
+            "must be 1 (entries since",
+        ),  # fmt: skip
+        (
+            (
+                "interval_close",
+                {"interval": 1, "entries": 1, "digest": "XY", "merkle_root": "e" * 64},
+            ),
+            "digest",
+            "hex",
+        ),  # fmt: skip
+    ],
+)
+def test_bad_body_is_refused_naming_the_field(led, item, field, words) -> None:
+    head = led.head()
+    with pytest.raises(LedgerError) as exc:
+        led.append_batch([trade("alice", "bob", 1, 1), item], ts=T0 + 9)
+    assert exc.value.field == field
+    assert words in str(exc.value)
+    assert exc.value.index == 1 and "batch item 1" in str(exc.value)
+    assert led.head() == head  # nothing written, not even the good first item
+    with Ledger.open(led.path) as again:
+        assert again.head() == head
+    assert led.verify().ok
+
+
+def test_unknown_kind_and_genesis_rules(tmp_path: Path, led: Ledger) -> None:
+    with pytest.raises(LedgerError, match="unknown kind 'mint'"):
+        led.append_batch([("mint", {})])
+    with pytest.raises(LedgerError, match="genesis may only be the first"):
+        led.append_batch([("genesis", GENESIS)])
+    fresh = Ledger.open(tmp_path / "fresh.db")
+    with pytest.raises(LedgerError, match="first entry must be genesis"):
+        fresh.append_batch([member("x")])
+    with pytest.raises(LedgerError, match="'fees' account"):
+        fresh.append_batch([("genesis", {**GENESIS, "funds": {}})])
+    assert fresh.head() == (0, ZERO_HASH)
+
+
+def test_negative_balance_is_refused(led: Ledger) -> None:
+    bal = led.balances()
+    with pytest.raises(LedgerError, match="bob would go negative: energy"):
+        led.append_batch([trade("alice", "bob", bal["bob"]["energy"] + 1, 1)])
+    with pytest.raises(LedgerError, match="alice would go negative: money"):
+        led.append_batch([("withdrawal", {"owner": "alice", "amount": bal["alice"]["money"] + 1})])
+    with pytest.raises(LedgerError, match="fund:fees would go negative"):
+        led.append_batch(
+            [("fee_split", {"fund": "fees", "shares": [{"account": "alice", "amount": 2_001}]})]
+        )
+    assert led.balances() == bal
+
+
+def test_balance_overflow_is_refused(led: Ledger) -> None:
+    led.append_batch([("deposit", {"owner": "alice", "amount": 2**62})])
+    with pytest.raises(LedgerError, match="64-bit range"):
+        led.append_batch([("deposit", {"owner": "bob", "amount": 2**62})])  # @bank < -2**63
+    assert led.verify().ok
+
+
+def test_ts_may_not_go_backwards(led: Ledger) -> None:
+    with pytest.raises(LedgerError, match="before the previous entry's ts"):
+        led.append_batch([trade("alice", "bob", 1, 1)], ts=T0 - 1)
+
+
+def test_fee_split_and_withdrawal(led: Ledger) -> None:
+    led.append_batch(
+        [
+            ("fee_split", {"fund": "fees", "shares": [{"account": "alice", "amount": 500},
+                                                      {"account": "fund:grid", "amount": 700}]}),
+            ("withdrawal", {"owner": "bob", "amount": 10}),
+        ],
+        ts=T0 + 3,
+    )  # fmt: skip
+    bal = led.balances()
+    assert bal["fund:fees"]["money"] == 800 and bal["fund:grid"]["money"] == 700
+    assert total(led) == (0, 0)
+    assert led.verify().ok
+
+
+# -- readings: signature carried in the body -----------------------------------------
+
+
+def signed_reading(key, meter: str, seq: int, produced: int, consumed: int) -> dict:
+    body = {"meter": meter, "start": T0 + seq * 900_000, "end": T0 + (seq + 1) * 900_000,
+            "produced": produced, "consumed": consumed, "seq": seq}  # fmt: skip
+    return {**body, "sig": sign(key, body)}
+
+
+def test_readings_are_signed_by_a_registered_meter(led: Ledger) -> None:
+    key = generate_key()
+    m = peer_id_of(key)
+    led.append_batch([("meter", {"meter": m, "owner": "alice"})], ts=T0 + 3)
+    e0 = led.balances()["alice"]["energy"]
+    led.append_batch([("reading", signed_reading(key, m, 1, 700, 200))], ts=T0 + 4)
+    assert led.balances()["alice"]["energy"] == e0 + 500
+    with pytest.raises(LedgerError, match="above the meter's last applied seq 1"):
+        led.append_batch([("reading", signed_reading(key, m, 1, 700, 200))], ts=T0 + 4)
+    forged = {**signed_reading(key, m, 2, 700, 200), "produced": 9_000}
+    with pytest.raises(LedgerError) as exc:
+        led.append_batch([("reading", forged)], ts=T0 + 4)
+    assert exc.value.field == "sig"
+    with pytest.raises(LedgerError, match="consumption|would go negative"):
+        led.append_batch([("reading", signed_reading(key, m, 2, 0, 10**9))], ts=T0 + 4)
+    assert led.verify().ok
+
+
+def test_verify_checks_reading_signatures(led: Ledger) -> None:
+    key = generate_key()
+    m = peer_id_of(key)
+    led.append_batch([("meter", {"meter": m, "owner": "alice"}),
+                      ("reading", signed_reading(key, m, 1, 700, 200))], ts=T0 + 3)  # fmt: skip
+    # Rewrite the reading with a forged value and recompute every hash after it.
+    rewrite(led, 21, lambda b: {**b, "produced": 800})
+    res = led.verify()
+    assert not res.ok and res.bad_seq == 21 and "signature" in res.problem
+
+
+# -- corrections --------------------------------------------------------------------
+
+
+def test_correction_applies_a_balanced_adjustment(led: Ledger) -> None:
+    # The grid import at seq 6 was recorded 1000 Wh too high: take it back from bob.
+    back = 1_000 * RETAIL
+    fix = {"corrects": 6, "authorised_by": "board", "reason": "meter double count",
+           "adjustments": [{"account": "bob", "energy": -1_000, "money": back},
+                           {"account": "@grid", "energy": 1_000, "money": -back}]}  # fmt: skip
+    before = led.balances()["bob"]
+    led.append_batch([("correction", fix)], ts=T0 + 3)
+    after = led.balances()["bob"]
+    assert after["energy"] == before["energy"] - 1_000
+    assert after["money"] == before["money"] + 1_000 * RETAIL
+    assert total(led) == (0, 0) and led.verify().ok
+    unbalanced = {**fix, "adjustments": fix["adjustments"][:1]}
+    with pytest.raises(LedgerError, match="sum to zero") as exc:
+        led.append_batch([("correction", unbalanced)])
+    assert exc.value.field == "adjustments"
+    with pytest.raises(LedgerError) as exc:
+        led.append_batch([("correction", {**fix, "corrects": 99})])
+    assert exc.value.field == "corrects"
+
+
+# -- tamper classes --------------------------------------------------------------------
+
+
+def rewrite(led: Ledger, seq: int, change, recompute: bool = True) -> None:
+    """Change entry ``seq``'s body and (by default) recompute every hash after it, as an
+    attacker with write access would."""
+    c = raw(led)
+    rows = c.execute("SELECT seq, ts, kind, body, prev, hash FROM entries ORDER BY seq").fetchall()
+    prev = ZERO_HASH
+    c.execute("BEGIN")
+    for s, ts, kind, body, p, h in rows:
+        b = orjson.loads(body)
+        if s == seq:
+            b = change(b)
+        if s >= seq:
+            body = canonical(b).decode()
+            if recompute:
+                p, h = prev, entry_hash(prev, s, ts, kind, b)
+            c.execute("UPDATE entries SET body=?, prev=?, hash=? WHERE seq=?", (body, p, h, s))
+        prev = h
+    c.execute("COMMIT")
+    c.close()
+
+
+def bad(led: Ledger, expect_head=None):
+    res = led.verify(expect_head)
+    assert not res.ok
+    return res
+
+
+def test_changed_field(led: Ledger) -> None:
+    c = raw(led)
+    c.execute("UPDATE entries SET body = replace(body, '\"qty\":105', '\"qty\":999') WHERE seq=12")
+    c.close()
+    res = bad(led)
+    assert res.bad_seq == 12 and "hash mismatch" in res.problem
+    assert str(res).startswith("bad entry 12: hash mismatch")
+
+
+def test_changed_ts(led: Ledger) -> None:
+    c = raw(led)
+    c.execute("UPDATE entries SET ts = ts + 1 WHERE seq = 9")
+    c.close()
+    assert bad(led).bad_seq == 9
+
+
+def test_deleted_row(led: Ledger) -> None:
+    c = raw(led)
+    c.execute("DELETE FROM entries WHERE seq = 10")
+    c.close()
+    res = bad(led)
+    assert res.bad_seq == 10 and "missing" in res.problem
+
+
+def test_swapped_rows(led: Ledger) -> None:
+    c = raw(led)
+    r8 = c.execute("SELECT ts, kind, body, prev, hash FROM entries WHERE seq=8").fetchone()
+    r9 = c.execute("SELECT ts, kind, body, prev, hash FROM entries WHERE seq=9").fetchone()
+    q = "UPDATE entries SET ts=?, kind=?, body=?, prev=?, hash=? WHERE seq=?"
+    c.execute(q, (*r9, 8))
+    c.execute(q, (*r8, 9))
+    c.close()
+    res = bad(led)
+    assert res.bad_seq == 8 and "prev" in res.problem
+
+
+def test_truncated_tail_caught_with_expect_head(led: Ledger) -> None:
+    head = led.head()
+    c = raw(led)
+    c.execute("DELETE FROM entries WHERE seq > 18")
+    c.close()
+    # A clean truncation of the tail alone still verifies as far as it goes, except that
+    # the balance cache no longer matches; an attacker fixes that too:
+    fix_cache(led)
+    assert led.verify().ok
+    res = bad(led, head)
+    assert res.bad_seq is None and "truncated" in res.problem and "ends at seq 18" in res.problem
+
+
+def fix_cache(led: Ledger) -> None:
+    """Recompute the caches from the entries, as an attacker would."""
+    from wattmesh.settlement.ledger import _State
+
+    s = _State()
+    for e in Ledger.entries(led):
+        s.apply(e.seq, e.ts, e.kind, e.body)
+    c = raw(led)
+    c.execute("DELETE FROM balances")
+    c.executemany(
+        "INSERT INTO balances VALUES (?,?,?,?)",
+        [(a, s.kind_of(a), en, m) for a, (en, m) in s.bal.items()],
+    )
+    c.execute("DELETE FROM meta")
+    if s.last_close:
+        c.execute("INSERT INTO meta VALUES ('last_close', ?)", (s.last_close,))
+    c.close()
+
+
+def test_rewritten_history_caught_with_expect_head(led: Ledger) -> None:
+    head = led.head()
+    mid = (11, list(led.entries(since=11))[0].hash)
+    rewrite(led, 10, lambda b: {**b, "price": 1})
+    fix_cache(led)
+    assert led.verify().ok  # self-consistent forgery
+    assert led.verify(mid).ok is False
+    res = bad(led, head)
+    assert res.bad_seq == 19 and "rewritten history" in res.problem
+    assert bad(led, f"{mid[0]}:{mid[1].hex()}").bad_seq == 11
+
+
+def test_expect_head_ok_for_a_grown_ledger(led: Ledger) -> None:
+    head = led.head()
+    led.append_batch([trade("alice", "bob", 1, 1)], ts=T0 + 9)
+    assert led.verify(head).ok
+    assert led.verify(led.head_text()).ok
+
+
+def test_duplicate_seq(led: Ledger) -> None:
+    # seq is the INTEGER PRIMARY KEY, so SQLite itself refuses a duplicate ...
+    c = raw(led)
+    with pytest.raises(sqlite3.IntegrityError):
+        c.execute("INSERT INTO entries SELECT * FROM entries WHERE seq = 7")
+    # ... so an attacker rebuilds the table without the key.
+    c.executescript(
+        """
+        BEGIN;
+        CREATE TABLE e2 (seq INTEGER, ts INTEGER, kind TEXT, body TEXT, prev BLOB, hash BLOB);
+        INSERT INTO e2 SELECT * FROM entries;
+        INSERT INTO e2 SELECT * FROM entries WHERE seq = 7;
+        DROP TABLE entries;
+        ALTER TABLE e2 RENAME TO entries;
+        COMMIT;
+        """
+    )
+    c.close()
+    res = bad(led)
+    assert res.bad_seq == 7 and "duplicate seq 7" in res.problem
+
+
+def test_tampered_balance_cache(led: Ledger) -> None:
+    c = raw(led)
+    c.execute("UPDATE balances SET money = money + 1 WHERE account = 'alice'")
+    c.close()
+    res = bad(led)
+    assert "balance cache for 'alice'" in res.problem and res.bad_seq == 19
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE members SET bmax = 1 WHERE owner = 'alice'",
+        "DELETE FROM members WHERE owner = 'bob'",
+        "INSERT INTO meters VALUES ('m9', 'alice', 0)",
+        "UPDATE meta SET value = 3",
+    ],
+)
+def test_tampered_other_caches(led: Ledger, sql: str) -> None:
+    c = raw(led)
+    c.execute(sql)
+    c.close()
+    res = bad(led)
+    assert "cache does not match" in res.problem and res.bad_seq == 19
+
+
+def test_expect_head_zero(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "e.db") as empty:
+        assert empty.verify().ok and empty.verify((0, ZERO_HASH)).ok
+        assert not empty.verify((1, ZERO_HASH)).ok
+
+
+def test_non_canonical_body_with_valid_hash(led: Ledger) -> None:
+    c = raw(led)
+    seq, ts, kind, body, prev, _ = c.execute("SELECT * FROM entries WHERE seq = 19").fetchone()
+    spaced = body.replace(",", ", ")
+    h = hashlib.sha256(prev + b'[%d,%d,"%s",%s]' % (seq, ts, kind.encode(), spaced.encode()))
+    c.execute("UPDATE entries SET body=?, hash=? WHERE seq=19", (spaced, h.digest()))
+    c.close()
+    res = bad(led)
+    assert res.bad_seq == 19 and "canonical" in res.problem
+
+
+def test_rule_breaking_entry_with_valid_hashes(led: Ledger) -> None:
+    rewrite(led, 8, lambda b: {**b, "qty": 10**6})  # more energy than bob has
+    res = bad(led)
+    assert res.bad_seq == 8 and "bob would go negative" in res.problem
+
+
+def test_parse_head() -> None:
+    assert parse_head("3:" + "ab" * 32) == (3, bytes.fromhex("ab" * 32))
+    for text in ("3", "x:" + "ab" * 32, "3:" + "AB" * 32, "3:abc", "3:" + "zz" * 32):
+        with pytest.raises(ValueError):
+            parse_head(text)
+
+
+def test_open_refuses_non_ledgers(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="no ledger file"):
+        Ledger.open(tmp_path / "none.db", create=False)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(LedgerError, match="not a SQLite ledger"):
+        Ledger.open(junk, create=False)
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(LedgerError, match="no 'entries' table"):
+        Ledger.open(other, create=False)
+    mode = sqlite3.connect(other).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "delete"  # a foreign file is left as it was
+    half = tmp_path / "half.db"
+    sqlite3.connect(half).execute("CREATE TABLE entries (x)").connection.close()
+    with pytest.raises(LedgerError, match="table 'balances' is missing"):
+        Ledger.open(half)
+
+
+# -- properties ------------------------------------------------------------------------
+
+ACCTS = ["alice", "bob", "carol"]
+acct = st.sampled_from(ACCTS)
+amount = st.integers(min_value=1, max_value=5_000)
+ops = st.one_of(
+    st.tuples(st.just("deposit"), acct, amount).map(
+        lambda t: ("deposit", {"owner": t[1], "amount": t[2] * 10**6})),
+    st.tuples(acct, amount).map(lambda t: ("withdrawal", {"owner": t[0], "amount": t[1] * 10**6})),
+    st.tuples(acct, amount).map(
+        lambda t: ("grid_import", {"owner": t[0], "qty": t[1], "price": RETAIL})),
+    st.tuples(acct, amount).map(
+        lambda t: ("grid_export", {"owner": t[0], "qty": t[1], "price": FEEDIN})),
+    st.tuples(acct, acct, amount, st.integers(0, 1_000_000)).map(
+        lambda t: trade(t[0], t[1], t[2], t[3])),
+    st.tuples(acct, amount).map(lambda t: ("fee", {"owner": t[0], "amount": t[1], "trade": None})),
+    st.tuples(acct, amount).map(
+        lambda t: ("fee_split", {"fund": "fees", "shares": [{"account": t[0], "amount": t[1]}]})),
+    st.tuples(acct, st.sampled_from(EXTERNAL), st.integers(-3_000, 3_000),
+              st.integers(-10**9, 10**9)).map(
+        lambda t: ("correction", {"corrects": 1, "authorised_by": "board", "reason": "",
+                                  "adjustments": [
+                                      {"account": t[0], "energy": t[2], "money": t[3]},
+                                      {"account": t[1], "energy": -t[2], "money": -t[3]}]})),
+)  # fmt: skip
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=st.lists(st.lists(ops, min_size=1, max_size=4), min_size=1, max_size=12))
+def test_conservation_and_no_negative_balance(tmp_path_factory, batches) -> None:
+    path = tmp_path_factory.mktemp("prop") / "l.db"
+    with Ledger.open(path) as led:
+        led.append_batch([("genesis", GENESIS)] + [member(a) for a in ACCTS], ts=T0)
+        accepted = 0
+        for batch in batches:
+            before = (led.head(), led.balances())
+            try:
+                led.append_batch(batch, ts=T0 + 1)
+                accepted += 1
+            except LedgerError:
+                assert (led.head(), led.balances()) == before  # refused: nothing changed
+                continue
+            bal = led.balances()
+            assert total(led) == (0, 0)  # conserved, externals included
+            for name, b in bal.items():
+                if name not in EXTERNAL:
+                    assert b["energy"] >= 0 and b["money"] >= 0
+            # internal transfers move nothing across the boundary
+            inside = [b for n, b in bal.items() if n not in EXTERNAL]
+            outside = [b for n, b in bal.items() if n in EXTERNAL]
+            assert sum(b["energy"] for b in inside) == -sum(b["energy"] for b in outside)
+        res = led.verify()
+        assert res.ok, str(res)
+        assert res.entries == led.head()[0]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    energy=st.integers(1, 2_000), money=st.integers(1, 10**9),
+    who=st.sampled_from(["alice", "bob"]),
+)  # fmt: skip
+def test_correction_restores_consistency(tmp_path_factory, energy, money, who) -> None:
+    """A wrongly recorded entry, reverted by a correction, leaves the balances as if it had
+    never happened, and the ledger verifies."""
+    p1 = tmp_path_factory.mktemp("c") / "a.db"
+    p2 = p1.with_name("b.db")
+    base = [("genesis", GENESIS), member("alice"), member("bob"),
+            ("deposit", {"owner": "bob", "amount": 10**12}),
+            ("grid_import", {"owner": "bob", "qty": 5_000, "price": RETAIL})]  # fmt: skip
+    with Ledger.open(p1) as clean, Ledger.open(p2) as fixed:
+        clean.append_batch(base, ts=T0)
+        fixed.append_batch(base, ts=T0)
+        mistake = ("correction", {"corrects": 5, "authorised_by": "board", "reason": "oops",
+                   "adjustments": [{"account": who, "energy": energy, "money": money},
+                                   {"account": "@meters", "energy": -energy,
+                                    "money": -money}]})  # fmt: skip
+        [bad_entry] = fixed.append_batch([mistake], ts=T0 + 1)
+        undo = ("correction", {"corrects": bad_entry.seq, "authorised_by": "board",
+                "reason": "revert", "adjustments": [
+                    {"account": a["account"], "energy": -a["energy"], "money": -a["money"]}
+                    for a in mistake[1]["adjustments"]]})  # fmt: skip
+        fixed.append_batch([undo], ts=T0 + 2)
+        assert fixed.balances() == clean.balances()
+        assert fixed.verify().ok
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seq=st.integers(1, 2**62), ts=st.integers(0, 2**62), kind=st.sampled_from(sorted(KINDS)),
+    body=st.dictionaries(st.text(max_size=6), json_values, max_size=5),
+    prev=st.binary(min_size=32, max_size=32),
+)  # fmt: skip
+def test_stored_bytes_construction_is_the_canonical_list(seq, ts, kind, body, prev) -> None:
+    """verify hashes prev || b'[seq,ts,"kind",body]' from the stored canonical body; that is
+    byte for byte prev || canonical([seq, ts, kind, body])."""
+    fast = prev + b'[%d,%d,"%s",%s]' % (seq, ts, kind.encode(), canonical(body))
+    assert fast == prev + canonical([seq, ts, kind, body])
+    assert hashlib.sha256(fast).digest() == entry_hash(prev, seq, ts, kind, body)
