@@ -3,6 +3,7 @@ in the library modules (``wattmesh.exchange.replay``)."""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -13,10 +14,12 @@ import typer
 
 from wattmesh.exchange import replay as replaying
 from wattmesh.exchange.ledger_cli import ledger_app
+from wattmesh.exchange.replay_ledger import ReplayLedgerError, settle_into_ledger
 from wattmesh.exchange.simulate_community import community
 from wattmesh.exchange.simulate_gode_sunder import gode_sunder
 from wattmesh.exchange.terminal import fail as _fail
 from wattmesh.exchange.terminal import progress_bar
+from wattmesh.settlement.ledger import LedgerError
 
 # A progress bar is worth drawing only for logs that take more than a moment.
 PROGRESS_MIN_BYTES = 16 << 20
@@ -106,6 +109,16 @@ def replay(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON (summary.json).")
     ] = False,
+    ledger: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            dir_okay=False,
+            help="Settle every fill into a new ledger FILE (must not exist or be empty): "
+            "genesis, members with their opening balances, the trades and interval closes. "
+            "Every trading owner needs an account line.",
+        ),
+    ] = None,
 ) -> None:
     """Replay an order log through the matching engine and summarize the result.
 
@@ -139,6 +152,14 @@ def replay(
             replaying.write_outputs(result, out)
     except OSError as exc:
         _fail(f"cannot write {exc.filename or trades or out}: {exc.strerror or exc}")
+    if ledger is not None:
+        try:
+            settled = settle_into_ledger(result, ledger)
+        except (ReplayLedgerError, LedgerError) as exc:
+            _fail(f"--ledger: {exc}")
+        except (OSError, sqlite3.Error) as exc:
+            _fail(f"cannot write {ledger}: {getattr(exc, 'strerror', None) or exc}")
+        sys.stderr.write(settled.line() + "\n")
     # The trades own stdout when they go there; the summary then goes to stderr.
     stream = sys.stderr if trades == "-" else sys.stdout
     if as_json:

@@ -1,0 +1,236 @@
+"""Settle a replay into a ledger: ``wattmesh replay LOG --ledger FILE`` (docs/replay.md).
+
+:func:`settle_into_ledger` turns a :class:`~wattmesh.exchange.replay.ReplayResult` into a
+fresh ledger file (``wattmesh.settlement.ledger``, docs/ledger.md), so an auditor can rebuild
+a ledger from an order log. Everything written is a function of the log and the replay
+options (no clock, no randomness), so the same log gives the same entry hashes.
+
+What is written, in order:
+
+1. One batch: ``genesis``, then per owner with an account line a ``member``, a ``deposit``
+   of its opening money (from ``@bank``) and its opening energy as a ``correction`` of the
+   genesis (from ``@meters``: energy held before the log was metered before it). The ledger
+   has no opening-balance kind; ``correction`` is the only kind that puts energy in without
+   a price or a meter signature (see docs/replay.md, "--ledger").
+2. call mode: per cleared interval, in clearing order, one batch of its fills (``trade``,
+   ts = the gate) and then an ``interval_close`` (``Ledger.close_interval``).
+   cda mode: the fills bucketed by ``interval_ms`` (15 minutes by default) of their ts, one
+   batch per bucket (each entry at its fill's ts) and then an ``interval_close``.
+
+Refused, nothing written: a fill by an owner without an account line (such owners trade
+without caps in a replay, so the ledger would have to invent their money or energy), and a
+file that exists and is not empty. Not booked: self-fills (buyer = seller, possible with
+``--stp none``), which move nothing and which the ledger refuses; they are counted.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from wattmesh.exchange.replay import ReplayResult
+from wattmesh.settlement.ledger import Ledger
+from wattmesh.settlement.records import MarketSpec
+
+__all__ = [
+    "COMMUNITY",
+    "NO_BMAX",
+    "OPENING_AUTHORITY",
+    "LedgerSummary",
+    "ReplayLedgerError",
+    "genesis_body",
+    "settle_into_ledger",
+]
+
+COMMUNITY = "wattmesh-replay"
+OPENING_AUTHORITY = "wattmesh replay"
+OPENING_REASON = "opening energy from the order log's account line"
+NO_BMAX = 2**63 - 1  # an account line without bmax: no storage cap (the ledger's largest int)
+FUNDS = {"fees": "fund:fees"}
+_MARKET = MarketSpec()
+
+
+class ReplayLedgerError(ValueError):
+    """The replay cannot be settled into a ledger (the message says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSummary:
+    """What :func:`settle_into_ledger` wrote."""
+
+    path: Path
+    entries: int
+    head: str  # SEQ:HASH of the last entry
+    members: int
+    trades: int
+    closes: int
+    self_fills: int  # fills with buyer = seller, not booked
+    left_out: tuple[str, ...]  # owners without an account line and without fills
+
+    def line(self) -> str:
+        extra = f", {self.self_fills} self-fills not booked" if self.self_fills else ""
+        return (
+            f"ledger {self.path}: {self.entries} entries ({self.members} members, "
+            f"{self.trades} trades, {self.closes} closes{extra}), head {self.head}"
+        )
+
+
+def genesis_body(result: ReplayResult) -> dict:
+    """The genesis of a replay ledger: the replay's interval length and the markets' default
+    price bounds; no fees (fees are not settled yet) and no grid prices (a replay books no
+    grid import or export, so both are 0)."""
+    return {
+        "community": COMMUNITY,
+        "interval_ms": result.options.interval_ms,
+        "price_min": _MARKET.min_price,
+        "price_max": _MARKET.max_price,
+        "fee_rate_ppm": 0,
+        "retail_price": 0,
+        "feedin_price": 0,
+        "funds": dict(FUNDS),
+    }
+
+
+def _check_owners(result: ReplayResult) -> tuple[str, ...]:
+    """Refuse fills by uncapped owners; return the uncapped owners that never filled."""
+    t = result.trades
+    opening = result.opening
+    uncapped = sorted({h for h in (*t.buyer, *t.seller) if h not in opening})
+    if uncapped:
+        names = [result.owners[h] for h in uncapped]
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        raise ReplayLedgerError(
+            f"owner {names[0]}{more} traded without an account line (no caps, no balances);"
+            " a ledger cannot book those fills without inventing money or energy: give every"
+            " trading owner an account line"
+        )
+    return tuple(o for h, o in enumerate(result.owners) if h not in opening)
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.unlink(str(path) + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def settle_into_ledger(result: ReplayResult, path: str | os.PathLike[str]) -> LedgerSummary:
+    """Write ``result`` into a new ledger at ``path`` (see the module docstring).
+
+    Raises :class:`ReplayLedgerError` (nothing written) when ``path`` exists and is not
+    empty or an owner without an account line has fills; a :class:`LedgerError` from the
+    ledger (the file is removed again) would be a bug in the replay or here.
+    """
+    p = Path(path)
+    if p.exists() and (not p.is_file() or p.stat().st_size > 0):
+        raise ReplayLedgerError(
+            f"{p} exists and is not empty; a replay ledger starts at genesis in a new file"
+        )
+    left_out = _check_owners(result)
+    try:
+        with Ledger.open(p) as led:
+            summary = _write(led, result, p, left_out)
+    except BaseException:
+        _remove(p)
+        raise
+    return summary
+
+
+def _write(led: Ledger, result: ReplayResult, p: Path, left_out: tuple[str, ...]) -> LedgerSummary:
+    t = result.trades
+    owners = result.owners
+    call = result.options.mode == "call"
+    length = result.options.interval_ms
+    ts0 = result.first_ts if result.first_ts is not None else (min(t.ts) if len(t) else 0)
+    if len(t):
+        ts0 = min(ts0, t.ts[0])
+    items: list = [("genesis", genesis_body(result))]
+    for h in sorted(result.opening):
+        energy, money, bmax = result.opening[h]
+        owner = owners[h]
+        cap = NO_BMAX if bmax is None else bmax
+        items.append(("member", {"owner": owner, "bmax": cap, "storage": False}))
+        if money:
+            items.append(("deposit", {"owner": owner, "amount": money}))
+        if energy:
+            items.append(
+                (
+                    "correction",
+                    {
+                        "corrects": 1,
+                        "adjustments": [
+                            {"account": owner, "energy": energy, "money": 0},
+                            {"account": "@meters", "energy": -energy, "money": 0},
+                        ],
+                        "authorised_by": OPENING_AUTHORITY,
+                        "reason": OPENING_REASON,
+                    },
+                )
+            )
+    led.append_batch(items, ts=ts0)
+    clock = ts0
+    trades = closes = self_fills = 0
+
+    def book(rows: range, interval: int, ts_of: list[int] | None) -> None:
+        """Append the fills ``rows`` as one batch (at ``ts_of[i]`` each, or the gate)."""
+        nonlocal clock, trades, self_fills
+        batch = []
+        for i in rows:
+            b, s = t.buyer[i], t.seller[i]
+            if b == s:
+                self_fills += 1
+                continue
+            if ts_of is not None:
+                clock = max(clock, ts_of[i])
+            body = {
+                "buyer": owners[b], "seller": owners[s], "qty": t.qty[i], "price": t.price[i],
+                "bid": t.bid[i], "ask": t.ask[i], "interval": interval,
+            }  # fmt: skip
+            batch.append(("trade", body, clock))
+        led.append_batch(batch)
+        trades += len(batch)
+
+    n = len(t)
+    i = 0
+    if call:
+        # result.intervals lists each cleared (interval, market) in clearing order, and the
+        # fills follow the same order: one batch and one close per interval.
+        seen: list[int] = []
+        for s in result.intervals:
+            if not seen or seen[-1] != s.interval:
+                seen.append(s.interval)
+        for interval in seen:
+            j = i
+            while j < n and t.interval[j] == interval:
+                j += 1
+            clock = max(clock, interval)  # a call fill happens at the gate
+            book(range(i, j), interval, None)
+            i = j
+            led.close_interval(interval, clock)
+            closes += 1
+        if i != n:
+            raise RuntimeError("replay fills are not in the order of the cleared intervals")
+    else:
+        while i < n:
+            bucket_ts = max(clock, t.ts[i])
+            bucket = bucket_ts - bucket_ts % length
+            j = i
+            while j < n and max(bucket_ts, t.ts[j]) < bucket + length:
+                j += 1
+            book(range(i, j), bucket, t.ts)
+            i = j
+            led.close_interval(bucket, clock)
+            closes += 1
+    seq, _h = led.head()
+    return LedgerSummary(
+        path=p,
+        entries=seq,
+        head=led.head_text(),
+        members=len(result.opening),
+        trades=trades,
+        closes=closes,
+        self_fills=self_fills,
+        left_out=left_out,
+    )

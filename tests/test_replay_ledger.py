@@ -1,0 +1,199 @@
+"""``wattmesh replay LOG --ledger FILE`` (wattmesh.exchange.replay_ledger; docs/replay.md)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from wattmesh.exchange.cli import main
+from wattmesh.exchange.replay import ReplayOptions, ReplayResult, replay
+from wattmesh.exchange.replay_ledger import (
+    NO_BMAX,
+    ReplayLedgerError,
+    genesis_body,
+    settle_into_ledger,
+)
+from wattmesh.settlement.ledger import Ledger
+from wattmesh.settlement.records import Order
+
+L = 900_000
+T0 = 1_718_928_000_000
+
+
+def order(owner: str, side: str, price: int, qty: int, ts: int, interval: int | None = None):
+    return Order("energy", side, price, qty, owner, ts, interval).to_dict()
+
+
+def account(owner: str, energy: int, money: int, bmax: int | None = None) -> dict[str, Any]:
+    return {"type": "account", "owner": owner, "energy": energy, "money": money, "bmax": bmax}
+
+
+def log_bytes(*events: dict[str, Any]) -> bytes:
+    return b"".join(orjson.dumps(e) + b"\n" for e in events)
+
+
+def run(*events: dict[str, Any], **options: Any) -> ReplayResult:
+    return replay(io.BytesIO(log_bytes(*events)), ReplayOptions(**options))
+
+
+def sample(mode: str) -> ReplayResult:
+    return replay(None, ReplayOptions(mode=mode))
+
+
+def kinds(path: Path) -> list[str]:
+    with Ledger.open(path, create=False) as led:
+        return [e.kind for e in led.entries()]
+
+
+def assert_matches_replay(result: ReplayResult, path: Path) -> None:
+    with Ledger.open(path, create=False) as led:
+        check = led.verify()
+        assert check.ok, str(check)
+        bal = led.balances()
+        for h, (energy, money, _bmax) in result.closing.items():
+            owner = result.owners[h]
+            assert (bal[owner]["energy"], bal[owner]["money"]) == (energy, money), owner
+        trades = list(led.entries(kind="trade"))
+    self_fills = sum(b == s for b, s in zip(result.trades.buyer, result.trades.seller, strict=True))
+    assert len(trades) == len(result.trades) - self_fills
+
+
+@pytest.mark.parametrize("mode", ["call", "cda"])
+def test_the_same_log_gives_the_same_head_and_a_verified_ledger(tmp_path, mode):
+    a = settle_into_ledger(sample(mode), tmp_path / "a.db")
+    b = settle_into_ledger(sample(mode), tmp_path / "b.db")
+    assert a.head == b.head and a.entries == b.entries
+    assert_matches_replay(sample(mode), tmp_path / "a.db")
+    with Ledger.open(tmp_path / "a.db", create=False) as led:
+        assert led.head_text() == a.head
+        assert led.genesis() == genesis_body(sample(mode))
+
+
+def test_call_mode_books_each_interval_then_closes_it(tmp_path):
+    log = (
+        account("alice", 0, 10**12, 5_000),
+        account("bob", 1_000, 0),
+        order("alice", "bid", 200_000, 300, T0 - 10, T0 + L),
+        order("bob", "ask", 150_000, 300, T0 - 5, T0 + L),
+        order("alice", "bid", 210_000, 200, T0 + L + 1, T0 + 2 * L),
+        order("bob", "ask", 160_000, 200, T0 + L + 2, T0 + 2 * L),
+    )
+    result = run(*log, mode="call")
+    s = settle_into_ledger(result, tmp_path / "l.db")
+    assert s.trades == len(result.trades) == 2 and s.closes == 2 and s.self_fills == 0
+    # alice has money only (deposit), bob energy only (correction of the genesis)
+    assert kinds(tmp_path / "l.db") == [
+        "genesis", "member", "deposit", "member", "correction",
+        "trade", "interval_close", "trade", "interval_close",
+    ]  # fmt: skip
+    assert_matches_replay(result, tmp_path / "l.db")
+    with Ledger.open(tmp_path / "l.db", create=False) as led:
+        entries = list(led.entries())
+        members = {e.body["owner"]: e.body["bmax"] for e in entries if e.kind == "member"}
+        assert members == {"alice": 5_000, "bob": NO_BMAX}
+        trade = next(e for e in entries if e.kind == "trade")
+        assert trade.ts == T0 + L and trade.body["interval"] == T0 + L  # at the gate
+        closes = [e for e in entries if e.kind == "interval_close"]
+        assert [c.body["interval"] for c in closes] == [T0 + L, T0 + 2 * L]
+        assert [c.body["entries"] for c in closes] == [6, 1]
+        assert led.balances()["@meters"]["energy"] == -1_000
+        assert led.balances()["@bank"]["money"] == -(10**12)
+
+
+def test_cda_buckets_fills_by_interval_and_stamps_each_at_its_fill(tmp_path):
+    log = (
+        account("alice", 0, 10**12),
+        account("bob", 1_000, 0),
+        order("bob", "ask", 150_000, 100, T0 + 1),
+        order("alice", "bid", 200_000, 100, T0 + 2),
+        order("bob", "ask", 150_000, 100, T0 + 3),
+        order("alice", "bid", 200_000, 100, T0 + 4),
+        order("bob", "ask", 150_000, 100, T0 + L + 7),
+        order("alice", "bid", 200_000, 100, T0 + L + 8),
+    )
+    result = run(*log, mode="cda")
+    s = settle_into_ledger(result, tmp_path / "l.db")
+    assert s.trades == len(result.trades) == 3 and s.closes == 2
+    assert_matches_replay(result, tmp_path / "l.db")
+    with Ledger.open(tmp_path / "l.db", create=False) as led:
+        trades = list(led.entries(kind="trade"))
+        assert [t.ts for t in trades] == [T0 + 2, T0 + 4, T0 + L + 8]
+        assert [t.body["interval"] for t in trades] == [T0, T0, T0 + L]
+        closes = list(led.entries(kind="interval_close"))
+        assert [c.body["interval"] for c in closes] == [T0, T0 + L]
+
+
+def test_self_fills_are_counted_not_booked(tmp_path):
+    result = sample("cda")  # the sample has self-fills under --stp none
+    s = settle_into_ledger(result, tmp_path / "l.db")
+    assert s.self_fills == 10
+    assert_matches_replay(result, tmp_path / "l.db")
+
+
+def test_a_fill_by_an_owner_without_an_account_line_is_refused_and_nothing_written(tmp_path):
+    result = run(
+        account("alice", 0, 10**12),
+        order("carol", "ask", 150_000, 100, T0 - 5, T0),
+        order("alice", "bid", 200_000, 100, T0 - 4, T0),
+    )
+    assert len(result.trades) == 1
+    with pytest.raises(ReplayLedgerError, match="carol traded without an account line"):
+        settle_into_ledger(result, tmp_path / "l.db")
+    assert not (tmp_path / "l.db").exists()
+
+
+def test_an_uncapped_owner_without_fills_is_left_out(tmp_path):
+    result = run(account("alice", 0, 10**12), order("carol", "ask", 150_000, 100, T0 - 5, T0))
+    s = settle_into_ledger(result, tmp_path / "l.db")
+    assert s.left_out == ("carol",) and s.members == 1
+
+
+def test_an_existing_file_is_refused_unless_empty(tmp_path):
+    full = tmp_path / "full.db"
+    full.write_bytes(b"x")
+    with pytest.raises(ReplayLedgerError, match="exists and is not empty"):
+        settle_into_ledger(sample("call"), full)
+    assert full.read_bytes() == b"x"
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    settle_into_ledger(sample("call"), empty)
+    assert_matches_replay(sample("call"), empty)
+
+
+def wattmesh(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_cli_writes_the_ledger_and_keeps_the_summary(capsys, tmp_path):
+    code, plain, _ = wattmesh(capsys, "replay", "--json")
+    assert code == 0
+    code, out, err = wattmesh(capsys, "replay", "--json", "--ledger", str(tmp_path / "l.db"))
+    assert code == 0 and out == plain  # stdout unchanged; the ledger line goes to stderr
+    assert err.startswith(f"ledger {tmp_path / 'l.db'}: 585 entries") and err.count("\n") == 1
+    code, out, err = wattmesh(capsys, "ledger", "verify", str(tmp_path / "l.db"))
+    assert code == 0 and out.startswith("ok: 585 entries")
+
+
+def test_cli_refuses_an_existing_ledger_and_an_uncapped_trader(capsys, tmp_path):
+    target = tmp_path / "l.db"
+    assert wattmesh(capsys, "replay", "--ledger", str(target))[0] == 0
+    code, _out, err = wattmesh(capsys, "replay", "--ledger", str(target))
+    assert code == 2
+    assert err.startswith("wattmesh: error: --ledger: ") and err.count("\n") == 1
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(
+        log_bytes(
+            order("carol", "ask", 150_000, 100, T0 - 5, T0),
+            order("dave", "bid", 200_000, 100, T0 - 4, T0),
+        )
+    )
+    code, _out, err = wattmesh(capsys, "replay", str(log), "--ledger", str(tmp_path / "n.db"))
+    assert code == 2 and "without an account line" in err and err.count("\n") == 1
+    assert not (tmp_path / "n.db").exists()
