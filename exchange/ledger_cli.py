@@ -1,8 +1,9 @@
-"""``wattmesh ledger ...``: verify, head, balances, show and export a node's ledger file.
+"""``wattmesh ledger ...``: verify, head, balances, show, export, prove and check-proof.
 
 Mounted by the main CLI with ``app.add_typer(ledger_app, name="ledger")``. Bad input (no
 such file, not a ledger, a malformed ``--expect-head``) is one ``wattmesh: error: ...`` line
-and exit 2; ``verify`` exits 1 on a ledger that does not verify, naming the first bad entry.
+and exit 2; ``verify`` exits 1 on a ledger that does not verify, naming the first bad entry,
+and ``check-proof`` exits 1 on a well-formed proof that does not hold.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import orjson
 import typer
 
 from wattmesh.exchange.terminal import fail
-from wattmesh.settlement.ledger import KINDS, Ledger, LedgerError, parse_head
+from wattmesh.settlement.ledger import (
+    KINDS,
+    Ledger,
+    LedgerError,
+    check_proof,
+    parse_head,
+    parse_proof,
+)
 
 ledger_app = typer.Typer(
     add_completion=False,
@@ -140,3 +148,43 @@ def export(
             "SELECT seq, ts, kind, body, prev, hash FROM entries ORDER BY seq"
         ):
             w.writerow([seq, ts, k, body, prev.hex(), h.hex()])
+
+
+@ledger_app.command()
+def prove(
+    file: FileArg,
+    entry: Annotated[int, typer.Option("--entry", metavar="SEQ", help="The entry's seq.")],
+) -> None:
+    """Print an inclusion proof of entry SEQ under the Merkle root of the interval_close
+    that covers it, as one JSON object (for check-proof)."""
+    with _open(file) as ledger:
+        try:
+            proof = ledger.prove(entry)
+        except LedgerError as exc:
+            fail(f"--entry: {exc}")
+    sys.stdout.write(orjson.dumps(proof).decode() + "\n")
+
+
+@ledger_app.command("check-proof")
+def check_proof_cmd(
+    proof: Annotated[
+        str, typer.Argument(metavar="PROOF", help="A proof file from prove, or - for stdin.")
+    ],
+) -> None:
+    """Check an inclusion proof: print ok (exit 0), or what is wrong (exit 1; a malformed
+    proof: exit 2). Whether its root is the ledger's is for the caller to trust."""
+    try:
+        text = sys.stdin.buffer.read() if proof == "-" else Path(proof).read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {proof}: {exc.strerror or exc}")
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        fail(f"{proof}: not JSON: {exc}")
+    try:
+        parsed = parse_proof(doc)
+    except LedgerError as exc:
+        fail(f"{proof}: {exc}")
+    problem = check_proof(parsed)
+    print(f"bad proof: {problem}" if problem else "ok")
+    raise typer.Exit(1 if problem else 0)

@@ -30,6 +30,7 @@ import sqlite_utils
 
 from .canonical import CanonicalError, canonical
 from .keys import verify as verify_sig
+from .merkle import chain_digest, inclusion_proof, merkle_root, verify_inclusion
 
 __all__ = [
     "EXTERNAL",
@@ -38,9 +39,12 @@ __all__ = [
     "Ledger",
     "LedgerEntry",
     "LedgerError",
+    "PROOF_FIELDS",
     "VerifyResult",
+    "check_proof",
     "entry_hash",
     "parse_head",
+    "parse_proof",
 ]
 
 ZERO_HASH = bytes(32)
@@ -152,7 +156,7 @@ def _show(v: Any) -> str:
     return t if len(t) <= 60 else t[:57] + "..."
 
 
-def _int(body: dict, f: str, kind: str, lo: int = 0) -> int:
+def _int(body: dict, f: str, kind: str | None, lo: int = 0) -> int:
     v = body[f]
     if type(v) is int and lo <= v <= _I64:
         return v
@@ -182,7 +186,7 @@ def _name(body: dict, f: str, kind: str) -> str:
     )
 
 
-def _hex64(body: dict, f: str, kind: str) -> str:
+def _hex64(body: Any, f: Any, kind: str | None) -> str:
     v = body[f]
     if type(v) is str and len(v) == 64:
         try:
@@ -206,6 +210,7 @@ class _State:
     funds: dict[str, str] = field(default_factory=dict)  # fund name -> account
     meters: dict[str, tuple[str, int]] = field(default_factory=dict)  # meter -> (owner, seq)
     last_close: int = 0  # seq of the last interval_close (0: none)
+    last_interval: int = -1  # interval of the last interval_close (-1: none)
 
     def copy(self) -> _State:
         return _State(
@@ -218,6 +223,7 @@ class _State:
             dict(self.funds),
             dict(self.meters),
             self.last_close,
+            self.last_interval,
         )
 
     def kind_of(self, account: str) -> str:
@@ -516,7 +522,13 @@ class _State:
 
     def _interval_close(self, b: dict, seq: int) -> None:
         k = "interval_close"
-        _int(b, "interval", k)
+        iv = _int(b, "interval", k)
+        if iv <= self.last_interval:
+            raise LedgerError(
+                f"must be after the previous close's interval {self.last_interval}, got {iv}",
+                "interval",
+                k,
+            )
         n = _int(b, "entries", k)
         want = seq - 1 - self.last_close
         if n != want:
@@ -526,6 +538,7 @@ class _State:
         _hex64(b, "digest", k)
         _hex64(b, "merkle_root", k)
         self.last_close = seq
+        self.last_interval = iv
 
 
 _HANDLERS = {k: getattr(_State, "_" + k) for k in KINDS}
@@ -649,6 +662,14 @@ class Ledger:
         for r in db["meta"].rows:
             if r["key"] == "last_close":
                 st.last_close = r["value"]
+        if st.last_close:
+            row = self.conn.execute(
+                "SELECT body FROM entries WHERE seq = ?", (st.last_close,)
+            ).fetchone()
+            try:
+                st.last_interval = orjson.loads(row[0])["interval"]
+            except (TypeError, orjson.JSONDecodeError, KeyError):
+                pass  # a damaged file: verify names it
         return st
 
     def head(self) -> tuple[int, bytes]:
@@ -692,11 +713,45 @@ class Ledger:
     ) -> list[LedgerEntry]:
         """Validate and append ``(kind, body)`` or ``(kind, body, ts)`` items as one SQLite
         transaction. All or nothing: a refused item raises LedgerError (with ``index``) and
-        nothing is written. Entries without their own ts get ``ts`` (default: now, ms)."""
+        nothing is written. Entries without their own ts get ``ts`` (default: now, ms).
+        ``interval_close`` is refused here: :meth:`close_interval` is the one way to write it."""
         items = list(items)
         if not items:
             return []
         now = int(time.time() * 1000) if ts is None else ts
+        return self._append(lambda st: items, now)
+
+    def close_interval(self, interval: int, ts: int) -> LedgerEntry:
+        """Append (in its own transaction) the ``interval_close`` of ``interval``: it covers
+        every entry after the previous close (from genesis for the first close; the closes
+        themselves are covered by no interval), with ``entries`` their count, ``digest`` the
+        hex ``chain_digest`` and ``merkle_root`` the hex RFC 9162 root of their hashes in
+        order. ``interval`` must be after the previous close's; LedgerError otherwise."""
+
+        def items(st: _State) -> list:
+            hashes = [
+                h
+                for (h,) in self.conn.execute(
+                    "SELECT hash FROM entries WHERE seq > ? ORDER BY seq", (st.last_close,)
+                )
+            ]
+            body = {
+                "interval": interval,
+                "entries": len(hashes),
+                "digest": chain_digest(hashes).hex(),
+                "merkle_root": merkle_root(hashes).hex(),
+            }
+            return [("interval_close", body)]
+
+        try:
+            (entry,) = self._append(items, ts, closing=True)
+        except LedgerError as exc:
+            exc.args = (str(LedgerError(exc.problem, exc.field, exc.kind)),)
+            exc.index = None
+            raise
+        return entry
+
+    def _append(self, make_items: Any, now: int, closing: bool = False) -> list[LedgerEntry]:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -704,7 +759,8 @@ class Ledger:
             if seq_db != self._state.seq:  # another writer appended: reload the cache
                 self._state = self._load()
             st = self._state.copy()
-            rows, entries = self._build(st, items, now)
+            items = make_items(st)
+            rows, entries = self._build(st, items, now, closing)
             # Raw sqlite3 executemany on the hot path: sqlite-utils' insert_all would walk each
             # row's dict for column detection and type conversion, several times our own cost.
             conn.executemany(
@@ -719,7 +775,9 @@ class Ledger:
         self._state = st
         return entries
 
-    def _build(self, st: _State, items: list, now: int) -> tuple[list, list[LedgerEntry]]:
+    def _build(
+        self, st: _State, items: list, now: int, closing: bool = False
+    ) -> tuple[list, list[LedgerEntry]]:
         rows = []
         entries = []
         sha = hashlib.sha256
@@ -732,6 +790,13 @@ class Ledger:
                 ets = now
             seq = st.seq + 1
             try:
+                if kind == "interval_close" and not closing:
+                    raise LedgerError(
+                        "append closes with Ledger.close_interval, which computes the digest "
+                        "and Merkle root",
+                        None,
+                        kind,
+                    )
                 st.apply(seq, ets, kind, body)
                 body_bytes = canonical(body)
             except LedgerError as exc:
@@ -775,6 +840,65 @@ class Ledger:
                 (st.last_close,),
             )
 
+    def prove(self, seq: int) -> dict[str, Any]:
+        """An RFC 9162 inclusion proof of entry ``seq`` under the ``merkle_root`` of the
+        ``interval_close`` that covers it, as a JSON-ready dict: ``entry``, ``entry_hash``,
+        ``interval``, ``close_seq``, ``index``, ``tree_size``, ``root``, ``proof`` (hashes in
+        hex). LedgerError if there is no such entry, it is not covered by a close yet, it
+        is itself a close, or the close's stored root does not match its entries."""
+        conn = self.conn
+        conn.execute("BEGIN")  # one read snapshot
+        try:
+            row = None
+            if type(seq) is int and 1 <= seq <= _I64:
+                row = conn.execute("SELECT kind FROM entries WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                n = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
+                raise LedgerError(f"no entry {seq!r:.40} (the ledger has entries 1..{n})")
+            if row[0] == "interval_close":
+                raise LedgerError(
+                    f"entry {seq} is an interval_close; closes are covered by no interval root"
+                )
+            row = conn.execute(
+                "SELECT seq, body FROM entries WHERE kind = 'interval_close' AND seq > ? "
+                "ORDER BY seq LIMIT 1",
+                (seq,),
+            ).fetchone()
+            if row is None:
+                raise LedgerError(f"entry {seq} is not covered by an interval_close yet")
+            close_seq, body = row[0], orjson.loads(row[1])
+            start = conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM entries WHERE kind = 'interval_close' "
+                "AND seq < ?",
+                (seq,),
+            ).fetchone()[0]
+            hashes = [
+                h
+                for (h,) in conn.execute(
+                    "SELECT hash FROM entries WHERE seq > ? AND seq < ? ORDER BY seq",
+                    (start, close_seq),
+                )
+            ]
+        finally:
+            conn.execute("COMMIT")
+        root = merkle_root(hashes).hex()
+        if body.get("merkle_root") != root:
+            raise LedgerError(
+                f"the merkle_root of interval_close {close_seq} does not match the entries it "
+                "covers; run verify"
+            )
+        index = seq - start - 1
+        return {
+            "entry": seq,
+            "entry_hash": hashes[index].hex(),
+            "interval": body["interval"],
+            "close_seq": close_seq,
+            "index": index,
+            "tree_size": len(hashes),
+            "root": root,
+            "proof": [h.hex() for h in inclusion_proof(hashes, index)],
+        }
+
     # -- verification --
 
     def verify(self, expect_head: tuple[int, bytes] | str | None = None) -> VerifyResult:
@@ -805,6 +929,8 @@ def _verify_rows(conn: sqlite3.Connection, expect_head: tuple[int, bytes] | None
     conn.execute("BEGIN")  # one read snapshot for the whole walk (WAL readers do not block)
     cur = conn.execute("SELECT seq, ts, kind, body, prev, hash FROM entries ORDER BY seq")
     apply = st.apply
+    covered: list[bytes] = []  # hashes of the entries since the last interval_close
+    add = covered.append
     for seq, ts, kind_b, body_b, p, h in cur:
         if seq != expected:
             if type(seq) is not int:
@@ -838,6 +964,13 @@ def _verify_rows(conn: sqlite3.Connection, expect_head: tuple[int, bytes] | None
             return bad(seq, f"body is not canonical JSON: {exc}")
         except LedgerError as exc:
             return bad(seq, f"refused by the rules: {exc}")
+        if kind == "interval_close":
+            problem = _check_close(body, covered)
+            if problem:
+                return bad(seq, problem)
+            covered.clear()
+        else:
+            add(h)
         if seq == exp_seq:
             seen_expect = h
         prev = h
@@ -884,6 +1017,86 @@ def _verify_rows(conn: sqlite3.Connection, expect_head: tuple[int, bytes] | None
     if sum(e for e, _ in st.bal.values()) or sum(m for _, m in st.bal.values()):
         return VerifyResult(False, n, n, prev, n or None, "energy or money is not conserved")
     return VerifyResult(True, n, n, prev)
+
+
+PROOF_FIELDS = (
+    "entry", "entry_hash", "interval", "close_seq", "index", "tree_size", "root", "proof",
+)  # fmt: skip
+
+
+def parse_proof(doc: Any) -> dict[str, Any]:
+    """Check the shape of a proof document (as made by :meth:`Ledger.prove`) and return it
+    with the hashes as bytes; LedgerError naming the field if it is malformed."""
+    if type(doc) is not dict:
+        raise LedgerError(f"a proof must be a JSON object, got {type(doc).__name__}")
+    missing = [f for f in PROOF_FIELDS if f not in doc]
+    if missing:
+        raise LedgerError("missing", missing[0])
+    extra = sorted(set(doc).difference(PROOF_FIELDS))
+    if extra:
+        raise LedgerError("unknown field", extra[0])
+    out: dict[str, Any] = {}
+    for f, lo in (("entry", 1), ("interval", 0), ("close_seq", 1), ("index", 0), ("tree_size", 1)):
+        out[f] = _int(doc, f, None, lo)
+    for f in ("entry_hash", "root"):
+        out[f] = bytes.fromhex(_hex64(doc, f, None))
+    path = doc["proof"]
+    if type(path) is not list:
+        raise LedgerError(f"must be a list of 64-hex hashes, got {_show(path)}", "proof")
+    try:
+        out["proof"] = [bytes.fromhex(_hex64(path, i, None)) for i in range(len(path))]
+    except LedgerError as exc:
+        raise LedgerError(f"item {exc.field}: {exc.problem}", "proof") from None
+    return out
+
+
+def _path_len(index: int, size: int) -> int:
+    n = 0
+    while size > 1:
+        k = 1 << ((size - 1).bit_length() - 1)
+        if index < k:
+            size = k
+        else:
+            index, size = index - k, size - k
+        n += 1
+    return n
+
+
+def check_proof(p: dict[str, Any]) -> str:
+    """Check a parsed proof (:func:`parse_proof`) with ``verify_inclusion``: '' if it shows
+    ``entry_hash`` at ``index`` of a tree of ``tree_size`` under ``root``, else the problem.
+    It says nothing about whether ``root`` is the ledger's: that is the caller's to trust
+    (it is the ``merkle_root`` of entry ``close_seq``, which the head hash covers)."""
+    i, n = p["index"], p["tree_size"]
+    if i >= n:
+        return f"index {i} is outside a tree of {n} entries"
+    if p["entry"] != p["close_seq"] - n + i:
+        return (
+            f"entry {p['entry']} is not index {i} of the {n} entries before close "
+            f"{p['close_seq']} (that is entry {p['close_seq'] - n + i})"
+        )
+    want = _path_len(i, n)
+    if len(p["proof"]) != want:
+        return f"proof has {len(p['proof'])} hashes; index {i} of {n} needs {want}"
+    if not verify_inclusion(p["entry_hash"], i, n, p["proof"], p["root"]):
+        return (
+            f"entry_hash {p['entry_hash'].hex()} at index {i} of {n} with this proof does not "
+            f"lead to root {p['root'].hex()}"
+        )
+    return ""
+
+
+def _check_close(body: dict[str, Any], covered: list[bytes]) -> str:
+    """What is wrong with a close's digest or Merkle root ('' if nothing)."""
+    first = f"{body['interval']} (entries {body['entries']})"
+    for f, fn in (("merkle_root", merkle_root), ("digest", chain_digest)):
+        want = fn(covered).hex()
+        if body[f] != want:
+            return (
+                f"interval_close {first}: {f} {body[f]} is not the one of the "
+                f"{len(covered)} entries it covers ({want})"
+            )
+    return ""
 
 
 def _read_caches(conn: sqlite3.Connection) -> tuple[dict, dict, dict]:
