@@ -7,11 +7,9 @@ options (no clock, no randomness), so the same log gives the same entry hashes.
 
 What is written, in order:
 
-1. One batch: ``genesis``, then per owner with an account line a ``member``, a ``deposit``
-   of its opening money (from ``@bank``) and its opening energy as a ``correction`` of the
-   genesis (from ``@meters``: energy held before the log was metered before it). The ledger
-   has no opening-balance kind; ``correction`` is the only kind that puts energy in without
-   a price or a meter signature (see docs/replay.md, "--ledger").
+1. One batch: ``genesis``, then per owner with an account line a ``member`` and an
+   ``opening`` with its energy (from ``@meters``) and money (from ``@bank``): the ledger's
+   kind for balances held before the first trade.
 2. call mode: per cleared interval, in clearing order, one batch of its fills (``trade``,
    ts = the gate) and then an ``interval_close`` (``Ledger.close_interval``).
    cda mode: the fills bucketed by ``interval_ms`` (15 minutes by default) of their ts, one
@@ -36,7 +34,6 @@ from wattmesh.settlement.records import MarketSpec
 __all__ = [
     "COMMUNITY",
     "NO_BMAX",
-    "OPENING_AUTHORITY",
     "LedgerSummary",
     "ReplayLedgerError",
     "genesis_body",
@@ -44,8 +41,6 @@ __all__ = [
 ]
 
 COMMUNITY = "wattmesh-replay"
-OPENING_AUTHORITY = "wattmesh replay"
-OPENING_REASON = "opening energy from the order log's account line"
 NO_BMAX = 2**63 - 1  # an account line without bmax: no storage cap (the ledger's largest int)
 FUNDS = {"fees": "fund:fees"}
 _MARKET = MarketSpec()
@@ -152,23 +147,8 @@ def _write(led: Ledger, result: ReplayResult, p: Path, left_out: tuple[str, ...]
         owner = owners[h]
         cap = NO_BMAX if bmax is None else bmax
         items.append(("member", {"owner": owner, "bmax": cap, "storage": False}))
-        if money:
-            items.append(("deposit", {"owner": owner, "amount": money}))
-        if energy:
-            items.append(
-                (
-                    "correction",
-                    {
-                        "corrects": 1,
-                        "adjustments": [
-                            {"account": owner, "energy": energy, "money": 0},
-                            {"account": "@meters", "energy": -energy, "money": 0},
-                        ],
-                        "authorised_by": OPENING_AUTHORITY,
-                        "reason": OPENING_REASON,
-                    },
-                )
-            )
+        if energy or money:
+            items.append(("opening", {"owner": owner, "energy": energy, "money": money}))
     led.append_batch(items, ts=ts0)
     clock = ts0
     trades = closes = self_fills = 0

@@ -59,6 +59,7 @@ KINDS: dict[str, tuple[str, ...]] = {
         "retail_price", "feedin_price", "funds",
     ),
     "member": ("owner", "bmax", "storage"),
+    "opening": ("owner", "energy", "money"),
     "meter": ("meter", "owner"),
     "reading": ("meter", "start", "end", "produced", "consumed", "seq", "sig"),
     "grid_import": ("owner", "qty", "price"),
@@ -211,6 +212,7 @@ class _State:
     meters: dict[str, tuple[str, int]] = field(default_factory=dict)  # meter -> (owner, seq)
     last_close: int = 0  # seq of the last interval_close (0: none)
     last_interval: int = -1  # interval of the last interval_close (-1: none)
+    first_trade: int = 0  # seq of the first trade (0: none yet); openings must precede it
 
     def copy(self) -> _State:
         return _State(
@@ -224,6 +226,7 @@ class _State:
             dict(self.meters),
             self.last_close,
             self.last_interval,
+            self.first_trade,
         )
 
     def kind_of(self, account: str) -> str:
@@ -408,6 +411,29 @@ class _State:
         who, qty, pay = self._grid(b, "grid_export", "feedin_price")
         return (who, GRID, -qty, pay)
 
+    def _opening(self, b: dict, seq: int) -> Any:
+        """A member's balances before the community's first trade (e.g. an order log's
+        account lines): energy from `@meters` (metered before the ledger began), money from
+        `@bank`. Only for a member whose balances are still zero, before any trade."""
+        k = "opening"
+        who = self._member_acct(b, "owner", k)
+        energy = _int(b, "energy", k, 0)
+        money = _int(b, "money", k, 0)
+        if energy == 0 and money == 0:
+            raise LedgerError("an opening must bring energy or money", "energy", k)
+        if self.first_trade:
+            raise LedgerError(
+                f"openings must come before the first trade (entry {self.first_trade})",
+                "owner",
+                k,
+            )
+        if self.bal.get(who, (0, 0)) != (0, 0):
+            raise LedgerError(f"{who} is already open: its balances are not zero", "owner", k)
+        bmax = self.members[who][0]
+        if energy > bmax:
+            raise LedgerError(f"{energy} Wh is above {who}'s bmax {bmax}", "energy", k)
+        return [(who, energy, money), (METERS, -energy, 0), (BANK, 0, -money)]
+
     def _deposit(self, b: dict, seq: int) -> Any:
         who = self._member_acct(b, "owner", "deposit")
         amt = _int(b, "amount", "deposit", 1)
@@ -445,6 +471,8 @@ class _State:
         if type(iv) is not int or iv < 0:
             _int(b, "interval", k)
         money = qty * price
+        if not self.first_trade:
+            self.first_trade = seq
         return (buyer, seller, qty, -money)
 
     def _fee(self, b: dict, seq: int) -> Any:
@@ -662,6 +690,8 @@ class Ledger:
         for r in db["meta"].rows:
             if r["key"] == "last_close":
                 st.last_close = r["value"]
+            elif r["key"] == "first_trade":
+                st.first_trade = r["value"]
         if st.last_close:
             row = self.conn.execute(
                 "SELECT body FROM entries WHERE seq = ?", (st.last_close,)
@@ -839,6 +869,11 @@ class Ledger:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_close', ?)",
                 (st.last_close,),
             )
+        if st.first_trade != old.first_trade:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('first_trade', ?)",
+                (st.first_trade,),
+            )
 
     def prove(self, seq: int) -> dict[str, Any]:
         """An RFC 9162 inclusion proof of entry ``seq`` under the ``merkle_root`` of the
@@ -1007,7 +1042,10 @@ def _verify_rows(conn: sqlite3.Connection, expect_head: tuple[int, bytes] | None
                 f"balance cache for {acct!r} is {got}, the fold of the entries "
                 f"gives {want} (energy, money) as of entry {n}",
             )
-    folded = (st.members, st.meters, {"last_close": st.last_close} if st.last_close else {})
+    folded_meta = {"last_close": st.last_close} if st.last_close else {}
+    if st.first_trade:
+        folded_meta["first_trade"] = st.first_trade
+    folded = (st.members, st.meters, folded_meta)
     for name, got, want in zip(("members", "meters", "meta"), caches, folded, strict=True):
         if got != want:
             return VerifyResult(

@@ -408,6 +408,8 @@ def fix_cache(led: Ledger) -> None:
     c.execute("DELETE FROM meta")
     if s.last_close:
         c.execute("INSERT INTO meta VALUES ('last_close', ?)", (s.last_close,))
+    if s.first_trade:
+        c.execute("INSERT INTO meta VALUES ('first_trade', ?)", (s.first_trade,))
     c.close()
 
 
@@ -635,3 +637,52 @@ def test_stored_bytes_construction_is_the_canonical_list(seq, ts, kind, body, pr
     fast = prev + b'[%d,%d,"%s",%s]' % (seq, ts, kind.encode(), canonical(body))
     assert fast == prev + canonical([seq, ts, kind, body])
     assert hashlib.sha256(fast).digest() == entry_hash(prev, seq, ts, kind, body)
+
+
+# -- opening balances -----------------------------------------------------------------------
+
+
+def _opening_ledger(tmp_path):
+    led = Ledger.open(tmp_path / "open.db")
+    led.append_batch([("genesis", {
+        "community": "c", "interval_ms": 900_000, "price_min": 1, "price_max": 10_000_000,
+        "fee_rate_ppm": 0, "retail_price": 300_000, "feedin_price": 80_000,
+        "funds": {"fees": "fund:fees"},
+    })], ts=1)  # fmt: skip
+    led.append_batch([
+        ("member", {"owner": "ann", "bmax": 5_000, "storage": False}),
+        ("member", {"owner": "bob", "bmax": 5_000, "storage": True}),
+    ], ts=2)  # fmt: skip
+    return led
+
+
+def test_an_opening_brings_energy_and_money_from_outside(tmp_path):
+    led = _opening_ledger(tmp_path)
+    led.append_batch([("opening", {"owner": "bob", "energy": 1_000, "money": 7})], ts=3)
+    bal = led.balances()
+    assert (bal["bob"]["energy"], bal["bob"]["money"]) == (1_000, 7)
+    assert (bal["@meters"]["energy"], bal["@bank"]["money"]) == (-1_000, -7)
+    assert led.verify().ok
+
+
+def test_an_opening_is_refused_twice_above_bmax_or_after_the_first_trade(tmp_path):
+    led = _opening_ledger(tmp_path)
+    with pytest.raises(LedgerError, match="bmax"):
+        led.append_batch([("opening", {"owner": "bob", "energy": 6_000, "money": 0})], ts=3)
+    led.append_batch([
+        ("opening", {"owner": "bob", "energy": 1_000, "money": 0}),
+        ("opening", {"owner": "ann", "energy": 0, "money": 10**9}),
+    ], ts=3)  # fmt: skip
+    with pytest.raises(LedgerError, match="already open"):
+        led.append_batch([("opening", {"owner": "bob", "energy": 1, "money": 0})], ts=4)
+    led.append_batch([("trade", {
+        "buyer": "ann", "seller": "bob", "qty": 10, "price": 100, "bid": "b", "ask": "a",
+        "interval": 900_000,
+    })], ts=5)  # fmt: skip
+    led.append_batch([("member", {"owner": "cy", "bmax": 5_000, "storage": False})], ts=6)
+    with pytest.raises(LedgerError, match="before the first trade"):
+        led.append_batch([("opening", {"owner": "cy", "energy": 5, "money": 0})], ts=7)
+    reopened = Ledger.open(tmp_path / "open.db")  # the rule survives a reopen (meta cache)
+    with pytest.raises(LedgerError, match="before the first trade"):
+        reopened.append_batch([("opening", {"owner": "cy", "energy": 5, "money": 0})], ts=7)
+    assert reopened.verify().ok

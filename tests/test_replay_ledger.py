@@ -85,9 +85,9 @@ def test_call_mode_books_each_interval_then_closes_it(tmp_path):
     result = run(*log, mode="call")
     s = settle_into_ledger(result, tmp_path / "l.db")
     assert s.trades == len(result.trades) == 2 and s.closes == 2 and s.self_fills == 0
-    # alice has money only (deposit), bob energy only (correction of the genesis)
+    # alice opens with money only, bob with energy only
     assert kinds(tmp_path / "l.db") == [
-        "genesis", "member", "deposit", "member", "correction",
+        "genesis", "member", "opening", "member", "opening",
         "trade", "interval_close", "trade", "interval_close",
     ]  # fmt: skip
     assert_matches_replay(result, tmp_path / "l.db")
@@ -176,9 +176,9 @@ def test_cli_writes_the_ledger_and_keeps_the_summary(capsys, tmp_path):
     assert code == 0
     code, out, err = wattmesh(capsys, "replay", "--json", "--ledger", str(tmp_path / "l.db"))
     assert code == 0 and out == plain  # stdout unchanged; the ledger line goes to stderr
-    assert err.startswith(f"ledger {tmp_path / 'l.db'}: 585 entries") and err.count("\n") == 1
+    assert err.startswith(f"ledger {tmp_path / 'l.db'}: 562 entries") and err.count("\n") == 1
     code, out, err = wattmesh(capsys, "ledger", "verify", str(tmp_path / "l.db"))
-    assert code == 0 and out.startswith("ok: 585 entries")
+    assert code == 0 and out.startswith("ok: 562 entries")
 
 
 def test_cli_refuses_an_existing_ledger_and_an_uncapped_trader(capsys, tmp_path):
