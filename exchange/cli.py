@@ -119,12 +119,24 @@ def replay(
             "Every trading owner needs an account line.",
         ),
     ] = None,
+    storage_rate: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="With --ledger (call mode): charge storage fees of N nano per kWh stored per "
+            "interval before each close, split 80% to storage providers (account lines with "
+            "bmax), 10% education, 10% network. 0: no fees.",
+        ),
+    ] = 0,
 ) -> None:
     """Replay an order log through the matching engine and summarize the result.
 
     Default mode: call (the network's default mechanism). The same log always gives the
     same bytes out. Refused lines are counted by reason and listed in DIR/rejects.jsonl.
     """
+    if storage_rate and ledger is None:
+        _fail("--storage-rate needs --ledger (the fees are settled into the ledger)")
     options = replaying.ReplayOptions(
         mode=mode.value,
         interval_ms=interval_ms,
@@ -154,7 +166,7 @@ def replay(
         _fail(f"cannot write {exc.filename or trades or out}: {exc.strerror or exc}")
     if ledger is not None:
         try:
-            settled = settle_into_ledger(result, ledger)
+            settled = settle_into_ledger(result, ledger, storage_rate)
         except (ReplayLedgerError, LedgerError) as exc:
             _fail(f"--ledger: {exc}")
         except (OSError, sqlite3.Error) as exc:

@@ -15,6 +15,15 @@ What is written, in order:
    cda mode: the fills bucketed by ``interval_ms`` (15 minutes by default) of their ts, one
    batch per bucket (each entry at its fill's ts) and then an ``interval_close``.
 
+Storage fees (``--storage-rate N``, nano per kWh stored per interval; default 0): with N > 0
+the genesis gets ``storage_rate`` N and the funds ``education`` and ``network``, the members
+whose account line has a ``bmax`` are the storage providers (``storage`` true, weighted by
+that bmax; a line without bmax holds no storage of its own), and in call mode each
+interval's trades batch is followed by ``Ledger.charge_storage`` (every member holding
+energy pays; 80/10/10 split) before its close. With N = 0 the file is byte for byte what it
+was before storage fees existed. cda mode with N > 0 is refused: its buckets exist only
+where fills are, so intervals without fills would go uncharged.
+
 Refused, nothing written: a fill by an owner without an account line (such owners trade
 without caps in a replay, so the ledger would have to invent their money or energy), and a
 file that exists and is not empty. Not booked: self-fills (buyer = seller, possible with
@@ -43,6 +52,7 @@ __all__ = [
 COMMUNITY = "wattmesh-replay"
 NO_BMAX = 2**63 - 1  # an account line without bmax: no storage cap (the ledger's largest int)
 FUNDS = {"fees": "fund:fees"}
+STORAGE_FUNDS = {**FUNDS, "education": "fund:education", "network": "fund:network"}
 _MARKET = MarketSpec()
 
 
@@ -62,20 +72,23 @@ class LedgerSummary:
     closes: int
     self_fills: int  # fills with buyer = seller, not booked
     left_out: tuple[str, ...]  # owners without an account line and without fills
+    fees: int = 0  # storage fee entries (0 without --storage-rate)
 
     def line(self) -> str:
-        extra = f", {self.self_fills} self-fills not booked" if self.self_fills else ""
+        extra = f", {self.fees} storage fees" if self.fees else ""
+        extra += f", {self.self_fills} self-fills not booked" if self.self_fills else ""
         return (
             f"ledger {self.path}: {self.entries} entries ({self.members} members, "
             f"{self.trades} trades, {self.closes} closes{extra}), head {self.head}"
         )
 
 
-def genesis_body(result: ReplayResult) -> dict:
+def genesis_body(result: ReplayResult, storage_rate: int = 0) -> dict:
     """The genesis of a replay ledger: the replay's interval length and the markets' default
-    price bounds; no fees (fees are not settled yet) and no grid prices (a replay books no
-    grid import or export, so both are 0)."""
-    return {
+    price bounds; no trade fees and no grid prices (a replay books no grid import or
+    export, so both are 0). With ``storage_rate`` > 0 also that rate and the education and
+    network funds; with 0 exactly the genesis of before storage fees."""
+    body = {
         "community": COMMUNITY,
         "interval_ms": result.options.interval_ms,
         "price_min": _MARKET.min_price,
@@ -85,6 +98,10 @@ def genesis_body(result: ReplayResult) -> dict:
         "feedin_price": 0,
         "funds": dict(FUNDS),
     }
+    if storage_rate:
+        body["storage_rate"] = storage_rate
+        body["funds"] = dict(STORAGE_FUNDS)
+    return body
 
 
 def _check_owners(result: ReplayResult) -> tuple[str, ...]:
@@ -111,13 +128,29 @@ def _remove(path: Path) -> None:
             pass
 
 
-def settle_into_ledger(result: ReplayResult, path: str | os.PathLike[str]) -> LedgerSummary:
+def settle_into_ledger(
+    result: ReplayResult, path: str | os.PathLike[str], storage_rate: int = 0
+) -> LedgerSummary:
     """Write ``result`` into a new ledger at ``path`` (see the module docstring).
 
     Raises :class:`ReplayLedgerError` (nothing written) when ``path`` exists and is not
-    empty or an owner without an account line has fills; a :class:`LedgerError` from the
-    ledger (the file is removed again) would be a bug in the replay or here.
+    empty, an owner without an account line has fills, or ``storage_rate`` > 0 in cda
+    mode or with no account line giving a bmax (no storage provider); a
+    :class:`LedgerError` from the ledger (the file is removed again) would be a bug in the
+    replay or here.
     """
+    if isinstance(storage_rate, bool) or not isinstance(storage_rate, int) or storage_rate < 0:
+        raise ReplayLedgerError(f"storage rate must be an integer >= 0, got {storage_rate!r}")
+    if storage_rate:
+        if result.options.mode != "call":
+            raise ReplayLedgerError(
+                "a storage rate needs call mode (cda has no per-interval closes to charge at)"
+            )
+        if not any(bmax for _e, _m, bmax in result.opening.values()):
+            raise ReplayLedgerError(
+                "a storage rate needs at least one storage provider: an account line with a "
+                "bmax > 0"
+            )
     p = Path(path)
     if p.exists() and (not p.is_file() or p.stat().st_size > 0):
         raise ReplayLedgerError(
@@ -126,14 +159,16 @@ def settle_into_ledger(result: ReplayResult, path: str | os.PathLike[str]) -> Le
     left_out = _check_owners(result)
     try:
         with Ledger.open(p) as led:
-            summary = _write(led, result, p, left_out)
+            summary = _write(led, result, p, left_out, storage_rate)
     except BaseException:
         _remove(p)
         raise
     return summary
 
 
-def _write(led: Ledger, result: ReplayResult, p: Path, left_out: tuple[str, ...]) -> LedgerSummary:
+def _write(
+    led: Ledger, result: ReplayResult, p: Path, left_out: tuple[str, ...], storage_rate: int
+) -> LedgerSummary:
     t = result.trades
     owners = result.owners
     call = result.options.mode == "call"
@@ -141,17 +176,18 @@ def _write(led: Ledger, result: ReplayResult, p: Path, left_out: tuple[str, ...]
     ts0 = result.first_ts if result.first_ts is not None else (min(t.ts) if len(t) else 0)
     if len(t):
         ts0 = min(ts0, t.ts[0])
-    items: list = [("genesis", genesis_body(result))]
+    items: list = [("genesis", genesis_body(result, storage_rate))]
     for h in sorted(result.opening):
         energy, money, bmax = result.opening[h]
         owner = owners[h]
         cap = NO_BMAX if bmax is None else bmax
-        items.append(("member", {"owner": owner, "bmax": cap, "storage": False}))
+        storage = bool(storage_rate) and bool(bmax)
+        items.append(("member", {"owner": owner, "bmax": cap, "storage": storage}))
         if energy or money:
             items.append(("opening", {"owner": owner, "energy": energy, "money": money}))
     led.append_batch(items, ts=ts0)
     clock = ts0
-    trades = closes = self_fills = 0
+    trades = closes = self_fills = fees = 0
 
     def book(rows: range, interval: int, ts_of: list[int] | None) -> None:
         """Append the fills ``rows`` as one batch (at ``ts_of[i]`` each, or the gate)."""
@@ -188,6 +224,8 @@ def _write(led: Ledger, result: ReplayResult, p: Path, left_out: tuple[str, ...]
             clock = max(clock, interval)  # a call fill happens at the gate
             book(range(i, j), interval, None)
             i = j
+            if storage_rate:
+                fees += sum(e.kind == "fee" for e in led.charge_storage(interval, clock))
             led.close_interval(interval, clock)
             closes += 1
         if i != n:
@@ -213,4 +251,5 @@ def _write(led: Ledger, result: ReplayResult, p: Path, left_out: tuple[str, ...]
         closes=closes,
         self_fills=self_fills,
         left_out=left_out,
+        fees=fees,
     )

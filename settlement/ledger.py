@@ -29,6 +29,7 @@ import orjson
 import sqlite_utils
 
 from .canonical import CanonicalError, canonical
+from .fees import split_fees, storage_fee
 from .keys import verify as verify_sig
 from .merkle import chain_digest, inclusion_proof, merkle_root, verify_inclusion
 
@@ -73,6 +74,11 @@ KINDS: dict[str, tuple[str, ...]] = {
     "interval_close": ("interval", "entries", "digest", "merkle_root"),
 }  # fmt: skip
 _KEYSETS = {k: frozenset(v) for k, v in KINDS.items()}
+# Fields a body may leave out (absent means the default). ``storage_rate`` (nano per kWh
+# stored per interval; absent: 0, no storage fees) was added after ledgers were written, so
+# a genesis without it keeps its bytes and its hash.
+OPTIONAL: dict[str, tuple[str, ...]] = {"genesis": ("storage_rate",)}
+_OPTSETS = {k: frozenset(v) for k, v in OPTIONAL.items()}
 
 
 class LedgerError(ValueError):
@@ -249,7 +255,9 @@ class _State:
             missing = sorted(keys.difference(body))
             if missing:
                 raise LedgerError("missing", missing[0], kind)
-            raise LedgerError("unknown field", sorted(set(body).difference(keys))[0], kind)
+            extra = set(body).difference(keys).difference(_OPTSETS.get(kind, ()))
+            if extra:
+                raise LedgerError("unknown field", sorted(extra)[0], kind)
         if type(ts) is not int or not 0 <= ts <= _I64:
             raise LedgerError(f"ts must be non-negative integer ms, got {_show(ts)}", None, kind)
         if ts < self.ts:
@@ -336,6 +344,8 @@ class _State:
             raise LedgerError("must be at most 1000000 (100%)", "fee_rate_ppm", k)
         _int(b, "retail_price", k)
         _int(b, "feedin_price", k)
+        if "storage_rate" in b:  # one spelling per genesis: a rate of 0 is written by omission
+            _int(b, "storage_rate", k, 1)
         funds = b["funds"]
         if type(funds) is not dict or "fees" not in funds:
             raise LedgerError("must be an object naming at least the 'fees' account", "funds", k)
@@ -344,6 +354,13 @@ class _State:
                 raise LedgerError(f"fund {name!r}: bad account name {_show(acct)}", "funds", k)
         if len(set(funds.values())) != len(funds):
             raise LedgerError("two funds share one account", "funds", k)
+        if b.get("storage_rate") and not {"education", "network"} <= funds.keys():
+            raise LedgerError(
+                "a storage_rate needs 'education' and 'network' funds (10% of the storage "
+                "fees each)",
+                "funds",
+                k,
+            )
         self.genesis = b
         self.funds = dict(funds)
         for acct in EXTERNAL:
@@ -780,6 +797,60 @@ class Ledger:
             exc.index = None
             raise
         return entry
+
+    def charge_storage(self, interval: int, ts: int) -> list[LedgerEntry]:
+        """Charge the storage fees of ``interval`` (not closed yet) and split them, in one
+        transaction; return the entries written ([] when nothing is owed).
+
+        Rate: the genesis ``storage_rate`` (nano per kWh stored per interval; absent: 0).
+        Each member with energy > 0, in account order, pays ``storage_fee(energy, rate)``
+        as a ``fee`` entry (``trade`` null) into the ``fees`` fund, capped at its money
+        balance (balances never go negative and the ledger has no debts: the rest is
+        waived, not recorded). Then one ``fee_split`` out of ``fees`` of exactly the sum
+        collected, shares per ``split_fees``: 80% to the members with ``storage`` true
+        pro rata to their ``bmax``, 10% each to the ``education`` and ``network`` funds
+        (largest remainder, so the shares add up to the total: nothing created or lost).
+        LedgerError (nothing written) if the rate is > 0 and there is no provider with
+        positive bmax, or ``interval`` is not after the last close's."""
+        if type(interval) is not int or interval < 0:
+            raise LedgerError(f"interval must be a non-negative integer, got {_show(interval)}")
+
+        def items(st: _State) -> list:
+            g = st.genesis
+            if g is None:
+                raise LedgerError("the ledger has no genesis")
+            rate = g.get("storage_rate", 0)
+            if interval <= st.last_interval:
+                raise LedgerError(
+                    f"interval {interval} is already closed (the last close is interval "
+                    f"{st.last_interval}); charge an interval before closing it"
+                )
+            if not rate:
+                return []
+            providers = {o: bmax for o, (bmax, sto) in st.members.items() if sto and bmax}
+            if not providers:
+                raise LedgerError(
+                    "storage_rate is set but no member has storage (storage true, bmax > 0) "
+                    "to receive the providers' 80%"
+                )
+            out: list = []
+            total = 0
+            for who in sorted(st.members):
+                energy, money = st.bal[who]
+                fee = min(storage_fee(energy, rate), money) if energy > 0 else 0
+                if fee > 0:
+                    out.append(("fee", {"owner": who, "amount": fee, "trade": None}))
+                    total += fee
+            if total:
+                shares = split_fees(total, providers, st.funds["education"], st.funds["network"])
+                body = {
+                    "fund": "fees",
+                    "shares": [{"account": a, "amount": v} for a, v in sorted(shares.items())],
+                }
+                out.append(("fee_split", body))
+            return out
+
+        return self._append(items, ts)
 
     def _append(self, make_items: Any, now: int, closing: bool = False) -> list[LedgerEntry]:
         conn = self.conn

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wattmesh.settlement.canonical import canonical
+from wattmesh.settlement.fees import split_fees
 from wattmesh.settlement.keys import generate_key, peer_id_of, sign
 from wattmesh.settlement.ledger import (
     EXTERNAL,
@@ -686,3 +687,110 @@ def test_an_opening_is_refused_twice_above_bmax_or_after_the_first_trade(tmp_pat
     with pytest.raises(LedgerError, match="before the first trade"):
         reopened.append_batch([("opening", {"owner": "cy", "energy": 5, "money": 0})], ts=7)
     assert reopened.verify().ok
+
+
+# -- storage fees -------------------------------------------------------------------------
+
+STORAGE_GENESIS = {
+    **GENESIS,
+    "storage_rate": 1_000,  # nano per kWh per interval: 1 nano per Wh
+    "funds": {"fees": "fund:fees", "education": "fund:edu", "network": "fund:net"},
+}
+
+
+def storage_community(path: Path, genesis: dict = STORAGE_GENESIS) -> Ledger:
+    """alice (no storage) holds 5000 Wh, bob (storage, bmax 10000) 3001 Wh, carol (storage,
+    bmax 30000) nothing; dave holds 700 Wh and only 300 nano."""
+    led = Ledger.open(path)
+    led.append_batch(
+        [
+            ("genesis", genesis),
+            member("alice"),
+            member("bob", bmax=10_000, storage=True),
+            member("carol", bmax=30_000, storage=True),
+            member("dave"),
+            ("opening", {"owner": "alice", "energy": 5_000, "money": 10**9}),
+            ("opening", {"owner": "bob", "energy": 3_001, "money": 10**9}),
+            ("opening", {"owner": "carol", "energy": 0, "money": 10**9}),
+            ("opening", {"owner": "dave", "energy": 700, "money": 300}),
+        ],
+        ts=T0,
+    )
+    return led
+
+
+def test_charge_storage_collects_and_splits_80_10_10_without_creating_money(tmp_path):
+    with storage_community(tmp_path / "s.db") as led:
+        before = led.balances()
+        entries = led.charge_storage(T0, T0 + 5)
+        assert [e.kind for e in entries] == ["fee", "fee", "fee", "fee_split"]
+        assert all(e.ts == T0 + 5 for e in entries)
+        fees = [e.body for e in entries if e.kind == "fee"]
+        # sorted by account; dave's 700 nano is capped at the 300 he holds; carol holds none
+        assert fees == [
+            {"owner": "alice", "amount": 5_000, "trade": None},
+            {"owner": "bob", "amount": 3_001, "trade": None},
+            {"owner": "dave", "amount": 300, "trade": None},
+        ]
+        split = entries[-1].body
+        assert split["fund"] == "fees"
+        shares = {s["account"]: s["amount"] for s in split["shares"]}
+        collected = sum(f["amount"] for f in fees)
+        assert sum(shares.values()) == collected == 8_301
+        assert shares == split_fees(collected, {"bob": 10_000, "carol": 30_000},
+                                    "fund:edu", "fund:net")  # fmt: skip
+        assert shares["fund:edu"] == shares["fund:net"] == 830  # 10% of 8301, rounded down
+        assert shares["bob"] + shares["carol"] == 6_641  # 80% plus the leftover nano
+        after = led.balances()
+        assert after["fund:fees"] == before["fund:fees"]  # the fees fund passes it all on
+        assert after["dave"]["money"] == 0
+        assert total(led) == (0, 0)
+        assert led.verify().ok
+        led.close_interval(T0, T0 + 6)
+        assert led.verify().ok
+
+
+def test_charge_storage_is_deterministic(tmp_path):
+    heads = []
+    for name in ("a.db", "b.db"):
+        with storage_community(tmp_path / name) as led:
+            led.charge_storage(T0, T0 + 5)
+            led.close_interval(T0, T0 + 5)
+            led.charge_storage(T0 + 900_000, T0 + 900_000)
+            heads.append(led.head_text())
+    assert heads[0] == heads[1]
+
+
+def test_charge_storage_without_a_rate_writes_nothing(led: Ledger) -> None:
+    head = led.head_text()
+    assert "storage_rate" not in led.genesis()
+    assert led.charge_storage(T0 + 900_000, T0 + 900_000) == []
+    assert led.head_text() == head and led.verify().ok
+
+
+def test_charge_storage_refusals_write_nothing(tmp_path):
+    with storage_community(tmp_path / "s.db") as led:
+        led.close_interval(T0, T0 + 1)
+        head = led.head_text()
+        with pytest.raises(LedgerError, match="already closed"):
+            led.charge_storage(T0, T0 + 2)
+        assert led.head_text() == head
+    no_storage = {**STORAGE_GENESIS}
+    with Ledger.open(tmp_path / "n.db") as led:
+        led.append_batch([("genesis", no_storage), member("alice")], ts=T0)
+        led.append_batch([("opening", {"owner": "alice", "energy": 10, "money": 10**6})], ts=T0)
+        head = led.head_text()
+        with pytest.raises(LedgerError, match="no member has storage"):
+            led.charge_storage(T0, T0 + 1)
+        assert led.head_text() == head
+
+
+def test_genesis_storage_rate_needs_education_and_network_funds(tmp_path):
+    with Ledger.open(tmp_path / "g.db") as led:
+        with pytest.raises(LedgerError, match="needs 'education' and 'network' funds"):
+            led.append_batch([("genesis", {**GENESIS, "storage_rate": 5})], ts=T0)
+        with pytest.raises(LedgerError, match="storage_rate"):  # 0 is written by omission
+            led.append_batch([("genesis", {**STORAGE_GENESIS, "storage_rate": 0})], ts=T0)
+        with pytest.raises(LedgerError, match="unknown field"):
+            led.append_batch([("genesis", {**GENESIS, "storage": 5})], ts=T0)
+        assert len(led) == 0

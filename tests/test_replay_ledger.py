@@ -197,3 +197,76 @@ def test_cli_refuses_an_existing_ledger_and_an_uncapped_trader(capsys, tmp_path)
     code, _out, err = wattmesh(capsys, "replay", str(log), "--ledger", str(tmp_path / "n.db"))
     assert code == 2 and "without an account line" in err and err.count("\n") == 1
     assert not (tmp_path / "n.db").exists()
+
+
+# -- storage fees (--storage-rate) ----------------------------------------------------------
+
+
+def fee_totals(path: Path) -> tuple[int, int, int]:
+    """(fee entries, sum of fees, sum of fee_split shares)."""
+    with Ledger.open(path, create=False) as led:
+        fees = [e.body["amount"] for e in led.entries(kind="fee")]
+        splits = [s["amount"] for e in led.entries(kind="fee_split") for s in e.body["shares"]]
+    return len(fees), sum(fees), sum(splits)
+
+
+def test_storage_rate_charges_before_each_close_and_conserves_the_fees(tmp_path):
+    result = sample("call")
+    a = settle_into_ledger(result, tmp_path / "a.db", storage_rate=2_000)
+    b = settle_into_ledger(sample("call"), tmp_path / "b.db", storage_rate=2_000)
+    assert a.head == b.head and a.entries == b.entries  # same log, same rate: same head
+    plain = settle_into_ledger(sample("call"), tmp_path / "p.db")
+    assert a.head != plain.head and a.trades == plain.trades and a.closes == plain.closes
+    n, fees, splits = fee_totals(tmp_path / "a.db")
+    assert n == a.fees > 0 and fees == splits > 0
+    with Ledger.open(tmp_path / "a.db", create=False) as led:
+        assert led.verify().ok
+        g = led.genesis()
+        assert g == genesis_body(result, 2_000) and g["storage_rate"] == 2_000
+        assert {"education", "network"} <= g["funds"].keys()
+        entries = list(led.entries())
+        storage = {e.body["owner"]: e.body["storage"] for e in entries if e.kind == "member"}
+        bmax = {result.owners[h]: v[2] for h, v in result.opening.items()}
+        assert storage == {o: b is not None for o, b in bmax.items()}
+        kinds_seq = [e.kind for e in entries]
+        for i, k in enumerate(kinds_seq):  # each split comes right before a close
+            if k == "fee_split":
+                assert kinds_seq[i + 1] == "interval_close"
+        bal = led.balances()
+        assert bal["fund:fees"]["money"] == 0
+        assert bal["fund:education"]["money"] == bal["fund:network"]["money"] > 0
+        # energy is untouched by fees; money moved only between members and funds
+        for h, (energy, _money, _bmax) in result.closing.items():
+            assert bal[result.owners[h]]["energy"] == energy
+        members_money = sum(bal[result.owners[h]]["money"] for h in result.closing)
+        funds_money = bal["fund:education"]["money"] + bal["fund:network"]["money"]
+        assert members_money + funds_money == sum(m for _e, m, _b in result.closing.values())
+
+
+def test_storage_rate_zero_is_todays_ledger(tmp_path):
+    a = settle_into_ledger(sample("call"), tmp_path / "a.db")
+    b = settle_into_ledger(sample("call"), tmp_path / "b.db", storage_rate=0)
+    assert a.head == b.head and b.fees == 0
+    assert genesis_body(sample("call"), 0) == genesis_body(sample("call"))
+    assert "storage_rate" not in genesis_body(sample("call"))
+
+
+def test_storage_rate_refusals(tmp_path):
+    with pytest.raises(ReplayLedgerError, match="needs call mode"):
+        settle_into_ledger(sample("cda"), tmp_path / "c.db", storage_rate=1)
+    no_bmax = run(account("alice", 10, 10**12), account("bob", 1_000, 0), mode="call")
+    with pytest.raises(ReplayLedgerError, match="storage provider"):
+        settle_into_ledger(no_bmax, tmp_path / "n.db", storage_rate=1)
+    with pytest.raises(ReplayLedgerError, match="integer >= 0"):
+        settle_into_ledger(sample("call"), tmp_path / "x.db", storage_rate=-1)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_storage_rate(capsys, tmp_path):
+    target = tmp_path / "l.db"
+    code, _out, err = wattmesh(capsys, "replay", "--ledger", str(target), "--storage-rate", "2000")
+    assert code == 0 and "storage fees" in err
+    code, out, _err = wattmesh(capsys, "ledger", "verify", str(target))
+    assert code == 0 and out.startswith("ok: ")
+    code, _out, err = wattmesh(capsys, "replay", "--storage-rate", "5")
+    assert code == 2 and "--storage-rate needs --ledger" in err
