@@ -192,13 +192,26 @@ cdef inline uint64_t _hash_bytes(const unsigned char* p, Py_ssize_t n) noexcept 
     return _mix(h)
 
 
-cdef void* _grow(void* ptr, size_t* cap, size_t need, size_t item) except NULL:
-    cdef size_t new_cap = cap[0] if cap[0] else 64
-    while new_cap < need:
-        new_cap *= 2
-    cdef void* p = realloc(ptr, new_cap * item)
+cdef inline size_t _next_cap(size_t cap, size_t need) noexcept nogil:
+    """The capacity to grow to for `need` items: doubling from `cap` (64 at first)."""
+    cap = cap if cap else 64
+    while cap < need:
+        cap *= 2
+    return cap
+
+
+cdef void* _resize(void* ptr, size_t cap, size_t item) except NULL:
+    """realloc to `cap` items, or MemoryError."""
+    cdef void* p = realloc(ptr, cap * item)
     if p == NULL:
         raise MemoryError()
+    return p
+
+
+cdef void* _grow(void* ptr, size_t* cap, size_t need, size_t item) except NULL:
+    """Grow one array to hold at least `need` items; updates `cap`."""
+    cdef size_t new_cap = _next_cap(cap[0], need)
+    cdef void* p = _resize(ptr, new_cap, item)
     cap[0] = new_cap
     return p
 
@@ -745,28 +758,19 @@ cdef class Scanner:
         cdef size_t cap
         cdef size_t need = self.b_n + 1
         if need > self.b_cap:
-            cap = self.b_cap
-            self.b_kind = <uint8_t*>_grow(self.b_kind, &cap, need, 1)
-            cap = self.b_cap
-            self.b_side = <uint8_t*>_grow(self.b_side, &cap, need, 1)
-            cap = self.b_cap
-            self.b_price = <int64_t*>_grow(self.b_price, &cap, need, 8)
-            cap = self.b_cap
-            self.b_qty = <int64_t*>_grow(self.b_qty, &cap, need, 8)
-            cap = self.b_cap
-            self.b_oid = <uint64_t*>_grow(self.b_oid, &cap, need, 8)
-            cap = self.b_cap
-            self.b_owner = <uint32_t*>_grow(self.b_owner, &cap, need, 4)
-            cap = self.b_cap
-            self.b_tif = <uint8_t*>_grow(self.b_tif, &cap, need, 1)
-            cap = self.b_cap
-            self.b_ts = <int64_t*>_grow(self.b_ts, &cap, need, 8)
-            cap = self.b_cap
-            self.b_line = <int64_t*>_grow(self.b_line, &cap, need, 8)
-            cap = self.b_cap
-            self.b_start = <Py_ssize_t*>_grow(self.b_start, &cap, need, sizeof(Py_ssize_t))
-            cap = self.b_cap
-            self.b_end = <Py_ssize_t*>_grow(self.b_end, &cap, need, sizeof(Py_ssize_t))
+            # The batch's columns grow together, to one capacity.
+            cap = _next_cap(self.b_cap, need)
+            self.b_kind = <uint8_t*>_resize(self.b_kind, cap, 1)
+            self.b_side = <uint8_t*>_resize(self.b_side, cap, 1)
+            self.b_price = <int64_t*>_resize(self.b_price, cap, 8)
+            self.b_qty = <int64_t*>_resize(self.b_qty, cap, 8)
+            self.b_oid = <uint64_t*>_resize(self.b_oid, cap, 8)
+            self.b_owner = <uint32_t*>_resize(self.b_owner, cap, 4)
+            self.b_tif = <uint8_t*>_resize(self.b_tif, cap, 1)
+            self.b_ts = <int64_t*>_resize(self.b_ts, cap, 8)
+            self.b_line = <int64_t*>_resize(self.b_line, cap, 8)
+            self.b_start = <Py_ssize_t*>_resize(self.b_start, cap, sizeof(Py_ssize_t))
+            self.b_end = <Py_ssize_t*>_resize(self.b_end, cap, sizeof(Py_ssize_t))
             self.b_cap = cap
         cdef size_t i = self.b_n
         self.b_kind[i] = kind
@@ -916,12 +920,10 @@ cdef class Scanner:
         if (self.n_owners + 1) * 2 > self.own_mask + 1:
             self._rehash_owners((self.own_mask + 1) * 2)
         if self.n_owners + 1 > self.own_cap:
-            cap = self.own_cap
-            self.own_off = <size_t*>_grow(self.own_off, &cap, self.n_owners + 1, sizeof(size_t))
-            cap = self.own_cap
-            self.own_len = <uint32_t*>_grow(self.own_len, &cap, self.n_owners + 1, 4)
-            cap = self.own_cap
-            self.own_hash = <uint64_t*>_grow(self.own_hash, &cap, self.n_owners + 1, 8)
+            cap = _next_cap(self.own_cap, self.n_owners + 1)
+            self.own_off = <size_t*>_resize(self.own_off, cap, sizeof(size_t))
+            self.own_len = <uint32_t*>_resize(self.own_len, cap, 4)
+            self.own_hash = <uint64_t*>_resize(self.own_hash, cap, 8)
             self.own_cap = cap
         if self.names_n + n > self.names_cap:
             self.names = <unsigned char*>_grow(self.names, &self.names_cap, self.names_n + n, 1)
@@ -944,10 +946,9 @@ cdef class Scanner:
         cdef Py_ssize_t n = len(b)
         cdef size_t cap
         if self.n_markets + 1 > self.mk_cap:
-            cap = self.mk_cap
-            self.mk_off = <size_t*>_grow(self.mk_off, &cap, self.n_markets + 1, sizeof(size_t))
-            cap = self.mk_cap
-            self.mk_len = <uint32_t*>_grow(self.mk_len, &cap, self.n_markets + 1, 4)
+            cap = _next_cap(self.mk_cap, self.n_markets + 1)
+            self.mk_off = <size_t*>_resize(self.mk_off, cap, sizeof(size_t))
+            self.mk_len = <uint32_t*>_resize(self.mk_len, cap, 4)
             self.mk_cap = cap
         if self.names_n + n > self.names_cap:
             self.names = <unsigned char*>_grow(self.names, &self.names_cap, self.names_n + n, 1)

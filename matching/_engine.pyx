@@ -148,14 +148,26 @@ cdef int _stp_code(object stp) except -1:
 
 
 # ----------------------------------------------------------------------------- growable buffers
-cdef void* _grow(void* ptr, size_t* cap, size_t need, size_t item) except NULL:
-    """Grow a malloc'd array to hold at least `need` items (doubling)."""
-    cdef size_t new_cap = cap[0] if cap[0] else 16
-    while new_cap < need:
-        new_cap *= 2
-    cdef void* p = realloc(ptr, new_cap * item)
+cdef inline size_t _next_cap(size_t cap, size_t need) noexcept nogil:
+    """The capacity to grow to for `need` items: doubling from `cap` (16 at first)."""
+    cap = cap if cap else 16
+    while cap < need:
+        cap *= 2
+    return cap
+
+
+cdef void* _resize(void* ptr, size_t cap, size_t item) except NULL:
+    """realloc to `cap` items, or MemoryError."""
+    cdef void* p = realloc(ptr, cap * item)
     if p == NULL:
         raise MemoryError()
+    return p
+
+
+cdef void* _grow(void* ptr, size_t* cap, size_t need, size_t item) except NULL:
+    """Grow one malloc'd array to hold at least `need` items; updates `cap`."""
+    cdef size_t new_cap = _next_cap(cap[0], need)
+    cdef void* p = _resize(ptr, new_cap, item)
     cap[0] = new_cap
     return p
 
@@ -399,20 +411,15 @@ cdef class Accounts:
         if handle < self.n:
             return 0
         if handle >= self.cap:
-            new_cap = self.cap
-            self.energy = <int64_t*>_grow(self.energy, &new_cap, handle + 1, 8)
-            new_cap = self.cap
-            self.money = <int64_t*>_grow(self.money, &new_cap, handle + 1, 8)
-            new_cap = self.cap
-            self.bmax = <int64_t*>_grow(self.bmax, &new_cap, handle + 1, 8)
-            new_cap = self.cap
-            self.s_energy = <int64_t*>_grow(self.s_energy, &new_cap, handle + 1, 8)
-            new_cap = self.cap
-            self.s_money = <int64_t*>_grow(self.s_money, &new_cap, handle + 1, 8)
-            new_cap = self.cap
-            self.stamp = <uint32_t*>_grow(self.stamp, &new_cap, handle + 1, 4)
-            new_cap = self.cap
-            self.present = <uint8_t*>_grow(self.present, &new_cap, handle + 1, 1)
+            # The per-owner columns grow together, to one capacity.
+            new_cap = _next_cap(self.cap, handle + 1)
+            self.energy = <int64_t*>_resize(self.energy, new_cap, 8)
+            self.money = <int64_t*>_resize(self.money, new_cap, 8)
+            self.bmax = <int64_t*>_resize(self.bmax, new_cap, 8)
+            self.s_energy = <int64_t*>_resize(self.s_energy, new_cap, 8)
+            self.s_money = <int64_t*>_resize(self.s_money, new_cap, 8)
+            self.stamp = <uint32_t*>_resize(self.stamp, new_cap, 4)
+            self.present = <uint8_t*>_resize(self.present, new_cap, 1)
             self.cap = new_cap
             memset(self.present + old, 0, new_cap - old)
             memset(self.stamp + old, 0, (new_cap - old) * 4)
