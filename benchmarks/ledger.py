@@ -55,7 +55,7 @@ def batches(names: list[str], total: int, size: int, seed: int = 1):
         for j in range(n):
             a, b = rng.sample(names, 2)
             if j % 20 == 19:
-                items.append(("fee", {"owner": a, "amount": 100, "trade": None}))
+                items.append(("fee", {"owner": a, "amount": 100, "trade": made + j}))
             else:
                 items.append(("trade", {
                     "buyer": a, "seller": b, "qty": rng.randint(1, 50),

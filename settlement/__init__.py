@@ -1,4 +1,4 @@
-"""Records, canonical bytes and signatures shared by every part; the ledger comes later."""
+"""Records, canonical bytes, signatures and the ledger: the truth of who owns what."""
 
 from .canonical import CanonicalError, canonical, record_id, sha256_hex
 from .keys import (
@@ -16,6 +16,7 @@ from .records import (
     Cancel,
     MarketSpec,
     Order,
+    Reading,
     RecordError,
     Trade,
     parse_record,
@@ -28,6 +29,7 @@ __all__ = [
     "CanonicalError",
     "MarketSpec",
     "Order",
+    "Reading",
     "RecordError",
     "Trade",
     "canonical",

@@ -32,6 +32,7 @@ from .canonical import CanonicalError, canonical
 from .fees import split_fees, storage_fee
 from .keys import verify as verify_sig
 from .merkle import chain_digest, inclusion_proof, merkle_root, verify_inclusion
+from .readings import apply_reading
 
 __all__ = [
     "EXTERNAL",
@@ -62,7 +63,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "member": ("owner", "bmax", "storage"),
     "opening": ("owner", "energy", "money"),
     "meter": ("meter", "owner"),
-    "reading": ("meter", "start", "end", "produced", "consumed", "seq", "sig"),
+    "reading": ("type", "meter", "start", "end", "produced", "consumed", "seq", "sig"),
     "grid_import": ("owner", "qty", "price"),
     "grid_export": ("owner", "qty", "price"),
     "deposit": ("owner", "amount"),
@@ -70,14 +71,23 @@ KINDS: dict[str, tuple[str, ...]] = {
     "trade": ("buyer", "seller", "qty", "price", "bid", "ask", "interval"),
     "fee": ("owner", "amount", "trade"),
     "fee_split": ("fund", "shares"),
-    "correction": ("corrects", "adjustments", "authorised_by", "reason"),
+    "correction": ("corrects", "adjustments", "authorised_by", "reason", "sig"),
     "interval_close": ("interval", "entries", "digest", "merkle_root"),
 }  # fmt: skip
 _KEYSETS = {k: frozenset(v) for k, v in KINDS.items()}
-# Fields a body may leave out (absent means the default). ``storage_rate`` (nano per kWh
-# stored per interval; absent: 0, no storage fees) was added after ledgers were written, so
-# a genesis without it keeps its bytes and its hash.
-OPTIONAL: dict[str, tuple[str, ...]] = {"genesis": ("storage_rate",)}
+# Fields a body may leave out (absent means the default; one spelling per value, so a
+# default is written by omission). genesis: ``storage_rate`` (nano per kWh stored per
+# interval; absent: 0, no storage fees) and ``auditors`` (peer ids that may sign
+# corrections; absent: none). grid entries: ``reading`` (the seq of the reading whose
+# export or import this is). grid_import: ``billed`` (the part of a reading's import charge
+# the household's money could not cover, billed by the supplier outside the ledger).
+# fee: ``interval`` (a storage fee's interval; absent: a trade fee).
+OPTIONAL: dict[str, tuple[str, ...]] = {
+    "genesis": ("storage_rate", "auditors"),
+    "grid_import": ("reading", "billed"),
+    "grid_export": ("reading",),
+    "fee": ("interval",),
+}
 _OPTSETS = {k: frozenset(v) for k, v in OPTIONAL.items()}
 
 
@@ -215,10 +225,17 @@ class _State:
     bal: dict[str, tuple[int, int]] = field(default_factory=dict)
     members: dict[str, tuple[int, bool]] = field(default_factory=dict)
     funds: dict[str, str] = field(default_factory=dict)  # fund name -> account
-    meters: dict[str, tuple[str, int]] = field(default_factory=dict)  # meter -> (owner, seq)
+    # meter -> (owner, seq of its last applied reading, end of that reading in ms)
+    meters: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     last_close: int = 0  # seq of the last interval_close (0: none)
     last_interval: int = -1  # interval of the last interval_close (-1: none)
     first_trade: int = 0  # seq of the first trade (0: none yet); openings must precede it
+    storage_interval: int = -1  # the last interval whose storage fees were charged
+    # Obligations inside one batch (never left open by a committed batch):
+    # a reading's grid entry still to come: (kind, owner, qty, reading seq)
+    pending: tuple[str, str, int, int] | None = None
+    # storage fees being charged: [interval, {owner: amount}, total, last owner]
+    storage_group: list[Any] | None = None
 
     def copy(self) -> _State:
         return _State(
@@ -233,7 +250,21 @@ class _State:
             self.last_close,
             self.last_interval,
             self.first_trade,
+            self.storage_interval,
+            self.pending,
+            None
+            if self.storage_group is None
+            else [*self.storage_group[:1], dict(self.storage_group[1]), *self.storage_group[2:]],
         )
+
+    def open_obligation(self) -> str:
+        """What an entry still owes at the end of a batch ('' if nothing)."""
+        if self.pending is not None:
+            kind, owner, qty, rseq = self.pending
+            return f"reading {rseq} must be followed by its {kind} of {qty} Wh for {owner}"
+        if self.storage_group is not None:
+            return f"the storage fees of interval {self.storage_group[0]} need their fee_split"
+        return ""
 
     def kind_of(self, account: str) -> str:
         if account in self.members:
@@ -267,6 +298,12 @@ class _State:
                 raise LedgerError("the first entry must be genesis", None, kind)
         elif kind == "genesis":
             raise LedgerError("genesis may only be the first entry", None, kind)
+        if self.pending is not None and (
+            kind != self.pending[0] or body.get("reading") != self.pending[3]
+        ):
+            raise LedgerError(self.open_obligation() + " (with 'reading' its seq)", None, kind)
+        if self.storage_group is not None and kind not in ("fee", "fee_split"):
+            raise LedgerError(self.open_obligation() + " before any other entry", None, kind)
         r = _HANDLERS[kind](self, body, seq)
         if r is not None:
             if type(r) is tuple:  # a move between two accounts: x += (de, dm), y -= (de, dm)
@@ -282,6 +319,10 @@ class _State:
                     _negative(x, bx, de, dm, kind)
                 if (ey < 0 or my < 0) and y not in EXTERNAL:
                     _negative(y, by, -de, -dm, kind)
+                if de > 0 and x in self.members and ex > self.members[x][0]:
+                    _over_bmax(x, ex, self.members[x][0], kind)
+                if de < 0 and y in self.members and ey > self.members[y][0]:
+                    _over_bmax(y, ey, self.members[y][0], kind)
                 if not (
                     -_I64 <= ex <= _I64
                     and -_I64 <= mx <= _I64
@@ -295,8 +336,11 @@ class _State:
                 self._post(r, kind)
         self.seq = seq
         self.ts = ts
-        if check_sig and kind == "reading":
-            self._check_reading_sig(body)
+        if check_sig:
+            if kind == "reading":
+                self._check_reading_sig(body)
+            elif kind == "correction":
+                self._check_correction_sig(body)
 
     def _post(self, postings: Sequence[tuple[str, int, int]], kind: str) -> None:
         bal = self.bal
@@ -321,6 +365,8 @@ class _State:
             e, m = cur[0] + de, cur[1] + dm
             if (e < 0 or m < 0) and acct not in EXTERNAL:
                 _negative(acct, cur, de, dm, kind)
+            if de > 0 and acct in self.members and e > self.members[acct][0]:
+                _over_bmax(acct, e, self.members[acct][0], kind)
             if not (-_I64 <= e <= _I64 and -_I64 <= m <= _I64):
                 _overflow(kind)
             new[acct] = (e, m)
@@ -354,6 +400,13 @@ class _State:
                 raise LedgerError(f"fund {name!r}: bad account name {_show(acct)}", "funds", k)
         if len(set(funds.values())) != len(funds):
             raise LedgerError("two funds share one account", "funds", k)
+        if "auditors" in b:
+            aud = b["auditors"]
+            if type(aud) is not list or not aud or len(set(map(str, aud))) != len(aud):
+                raise LedgerError("must be a non-empty list of distinct peer ids", "auditors", k)
+            for a in aud:
+                if type(a) is not str or not 0 < len(a) <= MAX_NAME:
+                    raise LedgerError(f"{_show(a)} is not a peer id", "auditors", k)
         if b.get("storage_rate") and not {"education", "network"} <= funds.keys():
             raise LedgerError(
                 "a storage_rate needs 'education' and 'network' funds (10% of the storage "
@@ -386,47 +439,91 @@ class _State:
         m = _name(b, "meter", k)
         if m in self.meters:
             raise LedgerError(f"meter {m!r} is already registered", "meter", k)
-        self.meters[m] = (self._member_acct(b, "owner", k), 0)
+        self.meters[m] = (self._member_acct(b, "owner", k), 0, 0)
 
     def _reading(self, b: dict, seq: int) -> Any:
+        """A signed meter reading, applied as DESIGN.md says (settlement/readings.py): the
+        net moves the owner's energy within [0, Bmax]; what is above Bmax must be the next
+        entry's grid_export, what the balance cannot cover the next entry's grid_import."""
         k = "reading"
+        if b["type"] != "reading":
+            raise LedgerError(f"must be 'reading', got {_show(b['type'])}", "type", k)
         m = _name(b, "meter", k)
         reg = self.meters.get(m)
         if reg is None:
             raise LedgerError(f"meter {m!r} is not registered", "meter", k)
+        owner, last_seq, last_end = reg
         start = _int(b, "start", k)
-        if _int(b, "end", k) <= start:
+        end = _int(b, "end", k)
+        if end <= start:
             raise LedgerError("must be after start", "end", k)
-        rseq = _int(b, "seq", k)
-        if rseq <= reg[1]:
-            raise LedgerError(f"must be above the meter's last applied seq {reg[1]}", "seq", k)
-        net = _int(b, "produced", k) - _int(b, "consumed", k)
+        rseq = _int(b, "seq", k, 1)
+        if rseq <= last_seq:
+            raise LedgerError(f"must be above the meter's last applied seq {last_seq}", "seq", k)
+        if start < last_end:
+            raise LedgerError(
+                f"overlaps the meter's previous reading, which ended at {last_end}", "start", k
+            )
+        produced = _int(b, "produced", k)
+        consumed = _int(b, "consumed", k)
         if type(b["sig"]) is not str:
             raise LedgerError("must be a hex signature", "sig", k)
-        self.meters[m] = (reg[0], rseq)
-        return (reg[0], METERS, net, 0)
+        energy = self.bal[owner][0]
+        g = self.genesis
+        eff = apply_reading(
+            energy, self.members[owner][0], produced, consumed, g["retail_price"],
+            g["feedin_price"],
+        )  # fmt: skip
+        self.meters[m] = (owner, rseq, end)
+        if eff.exported_wh:
+            self.pending = ("grid_export", owner, eff.exported_wh, seq)
+        elif eff.imported_wh:
+            self.pending = ("grid_import", owner, eff.imported_wh, seq)
+        return (owner, METERS, eff.balance - energy, 0)
 
     def _check_reading_sig(self, b: dict) -> None:
         unsigned = {x: v for x, v in b.items() if x != "sig"}
         if not verify_sig(b["meter"], unsigned, b["sig"]):
             raise LedgerError("is not the meter's signature of the reading", "sig", "reading")
 
-    def _grid(self, b: dict, kind: str, price_key: str) -> tuple[str, int, int]:
+    def _grid(self, b: dict, kind: str, price_key: str) -> tuple[str, int, int, Any]:
         who = self._member_acct(b, "owner", kind)
         qty = _int(b, "qty", kind, 1)
         price = _int(b, "price", kind)
         want = self.genesis[price_key]
         if price != want:
             raise LedgerError(f"must be the genesis {price_key} {want}, got {price}", "price", kind)
-        return who, qty, qty * price
+        r = b.get("reading")
+        if r is not None:  # apply() has checked that a reading is pending with this seq
+            p = self.pending
+            if p is None or (p[1], p[2]) != (who, qty):
+                want_text = f"{p[2]} Wh for {p[1]}" if p else "nothing"
+                raise LedgerError(f"reading {r} leaves {want_text} to the grid", "qty", kind)
+            self.pending = None
+        return who, qty, qty * price, r
 
     def _grid_import(self, b: dict, seq: int) -> Any:
-        who, qty, cost = self._grid(b, "grid_import", "retail_price")
-        return (who, GRID, qty, -cost)
+        k = "grid_import"
+        who, qty, cost, r = self._grid(b, k, "retail_price")
+        if r is None:  # bought from the grid into the household's storage
+            if "billed" in b:
+                raise LedgerError("only a reading's import can be billed", "billed", k)
+            return (who, GRID, qty, -cost)
+        # Consumed straight from the grid: the energy never enters the balance. What the
+        # household's money cannot pay is billed by its supplier outside the ledger.
+        billed = max(0, cost - self.bal[who][1])
+        if b.get("billed", 0) != billed or b.get("billed") == 0:
+            want = f"{billed}" if billed else "absent (nothing billed)"
+            raise LedgerError(f"must be {want}, got {_show(b.get('billed'))}", "billed", k)
+        paid = cost - billed
+        return [(GRID, -qty, paid), (METERS, qty, 0), (who, 0, -paid)]
 
     def _grid_export(self, b: dict, seq: int) -> Any:
-        who, qty, pay = self._grid(b, "grid_export", "feedin_price")
-        return (who, GRID, -qty, pay)
+        who, qty, pay, r = self._grid(b, "grid_export", "feedin_price")
+        if r is None:  # sold out of the household's storage
+            return (who, GRID, -qty, pay)
+        # Produced above Bmax: straight from the meter to the grid, paid at feed-in.
+        return [(METERS, -qty, 0), (GRID, qty, -pay), (who, 0, pay)]
 
     def _opening(self, b: dict, seq: int) -> Any:
         """A member's balances before the community's first trade (e.g. an order log's
@@ -497,17 +594,98 @@ class _State:
         who = self._member_acct(b, "owner", k)
         amt = _int(b, "amount", k, 1)
         t = b["trade"]
-        if t is not None and (type(t) is not int or not 0 < t < seq):
+        if "interval" in b:
+            if t is not None:
+                raise LedgerError("a storage fee (with an interval) has trade null", "trade", k)
+            self._storage_fee(b, who, amt)
+        elif type(t) is not int or not 0 < t < seq:
             raise LedgerError(
-                f"must be null or the seq of an earlier entry, got {_show(t)}", "trade", k
+                f"must be the seq of an earlier entry (a trade fee), got {_show(t)}; "
+                "a storage fee names its interval instead",
+                "trade",
+                k,
             )
         return (who, self.funds["fees"], 0, -amt)
+
+    def _storage_fee(self, b: dict, who: str, amt: int) -> None:
+        """Recompute one storage fee: a group per interval, members in account order, each
+        charged once, exactly min(storage_fee(energy, rate), money) (settlement-rules.md)."""
+        k = "fee"
+        iv = _int(b, "interval", k)
+        rate = self.genesis.get("storage_rate", 0)
+        if not rate:
+            raise LedgerError("the genesis sets no storage_rate", "interval", k)
+        if iv <= self.last_interval:
+            raise LedgerError(f"interval {iv} is already closed", "interval", k)
+        grp = self.storage_group
+        if grp is None:
+            if iv <= self.storage_interval:
+                raise LedgerError(
+                    f"the storage fees up to interval {self.storage_interval} are already "
+                    "charged: a second charge",
+                    "interval",
+                    k,
+                )
+            grp = self.storage_group = [iv, {}, 0, ""]
+        elif grp[0] != iv:
+            raise LedgerError(f"must be {grp[0]}, like the fees before it", "interval", k)
+        if who <= grp[3]:
+            problem = "is charged twice" if who in grp[1] else "is out of account order"
+            raise LedgerError(f"{who} {problem} in interval {iv}'s storage fees", "owner", k)
+        want = self._storage_due(who, rate)
+        if amt != want:
+            energy, money = self.bal[who]
+            raise LedgerError(
+                f"must be {want}: the fee on {energy} Wh at rate {rate}, capped at money {money}",
+                "amount",
+                k,
+            )
+        grp[1][who] = amt
+        grp[2] += amt
+        grp[3] = who
+
+    def storage_shares(self, total: int) -> list[dict[str, Any]]:
+        """The fee_split shares of ``total`` storage fees (fees.split_fees, zeros left out)."""
+        providers = {o: bmax for o, (bmax, sto) in self.members.items() if sto and bmax}
+        if not providers:
+            raise LedgerError("no member has storage to receive the providers' share")
+        want = split_fees(total, providers, self.funds["education"], self.funds["network"])
+        return [{"account": a, "amount": v} for a, v in sorted(want.items()) if v]
+
+    def _storage_due(self, who: str, rate: int) -> int:
+        energy, money = self.bal[who]
+        return min(storage_fee(energy, rate), money) if energy > 0 else 0
+
+    def _storage_split(self, b: dict) -> None:
+        """The fee_split that ends a storage group must be the documented split of exactly
+        what the group collected, and every member not charged must owe nothing."""
+        k = "fee_split"
+        iv, charged, total, _last = self.storage_group  # type: ignore[misc]
+        rate = self.genesis["storage_rate"]
+        for who in self.members:
+            if who not in charged and self._storage_due(who, rate):
+                raise LedgerError(
+                    f"{who} owes a storage fee for interval {iv} but was not charged", "fund", k
+                )
+        if b["fund"] != "fees":
+            raise LedgerError("the storage fees are split out of 'fees'", "fund", k)
+        shares = self.storage_shares(total)
+        if b["shares"] != shares:
+            raise LedgerError(
+                f"must be the split of the {total} collected in interval {iv}: {_show(shares)}",
+                "shares",
+                k,
+            )
+        self.storage_group = None
+        self.storage_interval = iv
 
     def _fee_split(self, b: dict, seq: int) -> Any:
         k = "fee_split"
         fund = _name(b, "fund", k)
         if fund not in self.funds:
             raise LedgerError(f"{fund!r} is not a fund of the genesis", "fund", k)
+        if self.storage_group is not None:
+            self._storage_split(b)
         src = self.funds[fund]
         shares = b["shares"]
         if type(shares) is not list or not shares:
@@ -534,7 +712,15 @@ class _State:
         c = b["corrects"]
         if type(c) is not int or not 0 < c < seq:
             raise LedgerError(f"must be the seq of an earlier entry, got {_show(c)}", "corrects", k)
-        _name(b, "authorised_by", k)
+        who = _name(b, "authorised_by", k)
+        if who not in self.genesis.get("auditors", ()):
+            raise LedgerError(
+                f"{who!r} is not an auditor of the genesis (only auditors sign corrections)",
+                "authorised_by",
+                k,
+            )
+        if type(b["sig"]) is not str:
+            raise LedgerError("must be the auditor's hex signature", "sig", k)
         if type(b["reason"]) is not str:
             raise LedgerError("must be a string", "reason", k)
         adj = b["adjustments"]
@@ -565,6 +751,11 @@ class _State:
             )
         return out
 
+    def _check_correction_sig(self, b: dict) -> None:
+        unsigned = {x: v for x, v in b.items() if x != "sig"}
+        if not verify_sig(b["authorised_by"], unsigned, b["sig"]):
+            raise LedgerError("is not the auditor's signature", "sig", "correction")
+
     def _interval_close(self, b: dict, seq: int) -> None:
         k = "interval_close"
         iv = _int(b, "interval", k)
@@ -574,6 +765,15 @@ class _State:
                 "interval",
                 k,
             )
+        rate = self.genesis.get("storage_rate", 0)
+        if rate and iv > self.storage_interval:
+            for who in sorted(self.members):
+                if self._storage_due(who, rate):
+                    raise LedgerError(
+                        f"interval {iv}'s storage fees were not charged ({who} owes one)",
+                        "interval",
+                        k,
+                    )
         n = _int(b, "entries", k)
         want = seq - 1 - self.last_close
         if n != want:
@@ -589,12 +789,48 @@ class _State:
 _HANDLERS = {k: getattr(_State, "_" + k) for k in KINDS}
 
 
+def _with_grid_entries(st: _State, items: list, now: int) -> list:
+    """``items`` with each reading's grid entry inserted after it where the writer left it
+    out, found by folding the batch on a copy of the state (signatures are checked later,
+    when the batch is applied for real)."""
+    sim = st.copy()
+    out: list = []
+    for i, item in enumerate(items):
+        out.append(item)
+        kind, body = item[0], item[1]
+        ets = item[2] if len(item) == 3 else now
+        try:
+            sim.apply(sim.seq + 1, ets, kind, body, check_sig=False)
+        except LedgerError:
+            return out + items[i + 1 :]  # the real fold names the problem
+        p = sim.pending
+        if p is None or kind != "reading":
+            continue
+        nxt = items[i + 1] if i + 1 < len(items) else None
+        if nxt is not None and nxt[0] == p[0] and type(nxt[1]) is dict and "reading" in nxt[1]:
+            continue  # the writer wrote it
+        gkind, owner, qty, rseq = p
+        g = sim.genesis
+        price = g["retail_price"] if gkind == "grid_import" else g["feedin_price"]
+        grid = {"owner": owner, "qty": qty, "price": price, "reading": rseq}
+        billed = qty * price - sim.bal[owner][1]
+        if gkind == "grid_import" and billed > 0:
+            grid["billed"] = billed
+        out.append((gkind, grid, ets))
+        sim.apply(sim.seq + 1, ets, gkind, grid, check_sig=False)
+    return out
+
+
 def _negative(acct: str, cur: tuple[int, int], de: int, dm: int, kind: str) -> NoReturn:
     neg_e = cur[0] + de < 0
     what = "energy" if neg_e else "money"
     have = cur[0] if neg_e else cur[1]
     need = -de if neg_e else -dm
     raise LedgerError(f"{acct} would go negative: {what} balance {have}, needs {need}", None, kind)
+
+
+def _over_bmax(acct: str, energy: int, bmax: int, kind: str) -> NoReturn:
+    raise LedgerError(f"{acct} would hold {energy} Wh, above its bmax {bmax}", None, kind)
 
 
 def _overflow(kind: str) -> NoReturn:
@@ -625,7 +861,9 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         {"owner": str, "bmax": int, "storage": int}, pk="owner", if_not_exists=True
     )
     db["meters"].create(
-        {"meter": str, "owner": str, "last_seq": int}, pk="meter", if_not_exists=True
+        {"meter": str, "owner": str, "last_seq": int, "last_end": int},
+        pk="meter",
+        if_not_exists=True,
     )
     db["meta"].create({"key": str, "value": int}, pk="key", if_not_exists=True)
 
@@ -703,12 +941,14 @@ class Ledger:
         for r in db["members"].rows:
             st.members[r["owner"]] = (r["bmax"], bool(r["storage"]))
         for r in db["meters"].rows:
-            st.meters[r["meter"]] = (r["owner"], r["last_seq"])
+            st.meters[r["meter"]] = (r["owner"], r["last_seq"], r["last_end"])
         for r in db["meta"].rows:
             if r["key"] == "last_close":
                 st.last_close = r["value"]
             elif r["key"] == "first_trade":
                 st.first_trade = r["value"]
+            elif r["key"] == "storage_interval":
+                st.storage_interval = r["value"]
         if st.last_close:
             row = self.conn.execute(
                 "SELECT body FROM entries WHERE seq = ?", (st.last_close,)
@@ -761,11 +1001,16 @@ class Ledger:
         """Validate and append ``(kind, body)`` or ``(kind, body, ts)`` items as one SQLite
         transaction. All or nothing: a refused item raises LedgerError (with ``index``) and
         nothing is written. Entries without their own ts get ``ts`` (default: now, ms).
+        A ``reading`` not followed by its grid entry gets it written after it (the export
+        above Bmax or the import the balance cannot cover, computed from the balances at
+        that point of the batch); ``index`` then counts the items as given plus those.
         ``interval_close`` is refused here: :meth:`close_interval` is the one way to write it."""
         items = list(items)
         if not items:
             return []
         now = int(time.time() * 1000) if ts is None else ts
+        if any(item[0] == "reading" for item in items):
+            return self._append(lambda st: _with_grid_entries(st, items, now), now)
         return self._append(lambda st: items, now)
 
     def close_interval(self, interval: int, ts: int) -> LedgerEntry:
@@ -827,8 +1072,7 @@ class Ledger:
                 )
             if not rate:
                 return []
-            providers = {o: bmax for o, (bmax, sto) in st.members.items() if sto and bmax}
-            if not providers:
+            if not any(sto and bmax for bmax, sto in st.members.values()):
                 raise LedgerError(
                     "storage_rate is set but no member has storage (storage true, bmax > 0) "
                     "to receive the providers' 80%"
@@ -836,18 +1080,13 @@ class Ledger:
             out: list = []
             total = 0
             for who in sorted(st.members):
-                energy, money = st.bal[who]
-                fee = min(storage_fee(energy, rate), money) if energy > 0 else 0
+                fee = st._storage_due(who, rate)
                 if fee > 0:
-                    out.append(("fee", {"owner": who, "amount": fee, "trade": None}))
+                    body = {"owner": who, "amount": fee, "trade": None, "interval": interval}
+                    out.append(("fee", body))
                     total += fee
             if total:
-                shares = split_fees(total, providers, st.funds["education"], st.funds["network"])
-                body = {
-                    "fund": "fees",
-                    "shares": [{"account": a, "amount": v} for a, v in sorted(shares.items())],
-                }
-                out.append(("fee_split", body))
+                out.append(("fee_split", {"fund": "fees", "shares": st.storage_shares(total)}))
             return out
 
         return self._append(items, ts)
@@ -912,6 +1151,10 @@ class Ledger:
             rows.append((seq, ets, kind, body_bytes.decode(), prev, h))
             entries.append(LedgerEntry(seq, ets, kind, body, prev, h))
             prev = h
+        if st.open_obligation():
+            err = LedgerError(f"batch ends too early: {st.open_obligation()}")
+            err.index = len(items)
+            raise err
         st.head = prev
         return rows, entries
 
@@ -930,21 +1173,23 @@ class Ledger:
                 "INSERT OR REPLACE INTO members (owner, bmax, storage) VALUES (?,?,?)",
                 [(o, b, int(s)) for o, (b, s) in st.members.items() if o not in old.members],
             )
-        meters = [(m, o, s) for m, (o, s) in st.meters.items() if old.meters.get(m) != (o, s)]
+        meters = [(m, *v) for m, v in st.meters.items() if old.meters.get(m) != v]
         if meters:
             conn.executemany(
-                "INSERT OR REPLACE INTO meters (meter, owner, last_seq) VALUES (?,?,?)", meters
+                "INSERT OR REPLACE INTO meters (meter, owner, last_seq, last_end) VALUES (?,?,?,?)",
+                meters,
             )
         if st.last_close != old.last_close:
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_close', ?)",
                 (st.last_close,),
             )
-        if st.first_trade != old.first_trade:
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('first_trade', ?)",
-                (st.first_trade,),
-            )
+        for key in ("first_trade", "storage_interval"):
+            if getattr(st, key) != getattr(old, key):
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    (key, getattr(st, key)),
+                )
 
     def prove(self, seq: int) -> dict[str, Any]:
         """An RFC 9162 inclusion proof of entry ``seq`` under the ``merkle_root`` of the
@@ -1082,6 +1327,8 @@ def _verify_rows(conn: sqlite3.Connection, expect_head: tuple[int, bytes] | None
         prev = h
         expected += 1
     n = expected - 1
+    if st.open_obligation():  # batches are atomic, so a committed ledger owes nothing
+        return bad(n, f"the ledger ends inside a batch: {st.open_obligation()}")
     if expect_head is not None:
         eseq, ehash = expect_head
         if n < eseq:
@@ -1116,6 +1363,8 @@ def _verify_rows(conn: sqlite3.Connection, expect_head: tuple[int, bytes] | None
     folded_meta = {"last_close": st.last_close} if st.last_close else {}
     if st.first_trade:
         folded_meta["first_trade"] = st.first_trade
+    if st.storage_interval >= 0:
+        folded_meta["storage_interval"] = st.storage_interval
     folded = (st.members, st.meters, folded_meta)
     for name, got, want in zip(("members", "meters", "meta"), caches, folded, strict=True):
         if got != want:
@@ -1217,8 +1466,8 @@ def _read_caches(conn: sqlite3.Connection) -> tuple[dict, dict, dict]:
         for o, b, s in conn.execute("SELECT owner, bmax, storage FROM members")
     }
     meters = {
-        text(m): (text(o), q)
-        for m, o, q in conn.execute("SELECT meter, owner, last_seq FROM meters")
+        text(m): (text(o), q, e)
+        for m, o, q, e in conn.execute("SELECT meter, owner, last_seq, last_end FROM meters")
     }
     meta = {text(k): v for k, v in conn.execute("SELECT key, value FROM meta")}
     return members, meters, meta

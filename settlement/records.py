@@ -1,4 +1,4 @@
-"""Typed, validated records: markets, orders, cancels, trades and accounts.
+"""Typed, validated records: markets, orders, cancels, trades, accounts and meter readings.
 
 Each record maps one line of the JSON Lines order log (``to_dict`` / ``from_dict``) and
 refuses bad input with a :class:`RecordError` naming the field. Construction validates
@@ -29,6 +29,7 @@ __all__ = [
     "MAX_NAME",
     "MarketSpec",
     "Order",
+    "Reading",
     "RecordError",
     "Trade",
     "parse_record",
@@ -518,7 +519,97 @@ class Account:
         }
 
 
-def parse_record(d: dict[str, Any], markets: Markets = None) -> Account | Order | Cancel:
+_READING_KEYS = frozenset(("type", "meter", "start", "end", "produced", "consumed", "seq", "sig"))
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What one meter measured over ``[start, end)`` (ms): ``produced`` and ``consumed`` Wh.
+
+    ``meter`` is the meter's own peer id (its Ed25519 key, registered to one household by a
+    ``meter`` ledger entry); ``seq`` counts the meter's readings from 1. The signature covers
+    the body, which includes ``type`` so a reading's bytes never pass for an order's.
+    This checks the record's form only; :mod:`wattmesh.meters.validate` checks it against
+    the meter's registration and history.
+    """
+
+    meter: str
+    start: int
+    end: int
+    produced: int
+    consumed: int
+    seq: int
+    sig: str | None = None
+
+    def __post_init__(self) -> None:
+        v: Any = self.meter
+        if type(v) is not str or not 0 < len(v) <= MAX_NAME:
+            _fail_name("meter", v)
+        for name in ("start", "end"):
+            v = getattr(self, name)
+            if type(v) is not int or not 0 <= v <= _I64:
+                _fail_ms(name, v)
+        if self.end <= self.start:
+            raise RecordError("end", f"must be after start {self.start}, got {self.end}")
+        for name in ("produced", "consumed"):
+            v = getattr(self, name)
+            if type(v) is not int or not 0 <= v <= _I64:
+                _fail_amount(name, v)
+        v = self.seq
+        if type(v) is not int or not 0 < v <= _I64:
+            _fail_count("seq", v)
+        v = self.sig
+        if v is not None and not _is_sig_hex(v):
+            _fail_sig(v)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Reading:
+        """Validate one reading line (``type`` optional)."""
+        _check_shape(d, "reading", _READING_KEYS)
+        try:
+            return cls(
+                d["meter"], d["start"], d["end"], d["produced"], d["consumed"], d["seq"],
+                d.get("sig"),
+            )  # fmt: skip
+        except KeyError as exc:
+            raise RecordError(exc.args[0], "missing") from None
+
+    def body(self) -> dict[str, Any]:
+        """The signed content: the log line without ``sig``."""
+        return {
+            "type": "reading",
+            "meter": self.meter,
+            "start": self.start,
+            "end": self.end,
+            "produced": self.produced,
+            "consumed": self.consumed,
+            "seq": self.seq,
+        }
+
+    def computed_id(self) -> str:
+        """The id of this reading (hex SHA-256 of its body), for de-duplication."""
+        return _id_of(self.body())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The log line: the body, plus ``sig`` when signed."""
+        d = self.body()
+        if self.sig is not None:
+            d["sig"] = self.sig
+        return d
+
+    def signed(self, key: Ed25519PrivateKey) -> Reading:
+        """A copy signed by ``key``, which must be the meter's (meter = its peer id)."""
+        signer = peer_id_of(key)
+        if signer != self.meter:
+            raise ValueError(f"meter is {self.meter!r} but the key belongs to {signer!r}")
+        return dataclasses.replace(self, sig=sign(key, self.body()))
+
+    def verify_signature(self) -> bool:
+        """True iff the reading carries a valid signature by its meter's key."""
+        return self.sig is not None and verify(self.meter, self.body(), self.sig)
+
+
+def parse_record(d: dict[str, Any], markets: Markets = None) -> Account | Order | Cancel | Reading:
     """Validate one order-log line, dispatching on its ``type``."""
     if type(d) is not dict:
         raise RecordError(None, f"a log line must be a JSON object, got {type(d).__name__}")
@@ -529,6 +620,10 @@ def parse_record(d: dict[str, Any], markets: Markets = None) -> Account | Order 
         return Cancel.from_dict(d)
     if kind == "account":
         return Account.from_dict(d)
+    if kind == "reading":
+        return Reading.from_dict(d)
     if kind is None:
         raise RecordError("type", "missing")
-    raise RecordError("type", f"must be 'account', 'order' or 'cancel', got {_show(kind)}")
+    raise RecordError(
+        "type", f"must be 'account', 'order', 'cancel' or 'reading', got {_show(kind)}"
+    )

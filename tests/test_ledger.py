@@ -28,6 +28,7 @@ from wattmesh.settlement.merkle import chain_digest, merkle_root
 
 T0 = 1_718_928_000_000
 RETAIL, FEEDIN = 300_000, 80_000
+AUDITOR = generate_key()  # the community's auditor, who signs corrections
 GENESIS = {
     "community": "elm-street",
     "interval_ms": 900_000,
@@ -37,7 +38,15 @@ GENESIS = {
     "retail_price": RETAIL,
     "feedin_price": FEEDIN,
     "funds": {"fees": "fund:fees", "grid": "fund:grid"},
+    "auditors": [peer_id_of(AUDITOR)],
 }
+
+
+def correction(corrects: int, adjustments: list, reason: str = "", key=AUDITOR) -> tuple:
+    """A correction signed by ``key`` (the genesis auditor unless told otherwise)."""
+    body = {"corrects": corrects, "authorised_by": peer_id_of(key), "reason": reason,
+            "adjustments": adjustments}  # fmt: skip
+    return ("correction", {**body, "sig": sign(key, body)})
 
 
 def member(owner: str, bmax: int = 20_000, storage: bool = False) -> tuple[str, dict]:
@@ -247,8 +256,9 @@ def test_fee_split_and_withdrawal(led: Ledger) -> None:
 
 
 def signed_reading(key, meter: str, seq: int, produced: int, consumed: int) -> dict:
-    body = {"meter": meter, "start": T0 + seq * 900_000, "end": T0 + (seq + 1) * 900_000,
-            "produced": produced, "consumed": consumed, "seq": seq}  # fmt: skip
+    body = {"type": "reading", "meter": meter, "start": T0 + seq * 900_000,
+            "end": T0 + (seq + 1) * 900_000, "produced": produced, "consumed": consumed,
+            "seq": seq}  # fmt: skip
     return {**body, "sig": sign(key, body)}
 
 
@@ -265,8 +275,6 @@ def test_readings_are_signed_by_a_registered_meter(led: Ledger) -> None:
     with pytest.raises(LedgerError) as exc:
         led.append_batch([("reading", forged)], ts=T0 + 4)
     assert exc.value.field == "sig"
-    with pytest.raises(LedgerError, match="consumption|would go negative"):
-        led.append_batch([("reading", signed_reading(key, m, 2, 0, 10**9))], ts=T0 + 4)
     assert led.verify().ok
 
 
@@ -287,22 +295,39 @@ def test_verify_checks_reading_signatures(led: Ledger) -> None:
 def test_correction_applies_a_balanced_adjustment(led: Ledger) -> None:
     # The grid import at seq 6 was recorded 1000 Wh too high: take it back from bob.
     back = 1_000 * RETAIL
-    fix = {"corrects": 6, "authorised_by": "board", "reason": "meter double count",
-           "adjustments": [{"account": "bob", "energy": -1_000, "money": back},
-                           {"account": "@grid", "energy": 1_000, "money": -back}]}  # fmt: skip
+    adjust = [{"account": "bob", "energy": -1_000, "money": back},
+              {"account": "@grid", "energy": 1_000, "money": -back}]  # fmt: skip
     before = led.balances()["bob"]
-    led.append_batch([("correction", fix)], ts=T0 + 3)
+    led.append_batch([correction(6, adjust, "meter double count")], ts=T0 + 3)
     after = led.balances()["bob"]
     assert after["energy"] == before["energy"] - 1_000
     assert after["money"] == before["money"] + 1_000 * RETAIL
     assert total(led) == (0, 0) and led.verify().ok
-    unbalanced = {**fix, "adjustments": fix["adjustments"][:1]}
     with pytest.raises(LedgerError, match="sum to zero") as exc:
-        led.append_batch([("correction", unbalanced)])
+        led.append_batch([correction(6, adjust[:1])])
     assert exc.value.field == "adjustments"
     with pytest.raises(LedgerError) as exc:
-        led.append_batch([("correction", {**fix, "corrects": 99})])
+        led.append_batch([correction(99, adjust)])
     assert exc.value.field == "corrects"
+
+
+def test_a_correction_must_be_signed_by_a_genesis_auditor(led: Ledger) -> None:
+    adjust = [{"account": "bob", "energy": -1, "money": 0},
+              {"account": "@grid", "energy": 1, "money": 0}]  # fmt: skip
+    before = (led.head(), led.balances())
+    with pytest.raises(LedgerError, match="not an auditor") as exc:
+        led.append_batch([correction(6, adjust, key=generate_key())])
+    assert exc.value.field == "authorised_by"
+    kind, body = correction(6, adjust)
+    with pytest.raises(LedgerError, match="signature") as exc:
+        led.append_batch([(kind, {**body, "reason": "changed after signing"})])
+    assert exc.value.field == "sig"
+    assert (led.head(), led.balances()) == before
+    # verify checks the signature too: forge the reason and recompute every hash after it.
+    led.append_batch([correction(6, adjust, "typo")], ts=T0 + 3)
+    rewrite(led, 20, lambda b: {**b, "reason": "forged"})
+    res = led.verify()
+    assert not res.ok and res.bad_seq == 20 and "auditor's signature" in res.problem
 
 
 # -- tamper classes --------------------------------------------------------------------
@@ -468,7 +493,7 @@ def test_tampered_balance_cache(led: Ledger) -> None:
     [
         "UPDATE members SET bmax = 1 WHERE owner = 'alice'",
         "DELETE FROM members WHERE owner = 'bob'",
-        "INSERT INTO meters VALUES ('m9', 'alice', 0)",
+        "INSERT INTO meters VALUES ('m9', 'alice', 0, 0)",
         "UPDATE meta SET value = 3",
     ],
 )
@@ -544,15 +569,13 @@ ops = st.one_of(
         lambda t: ("grid_export", {"owner": t[0], "qty": t[1], "price": FEEDIN})),
     st.tuples(acct, acct, amount, st.integers(0, 1_000_000)).map(
         lambda t: trade(t[0], t[1], t[2], t[3])),
-    st.tuples(acct, amount).map(lambda t: ("fee", {"owner": t[0], "amount": t[1], "trade": None})),
+    st.tuples(acct, amount).map(lambda t: ("fee", {"owner": t[0], "amount": t[1], "trade": 1})),
     st.tuples(acct, amount).map(
         lambda t: ("fee_split", {"fund": "fees", "shares": [{"account": t[0], "amount": t[1]}]})),
     st.tuples(acct, st.sampled_from(EXTERNAL), st.integers(-3_000, 3_000),
               st.integers(-10**9, 10**9)).map(
-        lambda t: ("correction", {"corrects": 1, "authorised_by": "board", "reason": "",
-                                  "adjustments": [
-                                      {"account": t[0], "energy": t[2], "money": t[3]},
-                                      {"account": t[1], "energy": -t[2], "money": -t[3]}]})),
+        lambda t: correction(1, [{"account": t[0], "energy": t[2], "money": t[3]},
+                                 {"account": t[1], "energy": -t[2], "money": -t[3]}])),
 )  # fmt: skip
 
 
@@ -603,15 +626,13 @@ def test_correction_restores_consistency(tmp_path_factory, energy, money, who) -
     with Ledger.open(p1) as clean, Ledger.open(p2) as fixed:
         clean.append_batch(base, ts=T0)
         fixed.append_batch(base, ts=T0)
-        mistake = ("correction", {"corrects": 5, "authorised_by": "board", "reason": "oops",
-                   "adjustments": [{"account": who, "energy": energy, "money": money},
-                                   {"account": "@meters", "energy": -energy,
-                                    "money": -money}]})  # fmt: skip
+        mistake = correction(5, [{"account": who, "energy": energy, "money": money},
+                                 {"account": "@meters", "energy": -energy, "money": -money}],
+                             "oops")  # fmt: skip
         [bad_entry] = fixed.append_batch([mistake], ts=T0 + 1)
-        undo = ("correction", {"corrects": bad_entry.seq, "authorised_by": "board",
-                "reason": "revert", "adjustments": [
-                    {"account": a["account"], "energy": -a["energy"], "money": -a["money"]}
-                    for a in mistake[1]["adjustments"]]})  # fmt: skip
+        undo = correction(bad_entry.seq, [
+            {"account": a["account"], "energy": -a["energy"], "money": -a["money"]}
+            for a in mistake[1]["adjustments"]], "revert")  # fmt: skip
         fixed.append_batch([undo], ts=T0 + 2)
         assert fixed.balances() == clean.balances()
         assert fixed.verify().ok
@@ -728,9 +749,9 @@ def test_charge_storage_collects_and_splits_80_10_10_without_creating_money(tmp_
         fees = [e.body for e in entries if e.kind == "fee"]
         # sorted by account; dave's 700 nano is capped at the 300 he holds; carol holds none
         assert fees == [
-            {"owner": "alice", "amount": 5_000, "trade": None},
-            {"owner": "bob", "amount": 3_001, "trade": None},
-            {"owner": "dave", "amount": 300, "trade": None},
+            {"owner": "alice", "amount": 5_000, "trade": None, "interval": T0},
+            {"owner": "bob", "amount": 3_001, "trade": None, "interval": T0},
+            {"owner": "dave", "amount": 300, "trade": None, "interval": T0},
         ]
         split = entries[-1].body
         assert split["fund"] == "fees"
@@ -770,6 +791,7 @@ def test_charge_storage_without_a_rate_writes_nothing(led: Ledger) -> None:
 
 def test_charge_storage_refusals_write_nothing(tmp_path):
     with storage_community(tmp_path / "s.db") as led:
+        led.charge_storage(T0, T0 + 1)
         led.close_interval(T0, T0 + 1)
         head = led.head_text()
         with pytest.raises(LedgerError, match="already closed"):
@@ -794,3 +816,52 @@ def test_genesis_storage_rate_needs_education_and_network_funds(tmp_path):
         with pytest.raises(LedgerError, match="unknown field"):
             led.append_batch([("genesis", {**GENESIS, "storage": 5})], ts=T0)
         assert len(led) == 0
+
+
+def test_storage_fees_are_recomputed_a_second_charge_and_a_skipped_interval_refused(tmp_path):
+    with storage_community(tmp_path / "s.db") as led:
+        with pytest.raises(LedgerError, match="storage fees were not charged"):
+            led.close_interval(T0, T0 + 1)
+        head = led.head_text()
+        fee = {"owner": "alice", "amount": 4_000, "trade": None, "interval": T0}
+        with pytest.raises(LedgerError, match="must be 5000") as exc:
+            led.append_batch([("fee", fee)], ts=T0 + 1)
+        assert exc.value.field == "amount"
+        with pytest.raises(LedgerError, match="batch ends too early"):  # no fee_split
+            led.append_batch([("fee", {**fee, "amount": 5_000})], ts=T0 + 1)
+        assert led.head_text() == head
+        led.charge_storage(T0, T0 + 2)
+        with pytest.raises(LedgerError, match="second charge"):
+            led.append_batch([("fee", {**fee, "amount": 5_000})], ts=T0 + 3)
+        with pytest.raises(LedgerError, match="second charge"):
+            led.charge_storage(T0, T0 + 3)
+        led.close_interval(T0, T0 + 4)
+        assert led.verify().ok
+
+
+def test_verify_recomputes_storage_fees(tmp_path):
+    with storage_community(tmp_path / "s.db") as led:
+        [alice_fee, *_rest] = led.charge_storage(T0, T0 + 2)
+        # Lower alice's fee and the split to match: the hashes are recomputed, so only the
+        # rule catches it.
+        rewrite(led, alice_fee.seq, lambda b: {**b, "amount": b["amount"] - 1})
+        res = led.verify()
+        assert not res.ok and res.bad_seq == alice_fee.seq and "must be 5000" in res.problem
+
+
+def test_no_member_ever_holds_more_than_its_bmax(led: Ledger) -> None:
+    # alice's bmax is 20000; bring her to 19000 Wh. bob holds 3955 Wh.
+    held = led.balances()["alice"]["energy"]
+    led.append_batch([("grid_import", {"owner": "alice", "qty": 19_000 - held, "price": RETAIL})])
+    head = led.head_text()
+    with pytest.raises(LedgerError, match="alice would hold 20001 Wh, above its bmax 20000"):
+        led.append_batch([("grid_import", {"owner": "alice", "qty": 1_001, "price": RETAIL})])
+    with pytest.raises(LedgerError, match="above its bmax 20000"):
+        led.append_batch([trade("alice", "bob", 1_001, 200_000)])
+    adjust = [{"account": "alice", "energy": 1_001, "money": 0},
+              {"account": "@meters", "energy": -1_001, "money": 0}]  # fmt: skip
+    with pytest.raises(LedgerError, match="above its bmax 20000"):
+        led.append_batch([correction(6, adjust)])
+    assert led.head_text() == head
+    led.append_batch([trade("alice", "bob", 1_000, 200_000)])
+    assert led.balances()["alice"]["energy"] == 20_000 and led.verify().ok
