@@ -4,8 +4,8 @@
 - gode_sunder.py, metrics.py: Gode and Sunder's markets on the CDA engine, and efficiency,
   Smith's alpha and profit dispersion
 - threshold.py: the Energo threshold agent
-- profiles.py, community.py: the Energo community, call auctions every 15 minutes under
-  Bmax caps
+- community.py: the Energo community, call auctions every 15 minutes under Bmax caps, on
+  the built-in profiles of wattmesh.meters.profiles
 
 The `wattmesh simulate ...` commands that drive them live in wattmesh.exchange.
 """

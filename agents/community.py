@@ -31,9 +31,9 @@ from array import array
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
-from wattmesh.agents.profiles import INTERVALS_PER_DAY, household_days, weather
 from wattmesh.agents.threshold import OpenOrder, ThresholdAgent
 from wattmesh.matching import ASK, BID, MAX_PRICE, Accounts, CallAuction
+from wattmesh.meters.profiles import INTERVALS_PER_DAY, household_days, weather
 
 __all__ = [
     "CONSUMER",

@@ -25,8 +25,8 @@ from wattmesh.agents.community import (
     CommunityResult,
     simulate,
 )
-from wattmesh.agents.profiles import INTERVALS_PER_DAY
 from wattmesh.exchange.terminal import fail, progress_bar
+from wattmesh.meters.profiles import INTERVALS_PER_DAY
 
 __all__ = ["community", "format_summary", "write_plots"]
 
