@@ -14,6 +14,7 @@ import typer
 
 from wattmesh.exchange import replay as replaying
 from wattmesh.exchange.ledger_cli import ledger_app
+from wattmesh.exchange.meter_cli import meter_app
 from wattmesh.exchange.replay_ledger import ReplayLedgerError, settle_into_ledger
 from wattmesh.exchange.simulate_community import community
 from wattmesh.exchange.simulate_gode_sunder import gode_sunder
@@ -129,6 +130,23 @@ def replay(
             "bmax), 10% education, 10% network. 0: no fees.",
         ),
     ] = 0,
+    retail_price: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="P",
+            help="Grid retail price (micro-currency per kWh) for energy a meter reading imports.",
+        ),
+    ] = replaying.DEFAULT_RETAIL_PRICE,
+    feedin_price: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="P",
+            help="Grid feed-in price (micro-currency per kWh) for energy a reading exports "
+            "above Bmax.",
+        ),
+    ] = replaying.DEFAULT_FEEDIN_PRICE,
 ) -> None:
     """Replay an order log through the matching engine and summarize the result.
 
@@ -143,6 +161,8 @@ def replay(
         stp=stp.value,
         strict=strict,
         verify_signatures=verify_signatures,
+        retail_price=retail_price,
+        feedin_price=feedin_price,
     )
     size = log.stat().st_size if log is not None else 0
     try:
@@ -188,6 +208,7 @@ app.add_typer(simulate, name="simulate")
 simulate.command("gode-sunder")(gode_sunder)
 simulate.command("community")(community)
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(meter_app, name="meter")
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -208,6 +229,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"vwap      {price}",
         f"refused   {summary['refused']:,}" + (f" ({reasons})" if reasons else ""),
     ]
+    if summary.get("readings"):
+        lines.insert(
+            -1,
+            f"readings  {summary['readings']:,} (grid: exported {summary['exported_wh']:,} Wh,"
+            f" imported {summary['imported_wh']:,} Wh)",
+        )
     return "\n".join(lines) + "\n"
 
 

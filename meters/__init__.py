@@ -1,1 +1,1 @@
-"""Meter readings and profiles. Not built yet."""
+"""Meters: signed readings from simulated and real meters (DESIGN.md, "Meters")."""

@@ -81,9 +81,11 @@ _KEYSETS = {k: frozenset(v) for k, v in KINDS.items()}
 # corrections; absent: none). grid entries: ``reading`` (the seq of the reading whose
 # export or import this is). grid_import: ``billed`` (the part of a reading's import charge
 # the household's money could not cover, billed by the supplier outside the ledger).
-# fee: ``interval`` (a storage fee's interval; absent: a trade fee).
+# fee: ``interval`` (a storage fee's interval; absent: a trade fee). meter: ``max_power_w``
+# (the meter's declared maximum power; absent: no limit on what a reading may claim).
 OPTIONAL: dict[str, tuple[str, ...]] = {
     "genesis": ("storage_rate", "auditors"),
+    "meter": ("max_power_w",),
     "grid_import": ("reading", "billed"),
     "grid_export": ("reading",),
     "fee": ("interval",),
@@ -225,8 +227,9 @@ class _State:
     bal: dict[str, tuple[int, int]] = field(default_factory=dict)
     members: dict[str, tuple[int, bool]] = field(default_factory=dict)
     funds: dict[str, str] = field(default_factory=dict)  # fund name -> account
-    # meter -> (owner, seq of its last applied reading, end of that reading in ms)
-    meters: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    # meter -> (owner, seq of its last applied reading, end of that reading in ms,
+    # declared max power in W or None)
+    meters: dict[str, tuple[str, int, int, int | None]] = field(default_factory=dict)
     last_close: int = 0  # seq of the last interval_close (0: none)
     last_interval: int = -1  # interval of the last interval_close (-1: none)
     first_trade: int = 0  # seq of the first trade (0: none yet); openings must precede it
@@ -439,7 +442,9 @@ class _State:
         m = _name(b, "meter", k)
         if m in self.meters:
             raise LedgerError(f"meter {m!r} is already registered", "meter", k)
-        self.meters[m] = (self._member_acct(b, "owner", k), 0, 0)
+        owner = self._member_acct(b, "owner", k)
+        max_w = _int(b, "max_power_w", k, 1) if "max_power_w" in b else None
+        self.meters[m] = (owner, 0, 0, max_w)
 
     def _reading(self, b: dict, seq: int) -> Any:
         """A signed meter reading, applied as DESIGN.md says (settlement/readings.py): the
@@ -452,7 +457,7 @@ class _State:
         reg = self.meters.get(m)
         if reg is None:
             raise LedgerError(f"meter {m!r} is not registered", "meter", k)
-        owner, last_seq, last_end = reg
+        owner, last_seq, last_end, max_w = reg
         start = _int(b, "start", k)
         end = _int(b, "end", k)
         if end <= start:
@@ -466,6 +471,16 @@ class _State:
             )
         produced = _int(b, "produced", k)
         consumed = _int(b, "consumed", k)
+        if max_w is not None:
+            most = max_w * (end - start) // 3_600_000
+            for f, v in (("produced", produced), ("consumed", consumed)):
+                if v > most:
+                    raise LedgerError(
+                        f"{v} Wh is impossible: the meter's {max_w} W over "
+                        f"{end - start} ms give at most {most} Wh",
+                        f,
+                        k,
+                    )
         if type(b["sig"]) is not str:
             raise LedgerError("must be a hex signature", "sig", k)
         energy = self.bal[owner][0]
@@ -474,7 +489,7 @@ class _State:
             energy, self.members[owner][0], produced, consumed, g["retail_price"],
             g["feedin_price"],
         )  # fmt: skip
-        self.meters[m] = (owner, rseq, end)
+        self.meters[m] = (owner, rseq, end, max_w)
         if eff.exported_wh:
             self.pending = ("grid_export", owner, eff.exported_wh, seq)
         elif eff.imported_wh:
@@ -861,7 +876,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         {"owner": str, "bmax": int, "storage": int}, pk="owner", if_not_exists=True
     )
     db["meters"].create(
-        {"meter": str, "owner": str, "last_seq": int, "last_end": int},
+        {"meter": str, "owner": str, "last_seq": int, "last_end": int, "max_power_w": int},
         pk="meter",
         if_not_exists=True,
     )
@@ -941,7 +956,7 @@ class Ledger:
         for r in db["members"].rows:
             st.members[r["owner"]] = (r["bmax"], bool(r["storage"]))
         for r in db["meters"].rows:
-            st.meters[r["meter"]] = (r["owner"], r["last_seq"], r["last_end"])
+            st.meters[r["meter"]] = (r["owner"], r["last_seq"], r["last_end"], r["max_power_w"])
         for r in db["meta"].rows:
             if r["key"] == "last_close":
                 st.last_close = r["value"]
@@ -1176,7 +1191,8 @@ class Ledger:
         meters = [(m, *v) for m, v in st.meters.items() if old.meters.get(m) != v]
         if meters:
             conn.executemany(
-                "INSERT OR REPLACE INTO meters (meter, owner, last_seq, last_end) VALUES (?,?,?,?)",
+                "INSERT OR REPLACE INTO meters (meter, owner, last_seq, last_end, max_power_w) "
+                "VALUES (?,?,?,?,?)",
                 meters,
             )
         if st.last_close != old.last_close:
@@ -1466,8 +1482,10 @@ def _read_caches(conn: sqlite3.Connection) -> tuple[dict, dict, dict]:
         for o, b, s in conn.execute("SELECT owner, bmax, storage FROM members")
     }
     meters = {
-        text(m): (text(o), q, e)
-        for m, o, q, e in conn.execute("SELECT meter, owner, last_seq, last_end FROM meters")
+        text(m): (text(o), q, e, w)
+        for m, o, q, e, w in conn.execute(
+            "SELECT meter, owner, last_seq, last_end, max_power_w FROM meters"
+        )
     }
     meta = {text(k): v for k, v in conn.execute("SELECT key, value FROM meta")}
     return members, meters, meta

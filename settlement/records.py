@@ -28,6 +28,7 @@ __all__ = [
     "Cancel",
     "MAX_NAME",
     "MarketSpec",
+    "Meter",
     "Order",
     "Reading",
     "RecordError",
@@ -519,6 +520,51 @@ class Account:
         }
 
 
+_METER_KEYS = frozenset(("type", "meter", "owner", "max_power_w"))
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    """A meter registered to one household: its peer id, the owner, and its declared
+    maximum power in W (None: not declared, no limit), which bounds what one reading may
+    claim: at most ``max_power_w`` × the reading's duration."""
+
+    meter: str
+    owner: str
+    max_power_w: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("meter", "owner"):
+            v: Any = getattr(self, name)
+            if type(v) is not str or not 0 < len(v) <= MAX_NAME:
+                _fail_name(name, v)
+        v = self.max_power_w
+        if v is not None and (type(v) is not int or not 0 < v <= _I64):
+            _fail_count("max_power_w", v)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Meter:
+        """Validate one meter line (``type`` optional; ``max_power_w`` optional)."""
+        _check_shape(d, "meter", _METER_KEYS)
+        try:
+            return cls(d["meter"], d["owner"], d.get("max_power_w"))
+        except KeyError as exc:
+            raise RecordError(exc.args[0], "missing") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The log line (``max_power_w`` only when declared)."""
+        d: dict[str, Any] = {"type": "meter", "meter": self.meter, "owner": self.owner}
+        if self.max_power_w is not None:
+            d["max_power_w"] = self.max_power_w
+        return d
+
+    def max_wh(self, duration_ms: int) -> int | None:
+        """The most energy (Wh) the meter can measure in ``duration_ms``; None: no limit."""
+        if self.max_power_w is None:
+            return None
+        return self.max_power_w * duration_ms // 3_600_000
+
+
 _READING_KEYS = frozenset(("type", "meter", "start", "end", "produced", "consumed", "seq", "sig"))
 
 
@@ -622,8 +668,11 @@ def parse_record(d: dict[str, Any], markets: Markets = None) -> Account | Order 
         return Account.from_dict(d)
     if kind == "reading":
         return Reading.from_dict(d)
+    if kind == "meter":
+        return Meter.from_dict(d)
     if kind is None:
         raise RecordError("type", "missing")
     raise RecordError(
-        "type", f"must be 'account', 'order', 'cancel' or 'reading', got {_show(kind)}"
+        "type",
+        f"must be 'account', 'order', 'cancel', 'meter' or 'reading', got {_show(kind)}",
     )

@@ -493,7 +493,7 @@ def test_tampered_balance_cache(led: Ledger) -> None:
     [
         "UPDATE members SET bmax = 1 WHERE owner = 'alice'",
         "DELETE FROM members WHERE owner = 'bob'",
-        "INSERT INTO meters VALUES ('m9', 'alice', 0, 0)",
+        "INSERT INTO meters VALUES ('m9', 'alice', 0, 0, NULL)",
         "UPDATE meta SET value = 3",
     ],
 )

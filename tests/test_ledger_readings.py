@@ -169,3 +169,17 @@ def test_reading_entries_hash_like_every_other_entry(tmp_path: Path) -> None:
         for e in led.entries():
             assert e.hash == entry_hash(prev, e.seq, e.ts, e.kind, e.body)
             prev = e.hash
+
+
+def test_a_reading_beyond_the_meters_declared_power_is_refused(tmp_path: Path) -> None:
+    led = Ledger.open(tmp_path / "l.db")
+    led.append_batch(
+        [("genesis", GENESIS), ("member", {"owner": "ann", "bmax": 5_000, "storage": False}),
+         ("meter", {"meter": peer_id_of(METER), "owner": "ann", "max_power_w": 4_000})],
+        ts=T0,
+    )  # fmt: skip
+    led.append_batch([reading(1, 1_000, 1_000)], ts=T0 + IV)  # 4 kW for 15 minutes: the most
+    with pytest.raises(LedgerError, match="impossible") as exc:
+        led.append_batch([reading(2, 0, 1_001)], ts=T0 + 2 * IV)
+    assert exc.value.field == "consumed"
+    assert Ledger.open(tmp_path / "l.db").verify().ok  # the limit survives a reopen
