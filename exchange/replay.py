@@ -1,7 +1,10 @@
 """Replay an order log through the matching engine: the analysts' first tool.
 
 An order log is JSON Lines, one event per line in the order the events happened:
-``account`` lines (opening balances), ``order`` lines and ``cancel`` lines (docs/replay.md).
+``account`` lines (opening balances), ``order`` lines, ``cancel`` lines, ``meter`` lines
+(a meter registered to a household) and ``reading`` lines (signed meter readings, applied
+as DESIGN.md says: up to Bmax, the rest exported or imported at grid prices;
+docs/replay.md).
 :func:`replay` applies them to the engine in one of two modes and returns a
 :class:`ReplayResult`: the fills, the per-interval statistics, the final balances and every
 refused line with its line number and reason. The ``write_*`` functions turn a result into
@@ -55,11 +58,15 @@ from wattmesh.matching import (
     Book,
     CallAuction,
 )
+from wattmesh.meters.validate import ReadingRefused, ReadingValidator
+from wattmesh.settlement.readings import apply_reading
 from wattmesh.settlement.records import (
     Account,
     Cancel,
     MarketSpec,
+    Meter,
     Order,
+    Reading,
     RecordError,
     parse_record,
     verify_signature,
@@ -102,6 +109,10 @@ LATE = "late"
 NOT_OWNER = "not-owner"
 NOT_LIVE = "not-live"
 ACCOUNT_REFUSED = "account-refused"
+METER_REFUSED = "meter-refused"
+READING_REFUSED = "reading-refused"
+DEFAULT_RETAIL_PRICE = 230_000  # 0.23 per kWh (DESIGN.md's example), micro-currency/kWh
+DEFAULT_FEEDIN_PRICE = 80_000  # 0.08 per kWh
 BAD_LINE_CODES = frozenset({BAD_JSON, BAD_RECORD, BAD_SIGNATURE})
 
 _SIDE_CODES = {"bid": BID, "ask": ASK}
@@ -148,13 +159,16 @@ class BadLineError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ReplayOptions:
-    """How to replay: mechanism, interval length, self-trade rule, strictness, signatures."""
+    """How to replay: mechanism, interval length, self-trade rule, strictness, signatures,
+    and the grid's prices for meter readings (micro-currency per kWh)."""
 
     mode: str = "call"
     interval_ms: int = DEFAULT_INTERVAL_MS
     stp: str = "none"
     strict: bool = False
     verify_signatures: bool = False
+    retail_price: int = DEFAULT_RETAIL_PRICE
+    feedin_price: int = DEFAULT_FEEDIN_PRICE
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -163,6 +177,10 @@ class ReplayOptions:
             raise ValueError(f"interval_ms: must be a positive integer, got {self.interval_ms!r}")
         if self.stp not in STP_RULES:
             raise ValueError(f"stp: must be one of {', '.join(STP_RULES)}; got {self.stp!r}")
+        for name in ("retail_price", "feedin_price"):
+            v = getattr(self, name)
+            if type(v) is not int or not 0 <= v <= _MAX_PRICE:
+                raise ValueError(f"{name}: must be an integer in 0..{_MAX_PRICE}, got {v!r}")
 
 
 @dataclass(slots=True)
@@ -201,6 +219,20 @@ class Trades:
         return len(self.qty)
 
 
+class ReadingEvent(NamedTuple):
+    """An applied reading and where it happened: after ``fills_before`` fills and (call
+    mode) ``clears_before`` cleared auctions, at the log's clock ``ts``."""
+
+    fills_before: int
+    clears_before: int
+    ts: int
+    reading: Reading
+    owner: int  # handle
+    exported_wh: int
+    imported_wh: int
+    billed: int  # import charge the money could not pay (nano)
+
+
 @dataclass(slots=True)
 class ReplayResult:
     """Everything a replay produced; the ``write_*`` functions turn it into files."""
@@ -216,6 +248,8 @@ class ReplayResult:
     closing: dict[int, tuple[int, int, int | None]]
     first_ts: int | None
     last_ts: int | None
+    meters: list[Meter] = field(default_factory=list)
+    readings: list[ReadingEvent] = field(default_factory=list)
 
     @property
     def volume(self) -> int:
@@ -280,6 +314,9 @@ class ReplayResult:
             "owners": len(self.owners),
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
+            "readings": len(self.readings),
+            "exported_wh": sum(r.exported_wh for r in self.readings),
+            "imported_wh": sum(r.imported_wh for r in self.readings),
         }
 
 
@@ -397,7 +434,10 @@ class _Replay:
         self.trades = Trades()
         self.intervals: list[IntervalStats] = []
         self.rejects: list[Reject] = []
-        self.accepted = {"accounts": 0, "orders": 0, "cancels": 0}
+        self.accepted = {"accounts": 0, "orders": 0, "cancels": 0, "meters": 0, "readings": 0}
+        self.validator = ReadingValidator()
+        self.meters: list[Meter] = []
+        self.readings: list[ReadingEvent] = []
         self.lineno = 0
         self.blank = 0
 
@@ -526,6 +566,12 @@ class _Replay:
         if kind is Account:
             self._apply_account(record, raw)  # type: ignore[arg-type]
             return None
+        if kind is Meter:
+            self._apply_meter(record, raw)  # type: ignore[arg-type]
+            return None
+        if kind is Reading:
+            self._apply_reading(record, raw)  # type: ignore[arg-type]
+            return None
         if self.verify and not self._authentic(record, raw):  # type: ignore[arg-type]
             return None
         if self.first_ts is None:
@@ -619,6 +665,54 @@ class _Replay:
                     self.fill_events.append((book, max(self.clock, 0), filled))
             self._collect_fills()
 
+    def _apply_meter(self, meter: Meter, raw: bytes) -> None:
+        h = self.scan.owner_handle(meter.owner)
+        if h is None or h not in self.account_lines:
+            self._reject(
+                METER_REFUSED,
+                f"owner {meter.owner} has no account line; a meter's household needs one first",
+                raw,
+            )
+            return
+        if meter.meter in self.validator.meters:
+            self._reject(METER_REFUSED, f"meter {meter.meter} is already registered", raw)
+            return
+        self.validator.register(meter)
+        self.meters.append(meter)
+        self.accepted["meters"] += 1
+
+    def _apply_reading(self, reading: Reading, raw: bytes) -> None:
+        """Apply a reading to its household's balances (settlement.readings), as the ledger
+        will: the grid takes what is above Bmax and gives what the balance lacks."""
+        try:
+            self.validator.check(reading, now_ms=None)  # a replay has no wall clock
+        except ReadingRefused as exc:
+            self._reject(READING_REFUSED, str(exc), raw)
+            return
+        h = self.scan.owner_handle(self.validator.meters[reading.meter].owner)
+        energy, money, bmax = self.accounts.get(h)  # type: ignore[misc]
+        o = self.options
+        eff = apply_reading(energy, bmax, reading.produced, reading.consumed,
+                            o.retail_price, o.feedin_price)  # fmt: skip
+        paid = min(eff.import_charge, money)
+        money += eff.export_credit - paid
+        if eff.balance >= _BALANCE_LIMIT or money >= _BALANCE_LIMIT:
+            self._reject(READING_REFUSED, "a balance would reach 2**62", raw)
+            return
+        self.accounts.set(h, eff.balance, money, bmax)
+        self.readings.append(
+            ReadingEvent(len(self.trades), len(self.intervals), max(self.clock, 0), reading, h,
+                         eff.exported_wh, eff.imported_wh, eff.import_charge - paid)
+        )  # fmt: skip
+        self.accepted["readings"] += 1
+        if not self.call:
+            # The new balance may make resting orders executable: re-cross now.
+            for book in self.venues:
+                filled = book.uncross()
+                if filled:
+                    self.fill_events.append((book, max(self.clock, 0), filled))
+            self._collect_fills()
+
     def _apply_cancel(self, cancel: Cancel, raw: bytes) -> None:
         ts = cancel.ts
         if ts > self.clock:
@@ -653,7 +747,13 @@ class _Replay:
                 return
             live = self.scan.call_cancel(key)  # pending, not cancelled: now cancelled
         else:
-            live = self.venues[m].cancel(key)
+            # A cancel is an event of its book, which first re-crosses what other markets'
+            # fills made executable (docs/architecture.md): those fills are the cancel's.
+            book = self.venues[m]
+            before = book.pending_fills
+            live = book.cancel(key)
+            if book.pending_fills > before:
+                self.fill_events.append((book, cancel.ts, book.pending_fills - before))
         if not live:
             self._reject(NOT_LIVE, f"order {cancel.id} is no longer live", raw)
             return
@@ -833,6 +933,8 @@ class _Replay:
                 "accounts": self.accepted["accounts"],
                 "orders": self.accepted["orders"] + scan.accepted_orders,
                 "cancels": self.accepted["cancels"] + scan.accepted_cancels,
+                "meters": self.accepted["meters"],
+                "readings": self.accepted["readings"],
             },
             rejects=self.rejects,
             trades=self.trades,
@@ -842,6 +944,8 @@ class _Replay:
             closing=closing,
             first_ts=self.first_ts,
             last_ts=self.clock if self.clock >= 0 else None,
+            meters=self.meters,
+            readings=self.readings,
         )
 
 

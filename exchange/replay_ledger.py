@@ -7,13 +7,21 @@ options (no clock, no randomness), so the same log gives the same entry hashes.
 
 What is written, in order:
 
-1. One batch: ``genesis``, then per owner with an account line a ``member`` and an
-   ``opening`` with its energy (from ``@meters``) and money (from ``@bank``): the ledger's
-   kind for balances held before the first trade.
-2. call mode: per cleared interval, in clearing order, one batch of its fills (``trade``,
-   ts = the gate) and then an ``interval_close`` (``Ledger.close_interval``).
+1. One batch: ``genesis`` (with the replay's grid prices), then per owner with an account
+   line a ``member`` and an ``opening`` with its energy (from ``@meters``) and money (from
+   ``@bank``): the ledger's kind for balances held before the first trade; then a
+   ``meter`` per meter line.
+2. call mode: per cleared interval, in clearing order, the readings applied before it
+   cleared (one batch), one batch of its fills (``trade``, ts = the gate) and then an
+   ``interval_close`` (``Ledger.close_interval``).
    cda mode: the fills bucketed by ``interval_ms`` (15 minutes by default) of their ts, one
-   batch per bucket (each entry at its fill's ts) and then an ``interval_close``.
+   batch per bucket (each entry at its fill's ts, readings between the fills they came
+   between) and then an ``interval_close``.
+3. Readings after the last fill, in one batch (covered by no close).
+
+Each ``reading`` is followed by the ``grid_export`` or ``grid_import`` the ledger derives
+from its own balances (docs/ledger.md, "Readings"); since the replay applied the same rule
+at the same point, the ledger's balances equal the replay's closing balances.
 
 Storage fees (``--storage-rate N``, nano per kWh stored per interval; default 0): with N > 0
 the genesis gets ``storage_rate`` N and the funds ``education`` and ``network``, the members
@@ -84,18 +92,17 @@ class LedgerSummary:
 
 
 def genesis_body(result: ReplayResult, storage_rate: int = 0) -> dict:
-    """The genesis of a replay ledger: the replay's interval length and the markets' default
-    price bounds; no trade fees and no grid prices (a replay books no grid import or
-    export, so both are 0). With ``storage_rate`` > 0 also that rate and the education and
-    network funds; with 0 exactly the genesis of before storage fees."""
+    """The genesis of a replay ledger: the replay's interval length, the markets' default
+    price bounds and the replay's grid prices (for its readings); no trade fees. With
+    ``storage_rate`` > 0 also that rate and the education and network funds."""
     body = {
         "community": COMMUNITY,
         "interval_ms": result.options.interval_ms,
         "price_min": _MARKET.min_price,
         "price_max": _MARKET.max_price,
         "fee_rate_ppm": 0,
-        "retail_price": 0,
-        "feedin_price": 0,
+        "retail_price": result.options.retail_price,
+        "feedin_price": result.options.feedin_price,
         "funds": dict(FUNDS),
     }
     if storage_rate:
@@ -185,15 +192,28 @@ def _write(
         items.append(("member", {"owner": owner, "bmax": cap, "storage": storage}))
         if energy or money:
             items.append(("opening", {"owner": owner, "energy": energy, "money": money}))
+    for m in result.meters:  # the ledger's meter entry is the meter line without its type
+        items.append(("meter", {k: v for k, v in m.to_dict().items() if k != "type"}))
     led.append_batch(items, ts=ts0)
     clock = ts0
     trades = closes = self_fills = fees = 0
+    readings = result.readings
+    r = 0  # the next reading to write
+
+    def reading_item(k: int) -> tuple:
+        nonlocal clock
+        clock = max(clock, readings[k].ts)
+        return ("reading", readings[k].reading.to_dict(), clock)
 
     def book(rows: range, interval: int, ts_of: list[int] | None) -> None:
         """Append the fills ``rows`` as one batch (at ``ts_of[i]`` each, or the gate)."""
         nonlocal clock, trades, self_fills
+        nonlocal r
         batch = []
         for i in rows:
+            while ts_of is not None and r < len(readings) and readings[r].fills_before <= i:
+                batch.append(reading_item(r))
+                r += 1
             b, s = t.buyer[i], t.seller[i]
             if b == s:
                 self_fills += 1
@@ -214,10 +234,18 @@ def _write(
         # result.intervals lists each cleared (interval, market) in clearing order, and the
         # fills follow the same order: one batch and one close per interval.
         seen: list[int] = []
-        for s in result.intervals:
+        first_clear: dict[int, int] = {}  # interval -> index of its first cleared auction
+        for k, s in enumerate(result.intervals):
             if not seen or seen[-1] != s.interval:
                 seen.append(s.interval)
+                first_clear[s.interval] = k
         for interval in seen:
+            before = []
+            while r < len(readings) and readings[r].clears_before <= first_clear[interval]:
+                before.append(reading_item(r))
+                r += 1
+            if before:
+                led.append_batch(before)
             j = i
             while j < n and t.interval[j] == interval:
                 j += 1
@@ -241,6 +269,8 @@ def _write(
             i = j
             led.close_interval(bucket, clock)
             closes += 1
+    if r < len(readings):
+        led.append_batch([reading_item(k) for k in range(r, len(readings))])
     seq, _h = led.head()
     return LedgerSummary(
         path=p,

@@ -288,3 +288,42 @@ def test_only_the_plain_spelling_is_scanned(monkeypatch, line):
     assert count_slow_lines(monkeypatch, data, mode="cda") == (1 if plain else 2)
     fast, slow = replay_both(data, mode="cda")
     assert fast == slow
+
+
+def test_a_cda_cancel_records_the_fills_its_book_makes_when_it_re_crosses():
+    """A cancel is an event of its book, which first re-crosses what another market's fill
+    made executable (docs/architecture.md). The Python path used to leave those fills out
+    of the trades, and the book's next order then failed to count its own fills."""
+    T = T0 - 3 * L
+
+    def order(market: str, side: str, owner: str, ts: int, price: int = 200_000) -> Order:
+        return Order(market, side, price, 1, owner, ts)
+
+    bob_heat_bid = order("heat", "bid", "bob", T)
+    alice_bid = order("energy", "bid", "alice", T)  # alice has no money yet: it waits
+    bob_ask = order("energy", "ask", "bob", T)  # crosses alice's bid
+    carol_bid = order("energy", "bid", "carol", T, price=100_000)
+    alice_heat_ask = order("heat", "ask", "alice", T + 1)  # the sale pays for alice's bid
+    carol_again = order("energy", "bid", "carol", T + 3, price=100_000)
+    bob_again = order("energy", "ask", "bob", T + 4, price=100_000)
+    data = b"\n".join(
+        [
+            orjson.dumps(
+                {"type": "account", "owner": "alice", "energy": 1, "money": 0, "bmax": None}
+            ),
+            *(orjson.dumps(o.to_dict()) for o in (bob_heat_bid, alice_bid, bob_ask, carol_bid)),
+            orjson.dumps(alice_heat_ask.to_dict()),
+            orjson.dumps(Cancel(carol_bid.id, "carol", T + 2).to_dict()),
+            orjson.dumps(carol_again.to_dict()),
+            orjson.dumps(bob_again.to_dict()),
+        ]
+    )
+    expected = [
+        (T + 1, bob_heat_bid.id, alice_heat_ask.id),
+        (T + 2, alice_bid.id, bob_ask.id),  # at the cancel, on the energy book
+        (T + 4, carol_again.id, bob_again.id),
+    ]
+    fast, slow = replay_both(data, mode="cda")
+    assert [(t["ts"], t["bid"], t["ask"]) for t in slow["trades"]] == expected
+    assert slow["summary"]["accepted"]["cancels"] == 1
+    assert fast == slow
