@@ -60,13 +60,23 @@ def main() -> int:
     dt = time.perf_counter() - t0
     ops = args.orders / dt
     print(f"orders: {args.orders:,}  caps: {'on' if args.caps else 'off'}")
-    print(f"cleared at {result.price} with {len(result.qty):,} fills, volume {result.volume:,} Wh,"
-          f" {result.executable_orders:,} executable orders")
+    print(
+        f"cleared at {result.price} with {len(result.qty):,} fills, volume {result.volume:,} Wh,"
+        f" {result.executable_orders:,} executable orders"
+    )
     print(f"clear: {dt * 1000:,.1f} ms = {ops:,.0f} orders/s")
     if args.json:
-        print(orjson.dumps({"orders": args.orders, "orders_per_s": round(ops),
-                            "fills": len(result.qty), "volume": result.volume,
-                            "price": result.price}).decode())
+        print(
+            orjson.dumps(
+                {
+                    "orders": args.orders,
+                    "orders_per_s": round(ops),
+                    "fills": len(result.qty),
+                    "volume": result.volume,
+                    "price": result.price,
+                }
+            ).decode()
+        )
     return 0
 
 

@@ -154,12 +154,16 @@ def main() -> int:
     print(f"per-call API  {per_call_eps:>14,.0f} events/s  ({per_call_ratio:5.1f}x reference)")
     print(f"reference     {ref_eps:>14,.0f} events/s")
     if args.json:
-        print(orjson.dumps({
-            "batch_events_per_s": round(batch_eps),
-            "per_call_events_per_s": round(per_call_eps),
-            "reference_events_per_s": round(ref_eps),
-            "fills": fills,
-        }).decode())
+        print(
+            orjson.dumps(
+                {
+                    "batch_events_per_s": round(batch_eps),
+                    "per_call_events_per_s": round(per_call_eps),
+                    "reference_events_per_s": round(ref_eps),
+                    "fills": fills,
+                }
+            ).decode()
+        )
     return 0
 
 

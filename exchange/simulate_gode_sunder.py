@@ -276,5 +276,3 @@ def _draw_efficiency(
     ax.set_ylim(0, 102)
     ax.set_title(f"Market {market.number}: efficiency against period length ({seeds} seeds)")
     ax.legend(loc="lower right", fontsize="small")
-
-

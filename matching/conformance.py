@@ -170,7 +170,11 @@ class WattmeshAdapter:
                 symbol.book.market(oid=key, side=side, qty=units, owner=owner)
             else:
                 symbol.book.submit(
-                    oid=key, side=side, price=ticks, qty=units, owner=owner,
+                    oid=key,
+                    side=side,
+                    price=ticks,
+                    qty=units,
+                    owner=owner,
                     tif=_TIF[event.order_type],
                 )
         except ValueError as exc:  # the engine's own validation has the last word
@@ -307,8 +311,12 @@ class WattmeshAdapter:
         for side, rows in orders:
             for order in rows:
                 book.submit(
-                    oid=order.oid, side=side, price=order.price,
-                    qty=order.qty * scale // old, owner=order.owner, tif=GTC,
+                    oid=order.oid,
+                    side=side,
+                    price=order.price,
+                    qty=order.qty * scale // old,
+                    owner=order.owner,
+                    tif=GTC,
                 )
         if book.take_fills() or len(book) != len(symbol.book):
             raise RuntimeError("rescaling the book changed it")
