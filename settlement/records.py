@@ -375,10 +375,10 @@ class Cancel:
         return dataclasses.replace(self, sig=sign(key, self.body()))
 
 
-def _check_signer(owner: str, key: Ed25519PrivateKey) -> None:
+def _check_signer(signer_id: str, key: Ed25519PrivateKey, field: str = "owner") -> None:
     signer = peer_id_of(key)
-    if signer != owner:
-        raise ValueError(f"owner is {owner!r} but the key belongs to {signer!r}")
+    if signer != signer_id:
+        raise ValueError(f"{field} is {signer_id!r} but the key belongs to {signer!r}")
 
 
 def verify_signature(record: Order | Cancel) -> bool:
@@ -645,9 +645,7 @@ class Reading:
 
     def signed(self, key: Ed25519PrivateKey) -> Reading:
         """A copy signed by ``key``, which must be the meter's (meter = its peer id)."""
-        signer = peer_id_of(key)
-        if signer != self.meter:
-            raise ValueError(f"meter is {self.meter!r} but the key belongs to {signer!r}")
+        _check_signer(self.meter, key, "meter")
         return dataclasses.replace(self, sig=sign(key, self.body()))
 
     def verify_signature(self) -> bool:
@@ -655,7 +653,9 @@ class Reading:
         return self.sig is not None and verify(self.meter, self.body(), self.sig)
 
 
-def parse_record(d: dict[str, Any], markets: Markets = None) -> Account | Order | Cancel | Reading:
+def parse_record(
+    d: dict[str, Any], markets: Markets = None
+) -> Account | Order | Cancel | Meter | Reading:
     """Validate one order-log line, dispatching on its ``type``."""
     if type(d) is not dict:
         raise RecordError(None, f"a log line must be a JSON object, got {type(d).__name__}")
