@@ -21,6 +21,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
@@ -892,6 +893,7 @@ class Ledger:
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self._state = self._load()
+        self._atomic = False  # inside an atomic() block: appends are savepoints
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> Ledger:
@@ -992,6 +994,24 @@ class Ledger:
 
     def genesis(self) -> dict[str, Any] | None:
         return self._state.genesis
+
+    def member_caps(self) -> dict[str, int]:
+        """Each member's ``bmax`` (Wh), by account id in sorted order."""
+        return {o: bmax for o, (bmax, _sto) in sorted(self._state.members.items())}
+
+    def last_interval(self) -> int | None:
+        """The interval of the last ``interval_close`` (None: nothing closed yet)."""
+        iv = self._state.last_interval
+        return None if iv < 0 else iv
+
+    def meter_seq(self, meter: str) -> int:
+        """The seq of the last reading applied from ``meter`` (0: none, or not registered)."""
+        reg = self._state.meters.get(meter)
+        return 0 if reg is None else reg[1]
+
+    def last_ts(self) -> int:
+        """The ts of the last entry (0 for an empty ledger); the next may not be earlier."""
+        return self._state.ts
 
     def __len__(self) -> int:
         return self._state.seq
@@ -1106,13 +1126,66 @@ class Ledger:
 
         return self._append(items, ts)
 
+    @contextmanager
+    def atomic(self) -> Iterator[Ledger]:
+        """Group appends into one all-or-nothing SQLite transaction::
+
+            with led.atomic():
+                led.append_batch(...)
+                led.charge_storage(t, ts)
+                led.close_interval(t, ts)
+
+        Every append inside the block (``append_batch``, ``charge_storage``,
+        ``close_interval``) is a savepoint of one outer transaction: one that raises is
+        rolled back alone (its LedgerError propagates; catch it to skip that append and go
+        on). The block commits when it ends normally; if an exception leaves it, nothing of
+        it is written and the handle's state is what it was before. A process killed inside
+        the block leaves the file as before it (the transaction never committed). Blocks do
+        not nest (LedgerError)."""
+        if self._atomic:
+            raise LedgerError("atomic() blocks do not nest")
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")  # the write lock, for the whole block
+        try:
+            self._reload_if_moved()
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        before = self._state
+        self._atomic = True
+        try:
+            yield self
+            if not conn.in_transaction:  # SQLite aborted it (e.g. disk full): not ours to commit
+                raise LedgerError("the atomic block's transaction was aborted by SQLite")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._state = before
+            raise
+        finally:
+            self._atomic = False
+
+    def _reload_if_moved(self) -> None:
+        """Reload the cache if another writer appended since this handle last looked
+        (call with the write lock held)."""
+        seq_db = self.conn.execute("SELECT max(seq) FROM entries").fetchone()[0] or 0
+        if seq_db != self._state.seq:
+            self._state = self._load()
+
     def _append(self, make_items: Any, now: int, closing: bool = False) -> list[LedgerEntry]:
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        # Inside atomic() an append is a savepoint of the block's transaction, so a refused
+        # append is undone alone and the block may go on; outside, its own transaction.
+        nested = self._atomic
+        if nested and not conn.in_transaction:
+            # SQLite aborted the block's transaction; a SAVEPOINT now would open a new one
+            # and the block would no longer be all or nothing.
+            raise LedgerError("the atomic block's transaction was aborted by SQLite")
+        conn.execute("SAVEPOINT wm_append" if nested else "BEGIN IMMEDIATE")
         try:
-            seq_db = conn.execute("SELECT max(seq) FROM entries").fetchone()[0] or 0
-            if seq_db != self._state.seq:  # another writer appended: reload the cache
-                self._state = self._load()
+            if not nested:  # atomic() has looked already, and holds the write lock since
+                self._reload_if_moved()
             st = self._state.copy()
             items = make_items(st)
             rows, entries = self._build(st, items, now, closing)
@@ -1122,10 +1195,14 @@ class Ledger:
                 "INSERT INTO entries (seq, ts, kind, body, prev, hash) VALUES (?,?,?,?,?,?)", rows
             )
             self._write_cache(st, items)
-            conn.execute("COMMIT")
+            conn.execute("RELEASE wm_append" if nested else "COMMIT")
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                if nested:
+                    conn.execute("ROLLBACK TO wm_append")
+                    conn.execute("RELEASE wm_append")
+                else:
+                    conn.execute("ROLLBACK")
             raise
         self._state = st
         return entries
