@@ -15,6 +15,7 @@ import typer
 from wattmesh.exchange import replay as replaying
 from wattmesh.exchange.ledger_cli import ledger_app
 from wattmesh.exchange.meter_cli import meter_app
+from wattmesh.exchange.node_cli import node_app
 from wattmesh.exchange.replay_ledger import ReplayLedgerError, settle_into_ledger
 from wattmesh.exchange.simulate_community import community
 from wattmesh.exchange.simulate_gode_sunder import gode_sunder
@@ -209,6 +210,7 @@ simulate.command("gode-sunder")(gode_sunder)
 simulate.command("community")(community)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(meter_app, name="meter")
+app.add_typer(node_app)  # wattmesh init (node commands sit at the top level)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

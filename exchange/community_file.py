@@ -1,0 +1,594 @@
+"""The community file: one TOML file, the same bytes at every member's node (docs/node.md).
+
+It says who the members are, what each may hold (``bmax``) and brings (opening money and
+energy), which meters belong to whom, and the market's rules: interval length, price
+bounds, grid prices, fees and the limits a node applies to gossiped messages. From it a
+node builds its ledger's opening batch (:meth:`Community.genesis_items`) and the topic
+names it gossips on (a prefix of :attr:`Community.id`, so nodes with different files never
+mix). Read with the standard library's ``tomllib``; written by :func:`dump_community`.
+
+Layout (units: ms, Wh, prices in micro-currency per kWh, money in nano-currency)::
+
+    name = "lindenweg"                  # required
+    start_ms = 2026-11-21T00:00:00Z     # required: ms since the epoch or an offset datetime
+    interval_ms = 900000                # 15 minutes
+    grace_ms = 60000                    # default min(60000, interval_ms // 5)
+    market = "energy"
+    price_min = 1
+    price_max = 10000000
+    retail_price = 230000
+    feedin_price = 80000
+    fee_rate_ppm = 0
+    storage_rate = 0                    # nano per kWh stored per interval
+    max_skew_ms = 30000
+    max_age_ms = 1800000                # default interval_ms * 2
+    horizon = 4
+    max_batch = 1000
+
+    [clock]                             # optional: an accelerated clock for demos and tests
+    speed = 300
+    origin_ms = 1795219200000
+
+    [[member]]
+    peer_id = "12D3KooW..."             # required: the household key's peer id
+    bmax = 10000                        # required: Wh
+    money = 5000000000                  # opening money, nano (default 0)
+    energy = 2000                       # opening energy, Wh (default 0, at most bmax)
+    storage = true                      # a storage provider (default false)
+    name = "No. 3"                      # a display label, not in the ledger
+
+    [[member.meter]]
+    id = "12D3KooW..."                  # required: the meter key's peer id
+    max_power_w = 8000                  # optional
+
+Every problem is one :class:`CommunityError` line naming the file, the key and what is
+wrong, e.g. ``community.toml: member[2].bmax: must be an integer >= 0, got true``.
+``member[N]`` and ``meter[N]`` count the tables from 1 in file order. Unknown keys are
+errors (a typo must not silently fall back to a default), and so are booleans where an
+integer belongs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+from wattmesh.exchange import clock
+from wattmesh.matching import MAX_PRICE
+from wattmesh.settlement.canonical import canonical, sha256_hex
+from wattmesh.settlement.keys import public_key_from_peer_id
+from wattmesh.settlement.records import MarketSpec
+
+__all__ = [
+    "Community",
+    "CommunityError",
+    "MemberSpec",
+    "MeterSpec",
+    "dump_community",
+    "load_community",
+    "parse_community",
+    "show_value",
+    "toml_value",
+]
+
+MAX_NAME = 128  # the ledger's longest name (settlement.ledger.MAX_NAME)
+_I64 = 2**63 - 1  # the ledger's and SQLite's largest integer
+_MARKET = MarketSpec()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+FUNDS = {"fees": "fund:fees"}
+STORAGE_FUNDS = {**FUNDS, "education": "fund:education", "network": "fund:network"}
+
+
+class CommunityError(ValueError):
+    """A community file (or a value meant for one) that does not validate.
+
+    ``key`` is the TOML key (``member[2].bmax``; None: the file as a whole), ``problem``
+    what is wrong, ``source`` the file. ``str()`` is one line: ``source: key: problem``.
+    """
+
+    def __init__(self, key: str | None, problem: str, source: str | None = None) -> None:
+        self.key = key
+        self.problem = problem
+        self.source = source
+        super().__init__(": ".join(p for p in (source, key, problem) if p))
+
+
+@contextmanager
+def _under(prefix: str) -> Iterator[None]:
+    """Prefix the key of any CommunityError raised inside with ``prefix`` (a table)."""
+    try:
+        yield
+    except CommunityError as exc:
+        key = f"{prefix}.{exc.key}" if exc.key else prefix
+        raise CommunityError(key, exc.problem, exc.source) from None
+
+
+# -- values: checking and spelling ------------------------------------------------------
+
+
+def show_value(value: Any) -> str:
+    """How a bad value reads in an error: its TOML spelling where it has one, shortened."""
+    try:
+        text = toml_value(value)
+    except TypeError:
+        text = value.isoformat() if isinstance(value, date | time) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def toml_value(value: str | int | bool | list | tuple) -> str:
+    """The TOML literal of a str, int, bool or a list of them (one line)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML literal for {type(value).__name__}")
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+            "\r": "\\r"}  # fmt: skip
+
+
+def _toml_string(text: str) -> str:
+    # A TOML basic string: quote, backslash and control characters (DEL too) escaped.
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _bad(key: str, what: str, value: Any) -> NoReturn:
+    raise CommunityError(key, f"must be {what}, got {show_value(value)}")
+
+
+def _int(key: str, value: Any, lo: int = 0, hi: int = _I64) -> int:
+    if type(value) is not int or not lo <= value <= hi:  # type(): a bool is no integer here
+        if type(value) is int and value > hi:
+            raise CommunityError(key, f"must be at most {hi}, got {value}")
+        _bad(key, f"an integer >= {lo}", value)
+    return value
+
+
+def _name(key: str, value: Any) -> str:
+    if type(value) is not str or not 0 < len(value) <= MAX_NAME:
+        _bad(key, f"a non-empty string of at most {MAX_NAME} characters", value)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        _bad(key, "valid Unicode text", value)
+    return value
+
+
+def _peer_id(key: str, value: Any) -> str:
+    if type(value) is not str:
+        _bad(key, "a peer id string (12D3KooW...)", value)
+    try:
+        public_key_from_peer_id(value)
+    except ValueError as exc:
+        raise CommunityError(key, str(exc)) from None
+    return value
+
+
+def _ms(key: str, value: Any) -> int:
+    """Integer ms since the epoch, from an int or a TOML offset datetime."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise CommunityError(
+                key, f"{value.isoformat()} has no UTC offset; write e.g. 2026-11-21T00:00:00Z"
+            )
+        ms, rest = divmod(value - _EPOCH, timedelta(milliseconds=1))
+        if rest:
+            raise CommunityError(key, f"{value.isoformat()} is not a whole millisecond")
+        value = ms
+    elif isinstance(value, date | time):
+        _bad(key, "integer ms or an offset datetime like 2026-11-21T00:00:00Z", value)
+    return _int(key, value)
+
+
+# -- the records --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MeterSpec:
+    """A meter registered to a member: its key's peer id (TOML key ``id``) and, optionally,
+    its maximum power in W (a reading claiming more energy than that is refused)."""
+
+    meter: str
+    max_power_w: int | None = None
+
+    def __post_init__(self) -> None:
+        _peer_id("id", self.meter)
+        if self.max_power_w is not None:
+            _int("max_power_w", self.max_power_w, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.meter}
+        if self.max_power_w is not None:
+            d["max_power_w"] = self.max_power_w
+        return d
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """A household: its peer id, its cap ``bmax`` (Wh), its opening money (nano) and energy
+    (Wh), whether it provides storage (then it shares the storage fees), a display name
+    (not in the ledger) and its meters."""
+
+    peer_id: str
+    bmax: int
+    money: int = 0
+    energy: int = 0
+    storage: bool = False
+    name: str | None = None
+    meters: tuple[MeterSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        _peer_id("peer_id", self.peer_id)
+        _int("bmax", self.bmax)
+        _int("money", self.money)
+        _int("energy", self.energy)
+        if self.energy > self.bmax:
+            raise CommunityError("energy", f"{self.energy} Wh is above bmax {self.bmax} Wh")
+        if type(self.storage) is not bool:
+            _bad("storage", "true or false", self.storage)
+        if self.name is not None:
+            _name("name", self.name)
+        object.__setattr__(self, "meters", tuple(self.meters))
+        for i, m in enumerate(self.meters, 1):
+            if not isinstance(m, MeterSpec):
+                _bad(f"meter[{i}]", "a MeterSpec", m)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "peer_id": self.peer_id, "bmax": self.bmax, "money": self.money,
+            "energy": self.energy, "storage": self.storage,
+        }  # fmt: skip
+        if self.name is not None:
+            d["name"] = self.name
+        if self.meters:
+            d["meter"] = [m.to_dict() for m in self.meters]
+        return d
+
+
+@dataclass(frozen=True, kw_only=True)
+class Community:
+    """A validated community file. ``grace_ms`` and ``max_age_ms`` left as None take their
+    defaults (``min(60000, interval_ms // 5)`` and ``interval_ms * 2``); after construction
+    they are always integers. Construction checks everything and raises CommunityError
+    naming the TOML key."""
+
+    name: str
+    start_ms: int
+    interval_ms: int = clock.DEFAULT_INTERVAL_MS
+    grace_ms: int | None = None
+    market: str = _MARKET.name
+    price_min: int = _MARKET.min_price
+    price_max: int = _MARKET.max_price
+    retail_price: int = 230_000
+    feedin_price: int = 80_000
+    fee_rate_ppm: int = 0
+    storage_rate: int = 0
+    max_skew_ms: int = 30_000
+    max_age_ms: int | None = None
+    horizon: int = 4
+    max_batch: int = 1000
+    clock_speed: int = 1
+    clock_origin_ms: int | None = None
+    members: tuple[MemberSpec, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        _name("name", self.name)
+        _int("start_ms", self.start_ms)
+        length = _int("interval_ms", self.interval_ms, 1)
+        if self.start_ms % length:
+            raise CommunityError(
+                "start_ms",
+                f"{self.start_ms} is not a multiple of interval_ms {length} (the start of an "
+                f"interval); {self.start_ms - self.start_ms % length} is",
+            )
+        if self.grace_ms is None:
+            object.__setattr__(self, "grace_ms", min(60_000, length // 5))
+        if _int("grace_ms", self.grace_ms) >= length:
+            raise CommunityError("grace_ms", f"{self.grace_ms} must be below interval_ms {length}")
+        _name("market", self.market)
+        _int("price_min", self.price_min, 1, MAX_PRICE)
+        _int("price_max", self.price_max, 1, MAX_PRICE)
+        if self.price_max < self.price_min:
+            raise CommunityError(
+                "price_max", f"{self.price_max} is below price_min {self.price_min}"
+            )
+        _int("retail_price", self.retail_price)
+        _int("feedin_price", self.feedin_price)
+        _int("fee_rate_ppm", self.fee_rate_ppm, 0, 1_000_000)
+        _int("storage_rate", self.storage_rate)
+        _int("max_skew_ms", self.max_skew_ms)
+        if self.max_age_ms is None:
+            object.__setattr__(self, "max_age_ms", length * 2)
+        _int("max_age_ms", self.max_age_ms, 1)
+        _int("horizon", self.horizon, 1)
+        _int("max_batch", self.max_batch, 1)
+        _int("clock.speed", self.clock_speed, 1)
+        if self.clock_origin_ms is not None:
+            _int("clock.origin_ms", self.clock_origin_ms)
+        elif self.clock_speed != 1:
+            # Without an origin community time is wall time, so a speed would be ignored.
+            raise CommunityError(
+                "clock.origin_ms",
+                f"missing: clock speed {self.clock_speed} needs the wall time (ms) at which "
+                "community time is start_ms",
+            )
+        object.__setattr__(self, "members", tuple(self.members))
+        self._check_members()
+
+    def _check_members(self) -> None:
+        if not self.members:
+            raise CommunityError("member", "at least one [[member]] table is needed")
+        seen: dict[str, int] = {}
+        meters: dict[str, str] = {}
+        for i, m in enumerate(self.members, 1):
+            if not isinstance(m, MemberSpec):
+                _bad(f"member[{i}]", "a MemberSpec", m)
+            if m.peer_id in seen:
+                raise CommunityError(
+                    f"member[{i}].peer_id",
+                    f"{m.peer_id} is already member[{seen[m.peer_id]}]",
+                )
+            seen[m.peer_id] = i
+            for j, meter in enumerate(m.meters, 1):
+                where = f"member[{i}].meter[{j}]"
+                if meter.meter in meters:
+                    raise CommunityError(
+                        f"{where}.id", f"meter {meter.meter} is already {meters[meter.meter]}"
+                    )
+                meters[meter.meter] = where
+        if self.storage_rate and not any(m.storage and m.bmax for m in self.members):
+            raise CommunityError(
+                "storage_rate",
+                f"{self.storage_rate} needs a storage provider: a member with storage = true "
+                "and bmax > 0 (providers receive 80% of the storage fees)",
+            )
+
+    # -- lookups --
+
+    @functools.cached_property
+    def _by_peer(self) -> dict[str, MemberSpec]:
+        return {m.peer_id: m for m in self.members}
+
+    @functools.cached_property
+    def _meter_owners(self) -> dict[str, str]:
+        return {meter.meter: m.peer_id for m in self.members for meter in m.meters}
+
+    def member(self, peer_id: str) -> MemberSpec | None:
+        """The member with this peer id, or None."""
+        return self._by_peer.get(peer_id)
+
+    def meter_owner(self, meter_id: str) -> str | None:
+        """The peer id of the member a meter is registered to, or None."""
+        return self._meter_owners.get(meter_id)
+
+    @functools.cached_property
+    def id(self) -> str:
+        """Hex SHA-256 of the canonical JSON of :meth:`to_dict`: any change of content (not
+        of comments or layout) gives another id."""
+        return sha256_hex(canonical(self.to_dict()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's content with every default filled in, in the TOML layout (``clock``
+        only when it is not wall time; absent optional values left out)."""
+        d: dict[str, Any] = {
+            "name": self.name, "start_ms": self.start_ms, "interval_ms": self.interval_ms,
+            "grace_ms": self.grace_ms, "market": self.market, "price_min": self.price_min,
+            "price_max": self.price_max, "retail_price": self.retail_price,
+            "feedin_price": self.feedin_price, "fee_rate_ppm": self.fee_rate_ppm,
+            "storage_rate": self.storage_rate, "max_skew_ms": self.max_skew_ms,
+            "max_age_ms": self.max_age_ms, "horizon": self.horizon, "max_batch": self.max_batch,
+        }  # fmt: skip
+        if self.clock_speed != 1 or self.clock_origin_ms is not None:
+            d["clock"] = {"speed": self.clock_speed}
+            if self.clock_origin_ms is not None:
+                d["clock"]["origin_ms"] = self.clock_origin_ms
+        d["member"] = [m.to_dict() for m in self.members]
+        return d
+
+    # -- time --
+
+    def now_ms(self) -> int:
+        """Community time now, integer ms: wall time, or with a ``[clock]`` origin
+        ``start_ms + (wall_ms - origin_ms) * speed``."""
+        wall = clock.wall_clock_ms()
+        if self.clock_origin_ms is None:
+            return wall
+        return self.start_ms + (wall - self.clock_origin_ms) * self.clock_speed
+
+    def wall_seconds(self, community_ms: int) -> float:
+        """How long a span of community time takes on the wall clock, in seconds."""
+        return community_ms / self.clock_speed / 1000
+
+    # -- the ledger --
+
+    @property
+    def genesis_ts(self) -> int:
+        """The ts of the ledger's opening batch: the start of the first interval."""
+        return self.start_ms
+
+    def genesis_items(self) -> list[tuple[str, dict[str, Any]]]:
+        """The ledger's opening batch (``Ledger.append_batch(items, ts=genesis_ts)``):
+        genesis, then per member in peer id order its ``member`` entry and (when it brings
+        energy or money) its ``opening``, then each meter in meter id order."""
+        genesis: dict[str, Any] = {
+            "community": self.name, "interval_ms": self.interval_ms,
+            "price_min": self.price_min, "price_max": self.price_max,
+            "fee_rate_ppm": self.fee_rate_ppm, "retail_price": self.retail_price,
+            "feedin_price": self.feedin_price, "funds": dict(FUNDS),
+        }  # fmt: skip
+        if self.storage_rate:  # the ledger spells a rate of 0 by leaving it out
+            genesis["storage_rate"] = self.storage_rate
+            genesis["funds"] = dict(STORAGE_FUNDS)
+        items: list[tuple[str, dict[str, Any]]] = [("genesis", genesis)]
+        for m in sorted(self.members, key=lambda m: m.peer_id):
+            items.append(("member", {"owner": m.peer_id, "bmax": m.bmax, "storage": m.storage}))
+            if m.energy or m.money:
+                items.append(
+                    ("opening", {"owner": m.peer_id, "energy": m.energy, "money": m.money})
+                )
+        meters = [(meter, m.peer_id) for m in self.members for meter in m.meters]
+        for meter, owner in sorted(meters, key=lambda x: x[0].meter):
+            body: dict[str, Any] = {"meter": meter.meter, "owner": owner}
+            if meter.max_power_w is not None:
+                body["max_power_w"] = meter.max_power_w
+            items.append(("meter", body))
+        return items
+
+
+# -- reading ------------------------------------------------------------------------------
+
+_TOP_KEYS = (
+    "name", "start_ms", "interval_ms", "grace_ms", "market", "price_min", "price_max",
+    "retail_price", "feedin_price", "fee_rate_ppm", "storage_rate", "max_skew_ms",
+    "max_age_ms", "horizon", "max_batch", "clock", "member",
+)  # fmt: skip
+_CLOCK_KEYS = ("speed", "origin_ms")
+_MEMBER_KEYS = ("peer_id", "bmax", "money", "energy", "storage", "name", "meter")
+_METER_KEYS = ("id", "max_power_w")
+
+
+def _check_keys(table: Mapping[str, Any], known: Iterable[str], required: Iterable[str]) -> None:
+    known = tuple(known)
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"
+            raise CommunityError(key, "unknown key" + hint)
+    for key in required:
+        if key not in table:
+            raise CommunityError(key, "missing")
+
+
+def _tables(key: str, value: Any) -> list[dict[str, Any]]:
+    if type(value) is not list or not all(type(t) is dict for t in value):
+        _bad(key, f"[[{key}]] tables", value)
+    return value
+
+
+def _meter(t: dict[str, Any]) -> MeterSpec:
+    _check_keys(t, _METER_KEYS, ("id",))
+    return MeterSpec(t["id"], t.get("max_power_w"))
+
+
+def _member(t: dict[str, Any]) -> MemberSpec:
+    _check_keys(t, _MEMBER_KEYS, ("peer_id", "bmax"))
+    meters = []
+    for j, mt in enumerate(_tables("meter", t.get("meter", [])), 1):
+        with _under(f"meter[{j}]"):
+            meters.append(_meter(mt))
+    return MemberSpec(
+        peer_id=t["peer_id"], bmax=t["bmax"], money=t.get("money", 0),
+        energy=t.get("energy", 0), storage=t.get("storage", False), name=t.get("name"),
+        meters=tuple(meters),
+    )  # fmt: skip
+
+
+def _community(doc: dict[str, Any]) -> Community:
+    _check_keys(doc, _TOP_KEYS, ("name", "start_ms"))  # no members: Community says so
+    fields = {k: v for k, v in doc.items() if k not in ("clock", "member")}
+    fields["start_ms"] = _ms("start_ms", doc["start_ms"])
+    if "clock" in doc:
+        ck = doc["clock"]
+        if type(ck) is not dict:
+            _bad("clock", "a [clock] table", ck)
+        with _under("clock"):
+            _check_keys(ck, _CLOCK_KEYS, ())
+            if "origin_ms" in ck:
+                fields["clock_origin_ms"] = _ms("origin_ms", ck["origin_ms"])
+        fields["clock_speed"] = ck.get("speed", 1)
+    members = []
+    for i, t in enumerate(_tables("member", doc.get("member", [])), 1):
+        with _under(f"member[{i}]"):
+            members.append(_member(t))
+    return Community(**fields, members=tuple(members))
+
+
+def parse_community(text: str | bytes, source: str = "<text>") -> Community:
+    """Validate a community file's text (bytes: UTF-8). Raises CommunityError, one line
+    naming ``source``, the key and the problem."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8-sig")  # a BOM (some Windows editors write one) is fine
+        doc = tomllib.loads(text)
+    except UnicodeDecodeError as exc:
+        raise CommunityError(None, f"not UTF-8 text (byte {exc.start})", source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CommunityError(None, f"not valid TOML: {exc}", source) from None
+    try:
+        return _community(doc)
+    except CommunityError as exc:
+        raise CommunityError(exc.key, exc.problem, source) from None
+
+
+def load_community(path: str | os.PathLike[str]) -> Community:
+    """Read and validate the community file at ``path`` (CommunityError on any problem,
+    including a file that cannot be read)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CommunityError(None, f"cannot read: {exc.strerror or exc}", str(path)) from None
+    return parse_community(data, str(path))
+
+
+# -- writing ------------------------------------------------------------------------------
+
+
+# The last ms a datetime can show (year 9999); later times get no comment in dump_community.
+_MAX_ISO_MS = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _comment(ms: int) -> str:
+    return f"  # {_iso(ms)}" if ms <= _MAX_ISO_MS else ""
+
+
+def _iso(ms: int) -> str:
+    moment = _EPOCH + timedelta(milliseconds=ms)
+    text = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return text.replace(".000Z", "Z")
+
+
+def dump_community(c: Community) -> str:
+    """The TOML text of ``c``, every value written out; ``load_community`` reads it back to
+    an equal Community (and so to the same id)."""
+    d = c.to_dict()
+    lines = ["# wattmesh community file (docs/node.md): the same bytes at every member's node"]
+    for key, value in d.items():
+        if key in ("clock", "member"):
+            continue
+        comment = _comment(value) if key == "start_ms" else ""
+        lines.append(f"{key} = {toml_value(value)}{comment}")
+    if "clock" in d:
+        lines += ["", "[clock]"]
+        for key, value in d["clock"].items():
+            comment = _comment(value) if key == "origin_ms" else ""
+            lines.append(f"{key} = {toml_value(value)}{comment}")
+    for member in d["member"]:
+        lines += ["", "[[member]]"]
+        for key, value in member.items():
+            if key != "meter":
+                lines.append(f"{key} = {toml_value(value)}")
+        for meter in member.get("meter", ()):
+            lines += ["", "[[member.meter]]"]
+            lines += [f"{key} = {toml_value(value)}" for key, value in meter.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,145 @@
+"""The household node's commands: ``wattmesh init`` (docs/node.md).
+
+Mounted by the main CLI with ``app.add_typer(node_app)``: without a name, typer puts these
+commands at the top level (``wattmesh init``, not ``wattmesh node init``). The work is in
+``wattmesh.exchange.node_config``; this module parses options and prints.
+
+Exit codes of ``init``: 0 the node is set up (its ledger exists), 2 the household's key is
+not a member of the community (the message says what to send to whom), 1 a bad community
+file, key or data directory: one ``wattmesh: error: ...`` line, nothing changed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from wattmesh.exchange.community_file import CommunityError
+from wattmesh.exchange.node_config import (
+    InitError,
+    NodeConfigError,
+    default_data_dir,
+    init_data_dir,
+    load_node_config,
+    parse_bootstrap,
+    parse_listen,
+)
+from wattmesh.settlement.ledger import LedgerError
+
+node_app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="The household node: set up a data directory.",
+)
+
+EXIT_NOT_MEMBER = 2
+
+
+def _error(message: str) -> NoReturn:
+    """One line on stderr and exit code 1 (2 means "not a member" for init)."""
+    sys.stderr.write(f"wattmesh: error: {message}\n")
+    raise typer.Exit(1)
+
+
+@node_app.command()
+def init(
+    community: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            show_default=False,
+            help="The community file (TOML, docs/node.md) from whoever keeps it (required).",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            show_default=False,
+            help="The node's data directory. Default: $XDG_DATA_HOME/wattmesh, else "
+            "~/.local/share/wattmesh.",
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="KEYFILE",
+            show_default=False,
+            help="Use this household key (a libp2p Ed25519 key file, mode 0600) instead of "
+            "making a new one; it is copied into the data directory.",
+        ),
+    ] = None,
+) -> None:
+    """Set up this household's node: key, community file, node.toml and ledger.
+
+    Safe to run again: it keeps the key, the household's edits to node.toml and the
+    ledger, and refuses (changing nothing) a community file other than the one the ledger
+    was made from. Exit code 2 when the key is not a member of the community yet.
+    """
+    if community is None:  # checked here, not by click, so that it exits 1 like other errors
+        _error("--community FILE is required (the community file, docs/node.md)")
+    target = data_dir if data_dir is not None else default_data_dir()
+    try:
+        result = init_data_dir(community, target, key_path=key)
+    except (CommunityError, NodeConfigError, InitError, LedgerError) as exc:
+        _error(str(exc))
+    except (OSError, sqlite3.Error) as exc:
+        where = getattr(exc, "filename", None) or target
+        _error(f"cannot write {where}: {getattr(exc, 'strerror', None) or exc}")
+    typer.echo(result.message)
+    if not result.member:
+        raise typer.Exit(EXIT_NOT_MEMBER)
+
+
+@node_app.command()
+def node(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            show_default=False,
+            help="The node's data directory (made by wattmesh init).",
+        ),
+    ] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MULTIADDR",
+            show_default=False,
+            help="Where to listen, e.g. /ip4/0.0.0.0/tcp/4001 (default: node.toml).",
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="MULTIADDR",
+            show_default=False,
+            help="A peer to dial, ending in /p2p/<peer id>; repeat for more "
+            "(default: node.toml's list).",
+        ),
+    ] = None,
+) -> None:
+    """Run this household's node until Ctrl-C (SIGINT) or SIGTERM.
+
+    It gossips orders, readings and interval digests with its peers, settles every
+    interval into its ledger after reconciling with them, and writes status.json and
+    node.log in the data directory.
+    """
+    from wattmesh.exchange.node_process import NodeStartError, run_node
+
+    target = data_dir if data_dir is not None else default_data_dir()
+    try:
+        config = load_node_config(target)
+        if bootstrap:
+            parse_bootstrap(bootstrap)
+        if listen is not None:
+            parse_listen(listen)
+        run_node(config, listen, tuple(bootstrap) if bootstrap else None)
+    except (CommunityError, NodeConfigError, NodeStartError, LedgerError, ValueError) as exc:
+        _error(str(exc))
+    except OSError as exc:
+        _error(f"{getattr(exc, 'filename', None) or target}: {exc.strerror or exc}")

@@ -1,0 +1,588 @@
+"""A household node's data directory, its ``node.toml``, and ``wattmesh init`` (docs/node.md).
+
+The data directory (default ``$XDG_DATA_HOME/wattmesh``, else ``~/.local/share/wattmesh``)::
+
+    community.toml    a copy of the community file the node was set up with
+    household.key     the household's Ed25519 key (0600): its peer id is its account
+    node.toml         this node's settings, commented, for the household to edit
+    ledger.sqlite     the node's copy of the community ledger (members only)
+    messages.sqlite   orders, cancels and readings heard from the network (made by the node)
+
+:func:`init_data_dir` sets one up: it checks everything first and writes nothing when a
+check fails, keeps what is already there (the key, the household's edits to node.toml, the
+ledger), and creates the ledger's opening batch only for a member of the community.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+import statistics
+import tempfile
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from multiaddr import Multiaddr
+
+from wattmesh.exchange.community_file import (
+    Community,
+    CommunityError,
+    parse_community,
+    show_value,
+    toml_value,
+)
+from wattmesh.matching import MAX_PRICE, MAX_QTY
+from wattmesh.settlement.keys import (
+    Ed25519PrivateKey,
+    generate_key,
+    load_key,
+    peer_id_of,
+    public_key_from_peer_id,
+    save_key,
+)
+from wattmesh.settlement.ledger import Ledger
+
+__all__ = [
+    "BotConfig",
+    "DEFAULT_LISTEN",
+    "InitError",
+    "InitResult",
+    "MeterConfig",
+    "NODE_TOML",
+    "NodeConfig",
+    "NodeConfigError",
+    "default_data_dir",
+    "init_data_dir",
+    "load_node_config",
+    "write_node_config",
+    "parse_bootstrap",
+    "parse_listen",
+]
+
+NODE_TOML = "node.toml"
+DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
+DEFAULT_FILES = {
+    "community": "community.toml",
+    "key": "household.key",
+    "ledger": "ledger.sqlite",
+    "store": "messages.sqlite",
+}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+METER_SOURCES = ("none", "simulated")
+METER_BACKENDS = ("auto", "pvlib", "builtin")  # wattmesh.meters.simulated.BACKENDS
+_I64 = 2**63 - 1
+
+
+class NodeConfigError(ValueError):
+    """A node.toml (or a value meant for one) that does not validate. ``str()`` is one
+    line: ``source: key: problem``."""
+
+    def __init__(self, key: str | None, problem: str, source: str | None = None) -> None:
+        self.key = key
+        self.problem = problem
+        self.source = source
+        super().__init__(": ".join(p for p in (source, key, problem) if p))
+
+
+class InitError(ValueError):
+    """``wattmesh init`` refused (the message says why); nothing was changed."""
+
+
+def _bad(key: str, what: str, value: Any) -> NoReturn:
+    raise NodeConfigError(key, f"must be {what}, got {show_value(value)}")
+
+
+def _int(key: str, value: Any, lo: int, hi: int = _I64) -> int:
+    if type(value) is not int or not lo <= value <= hi:  # type(): a bool is no integer here
+        _bad(key, f"an integer in {lo}..{hi}", value)
+    return value
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices or type(value) is not str:
+        _bad(key, " or ".join(f'"{c}"' for c in choices), value)
+    return value
+
+
+def _relpath(key: str, value: Any) -> str:
+    if type(value) is not str or not value or "\0" in value:
+        _bad(key, "a file path (relative to the data directory)", value)
+    return value
+
+
+# -- the records --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """The Energo threshold agent trading for the household (agents/threshold.py): a bid
+    at ``buy_price`` when the balance is below ``lower_wh``, an ask at ``sell_price`` when
+    it is above ``upper_wh``. Prices in micro-currency per kWh, thresholds in Wh."""
+
+    enabled: bool = False
+    buy_price: int = 200_000
+    sell_price: int = 120_000
+    lower_wh: int = 1_000
+    upper_wh: int = 4_000
+
+    def __post_init__(self) -> None:
+        if type(self.enabled) is not bool:
+            _bad("bot.enabled", "true or false", self.enabled)
+        _int("bot.buy_price", self.buy_price, 1, MAX_PRICE)
+        _int("bot.sell_price", self.sell_price, 1, MAX_PRICE)
+        _int("bot.lower_wh", self.lower_wh, 0, MAX_QTY)
+        _int("bot.upper_wh", self.upper_wh, 0, MAX_QTY)
+        if self.upper_wh <= self.lower_wh:
+            raise NodeConfigError(
+                "bot.upper_wh", f"{self.upper_wh} must be above lower_wh {self.lower_wh}"
+            )
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    """Where the node's meter readings come from: ``"none"`` (no meter) or ``"simulated"``
+    (meters/simulated.py, signed with the meter key at ``key``, relative to the data dir)."""
+
+    source: str = "none"
+    key: str = "meter.key"
+    peak_w: int = 4000
+    annual_kwh: int = 3500
+    seed: int = 0
+    backend: str = "builtin"
+
+    def __post_init__(self) -> None:
+        _choice("meter.source", self.source, METER_SOURCES)
+        _relpath("meter.key", self.key)
+        _int("meter.peak_w", self.peak_w, 0)
+        _int("meter.annual_kwh", self.annual_kwh, 0)
+        _int("meter.seed", self.seed, -_I64)
+        _choice("meter.backend", self.backend, METER_BACKENDS)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A node's settings; the file paths are resolved against the data directory."""
+
+    data_dir: Path
+    community: Path
+    key: Path
+    ledger: Path
+    store: Path
+    listen: str = DEFAULT_LISTEN
+    bootstrap: tuple[str, ...] = ()
+    bot: BotConfig = field(default_factory=BotConfig)
+    meter: MeterConfig = field(default_factory=MeterConfig)
+    log_level: str = "info"
+
+    @property
+    def meter_key(self) -> Path:
+        """The meter's key file (``meter.key`` in node.toml, relative to the data dir)."""
+        return self.data_dir / self.meter.key
+
+
+def parse_listen(value: Any) -> str:
+    if type(value) is not str:
+        _bad("listen", "a multiaddr like /ip4/0.0.0.0/tcp/4001", value)
+    try:
+        Multiaddr(value)
+    except Exception as exc:  # multiaddr raises several kinds of errors for a bad string
+        raise NodeConfigError("listen", f"not a multiaddr: {exc}") from None
+    return value
+
+
+def parse_bootstrap(value: Any) -> tuple[str, ...]:
+    if type(value) not in (list, tuple):
+        _bad("bootstrap", "a list of multiaddrs", value)
+    for i, addr in enumerate(value, 1):
+        key = f"bootstrap[{i}]"
+        if type(addr) is not str:
+            _bad(key, "a multiaddr string", addr)
+        try:
+            peer = Multiaddr(addr).value_for_protocol("p2p")
+        except Exception as exc:  # a bad string, or no /p2p/ part
+            raise NodeConfigError(
+                key, f"{addr!r} must be a multiaddr ending in /p2p/<peer id> ({exc})"
+            ) from None
+        try:
+            public_key_from_peer_id(str(peer))
+        except ValueError as exc:
+            raise NodeConfigError(key, str(exc)) from None
+    return tuple(value)
+
+
+# -- reading ------------------------------------------------------------------------------
+
+_TOP_KEYS = ("community", "key", "ledger", "store", "listen", "bootstrap", "log_level", "bot",
+             "meter")  # fmt: skip
+_BOT_KEYS = ("enabled", "buy_price", "sell_price", "lower_wh", "upper_wh")
+_METER_KEYS = ("source", "key", "peak_w", "annual_kwh", "seed", "backend")
+
+
+def _check_keys(table: Mapping[str, Any], known: tuple[str, ...], prefix: str = "") -> None:
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"
+            raise NodeConfigError(prefix + key, "unknown key" + hint)
+
+
+def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
+    t = doc.get(key, {})
+    if type(t) is not dict:
+        _bad(key, f"a [{key}] table", t)
+    return t
+
+
+def _config(data_dir: Path, doc: dict[str, Any]) -> NodeConfig:
+    _check_keys(doc, _TOP_KEYS)
+    paths = {k: data_dir / _relpath(k, doc.get(k, v)) for k, v in DEFAULT_FILES.items()}
+    bot, meter = _table(doc, "bot"), _table(doc, "meter")
+    _check_keys(bot, _BOT_KEYS, "bot.")
+    _check_keys(meter, _METER_KEYS, "meter.")
+    return NodeConfig(
+        data_dir=data_dir,
+        **paths,
+        listen=parse_listen(doc.get("listen", DEFAULT_LISTEN)),
+        bootstrap=parse_bootstrap(doc.get("bootstrap", [])),
+        bot=BotConfig(**bot),
+        meter=MeterConfig(**meter),
+        log_level=_choice("log_level", doc.get("log_level", "info"), LOG_LEVELS),
+    )
+
+
+def load_node_config(data_dir: str | os.PathLike[str]) -> NodeConfig:
+    """Read and validate ``data_dir/node.toml``. NodeConfigError (one line naming the file
+    and the key) on any problem; a missing data dir or node.toml says to run init first."""
+    data_dir = Path(data_dir)
+    path = data_dir / NODE_TOML
+    hint = f"run `wattmesh init --community FILE --data-dir {data_dir}` first"
+    if not data_dir.is_dir():
+        raise NodeConfigError(None, f"no data directory {data_dir}: {hint}")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise NodeConfigError(None, f"no {NODE_TOML} in {data_dir}: {hint}") from None
+    except OSError as exc:
+        raise NodeConfigError(None, f"cannot read: {exc.strerror or exc}", str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise NodeConfigError(None, f"not UTF-8 text (byte {exc.start})", str(path)) from None
+    try:
+        return _config(data_dir, tomllib.loads(text))
+    except tomllib.TOMLDecodeError as exc:
+        raise NodeConfigError(None, f"not valid TOML: {exc}", str(path)) from None
+    except NodeConfigError as exc:
+        raise NodeConfigError(exc.key, exc.problem, str(path)) from None
+
+
+# -- writing ------------------------------------------------------------------------------
+
+_TEMPLATE = """\
+# wattmesh node settings for this household (docs/node.md). Edit freely: `wattmesh init`
+# never overwrites this file. File paths are relative to this directory.
+
+community = {community}  # the community file, the same at every member's node
+key = {key}  # this household's private key; its peer id is the household's account
+ledger = {ledger}  # this node's copy of the community ledger
+store = {store}  # orders, cancels and readings heard from the network
+listen = {listen}  # libp2p address to listen on (open this TCP port to neighbours)
+bootstrap = {bootstrap}  # neighbours' nodes to dial at start: /ip4/ADDR/tcp/PORT/p2p/PEER_ID
+log_level = {log_level}  # debug, info, warning or error
+
+[bot]  # the threshold agent: trades for the household when its balance crosses a threshold
+enabled = {bot.enabled}  # true: let the agent post orders for this household
+buy_price = {bot.buy_price}  # bid price, micro-currency per kWh (230000 = 0.23 per kWh)
+sell_price = {bot.sell_price}  # ask price, micro-currency per kWh
+lower_wh = {bot.lower_wh}  # below this energy balance (Wh) bid back up to upper_wh
+upper_wh = {bot.upper_wh}  # above this energy balance (Wh) offer the surplus
+
+[meter]  # where this node's meter readings come from
+source = {meter.source}  # "none" or "simulated"
+key = {meter.key}  # the meter's own key (make it: wattmesh meter keygen --out meter.key)
+peak_w = {meter.peak_w}  # simulated: PV array size, W peak (0: no PV)
+annual_kwh = {meter.annual_kwh}  # simulated: household consumption per year, kWh
+seed = {meter.seed}  # simulated: noise seed
+backend = {meter.backend}  # simulated: "builtin", "pvlib" (needs wattmesh[sim]) or "auto"
+"""
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a temp file, fsynced, then renamed.
+    Mode 0644: these files hold no secret (the key is written by settlement.keys)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as fp:
+            fp.write(data)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_node_config(
+    data_dir: str | os.PathLike[str],
+    *,
+    listen: str = DEFAULT_LISTEN,
+    bootstrap: Iterable[str] = (),
+    bot: BotConfig = BotConfig(),  # noqa: B008 (frozen, so one shared default is safe)
+    meter: MeterConfig = MeterConfig(),  # noqa: B008
+    log_level: str = "info",
+) -> Path:
+    """Write ``data_dir/node.toml`` (atomically, replacing any) as a commented template
+    with the default file names and these settings; return its path. The values are
+    checked first (NodeConfigError)."""
+    parse_listen(listen)
+    bootstrap = parse_bootstrap(list(bootstrap))
+    _choice("log_level", log_level, LOG_LEVELS)
+    values = {k: toml_value(v) for k, v in DEFAULT_FILES.items()}
+    text = _TEMPLATE.format(
+        **values,
+        listen=toml_value(listen),
+        bootstrap=toml_value(list(bootstrap)),
+        log_level=toml_value(log_level),
+        bot=_Literals(bot),
+        meter=_Literals(meter),
+    )
+    path = Path(data_dir) / NODE_TOML
+    _write_atomic(path, text.encode())
+    return path
+
+
+class _Literals:
+    """``{bot.buy_price}`` in the template: the TOML literal of an attribute."""
+
+    def __init__(self, obj: object) -> None:
+        self._obj = obj
+
+    def __getattr__(self, name: str) -> str:
+        return toml_value(getattr(self._obj, name))
+
+
+# -- wattmesh init ------------------------------------------------------------------------
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/wattmesh``, or ``~/.local/share/wattmesh`` (XDG Base Directory:
+    a relative XDG_DATA_HOME is ignored)."""
+    base = os.environ.get("XDG_DATA_HOME", "")
+    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".local" / "share"
+    return root / "wattmesh"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What :func:`init_data_dir` did. ``member``: the key's peer id is in the community
+    file (then the ledger exists afterwards); ``created``: the files it made."""
+
+    data_dir: Path
+    peer_id: str
+    created_key: bool
+    member: bool
+    ledger_created: bool
+    message: str
+    created: tuple[Path, ...] = ()
+
+
+def _read_community(path: Path) -> tuple[bytes, Community]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CommunityError(None, f"cannot read: {exc.strerror or exc}", str(path)) from None
+    return data, parse_community(data, str(path))
+
+
+def _load_key(path: Path, what: str) -> Ed25519PrivateKey:
+    try:
+        return load_key(path)
+    except FileNotFoundError:
+        raise InitError(f"{what}: no key file {path}") from None
+    except (OSError, ValueError) as exc:
+        raise InitError(f"{what}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _ledger_problem(path: Path, community: Community) -> str | None:
+    """None if the ledger at ``path`` is empty; '' if its opening batch is the one
+    ``community`` gives; else what differs."""
+    want = [(k, b, community.genesis_ts) for k, b in community.genesis_items()]
+    with Ledger.open(path, create=False) as led:
+        if len(led) == 0:
+            return None
+        got = [(e.kind, e.body, e.ts) for e in itertools.islice(led.entries(), len(want) + 1)]
+    extra = got[len(want) :]
+    # The batch is longer (say a member more) if the next entry is one of its kinds at its ts.
+    longer = (
+        bool(extra)
+        and extra[0][0] in ("member", "opening", "meter")
+        and (extra[0][2] == community.genesis_ts)
+    )
+    if got[: len(want)] == want and not longer:
+        return ""
+    for i, (g, w) in enumerate(zip(got, want, strict=False), 1):
+        if g != w:
+            return f"entry {i}: {_difference(g, w)}"
+    return f"its opening batch has more than the {len(want)} entries the file gives"
+
+
+def _difference(got: tuple[str, dict, int], want: tuple[str, dict, int]) -> str:
+    """The first difference between a ledger entry and the one the file gives, briefly."""
+    if got[0] != want[0]:
+        return f"a {got[0]} entry where the file gives a {want[0]}"
+    if got[2] != want[2]:
+        return f"ts {got[2]} where the file's start_ms is {want[2]}"
+    for k in sorted(got[1].keys() | want[1].keys()):
+        a, b = got[1].get(k), want[1].get(k)
+        if a != b:
+            return f"{got[0]} {k} is {show_value(a)} where the file gives {show_value(b)}"
+    return "differs"  # not reached: the entries differ somewhere
+
+
+def _stanza(peer_id: str, community: Community) -> str:
+    bmax = int(statistics.median(m.bmax for m in community.members))
+    return (
+        f"[[member]]\npeer_id = {toml_value(peer_id)}\n"
+        f"bmax = {bmax}  # Wh you may hold (the community's median); agree it with the keeper"
+    )
+
+
+def init_data_dir(
+    community_path: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    *,
+    key_path: str | os.PathLike[str] | None = None,
+) -> InitResult:
+    """Set up (or check) a node's data directory for the community file at
+    ``community_path``; see the module docstring and docs/node.md.
+
+    Raises CommunityError (a bad community file), NodeConfigError (a bad existing
+    node.toml), InitError (a different community file or ledger already there, a key that
+    cannot be used) or LedgerError (an existing ledger.sqlite that is not a ledger), in
+    every case before anything is written. OSError if writing fails.
+    """
+    community_path, data_dir = Path(community_path), Path(data_dir)
+    data, community = _read_community(community_path)  # first: a bad file writes nothing
+    if data_dir.exists() and not data_dir.is_dir():
+        raise InitError(f"--data-dir: {data_dir} exists and is not a directory")
+    config_file = data_dir / NODE_TOML
+    if config_file.exists():  # keep the household's paths and edits; refuse a broken file
+        cfg = load_node_config(data_dir)
+        paths = {"community": cfg.community, "key": cfg.key, "ledger": cfg.ledger}
+    else:
+        paths = {k: data_dir / DEFAULT_FILES[k] for k in ("community", "key", "ledger")}
+
+    # Every check before the first write.
+    key: Ed25519PrivateKey | None = None
+    if paths["key"].exists():
+        key = _load_key(paths["key"], "household key")
+        if key_path is not None:
+            given = _load_key(Path(key_path), "--key")
+            if peer_id_of(given) != peer_id_of(key):
+                raise InitError(
+                    f"--key: {data_dir} already has the key of {peer_id_of(key)} "
+                    f"({paths['key']}); {key_path} is {peer_id_of(given)}. One data "
+                    "directory is one household: use another --data-dir"
+                )
+    elif key_path is not None:
+        key = _load_key(Path(key_path), "--key")
+    ledger_state = None  # None: no ledger (or an empty one); "": this community's
+    if paths["ledger"].exists():
+        ledger_state = _ledger_problem(paths["ledger"], community)
+        if ledger_state:
+            raise InitError(
+                f"{paths['ledger']} was made from another community file ({ledger_state}); "
+                "use another --data-dir for this community"
+            )
+    old_copy = paths["community"].read_bytes() if paths["community"].exists() else None
+    if old_copy is not None and old_copy != data and ledger_state is not None:
+        raise InitError(
+            f"{paths['community']} differs from {community_path}: its ledger was made from "
+            "the copy already there; use another --data-dir for another community file"
+        )
+
+    # The writes. Without a ledger nothing depends on an older copy of the community file
+    # yet (a household that was not a member yet gets the updated file), so it is replaced.
+    done: list[str] = []  # one line per file: created, replaced or kept
+    created: list[Path] = []
+
+    def note(what: str, path: Path, why: str = "") -> None:
+        done.append(f"{what:<8}{path}{f' ({why})' if why else ''}")
+        if what == "created":
+            created.append(path)
+
+    if not data_dir.exists():
+        data_dir.mkdir(parents=True, mode=0o700)
+        data_dir.chmod(0o700)  # the umask may have taken bits away; a key lives here
+    created_key = not paths["key"].exists()
+    household = key if key is not None else generate_key()  # key: loaded, or from --key
+    if created_key:
+        save_key(paths["key"], household)
+        note("created", paths["key"], "a new key" if key is None else f"copied from {key_path}")
+    else:
+        note("kept", paths["key"])
+    peer = peer_id_of(household)
+    if old_copy is None:
+        _write_atomic(paths["community"], data)
+        note("created", paths["community"])
+    elif old_copy != data:
+        _write_atomic(paths["community"], data)
+        note("replaced", paths["community"], "no ledger had been made from the old copy")
+    else:
+        note("kept", paths["community"])
+    if config_file.exists():
+        note("kept", config_file)
+    else:
+        write_node_config(data_dir)
+        note("created", config_file)
+    member = community.member(peer) is not None
+    ledger_created = member and ledger_state is None
+    if ledger_created:
+        _create_ledger(paths["ledger"], community)
+        note("created", paths["ledger"], "the community's opening batch")
+    elif paths["ledger"].exists():
+        note("kept", paths["ledger"])
+    lines = [*done, f"peer id {peer}", f"community {community.name} (id {community.id[:16]})"]
+    if member:
+        with Ledger.open(paths["ledger"], create=False) as led:
+            lines.append(f"ledger head {led.head_text()}")
+        lines.append(
+            f"next: wattmesh node --data-dir {data_dir} --bootstrap "
+            "/ip4/ADDRESS/tcp/4001/p2p/PEER_ID (a neighbour's node)"
+        )
+    else:
+        lines += [
+            f"{peer} is not a member of {community.name}: no ledger was created.",
+            "Send this stanza to whoever keeps the community file:",
+            "",
+            _stanza(peer, community),
+            "",
+            f"then run `wattmesh init --community UPDATED_FILE --data-dir {data_dir}` with "
+            "the updated file.",
+        ]
+    return InitResult(
+        data_dir=data_dir,
+        peer_id=peer,
+        created_key=created_key,
+        member=member,
+        ledger_created=ledger_created,
+        message="\n".join(lines),
+        created=tuple(created),
+    )
+
+
+def _create_ledger(path: Path, community: Community) -> None:
+    """Write the community's opening batch into a new (or empty) ledger at ``path``; a
+    file this call made is removed again if that fails."""
+    existed = path.exists()
+    try:
+        with Ledger.open(path) as led:
+            led.append_batch(community.genesis_items(), ts=community.genesis_ts)
+    except BaseException:
+        if not existed:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        raise
