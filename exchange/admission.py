@@ -1,0 +1,131 @@
+"""Whether a node accepts a message: :func:`wire.parse` plus time and state.
+
+Two ways in, with different rules (docs/node.md, "Validation"):
+
+- gossip (:meth:`Admission.gossip`): the interval must still be open (its gate is its
+  start), timestamps within the community's window, nothing already held, a cancel must
+  name an order this node holds, a reading must be newer than what the ledger applied;
+- fetched from a peer while reconciling (:meth:`Admission.fetched`): the interval is
+  closed by then, so no time rule applies, but the message must belong to the interval it
+  was fetched for, and be signed by a member (or a registered meter) like any other.
+
+Refusals are counted by reason in :attr:`Admission.refusals` and logged; they change
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from wattmesh.exchange.community_file import Community
+from wattmesh.exchange.message_store import MessageStore
+from wattmesh.exchange.wire import DIGESTS, ORDERS, READINGS, Inbound, Refused, parse
+
+__all__ = ["Admission", "TOPIC_OF_KIND"]
+
+logger = logging.getLogger(__name__)
+
+TOPIC_OF_KIND = {
+    "order": ORDERS,
+    "cancel": ORDERS,
+    "batch": ORDERS,
+    "reading": READINGS,
+    "interval_digest": DIGESTS,
+}
+
+
+class Admission:
+    """The checks of one node. ``meter_seq(meter)`` is the last reading seq its ledger
+    applied; ``now_ms()`` the community clock."""
+
+    def __init__(
+        self,
+        community: Community,
+        store: MessageStore,
+        meter_seq: Callable[[str], int],
+        now_ms: Callable[[], int],
+    ) -> None:
+        self.community = community
+        self.store = store
+        self.meter_seq = meter_seq
+        self.now_ms = now_ms
+        self.refusals: Counter[str] = Counter()
+        self.digests: dict[tuple[int, str], Inbound] = {}  # (interval, node) -> digest
+
+    def refuse(self, exc: Refused, source: str) -> None:
+        """Count and log a refusal."""
+        self.refusals[exc.reason] += 1
+        n = self.refusals[exc.reason]
+        if n <= 20 or n % 1000 == 0:  # a flood must not flood the log too
+            logger.info("refused from %s (%s, #%d): %s", source, exc.reason, n, exc.detail)
+
+    def gossip(self, topic: str, data: bytes, parsed: Inbound | None = None) -> Inbound:
+        """A message heard on ``topic``: parsed and checked, or :class:`Refused`.
+        ``parsed``: what :func:`parse` gave for ``data`` already (the checks that depend
+        on time and state are made again)."""
+        inbound = parsed if parsed is not None else parse(topic, data, self.community)
+        now = self.now_ms()
+        c = self.community
+        length = c.interval_ms
+        if inbound.kind == "interval_digest":
+            if inbound.interval > now:
+                raise Refused("future", f"digest of interval {inbound.interval}, not yet gated")
+            if (inbound.interval, inbound.signer) in self.digests:
+                raise Refused("duplicate", f"a second digest of {inbound.interval} from "
+                              f"{inbound.signer}")  # fmt: skip
+            return inbound
+        if inbound.ts > now + c.max_skew_ms:
+            raise Refused("future", f"ts {inbound.ts} is {inbound.ts - now} ms ahead of now "
+                          f"(allowed {c.max_skew_ms})")  # fmt: skip
+        if inbound.kind != "reading" and inbound.ts < now - c.max_age_ms:
+            raise Refused("late", f"ts {inbound.ts} is {now - inbound.ts} ms old "
+                          f"(allowed {c.max_age_ms})")  # fmt: skip
+        if self.store.has(inbound.id):
+            raise Refused("duplicate", f"{inbound.kind} {inbound.id[:16]} is already held")
+        interval = self.interval_of(inbound)
+        if interval <= now:
+            raise Refused("late", f"interval {interval}'s gate has passed")
+        if inbound.kind == "reading":
+            last = self.meter_seq(inbound.signer)
+            if inbound.record.seq <= last:  # type: ignore[union-attr]
+                raise Refused("out-of-order", f"seq {inbound.record.seq} of meter "  # type: ignore[union-attr]
+                              f"{inbound.signer[:16]} is not above the applied {last}")  # fmt: skip
+            return inbound
+        if interval % length:
+            raise Refused("malformed", f"interval {interval} is not the start of an interval")
+        if interval > now + c.horizon * length:
+            raise Refused("future", f"interval {interval} is more than {c.horizon} intervals "
+                          "ahead")  # fmt: skip
+        for order in inbound.orders():
+            if self.store.order(order.id) is not None:
+                raise Refused("duplicate", f"order {order.id[:16]} is already held")
+        return inbound
+
+    def fetched(self, data: bytes, kind: str, interval: int) -> Inbound:
+        """A message a peer served for ``interval``: parsed and checked, or Refused
+        (``duplicate`` when already held)."""
+        inbound = parse(TOPIC_OF_KIND.get(kind, ORDERS), data, self.community)
+        if inbound.kind == "interval_digest":
+            raise Refused("malformed", "a digest is not part of an interval's set")
+        if self.store.has(inbound.id):
+            raise Refused("duplicate", f"{inbound.kind} {inbound.id[:16]} is already held")
+        belongs = self.interval_of(inbound)
+        if belongs != interval:
+            raise Refused("malformed", f"{inbound.kind} {inbound.id[:16]} belongs to interval "
+                          f"{belongs}, not {interval}")  # fmt: skip
+        for order in inbound.orders():
+            if self.store.order(order.id) is not None:
+                raise Refused("duplicate", f"order {order.id[:16]} is already held")
+        return inbound
+
+    def interval_of(self, inbound: Inbound) -> int:
+        """The interval whose settlement uses ``inbound`` (a cancel: its order's)."""
+        if inbound.kind != "cancel":
+            return inbound.interval  # type: ignore[return-value]
+        target = self.store.order(inbound.record.id)  # type: ignore[union-attr]
+        if target is None or target[0] != inbound.signer:
+            raise Refused("unknown-order", f"cancel of {inbound.record.id[:16]}: no such order "  # type: ignore[union-attr]
+                          "of this owner is held")  # fmt: skip
+        return target[1]

@@ -1,0 +1,182 @@
+"""The messages a node accepted, by interval, and what it settled (``messages.sqlite``).
+
+The ledger holds what was settled; this store holds what it was settled *from*: every
+accepted order, cancel, batch and reading in its canonical bytes, filed under the interval
+whose settlement uses it. Peers fetch from here when they reconcile or catch up, so a
+message is written (and committed) before the node counts it as accepted. The store also
+records, per settled interval, the set digest and the ``interval_close`` hash, and the
+digests peers reported.
+
+Sets of unsettled intervals are kept in memory as parsed messages; settled intervals are
+read back from SQLite when a peer asks.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from wattmesh.exchange.wire import Inbound, set_digest
+
+__all__ = ["IntervalRecord", "MessageStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalRecord:
+    """What this node settled for one interval."""
+
+    interval: int
+    set_digest: str
+    close: str  # hex hash of the interval_close entry
+    seq: int  # its ledger seq
+    disputed: bool
+
+
+class MessageStore:
+    """Accepted messages by interval, and settled-interval records. Open with :meth:`open`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+        self._open: dict[int, dict[str, Inbound]] = {}  # unsettled interval -> id -> message
+        self._orders: dict[str, tuple[str, int]] = {}  # order id -> (owner, interval)
+        self._where: dict[str, int] = {}  # message id -> interval, for unsettled intervals
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> MessageStore:
+        """Open (creating if needed) the store at ``path``."""
+        p = Path(path)
+        conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # a process crash loses nothing committed
+        db = sqlite_utils.Database(conn)
+        if "messages" not in db.table_names():
+            db["messages"].create(
+                {"id": str, "interval": int, "kind": str, "signer": str, "data": bytes},
+                pk="id",
+            )
+            db["messages"].create_index(["interval"])
+            db["intervals"].create(
+                {"interval": int, "set_digest": str, "close": str, "seq": int, "disputed": int},
+                pk="interval",
+            )
+        return cls(p, conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- unsettled intervals, in memory --
+
+    def load_open(self, after: int, reparse) -> int:  # noqa: ANN001 (reparse: bytes -> Inbound)
+        """Read back the messages of intervals after ``after`` (the last settled one) with
+        ``reparse(kind, data) -> Inbound | None``; return how many were loaded."""
+        n = 0
+        rows = self.conn.execute(
+            "SELECT interval, kind, data FROM messages WHERE interval > ? ORDER BY rowid",
+            (after,),
+        )
+        for interval, kind, data in rows.fetchall():
+            inbound = reparse(kind, data)
+            if inbound is not None:
+                self._remember(inbound, interval)
+                n += 1
+        return n
+
+    def has(self, message_id: str) -> bool:
+        """True if the message is held for an unsettled interval."""
+        return message_id in self._where
+
+    def order(self, order_id: str) -> tuple[str, int] | None:
+        """(owner, interval) of an accepted order of an unsettled interval."""
+        return self._orders.get(order_id)
+
+    def add(self, inbound: Inbound, interval: int) -> bool:
+        """Store ``inbound`` under ``interval`` (committed before this returns); False if
+        it was already there."""
+        if inbound.id in self._where:
+            return False
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO messages (id, interval, kind, signer, data) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (inbound.id, interval, inbound.kind, inbound.signer, inbound.data),
+        )
+        if cur.rowcount == 0:  # held for a settled interval already
+            return False
+        self._remember(inbound, interval)
+        return True
+
+    def _remember(self, inbound: Inbound, interval: int) -> None:
+        self._open.setdefault(interval, {})[inbound.id] = inbound
+        self._where[inbound.id] = interval
+        for o in inbound.orders():
+            self._orders[o.id] = (o.owner, interval)
+
+    def pending(self, interval: int) -> list[Inbound]:
+        """The messages held for unsettled ``interval``."""
+        return list(self._open.get(interval, {}).values())
+
+    def forget(self, interval: int) -> None:
+        """Drop the in-memory copy of a settled interval (SQLite keeps it)."""
+        for inbound in self._open.pop(interval, {}).values():
+            self._where.pop(inbound.id, None)
+            for o in inbound.orders():
+                self._orders.pop(o.id, None)
+
+    # -- any interval, from SQLite --
+
+    def ids(self, interval: int) -> list[str]:
+        """Ids of the messages held for ``interval``, sorted."""
+        held = self._open.get(interval)
+        if held is not None:
+            return sorted(held)
+        rows = self.conn.execute("SELECT id FROM messages WHERE interval = ?", (interval,))
+        return sorted(i for (i,) in rows)
+
+    def digest(self, interval: int) -> str:
+        """The set digest of ``interval`` as held now."""
+        return set_digest(self.ids(interval))
+
+    def messages(self, ids: Iterable[str]) -> list[tuple[str, bytes]]:
+        """(kind, canonical bytes) of the held messages among ``ids``."""
+        out = []
+        for message_id in ids:
+            row = self.conn.execute(
+                "SELECT kind, data FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            if row is not None:
+                out.append((row[0], bytes(row[1])))
+        return out
+
+    # -- settled intervals --
+
+    def mark_settled(self, record: IntervalRecord) -> None:
+        """Record what was settled for an interval (once; the ledger is the authority)."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO intervals (interval, set_digest, close, seq, disputed) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (record.interval, record.set_digest, record.close, record.seq, int(record.disputed)),
+        )
+
+    def settled(self, interval: int) -> IntervalRecord | None:
+        """What was settled for ``interval``, if anything."""
+        row = self.conn.execute(
+            "SELECT interval, set_digest, close, seq, disputed FROM intervals WHERE interval = ?",
+            (interval,),
+        ).fetchone()
+        if row is None:
+            return None
+        return IntervalRecord(row[0], row[1], row[2], row[3], bool(row[4]))
+
+    def mark_disputed(self, interval: int) -> None:
+        """Flag a settled interval whose digest a peer contradicts."""
+        self.conn.execute("UPDATE intervals SET disputed = 1 WHERE interval = ?", (interval,))
+
+    def disputed(self) -> list[int]:
+        """Intervals marked disputed, ascending."""
+        rows = self.conn.execute("SELECT interval FROM intervals WHERE disputed ORDER BY 1")
+        return [i for (i,) in rows]

@@ -1,0 +1,484 @@
+"""A household's node: gossip, interval settlement, reconciliation, agreement (docs/node.md).
+
+One :class:`HouseholdNode` runs under trio for as long as its :meth:`run` does:
+
+- it gossips on the community's three topics (orders, readings, interval digests) through
+  :mod:`.p2p`, and accepts a message only through :class:`.admission.Admission`, writing
+  it to the :class:`.message_store.MessageStore` before counting it accepted;
+- after each interval's gate plus the grace period it reconciles the interval's set with
+  its peers over the sync protocol (:mod:`.sync`), then settles it into the ledger
+  (:func:`.settle_interval.settle_interval`: readings, call auction, trades, close) and
+  gossips its :class:`.wire.IntervalDigest`; a peer's different digest marks the interval
+  disputed (it is never settled twice);
+- on start it settles, in order, every interval it missed, from its peers' sets;
+- optionally its simulated meter publishes a signed reading per interval, and the Energo
+  threshold bot posts the household's orders after each settlement.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import trio
+
+from wattmesh.agents.threshold import ThresholdAgent
+from wattmesh.exchange import sync
+from wattmesh.exchange.admission import Admission
+from wattmesh.exchange.community_file import Community
+from wattmesh.exchange.message_store import IntervalRecord, MessageStore
+from wattmesh.exchange.node_config import BotConfig, MeterConfig
+from wattmesh.exchange.p2p import Message, P2PNode, open_node
+from wattmesh.exchange.settle_interval import IntervalOutcome, settle_interval
+from wattmesh.exchange.wire import (
+    DIGESTS,
+    ORDERS,
+    READINGS,
+    Batch,
+    Inbound,
+    IntervalDigest,
+    Refused,
+    parse,
+    topics,
+)
+from wattmesh.matching import BID
+from wattmesh.settlement.canonical import canonical
+from wattmesh.settlement.keys import Ed25519PrivateKey, peer_id_of
+from wattmesh.settlement.ledger import Ledger
+from wattmesh.settlement.records import Cancel, Order, Reading
+
+__all__ = ["HouseholdNode", "NodeStatus"]
+
+logger = logging.getLogger("wattmesh.node")
+
+_RETRY_S = 0.3  # between reconciliation rounds, and while waiting for a first peer
+
+
+@dataclass
+class NodeStatus:
+    """What the node has done so far; written to ``status.json`` after every interval."""
+
+    peer_id: str
+    addrs: list[str] = field(default_factory=list)
+    settled_through: int | None = None  # the last settled interval
+    settled: int = 0  # intervals settled by this process
+    disputed: list[int] = field(default_factory=list)
+    agreements: int = 0  # peer digests equal to ours
+    refusals: dict[str, int] = field(default_factory=dict)
+    peers: int = 0
+    last: dict[str, Any] = field(default_factory=dict)  # the last interval's outcome
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class HouseholdNode:
+    """One household's node. Build it with its parts, then ``await node.run(...)``."""
+
+    def __init__(
+        self,
+        community: Community,
+        key: Ed25519PrivateKey,
+        ledger: Ledger,
+        store: MessageStore,
+        *,
+        data_dir: Path | None = None,
+        bot: BotConfig | None = None,
+        meter: MeterConfig | None = None,
+        meter_key: Ed25519PrivateKey | None = None,
+        drop: Callable[[str, bytes], bool] | None = None,
+    ) -> None:
+        self.community = community
+        self.key = key
+        self.peer_id = peer_id_of(key)
+        self.ledger = ledger
+        self.store = store
+        self.data_dir = data_dir
+        self.topics = topics(community)
+        self.sync_protocol = f"/wattmesh/{community.id[:16]}/sync/1.0.0"
+        self.admission = Admission(community, store, ledger.meter_seq, community.now_ms)
+        # A test hook: drop(topic kind, data) -> True loses that gossip message on arrival,
+        # as a network would, so reconciliation has something to recover.
+        self._drop = drop
+        # Called with every message accepted (gossip, own or fetched): benchmarks time it.
+        self.on_accept: Callable[[Inbound], None] | None = None
+        self._validated: dict[bytes, Inbound] = {}  # parsed by the validator, for the handler
+        self.status = NodeStatus(self.peer_id)
+        self.closes: dict[int, tuple[str, int]] = {
+            e.body["interval"]: (e.hash.hex(), e.seq) for e in ledger.entries(kind="interval_close")
+        }
+        self.status.settled_through = ledger.last_interval()
+        self.outcomes: list[IntervalOutcome] = []  # settled by this process, in order
+        self.settled_event = trio.Event()
+        self.p2p: P2PNode | None = None
+        self.started_at = community.now_ms()
+        self.bot = _Bot(self, bot) if bot is not None and bot.enabled else None
+        self.meter = _Meter(self, meter, meter_key) if meter_key is not None else None
+        loaded = store.load_open(_before(ledger.last_interval(), community), self._reparse)
+        if loaded:
+            logger.info("reloaded %d accepted messages of unsettled intervals", loaded)
+
+    # -- running --
+
+    async def run(
+        self,
+        listen: str,
+        bootstrap: tuple[str, ...] = (),
+        *,
+        stop: trio.Event | None = None,
+        task_status: trio.TaskStatus[HouseholdNode] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run until ``stop`` is set (or the task is cancelled); peers see the node leave."""
+        kinds = {self.topics[k]: k for k in (ORDERS, READINGS, DIGESTS)}
+        async with open_node(
+            self.key,
+            listen,
+            topics=list(kinds),
+            validators={t: self._validator(k) for t, k in kinds.items()},
+            handlers={t: self._handler(k) for t, k in kinds.items()},
+        ) as p2p:
+            self.p2p = p2p
+            self.status.addrs = p2p.addrs
+            p2p.set_handler(self.sync_protocol, self._serve)
+            self._write_status()
+            logger.info("node %s listening on %s", self.peer_id, " ".join(p2p.addrs))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keep_connected, bootstrap)
+                nursery.start_soon(self._settle_loop)
+                if self.meter is not None:
+                    nursery.start_soon(self.meter.run)
+                if self.bot is not None:
+                    nursery.start_soon(self.bot.act)
+                task_status.started(self)
+                if stop is None:
+                    await trio.sleep_forever()
+                await stop.wait()
+                nursery.cancel_scope.cancel()
+        logger.info("node %s stopped", self.peer_id)
+
+    async def _keep_connected(self, bootstrap: tuple[str, ...]) -> None:
+        """Dial the bootstrap peers, and again whenever a connection is lost."""
+        assert self.p2p is not None
+        p2p = self.p2p
+        while True:
+            missing = [a for a in bootstrap if a.rsplit("/p2p/", 1)[-1] not in p2p.peers]
+
+            async def dial(addr: str) -> None:
+                try:
+                    await p2p.connect(addr, timeout=5)
+                    logger.info("connected to %s", addr)
+                except Exception as exc:  # noqa: BLE001 (unreachable peers are normal)
+                    logger.debug("cannot reach %s: %r", addr, exc)
+
+            async with trio.open_nursery() as nursery:
+                for addr in missing:
+                    nursery.start_soon(dial, addr)
+            self.status.peers = len(p2p.peers)
+            await trio.sleep(1.0 if missing else 3.0)
+
+    # -- gossip in --
+
+    def _validator(self, kind: str) -> Callable[[str, bytes], bool]:
+        def check(_sender: str, data: bytes) -> bool:
+            if self._drop is not None and self._drop(kind, data):
+                return False  # simulated loss: neither accepted nor forwarded
+            try:
+                inbound = self.admission.gossip(kind, data)
+            except Refused as exc:
+                self.admission.refuse(exc, "gossip")
+                return False
+            if len(self._validated) > 4096:
+                self._validated.pop(next(iter(self._validated)))
+            self._validated[data] = inbound
+            return True
+
+        return check
+
+    def _handler(self, kind: str) -> Callable[[Message], Any]:
+        async def handle(msg: Message) -> None:
+            self._accept(kind, msg.data)
+
+        return handle
+
+    def _accept(self, kind: str, data: bytes) -> Inbound | None:
+        """Accept a validated gossip message (checked again: time moved since)."""
+        parsed = self._validated.pop(data, None)
+        try:
+            inbound = self.admission.gossip(kind, data, parsed)
+        except Refused as exc:
+            if exc.reason != "duplicate":  # the validator counted it already
+                self.admission.refuse(exc, "gossip")
+            return None
+        if inbound.kind == "interval_digest":
+            self._on_digest(inbound)
+        elif self.store.add(inbound, self.admission.interval_of(inbound)) and self.on_accept:
+            self.on_accept(inbound)
+        return inbound
+
+    async def submit(self, kind: str, data: bytes) -> Inbound:
+        """Publish our own message (canonical bytes) and accept it; Refused if our own
+        checks refuse it."""
+        assert self.p2p is not None
+        try:
+            inbound = self.admission.gossip(kind, data)
+        except Refused as exc:
+            self.admission.refuse(exc, "own")
+            raise
+        self._validated[data] = inbound
+        await self.p2p.publish(self.topics[kind], data)
+        accepted = self._accept(kind, data)
+        return accepted if accepted is not None else inbound
+
+    def _reparse(self, kind: str, data: bytes) -> Inbound | None:
+        topic = READINGS if kind == "reading" else ORDERS
+        try:
+            return parse(topic, data, self.community)
+        except Refused as exc:  # the community file changed under the store: say so
+            logger.warning("stored %s no longer parses (%s); ignored", kind, exc)
+            return None
+
+    # -- intervals --
+
+    def next_unsettled(self) -> int:
+        """The first interval not yet in the ledger."""
+        last = self.ledger.last_interval()
+        c = self.community
+        return c.start_ms if last is None else last + c.interval_ms
+
+    async def _sleep_until(self, community_ms: int) -> None:
+        while True:
+            ahead = community_ms - self.community.now_ms()
+            if ahead <= 0:
+                return
+            await trio.sleep(self.community.wall_seconds(ahead))
+
+    async def _settle_loop(self) -> None:
+        c = self.community
+        t = self.next_unsettled()
+        while True:
+            await self._sleep_until(t + c.grace_ms)
+            await sync.reconcile(self, t)
+            outcome = self._settle(t)
+            await self._publish_digest(t)
+            self._report(outcome)
+            if self.bot is not None:
+                self.bot.filled(outcome)
+                await self.bot.act()
+            t += c.interval_ms
+
+    def _settle(self, t: int) -> IntervalOutcome:
+        orders: list[Order] = []
+        cancels: list[Cancel] = []
+        readings: list[Reading] = []
+        for m in self.store.pending(t):
+            if m.kind == "reading":
+                readings.append(m.record)  # type: ignore[arg-type]
+            orders.extend(m.orders())
+            cancels.extend(Cancel(oid, m.signer, m.ts) for oid in m.cancelled())
+        set_dig = self.store.digest(t)
+        outcome = settle_interval(
+            self.ledger, t, orders, cancels, readings, market=self.community.market
+        )
+        self.closes[t] = (outcome.digest, outcome.close.seq)
+        self.store.mark_settled(
+            IntervalRecord(t, set_dig, outcome.digest, outcome.close.seq, disputed=False)
+        )
+        self.store.forget(t)
+        self.outcomes.append(outcome)
+        for (iv, _node), digest in list(self.admission.digests.items()):
+            if iv == t:
+                self._compare(digest)
+        return outcome
+
+    async def _publish_digest(self, t: int) -> None:
+        record = self.store.settled(t)
+        assert record is not None and self.p2p is not None
+        digest = IntervalDigest(
+            self.peer_id, t, record.set_digest, record.close, record.seq, self.community.now_ms()
+        ).signed(self.key)
+        data = canonical(digest.to_dict())
+        try:
+            await self.p2p.publish(self.topics[DIGESTS], data)
+        except ValueError as exc:  # e.g. our clock says the interval is not gated yet
+            logger.warning("digest of %d not published: %s", t, exc)
+
+    def _on_digest(self, inbound: Inbound) -> None:
+        self.admission.digests[(inbound.interval, inbound.signer)] = inbound  # type: ignore[index]
+        if inbound.interval in self.closes:
+            self._compare(inbound)
+
+    def _compare(self, inbound: Inbound) -> None:
+        digest: IntervalDigest = inbound.record  # type: ignore[assignment]
+        t = digest.interval
+        ours = self.store.settled(t)
+        close = self.closes[t][0]
+        if digest.close == close:
+            self.status.agreements += 1
+            return
+        logger.warning(
+            "interval %d disputed: %s settled close %s (set %s), we settled %s (set %s)",
+            t, digest.node, digest.close[:16], digest.set[:16], close[:16],
+            ours.set_digest[:16] if ours else "?",
+        )  # fmt: skip
+        self.store.mark_disputed(t)
+        if t not in self.status.disputed:
+            self.status.disputed.append(t)
+        if self.p2p is not None and digest.node in self.p2p.peers:
+            # Fetch again, to log what differs; the settled interval itself stays as it is.
+            trio.lowlevel.spawn_system_task(sync.explain_dispute, self, digest.node, t)
+
+    def _report(self, outcome: IntervalOutcome) -> None:
+        s = self.status
+        s.settled_through = outcome.interval
+        s.settled += 1
+        s.refusals = dict(self.admission.refusals)
+        s.last = {
+            "interval": outcome.interval,
+            "price": outcome.price,
+            "volume": outcome.volume,
+            "trades": len(outcome.trades),
+            "digest": outcome.digest,
+        }
+        if self.p2p is not None:
+            s.peers = len(self.p2p.peers)
+        price = "-" if outcome.price is None else f"{outcome.price / 1e6:.4f}/kWh"
+        logger.info(
+            "settled interval %d: price %s, %d Wh in %d trades, %d readings, digest %s",
+            outcome.interval, price, outcome.volume, len(outcome.trades),
+            outcome.readings_applied, outcome.digest[:16],
+        )  # fmt: skip
+        self._write_status()
+        self.settled_event.set()
+        self.settled_event = trio.Event()
+
+    def _write_status(self) -> None:
+        if self.data_dir is None:
+            return
+        path = self.data_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(self.status.to_dict(), option=orjson.OPT_INDENT_2))
+        os.replace(tmp, path)
+
+    # -- the sync protocol, served --
+
+    async def _serve(self, _peer: str, request: bytes) -> bytes:
+        return sync.serve(self, request)
+
+    def interval_state(self, t: int) -> str:
+        """'settled', 'open' (we are collecting its set since before its gate) or
+        'unknown' (we started after its gate: our set may be partial)."""
+        if t in self.closes:
+            return "settled"
+        return "open" if self.started_at < t else "unknown"
+
+
+def _before(last: int | None, community: Community) -> int:
+    """The last settled interval, or the one before the first."""
+    return community.start_ms - community.interval_ms if last is None else last
+
+
+class _Bot:
+    """The Energo threshold agent trading for the household from its ledger balance."""
+
+    def __init__(self, node: HouseholdNode, config: BotConfig) -> None:
+        self.node = node
+        self.agent = ThresholdAgent(0, config.buy_price, config.sell_price, config.lower_wh,
+                                    config.upper_wh)  # fmt: skip
+        self.posted_for: set[int] = set()
+        self.of_order: dict[str, int] = {}  # our order id -> the agent's order
+
+    def filled(self, outcome: IntervalOutcome) -> None:
+        for trade in outcome.trades:
+            for side in ("bid", "ask"):
+                oid = self.of_order.pop(trade[side], None)
+                if oid is not None:
+                    self.agent.filled(oid, trade["qty"])
+
+    async def act(self) -> None:
+        """Post the agent's open orders for the next open interval (once per interval)."""
+        node = self.node
+        c = node.community
+        now = c.now_ms()
+        target = now - now % c.interval_ms + c.interval_ms
+        if target in self.posted_for or target < c.start_ms:
+            return
+        self.posted_for.add(target)
+        energy = node.ledger.balances().get(node.peer_id, {}).get("energy", 0)
+        self.agent.step(energy, now)
+        self.of_order.clear()  # orders of earlier intervals are cleared and gone
+        items = []
+        for o in self.agent.open_orders():
+            side = "bid" if o.side == BID else "ask"
+            items.append({"market": c.market, "side": side, "price": o.price, "qty": o.qty})
+        if not items:
+            return
+        batch = Batch.of(node.key, target, now, items)
+        for order, o in zip(batch.orders, self.agent.open_orders(), strict=True):
+            self.of_order[order.id] = o.oid
+        try:
+            await node.submit(ORDERS, batch.message())
+        except (Refused, ValueError) as exc:
+            logger.warning("bot orders for %d not posted: %s", target, exc)
+
+
+class _Meter:
+    """A simulated meter: one signed reading per interval, just after it ends."""
+
+    def __init__(self, node: HouseholdNode, config: MeterConfig, key: Ed25519PrivateKey) -> None:
+        self.node = node
+        self.config = config
+        self.key = key
+        self.meter = peer_id_of(key)
+        self._days: dict[int, dict[int, tuple[int, int]]] = {}
+
+    def measure(self, start: int) -> tuple[int, int]:
+        """(produced, consumed) Wh of the interval starting at ``start``."""
+        from wattmesh.meters.simulated import DAY_MS, simulate
+
+        day = start - start % DAY_MS
+        if day not in self._days:
+            cfg = self.config
+            length = self.node.community.interval_ms
+            self._days = {
+                day: {
+                    m.start: (m.produced, m.consumed)
+                    for m in simulate(
+                        day,
+                        1,
+                        seed=cfg.seed,
+                        peak_w=cfg.peak_w,
+                        annual_kwh=cfg.annual_kwh,
+                        backend=cfg.backend,
+                        interval_ms=length,
+                    )  # fmt: skip
+                }
+            }
+        return self._days[day][start]
+
+    async def run(self) -> None:
+        node = self.node
+        c = node.community
+        length = c.interval_ms
+        if c.meter_owner(self.meter) != node.peer_id:
+            logger.error("meter %s is not registered to this household; it stays off", self.meter)
+            return
+        while True:
+            now = c.now_ms()
+            end = now - now % length + length
+            # Read a moment after the interval ends, as a real meter's telegram would come.
+            await node._sleep_until(end + max(1, length // 50))
+            start = end - length
+            if start < c.start_ms:
+                continue
+            produced, consumed = self.measure(start)
+            seq = (start - c.start_ms) // length + 1
+            reading = Reading(self.meter, start, end, produced, consumed, seq).signed(self.key)
+            try:
+                await node.submit(READINGS, canonical(reading.to_dict()))
+            except (Refused, ValueError) as exc:
+                logger.warning("reading %d not published: %s", seq, exc)

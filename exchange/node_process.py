@@ -1,0 +1,115 @@
+"""Run a household node as a process: ``wattmesh node`` (docs/node.md, "Running a node").
+
+Loads the data directory's node.toml, community file, key, ledger and message store,
+then runs :class:`~wattmesh.exchange.node.HouseholdNode` under trio until SIGINT or
+SIGTERM, and closes it cleanly (peers see it leave within a fraction of a second).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from wattmesh.exchange.community_file import load_community
+from wattmesh.exchange.message_store import MessageStore
+from wattmesh.exchange.node import HouseholdNode
+from wattmesh.exchange.node_config import NodeConfig
+from wattmesh.settlement.keys import load_key, peer_id_of
+from wattmesh.settlement.ledger import Ledger
+
+__all__ = ["NodeStartError", "open_node", "run_node"]
+
+
+class NodeStartError(ValueError):
+    """The node cannot start (the message says why); nothing was changed."""
+
+
+def _setup_logging(level: str, log_file: Path | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    # py-libp2p's own logger does not propagate (shared/notes/libp2p.md); give it ours
+    # at WARNING, so drops it reports are seen without its debug chatter.
+    lib = logging.getLogger("libp2p")
+    lib.setLevel(logging.WARNING)
+    for h in handlers:
+        lib.addHandler(h)
+
+
+def open_node(config: NodeConfig) -> HouseholdNode:
+    """Build the node of a data directory (NodeStartError with one line if it cannot)."""
+    community = load_community(config.community)
+    key = load_key(config.key)
+    me = peer_id_of(key)
+    if community.member(me) is None:
+        raise NodeStartError(
+            f"{config.key}: {me} is not a member of {community.name} (run wattmesh init with "
+            "the community file that lists it)"
+        )
+    if not config.ledger.is_file():
+        raise NodeStartError(f"no ledger at {config.ledger}: run wattmesh init first")
+    ledger = Ledger.open(config.ledger, create=False)
+    if ledger.genesis() is None or ledger.genesis().get("community") != community.name:
+        raise NodeStartError(f"{config.ledger} is not the ledger of {community.name}")
+    meter_key = None
+    if config.meter.source == "simulated":
+        meter_key = load_key(config.meter_key)
+    store = MessageStore.open(config.store)
+    return HouseholdNode(
+        community,
+        key,
+        ledger,
+        store,
+        data_dir=config.data_dir,
+        bot=config.bot,
+        meter=config.meter,
+        meter_key=meter_key,
+    )
+
+
+async def _serve(node: HouseholdNode, listen: str, bootstrap: tuple[str, ...]) -> None:
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    logging.getLogger("wattmesh.node").info(
+                        "%s: stopping", signal.Signals(signum).name
+                    )
+                    stop.set()
+                    return
+
+        nursery.start_soon(on_signal)
+        await node.run(listen, bootstrap, stop=stop)
+        nursery.cancel_scope.cancel()
+
+
+def run_node(
+    config: NodeConfig, listen: str | None = None, bootstrap: tuple[str, ...] | None = None
+) -> None:
+    """Run the node of ``config`` until SIGINT or SIGTERM; ``listen`` and ``bootstrap``
+    override node.toml's. Raises NodeStartError (or the community file's, key's or
+    ledger's own error) before anything runs."""
+    _setup_logging(config.log_level, config.data_dir / "node.log")
+    node = open_node(config)
+    try:
+        trio.run(
+            _serve,
+            node,
+            listen or config.listen,
+            tuple(config.bootstrap if bootstrap is None else bootstrap),
+        )
+    finally:
+        node.store.close()
+        node.ledger.close()

@@ -1,0 +1,178 @@
+"""The sync protocol: how nodes agree on an interval's set before settling it.
+
+Gossip alone loses messages (shared/notes/libp2p.md), so after each gate plus the grace
+period a node asks every connected peer for its set of the interval and fetches what it
+lacks, over request/response (:mod:`.p2p`). Two requests, JSON in, JSON out:
+
+- ``{"op": "set", "interval": t}`` -> ``{"interval", "state", "set", "ids", "close"}``:
+  the peer's message ids for ``t`` (sorted), their digest, and ``state``: ``settled``
+  (``close`` is then the hash of its interval_close entry), ``open`` (it has been
+  collecting since before the gate) or ``unknown`` (it started after the gate; its set may
+  be partial, so it does not count as an answer, though its messages may be fetched);
+- ``{"op": "get", "interval": t, "ids": [...]}`` -> ``{"messages": [[kind, text], ...]}``:
+  the canonical bytes of the messages it holds among ``ids`` (at most
+  :data:`MAX_IDS_PER_GET` per request).
+
+:func:`reconcile` repeats rounds until a round fetched nothing new and every answering
+peer reported the same set digest as ours; it waits for at least one answer (a community
+of one settles alone), and gives up waiting for agreement after half an interval.
+The same rounds catch a restarted node up: its peers answer ``settled`` for the intervals
+it missed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import trio
+
+from wattmesh.exchange.p2p import RequestFailed, RequestTimeout
+from wattmesh.exchange.wire import Refused, set_digest
+
+if TYPE_CHECKING:
+    from wattmesh.exchange.node import HouseholdNode
+
+__all__ = ["MAX_IDS_PER_GET", "explain_dispute", "reconcile", "serve"]
+
+logger = logging.getLogger("wattmesh.sync")
+
+MAX_IDS_PER_GET = 2000
+REQUEST_TIMEOUT_S = 5.0
+RETRY_S = 0.3
+ANSWERING = ("open", "settled")
+
+
+def serve(node: HouseholdNode, request: bytes) -> bytes:
+    """Answer one request (raise ValueError for a bad one: the stream is reset)."""
+    req = orjson.loads(request)
+    if type(req) is not dict:
+        raise ValueError("a sync request is a JSON object")
+    op, t = req.get("op"), req.get("interval")
+    if type(t) is not int:
+        raise ValueError(f"interval: must be an integer, got {t!r:.40}")
+    if op == "set":
+        ids = node.store.ids(t)
+        close = node.closes.get(t)
+        return orjson.dumps(
+            {
+                "interval": t,
+                "state": node.interval_state(t),
+                "set": set_digest(ids),
+                "ids": ids,
+                "close": close[0] if close else None,
+            }
+        )
+    if op == "get":
+        ids = req.get("ids")
+        if type(ids) is not list or len(ids) > MAX_IDS_PER_GET:
+            raise ValueError(f"ids: a list of at most {MAX_IDS_PER_GET} message ids")
+        found = node.store.messages(i for i in ids if type(i) is str)
+        return orjson.dumps({"messages": [[kind, data.decode()] for kind, data in found]})
+    raise ValueError(f"op: must be 'set' or 'get', got {op!r:.40}")
+
+
+async def _ask(node: HouseholdNode, peer: str, request: dict[str, Any]) -> Any:
+    assert node.p2p is not None
+    try:
+        raw = await node.p2p.request(
+            peer, node.sync_protocol, orjson.dumps(request), timeout=REQUEST_TIMEOUT_S
+        )
+        return orjson.loads(raw)
+    except (RequestFailed, RequestTimeout, orjson.JSONDecodeError) as exc:
+        logger.debug("sync %s to %s failed: %s", request.get("op"), peer, exc)
+        return None
+
+
+async def _fetch(node: HouseholdNode, peer: str, t: int, ids: list[str]) -> int:
+    """Fetch ``ids`` of interval ``t`` from ``peer``; return how many were accepted."""
+    got: list[tuple[str, bytes]] = []
+    for k in range(0, len(ids), MAX_IDS_PER_GET):
+        answer = await _ask(node, peer, {"op": "get", "interval": t,
+                                         "ids": ids[k:k + MAX_IDS_PER_GET]})  # fmt: skip
+        if type(answer) is not dict or type(answer.get("messages")) is not list:
+            continue
+        for item in answer["messages"]:
+            if type(item) is list and len(item) == 2 and all(type(x) is str for x in item):
+                got.append((item[0], item[1].encode()))
+    # Orders before the cancels that name them.
+    got.sort(key=lambda kd: kd[0] == "cancel")
+    accepted = 0
+    for kind, data in got:
+        try:
+            inbound = node.admission.fetched(data, kind, t)
+        except Refused as exc:
+            if exc.reason != "duplicate":
+                node.admission.refuse(exc, f"peer {peer}")
+            continue
+        if node.store.add(inbound, t):
+            accepted += 1
+            if node.on_accept is not None:
+                node.on_accept(inbound)
+    return accepted
+
+
+async def reconcile(node: HouseholdNode, t: int) -> str:
+    """Bring our set of interval ``t`` level with our peers'; return how it ended:
+    'agreed', 'alone' (a community of one) or 'timeout' (peers still differ)."""
+    assert node.p2p is not None
+    c = node.community
+    give_up = None
+    waited = False
+    while True:
+        peers = sorted(node.p2p.peers)
+        answers: dict[str, Any] = {}
+
+        async def ask_set(peer: str, answers: dict[str, Any] = answers) -> None:
+            answers[peer] = await _ask(node, peer, {"op": "set", "interval": t})
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(ask_set, peer)
+        answering = {}
+        fetched = 0
+        for peer, a in answers.items():
+            if type(a) is not dict or type(a.get("ids")) is not list:
+                continue
+            if a.get("state") in ANSWERING:
+                answering[peer] = a
+            mine = set(node.store.ids(t))
+            missing = [i for i in a["ids"] if type(i) is str and i not in mine]
+            if missing:
+                fetched += await _fetch(node, peer, t, missing)
+        ours = node.store.digest(t)
+        if answering:
+            if not fetched and all(a.get("set") == ours for a in answering.values()):
+                return "agreed"
+            now = trio.current_time()
+            if give_up is None:
+                give_up = now + max(2.0, c.wall_seconds(c.interval_ms) / 2)
+            elif now > give_up:
+                differ = sorted(p for p, a in answering.items() if a.get("set") != ours)
+                logger.warning("interval %d: settling while %d peers still hold other sets "
+                               "(%s)", t, len(differ), ", ".join(differ))  # fmt: skip
+                return "timeout"
+        elif len(c.members) == 1:
+            return "alone"
+        elif not waited:
+            logger.info("interval %d: waiting for a peer to reconcile with", t)
+            waited = True
+        if not fetched:
+            await trio.sleep(RETRY_S)
+
+
+async def explain_dispute(node: HouseholdNode, peer: str, t: int) -> None:
+    """Log how ``peer``'s set of a disputed interval differs from ours (nothing changes:
+    a settled interval is never settled again)."""
+    a = await _ask(node, peer, {"op": "set", "interval": t})
+    if type(a) is not dict or type(a.get("ids")) is not list:
+        logger.warning("interval %d: %s did not answer about the dispute", t, peer)
+        return
+    theirs, ours = set(a["ids"]), set(node.store.ids(t))
+    logger.warning(
+        "interval %d disputed with %s: they hold %d messages we lack (%s), we hold %d they "
+        "lack (%s)",
+        t, peer, len(theirs - ours), ", ".join(sorted(theirs - ours)[:3]),
+        len(ours - theirs), ", ".join(sorted(ours - theirs)[:3]),
+    )  # fmt: skip

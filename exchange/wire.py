@@ -1,0 +1,405 @@
+"""What household nodes say to each other: the gossip messages on a community's three
+topics and the requests of the reconciliation protocol (docs/node.md, "Messages").
+
+Every message is a signed record in canonical JSON (DESIGN.md, "Conventions"):
+
+- orders topic: an ``order`` or a ``cancel`` (settlement.records), or a ``batch``: many
+  orders (and cancels) of one owner for one interval under one signature, so a bot posts
+  a hundred orders for the price of one message and one signature check;
+- readings topic: a meter ``reading``, signed by the meter;
+- digests topic: an ``interval_digest``: what a node settled for an interval, signed by it.
+
+:func:`parse` checks what a message says by itself (schema, size, signature, membership,
+market and price bounds) and raises :class:`Refused` with one of :data:`REASONS`. Checks
+against time and against what a node already holds are in :mod:`.admission`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from wattmesh.settlement.canonical import canonical, record_id
+from wattmesh.settlement.keys import Ed25519PrivateKey, sign, verify
+from wattmesh.settlement.records import (
+    MAX_NAME,
+    Cancel,
+    MarketSpec,
+    Order,
+    Reading,
+    RecordError,
+)
+
+if TYPE_CHECKING:
+    from wattmesh.exchange.community_file import Community
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "REASONS",
+    "Batch",
+    "Inbound",
+    "IntervalDigest",
+    "Refused",
+    "parse",
+    "reading_interval",
+    "set_digest",
+    "topics",
+]
+
+MAX_MESSAGE_BYTES = 512 * 1024  # the transport's limit (exchange/p2p.py) and ours
+
+# Why a message was refused; a node counts its refusals by these names.
+REASONS = (
+    "malformed",  # not JSON, wrong schema, bad field, above a size limit
+    "bad-signature",  # not signed by its owner (or meter, or node)
+    "not-member",  # the signer is not a member of the community
+    "unknown-meter",  # a reading from a meter no member registered
+    "wrong-market",  # an order for a market this community does not run
+    "late",  # its interval's gate has passed (or the timestamp is too old)
+    "future",  # its timestamp or interval is too far ahead
+    "duplicate",  # already accepted
+    "unknown-order",  # a cancel of an order this node has not accepted
+    "out-of-order",  # a reading whose seq the ledger has already passed
+)
+
+ORDERS, READINGS, DIGESTS = "orders", "readings", "digests"
+
+
+def topics(community: Community) -> dict[str, str]:
+    """The community's topic names by kind. The community file's id is in them, so nodes
+    started from different community files never exchange a message."""
+    base = f"wattmesh/{community.name}/{community.id[:16]}"
+    return {kind: f"{base}/{kind}" for kind in (ORDERS, READINGS, DIGESTS)}
+
+
+class Refused(ValueError):
+    """A message that must not be accepted; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        assert reason in REASONS, reason
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+def set_digest(ids: Iterable[str]) -> str:
+    """The digest of a set of record ids: hex SHA-256 of the canonical sorted list."""
+    return record_id({"ids": sorted(ids)})
+
+
+def reading_interval(reading: Reading, interval_ms: int) -> int:
+    """The interval whose settlement applies ``reading``: the first gate after its end.
+
+    A meter reads ``[t - L, t)`` at ``t`` at the earliest, so the reading cannot make the
+    gate of ``t``; it goes into ``t + L``, which leaves it a whole interval to spread.
+    """
+    return reading.end - reading.end % interval_ms + interval_ms
+
+
+_BATCH_KEYS = frozenset(("type", "owner", "interval", "ts", "orders", "cancels", "sig"))
+_ITEM_KEYS = frozenset(("market", "side", "price", "qty", "tif"))
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Orders and cancels of one owner for one interval, under one signature.
+
+    Each item of ``orders`` is an order without its owner, ts and interval, which it
+    takes from the batch, so it is the same :class:`Order` (same id) as if sent alone.
+    ``cancels`` are ids of the owner's orders for the same interval.
+    """
+
+    owner: str
+    interval: int
+    ts: int
+    orders: tuple[Order, ...]
+    cancels: tuple[str, ...] = ()
+    sig: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        key: Ed25519PrivateKey,
+        interval: int,
+        ts: int,
+        orders: Iterable[dict[str, Any]],
+        cancels: Iterable[str] = (),
+    ) -> Batch:
+        """A signed batch of ``key``'s orders, each given as {market, side, price, qty[, tif]}."""
+        from wattmesh.settlement.keys import peer_id_of
+
+        owner = peer_id_of(key)
+        made = tuple(_item_order(item, owner, ts, interval, None) for item in orders)
+        batch = cls(owner, interval, ts, made, tuple(cancels))
+        return dataclasses.replace(batch, sig=sign(key, batch.body()))
+
+    def message(self) -> bytes:
+        """The canonical bytes to publish."""
+        return canonical(self.to_dict())
+
+    def body(self) -> dict[str, Any]:
+        """The signed content: everything but ``sig``."""
+        items = []
+        for o in self.orders:
+            item = {"market": o.market, "side": o.side, "price": o.price, "qty": o.qty}
+            if o.tif != "gtc":  # one spelling per order: the default is written by omission
+                item["tif"] = o.tif
+            items.append(item)
+        return {
+            "type": "batch",
+            "owner": self.owner,
+            "interval": self.interval,
+            "ts": self.ts,
+            "orders": items,
+            "cancels": list(self.cancels),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message: the body and ``sig``."""
+        return {**self.body(), "sig": self.sig}
+
+    def computed_id(self) -> str:
+        """The id of the batch message (hex SHA-256 of its body)."""
+        return record_id(self.body())
+
+
+def _item_order(item: Any, owner: str, ts: int, interval: int, market: MarketSpec | None) -> Order:
+    if type(item) is not dict or not item.keys() <= _ITEM_KEYS:
+        extra = sorted(item.keys() - _ITEM_KEYS) if type(item) is dict else None
+        raise RecordError("orders", f"an item must be an object of {sorted(_ITEM_KEYS)}"
+                          + (f"; unknown {extra}" if extra else ""))  # fmt: skip
+    if item.get("tif") == "gtc":
+        raise RecordError("tif", "'gtc' is the default and written by omission in a batch")
+    d = {**item, "owner": owner, "ts": ts, "interval": interval}
+    return Order.from_dict(d, market)
+
+
+_DIGEST_KEYS = frozenset(("type", "node", "interval", "set", "close", "seq", "ts", "sig"))
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalDigest:
+    """What node ``node`` settled for ``interval``: the digest of the record set it cleared
+    (``set``), and the hash and seq of its ``interval_close`` ledger entry (``close``, which
+    commits to the whole ledger up to that interval)."""
+
+    node: str
+    interval: int
+    set: str
+    close: str
+    seq: int
+    ts: int
+    sig: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The signed content: everything but ``sig``."""
+        return {
+            "type": "interval_digest",
+            "node": self.node,
+            "interval": self.interval,
+            "set": self.set,
+            "close": self.close,
+            "seq": self.seq,
+            "ts": self.ts,
+        }
+
+    def signed(self, key: Ed25519PrivateKey) -> IntervalDigest:
+        """A copy signed by ``key`` (the node's own)."""
+        return dataclasses.replace(self, sig=sign(key, self.body()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message: the body and ``sig``."""
+        return {**self.body(), "sig": self.sig}
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message that passed :func:`parse`.
+
+    ``id`` names it in reconciliation sets; ``interval`` is the interval whose settlement
+    uses it (None for a cancel until its order is known, and for a digest the interval it
+    reports); ``signer`` is the member (or meter) that signed it; ``ts`` its timestamp
+    (a reading's end).
+    """
+
+    kind: str  # "order" | "cancel" | "batch" | "reading" | "interval_digest"
+    id: str
+    interval: int | None
+    signer: str
+    ts: int
+    record: Order | Cancel | Batch | Reading | IntervalDigest
+    data: bytes  # the canonical bytes, as stored and served to peers
+
+    def orders(self) -> tuple[Order, ...]:
+        """The orders this message carries."""
+        if self.kind == "order":
+            return (self.record,)  # type: ignore[return-value]
+        if self.kind == "batch":
+            return self.record.orders  # type: ignore[union-attr]
+        return ()
+
+    def cancelled(self) -> tuple[str, ...]:
+        """Ids of the orders this message cancels."""
+        if self.kind == "cancel":
+            return (self.record.id,)  # type: ignore[union-attr]
+        if self.kind == "batch":
+            return self.record.cancels  # type: ignore[union-attr]
+        return ()
+
+
+_KINDS_BY_TOPIC = {
+    ORDERS: ("order", "cancel", "batch"),
+    READINGS: ("reading",),
+    DIGESTS: ("interval_digest",),
+}
+
+
+def parse(topic: str, data: bytes, community: Community) -> Inbound:
+    """Check a message on ``topic`` (ORDERS, READINGS or DIGESTS) by itself: size, schema,
+    canonical bytes, signature, membership, market. Raises :class:`Refused`."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise Refused("malformed", f"{len(data)} bytes exceeds the limit {MAX_MESSAGE_BYTES}")
+    try:
+        d = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise Refused("malformed", f"not JSON: {exc}") from None
+    kind = d.get("type") if type(d) is dict else None
+    allowed = _KINDS_BY_TOPIC[topic]
+    if kind not in allowed:
+        raise Refused("malformed", f"type: must be one of {list(allowed)} here, got {kind!r:.40}")
+    try:
+        inbound = _PARSERS[kind](d, community)
+        canon = canonical(d)
+    except RecordError as exc:
+        raise Refused("malformed", f"{kind}: {exc}") from None
+    except ValueError as exc:  # CanonicalError and bad values the records refuse
+        raise Refused("malformed", f"{kind}: {exc}") from None
+    if canon != data:
+        # One spelling per message: ids and signatures are over canonical bytes, and peers
+        # serve the bytes they stored, so a non-canonical spelling would fork the sets.
+        raise Refused("malformed", "not in canonical form (sorted keys, no spaces)")
+    return dataclasses.replace(inbound, data=data)
+
+
+def _market(community: Community) -> MarketSpec:
+    return MarketSpec(community.market, community.price_min, community.price_max)
+
+
+def _member(who: str, community: Community) -> None:
+    if community.member(who) is None:
+        raise Refused("not-member", f"{who:.60} is not a member of {community.name}")
+
+
+def _parse_order(d: dict, community: Community) -> Inbound:
+    if d.get("market") != community.market and type(d.get("market")) is str:
+        raise Refused("wrong-market", f"market {d['market']!r:.40}: this community runs "
+                      f"{community.market!r}")  # fmt: skip
+    order = Order.from_dict(d, _market(community), check_id=True)
+    if "id" not in d:
+        raise RecordError("id", "missing")
+    if order.interval is None:
+        raise RecordError("interval", "missing: an order names the interval it is for")
+    _member(order.owner, community)
+    if order.sig is None or not verify(order.owner, order.body(), order.sig):
+        raise Refused("bad-signature", f"order {order.id[:16]}: not signed by {order.owner}")
+    return Inbound("order", order.id, order.interval, order.owner, order.ts, order, b"")
+
+
+def _parse_cancel(d: dict, community: Community) -> Inbound:
+    cancel = Cancel.from_dict(d)
+    _member(cancel.owner, community)
+    if cancel.sig is None or not verify(cancel.owner, cancel.body(), cancel.sig):
+        raise Refused("bad-signature", f"cancel of {cancel.id[:16]}: not signed by {cancel.owner}")
+    return Inbound("cancel", cancel.computed_id(), None, cancel.owner, cancel.ts, cancel, b"")
+
+
+def _parse_batch(d: dict, community: Community) -> Inbound:
+    if not d.keys() <= _BATCH_KEYS or len(d) != len(_BATCH_KEYS):
+        missing = sorted(_BATCH_KEYS - d.keys())
+        extra = sorted(d.keys() - _BATCH_KEYS)
+        raise RecordError(None, f"batch fields: missing {missing}, unknown {extra}")
+    owner, interval, ts, items, cancels, sig = (
+        d["owner"], d["interval"], d["ts"], d["orders"], d["cancels"], d["sig"],
+    )  # fmt: skip
+    if type(owner) is not str or not 0 < len(owner) <= MAX_NAME:
+        raise RecordError("owner", "must be a peer id")
+    _member(owner, community)
+    for name, v in (("interval", interval), ("ts", ts)):
+        if type(v) is not int or not 0 <= v < 2**63:
+            raise RecordError(name, f"must be integer milliseconds, got {v!r:.40}")
+    if type(items) is not list or type(cancels) is not list:
+        raise RecordError("orders", "orders and cancels must be lists")
+    if not items and not cancels:
+        raise RecordError("orders", "a batch carries at least one order or cancel")
+    if len(items) + len(cancels) > community.max_batch:
+        raise RecordError(
+            "orders", f"{len(items) + len(cancels)} items; the community allows "
+            f"{community.max_batch} per message",
+        )  # fmt: skip
+    for c in cancels:
+        if type(c) is not str or len(c) != 64:
+            raise RecordError("cancels", f"must be order ids, got {c!r:.40}")
+    if len(set(cancels)) != len(cancels):
+        raise RecordError("cancels", "an order id appears twice")
+    spec = _market(community)
+    for item in items:
+        if type(item) is dict and item.get("market") != community.market:
+            raise Refused("wrong-market", f"market {item.get('market')!r:.40}: this community "
+                          f"runs {community.market!r}")  # fmt: skip
+    orders = tuple(_item_order(item, owner, ts, interval, spec) for item in items)
+    if len({o.id for o in orders}) != len(orders):
+        raise RecordError("orders", "the same order appears twice (same content)")
+    batch = Batch(owner, interval, ts, orders, tuple(cancels), sig)
+    if type(sig) is not str or not verify(owner, batch.body(), sig):
+        raise Refused("bad-signature", f"batch: not signed by {owner}")
+    return Inbound("batch", batch.computed_id(), interval, owner, ts, batch, b"")
+
+
+def _parse_reading(d: dict, community: Community) -> Inbound:
+    reading = Reading.from_dict(d)
+    owner = community.meter_owner(reading.meter)
+    if owner is None:
+        raise Refused("unknown-meter", f"meter {reading.meter:.60} is not registered")
+    if not reading.verify_signature():
+        raise Refused("bad-signature", f"reading {reading.seq}: not signed by its meter")
+    interval = reading_interval(reading, community.interval_ms)
+    return Inbound("reading", reading.computed_id(), interval, reading.meter, reading.end,
+                   reading, b"")  # fmt: skip
+
+
+def _parse_digest(d: dict, community: Community) -> Inbound:
+    if d.keys() != _DIGEST_KEYS:
+        missing = sorted(_DIGEST_KEYS - d.keys())
+        extra = sorted(d.keys() - _DIGEST_KEYS)
+        raise RecordError(None, f"interval_digest fields: missing {missing}, unknown {extra}")
+    for name in ("interval", "seq", "ts"):
+        v = d[name]
+        if type(v) is not int or not 0 <= v < 2**63:
+            raise RecordError(name, f"must be a non-negative integer, got {v!r:.40}")
+    for name in ("set", "close"):
+        v = d[name]
+        if type(v) is not str or len(v) != 64 or v.strip("0123456789abcdef"):
+            raise RecordError(name, "must be 64 lower-case hex digits")
+    node = d["node"]
+    if type(node) is not str:
+        raise RecordError("node", "must be a peer id")
+    _member(node, community)
+    digest = IntervalDigest(node, d["interval"], d["set"], d["close"], d["seq"], d["ts"],
+                            d["sig"])  # fmt: skip
+    if type(d["sig"]) is not str or not verify(node, digest.body(), d["sig"]):
+        raise Refused("bad-signature", f"interval_digest: not signed by {node}")
+    return Inbound("interval_digest", record_id(digest.body()), digest.interval, node,
+                   digest.ts, digest, b"")  # fmt: skip
+
+
+_PARSERS = {
+    "order": _parse_order,
+    "cancel": _parse_cancel,
+    "batch": _parse_batch,
+    "reading": _parse_reading,
+    "interval_digest": _parse_digest,
+}
