@@ -44,6 +44,7 @@ from wattmesh.exchange.wire import (
     IntervalDigest,
     Refused,
     parse,
+    set_digest,
     topics,
 )
 from wattmesh.matching import BID
@@ -108,6 +109,8 @@ class HouseholdNode:
         # Called with every message accepted (gossip, own or fetched): benchmarks time it.
         self.on_accept: Callable[[Inbound], None] | None = None
         self._validated: dict[bytes, Inbound] = {}  # parsed by the validator, for the handler
+        self._adopted: dict[int, set[str]] = {}  # interval -> the set peers settled
+        self._nursery: trio.Nursery | None = None
         self.status = NodeStatus(self.peer_id)
         self.closes: dict[int, tuple[str, int]] = {
             e.body["interval"]: (e.hash.hex(), e.seq) for e in ledger.entries(kind="interval_close")
@@ -148,6 +151,7 @@ class HouseholdNode:
             self._write_status()
             logger.info("node %s listening on %s", self.peer_id, " ".join(p2p.addrs))
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._keep_connected, bootstrap)
                 nursery.start_soon(self._settle_loop)
                 if self.meter is not None:
@@ -271,16 +275,24 @@ class HouseholdNode:
                 await self.bot.act()
             t += c.interval_ms
 
+    def adopt(self, t: int, ids: list[str]) -> None:
+        """Settle ``t`` from exactly these message ids (the set peers already settled)."""
+        self._adopted[t] = set(ids)
+
     def _settle(self, t: int) -> IntervalOutcome:
         orders: list[Order] = []
         cancels: list[Cancel] = []
         readings: list[Reading] = []
-        for m in self.store.pending(t):
+        only = self._adopted.pop(t, None)
+        pending = self.store.pending(t)
+        if only is not None:
+            pending = [m for m in pending if m.id in only]
+        for m in pending:
             if m.kind == "reading":
                 readings.append(m.record)  # type: ignore[arg-type]
             orders.extend(m.orders())
             cancels.extend(Cancel(oid, m.signer, m.ts) for oid in m.cancelled())
-        set_dig = self.store.digest(t)
+        set_dig = set_digest(m.id for m in pending)
         outcome = settle_interval(
             self.ledger, t, orders, cancels, readings, market=self.community.market
         )
@@ -290,9 +302,11 @@ class HouseholdNode:
         )
         self.store.forget(t)
         self.outcomes.append(outcome)
-        for (iv, _node), digest in list(self.admission.digests.items()):
-            if iv == t:
+        for key, digest in list(self.admission.digests.items()):
+            if key[0] == t:
                 self._compare(digest)
+            elif key[0] < t - 8 * self.community.interval_ms:
+                del self.admission.digests[key]  # compared long ago
         return outcome
 
     async def _publish_digest(self, t: int) -> None:
@@ -328,9 +342,9 @@ class HouseholdNode:
         self.store.mark_disputed(t)
         if t not in self.status.disputed:
             self.status.disputed.append(t)
-        if self.p2p is not None and digest.node in self.p2p.peers:
+        if self._nursery is not None and self.p2p is not None and digest.node in self.p2p.peers:
             # Fetch again, to log what differs; the settled interval itself stays as it is.
-            trio.lowlevel.spawn_system_task(sync.explain_dispute, self, digest.node, t)
+            self._nursery.start_soon(sync.explain_dispute, self, digest.node, t)
 
     def _report(self, outcome: IntervalOutcome) -> None:
         s = self.status

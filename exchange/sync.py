@@ -115,7 +115,8 @@ async def _fetch(node: HouseholdNode, peer: str, t: int, ids: list[str]) -> int:
 
 async def reconcile(node: HouseholdNode, t: int) -> str:
     """Bring our set of interval ``t`` level with our peers'; return how it ended:
-    'agreed', 'alone' (a community of one) or 'timeout' (peers still differ)."""
+    'agreed', 'adopted' (peers had settled it: their set is taken), 'alone' (a
+    community of one) or 'timeout' (peers still differ)."""
     assert node.p2p is not None
     c = node.community
     give_up = None
@@ -145,6 +146,19 @@ async def reconcile(node: HouseholdNode, t: int) -> str:
         if answering:
             if not fetched and all(a.get("set") == ours for a in answering.values()):
                 return "agreed"
+            settled = {a.get("set") for a in answering.values() if a.get("state") == "settled"}
+            if (
+                not fetched
+                and len(settled) == 1
+                and len(settled) == len({a.get("set") for a in answering.values()})
+            ):
+                # Every answering peer settled the same set, and ours holds more (we fetched
+                # all of theirs): the interval is decided; settle theirs, not ours.
+                (ids,) = [a["ids"] for a in answering.values()][:1]
+                node.adopt(t, ids)
+                logger.warning("interval %d: our set held messages our peers did not settle; "
+                               "settling theirs", t)  # fmt: skip
+                return "adopted"
             now = trio.current_time()
             if give_up is None:
                 give_up = now + max(2.0, c.wall_seconds(c.interval_ms) / 2)

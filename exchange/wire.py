@@ -274,6 +274,8 @@ def parse(topic: str, data: bytes, community: Community) -> Inbound:
     try:
         inbound = _PARSERS[kind](d, community)
         canon = canonical(d)
+    except Refused:  # a ValueError too: keep its own reason
+        raise
     except RecordError as exc:
         raise Refused("malformed", f"{kind}: {exc}") from None
     except ValueError as exc:  # CanonicalError and bad values the records refuse
