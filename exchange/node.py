@@ -409,7 +409,7 @@ class _Bot:
     def filled(self, outcome: IntervalOutcome) -> None:
         for trade in outcome.trades:
             for side in ("bid", "ask"):
-                oid = self.of_order.pop(trade[side], None)
+                oid = self.of_order.get(trade[side])  # an order may fill in several trades
                 if oid is not None:
                     self.agent.filled(oid, trade["qty"])
 

@@ -8,7 +8,8 @@ lacks, over request/response (:mod:`.p2p`). Two requests, JSON in, JSON out:
   the peer's message ids for ``t`` (sorted), their digest, and ``state``: ``settled``
   (``close`` is then the hash of its interval_close entry), ``open`` (it has been
   collecting since before the gate) or ``unknown`` (it started after the gate; its set may
-  be partial, so it does not count as an answer, though its messages may be fetched);
+  be partial, so it counts as an answer only when no peer answers otherwise, though its
+  messages are fetched in any case);
 - ``{"op": "get", "interval": t, "ids": [...]}`` -> ``{"messages": [[kind, text], ...]}``:
   the canonical bytes of the messages it holds among ``ids`` (at most
   :data:`MAX_IDS_PER_GET` per request).
@@ -131,17 +132,19 @@ async def reconcile(node: HouseholdNode, t: int) -> str:
         async with trio.open_nursery() as nursery:
             for peer in peers:
                 nursery.start_soon(ask_set, peer)
-        answering = {}
+        valid = {}
         fetched = 0
         for peer, a in answers.items():
             if type(a) is not dict or type(a.get("ids")) is not list:
                 continue
-            if a.get("state") in ANSWERING:
-                answering[peer] = a
+            valid[peer] = a
             mine = set(node.store.ids(t))
             missing = [i for i in a["ids"] if type(i) is str and i not in mine]
             if missing:
                 fetched += await _fetch(node, peer, t, missing)
+        # Peers that started after the gate hold partial sets: they count only when no
+        # peer saw the interval open (all started late), and then their union is all there is.
+        answering = {p: a for p, a in valid.items() if a.get("state") in ANSWERING} or valid
         ours = node.store.digest(t)
         if answering:
             if not fetched and all(a.get("set") == ours for a in answering.values()):
