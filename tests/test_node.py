@@ -1,0 +1,359 @@
+"""Household nodes in one process (exchange/node.py): 3 or 4 HouseholdNodes on 127.0.0.1
+with an accelerated community clock (one 15-minute interval per 2 wall seconds).
+
+Each test is bounded by ``trio.fail_after``; leaving the cluster's block stops every node
+and closes its ledger and store. Expected ledgers are computed with ``settle_interval`` on
+a fresh copy of the opening batch, from the records the test itself made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from wattmesh.exchange.community_file import Community, MemberSpec
+from wattmesh.exchange.message_store import MessageStore
+from wattmesh.exchange.node import HouseholdNode
+from wattmesh.exchange.p2p import open_node
+from wattmesh.exchange.settle_interval import settle_interval
+from wattmesh.exchange.wire import DIGESTS, ORDERS, Batch, IntervalDigest, set_digest
+from wattmesh.settlement.canonical import canonical
+from wattmesh.settlement.keys import Ed25519PrivateKey, generate_key, peer_id_of, sign
+from wattmesh.settlement.ledger import Ledger
+from wattmesh.settlement.records import Cancel, Order
+
+L = 900_000  # 15 minutes of community time
+SPEED = 450  # ... in 2 wall seconds
+START = 1_781_935_200_000 - 1_781_935_200_000 % L
+WALL_INTERVAL = L / SPEED / 1000
+
+
+def community(keys: list[Ed25519PrivateKey], lead_s: float = 2.0) -> Community:
+    """Members in key order; the first holds 5 kWh to sell, all hold money. Community
+    time reaches START ``lead_s`` wall seconds from now."""
+    members = tuple(
+        MemberSpec(peer_id_of(k), bmax=10_000, money=10**11, energy=5_000 if i == 0 else 0)
+        for i, k in enumerate(keys)
+    )
+    origin = time.time_ns() // 1_000_000 + int(lead_s * 1000)
+    return Community(name="nodes", start_ms=START, interval_ms=L, clock_speed=SPEED,
+                     clock_origin_ms=origin, members=members)  # fmt: skip
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float) -> None:
+    """Poll ``condition()`` until it holds; fail with ``what`` after ``timeout`` s."""
+    with trio.move_on_after(timeout):
+        while not condition():
+            await trio.sleep(0.05)
+        return
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@asynccontextmanager
+async def cluster(
+    tmp_path: Path,
+    c: Community,
+    keys: list[Ed25519PrivateKey],
+    drops: dict[int, Callable[[str, bytes], bool]] | None = None,
+) -> AsyncIterator[list[HouseholdNode]]:
+    """One node per key, each dialing all earlier ones, meshed on every topic."""
+    nodes: list[HouseholdNode] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            for i, key in enumerate(keys):
+                d = tmp_path / f"node{i}"
+                d.mkdir()
+                ledger = Ledger.open(d / "ledger.sqlite")
+                ledger.append_batch(c.genesis_items(), ts=c.genesis_ts)
+                store = MessageStore.open(d / "messages.sqlite")
+                node = HouseholdNode(c, key, ledger, store, data_dir=d,
+                                     drop=(drops or {}).get(i))  # fmt: skip
+                boot = tuple(n.status.addrs[0] for n in nodes)
+                await nursery.start(node.run, "/ip4/127.0.0.1/tcp/0", boot)
+                nodes.append(node)
+            n = len(nodes)
+            topics = [nodes[0].topics[k] for k in (ORDERS, DIGESTS)]
+            await until(
+                lambda: all(len(x.p2p.mesh_peers(t)) == n - 1 for x in nodes for t in topics),
+                "a full gossip mesh",
+                10,
+            )
+            yield nodes
+            nursery.cancel_scope.cancel()
+    finally:
+        for node in nodes:
+            node.store.close()
+            node.ledger.close()
+
+
+def open_interval(c: Community, ahead_s: float = 0.8) -> int:
+    """The first interval whose gate is at least ``ahead_s`` wall seconds away."""
+    now = c.now_ms()
+    t = now - now % L + L
+    while c.wall_seconds(t - c.now_ms()) < ahead_s:
+        t += L
+    return max(t, START)
+
+
+def settled(nodes: list[HouseholdNode], t: int) -> Callable[[], bool]:
+    return lambda: all(t in n.closes for n in nodes)
+
+
+def outcome(node: HouseholdNode, t: int):
+    return next(o for o in node.outcomes if o.interval == t)
+
+
+def expected(tmp_path: Path, c: Community, records: dict[int, tuple[list, list]], through: int):
+    """Closes and outcomes of a fresh ledger settled from START through ``through`` with
+    ``records[t] = (orders, cancels)`` and nothing else."""
+    path = tmp_path / f"fresh-{through}-{len(list(tmp_path.glob('fresh-*')))}.sqlite"
+    ledger = Ledger.open(path)
+    try:
+        ledger.append_batch(c.genesis_items(), ts=c.genesis_ts)
+        closes, outcomes = {}, {}
+        for t in range(START, through + 1, L):
+            orders, cancels = records.get(t, ([], []))
+            out = settle_interval(ledger, t, orders, cancels, [], market=c.market)
+            closes[t], outcomes[t] = out.digest, out
+        return closes, outcomes
+    finally:
+        ledger.close()
+
+
+def closes_through(node: HouseholdNode, t: int) -> dict[int, str]:
+    return {iv: h for iv, (h, _seq) in node.closes.items() if iv <= t}
+
+
+def items(side: str, *pq: tuple[int, int]) -> list[dict]:
+    return [{"market": "energy", "side": side, "price": p, "qty": q} for p, q in pq]
+
+
+def close_intervals(node: HouseholdNode) -> list[int]:
+    return [e.body["interval"] for e in node.ledger.entries(kind="interval_close")]
+
+
+# -- (a) orders from different nodes clear the same everywhere --------------------------------
+
+
+@pytest.mark.trio
+async def test_orders_from_different_nodes_clear_identically_everywhere(tmp_path: Path):
+    keys = [generate_key() for _ in range(4)]
+    seller, buyer, buyer2 = keys[0], keys[1], keys[3]
+    c = community(keys)
+    with trio.fail_after(30):
+        async with cluster(tmp_path, c, keys) as nodes:
+            t = open_interval(c)
+            now = c.now_ms()
+            # The seller's two asks as one batch on node 0, bids on nodes 1 and 3, and a
+            # cancel (on node 1) of one of node 1's bids.
+            batch = Batch.of(seller, t, now, items("ask", (120_000, 1_500), (160_000, 2_000)))
+            bid = Order("energy", "bid", 200_000, 1_000, peer_id_of(buyer), now, t).signed(buyer)
+            gone = Order("energy", "bid", 250_000, 3_000, peer_id_of(buyer), now, t).signed(buyer)
+            cancel = Cancel(gone.id, peer_id_of(buyer), now).signed(buyer)
+            bid2 = Batch.of(buyer2, t, now, items("bid", (170_000, 2_000)))
+            await nodes[0].submit(ORDERS, batch.message())
+            await nodes[1].submit(ORDERS, canonical(bid.to_dict()))
+            await nodes[1].submit(ORDERS, canonical(gone.to_dict()))
+            await nodes[3].submit(ORDERS, bid2.message())
+            await until(lambda: all(gone.id in n.store.ids(t) for n in nodes), "the order", 3)
+            await nodes[1].submit(ORDERS, canonical(cancel.to_dict()))
+            assert c.now_ms() < t, "the orders must beat the gate (the machine is too slow)"
+            await until(settled(nodes, t), f"interval {t} settled everywhere", 4 * WALL_INTERVAL)
+
+            orders = [*batch.orders, bid, gone, *bid2.orders]
+            closes, outcomes = expected(tmp_path, c, {t: (orders, [cancel])}, t)
+            want = outcomes[t]
+            assert want.volume == 3_000 and len(want.trades) >= 3  # both bids fill, 2 asks
+            assert gone.id not in {tr["bid"] for tr in want.trades}
+            for n in nodes:
+                got = outcome(n, t)
+                assert got.trades == want.trades, n.peer_id
+                assert (got.price, got.volume, got.orders) == (want.price, want.volume, 4)
+                assert closes_through(n, t) == closes, n.peer_id
+                assert n.status.refusals == {} and n.admission.refusals == Counter()
+            # And they agree about it by digests, without a dispute.
+            await until(lambda: all(n.status.agreements >= 3 for n in nodes), "digests", 3)
+            for n in nodes:
+                assert n.status.disputed == [] and n.store.disputed() == []
+                status = json.loads((n.data_dir / "status.json").read_text())
+                assert status["settled_through"] >= t and status["disputed"] == []
+                assert n.ledger.verify().ok
+
+
+# -- (b) forged, malformed, late, non-member and duplicate messages -----------------------------
+
+
+@pytest.mark.trio
+async def test_bad_messages_are_refused_by_reason_and_change_nothing(tmp_path: Path):
+    keys = [generate_key() for _ in range(3)]
+    seller, buyer, outsider = keys[0], keys[1], generate_key()
+    a, b = peer_id_of(seller), peer_id_of(buyer)
+    c = community(keys)
+    with trio.fail_after(30):
+        async with cluster(tmp_path, c, keys) as nodes:
+            topic = nodes[0].topics[ORDERS]
+            async with open_node(outsider, topics=[topic]) as rogue:
+                for n in nodes:
+                    await rogue.connect(n.status.addrs[0])
+                await until(lambda: len(rogue.mesh_peers(topic)) == 3, "the rogue's mesh", 5)
+                t = open_interval(c)
+                now = c.now_ms()
+                ask = Order("energy", "ask", 150_000, 1_000, a, now, t).signed(seller)
+                bid = Order("energy", "bid", 200_000, 500, b, now, t).signed(buyer)
+                await nodes[0].submit(ORDERS, canonical(ask.to_dict()))
+                await nodes[1].submit(ORDERS, canonical(bid.to_dict()))
+                legit = sorted([ask.id, bid.id])
+                await until(lambda: all(n.store.ids(t) == legit for n in nodes), "orders", 3)
+
+                # Each would trade (or change the set) if it were accepted.
+                theirs = Order("energy", "bid", 210_000, 700, b, now, t)
+                forged = canonical(  # b's order, signed by the seller
+                    dataclasses.replace(theirs, sig=sign(seller, theirs.body())).to_dict()
+                )
+                spaced = Order("energy", "bid", 205_000, 300, b, now, t).signed(buyer)
+                malformed = json.dumps(spaced.to_dict(), sort_keys=True).encode()
+                gated = now - now % L  # the current interval: its gate has passed
+                late = Order("energy", "bid", 205_000, 400, b, now, gated).signed(buyer)
+                alien = Order("energy", "bid", 220_000, 900, peer_id_of(outsider), now, t)
+                # Raw pubsub: past node 0's own checks, straight to nodes 1 and 2.
+                for data in (forged, malformed, canonical(late.to_dict()),
+                             canonical(bid.to_dict())):  # fmt: skip
+                    await nodes[0].p2p.pubsub.publish(topic, data)
+                # A non-member peer, to every node.
+                await rogue.publish(topic, canonical(alien.signed(outsider).to_dict()))
+                assert c.now_ms() < t, "the messages must beat the gate (too slow a machine)"
+
+                want = {"bad-signature": 1, "malformed": 1, "late": 1, "duplicate": 1,
+                        "not-member": 1}  # fmt: skip
+                want0 = {"not-member": 1}
+                with trio.move_on_after(3):
+                    while not (
+                        nodes[0].admission.refusals == want0
+                        and all(n.admission.refusals == want for n in nodes[1:])
+                    ):
+                        await trio.sleep(0.05)
+                assert [n.admission.refusals for n in nodes] == [want0, want, want], [
+                    dict(n.p2p.stats) for n in nodes
+                ]
+                await until(settled(nodes, t), f"interval {t} settled", 4 * WALL_INTERVAL)
+                # The rogue answers no sync request: the nodes settled without it.
+                assert rogue.peer_id in nodes[1].p2p.peers
+
+            closes, outcomes = expected(tmp_path, c, {t: ([ask, bid], [])}, t)
+            assert outcomes[t].volume == 500
+            for i, n in enumerate(nodes):
+                assert n.store.ids(t) == legit, i
+                assert n.store.messages([late.id, spaced.id, alien.id]) == [], i
+                assert n.store.ids(gated) == [], i
+                assert closes_through(n, t) == closes, i
+                assert outcome(n, t).trades == outcomes[t].trades
+                assert n.status.refusals == dict(n.admission.refusals)  # reported
+
+
+# -- (c) a dropped gossip message is recovered by reconciliation -------------------------------
+
+
+@pytest.mark.trio
+async def test_a_dropped_gossip_message_is_recovered_by_reconciliation(tmp_path: Path):
+    keys = [generate_key() for _ in range(3)]
+    seller, buyer = keys[0], keys[1]
+    c = community(keys)
+    lost: list[bytes] = []
+    target: set[bytes] = set()
+
+    def drop(kind: str, data: bytes) -> bool:
+        if kind == ORDERS and data in target:
+            lost.append(data)
+            return True
+        return False
+
+    with trio.fail_after(30):
+        async with cluster(tmp_path, c, keys, drops={2: drop}) as nodes:
+            t = open_interval(c)
+            now = c.now_ms()
+            batch = Batch.of(seller, t, now, items("ask", (130_000, 2_000)))
+            bid = Order("energy", "bid", 190_000, 1_200, peer_id_of(buyer), now, t).signed(buyer)
+            target.add(canonical(bid.to_dict()))
+            await nodes[0].submit(ORDERS, batch.message())
+            await nodes[1].submit(ORDERS, canonical(bid.to_dict()))
+            held = sorted([batch.computed_id(), bid.id])
+            await until(lambda: all(n.store.ids(t) == held for n in nodes[:2]), "gossip", 3)
+            await until(lambda: batch.computed_id() in nodes[2].store.ids(t), "the batch", 3)
+            await trio.sleep(0.2)
+            assert c.now_ms() < t, "the orders must beat the gate (the machine is too slow)"
+            assert lost, "node 2 never saw the bid to drop it"
+            assert nodes[2].store.ids(t) == [batch.computed_id()]  # lost before the gate
+            await until(settled(nodes, t), f"interval {t} settled", 4 * WALL_INTERVAL)
+
+            closes, outcomes = expected(tmp_path, c, {t: ([*batch.orders, bid], [])}, t)
+            assert [tr["bid"] for tr in outcomes[t].trades] == [bid.id]
+            for i, n in enumerate(nodes):
+                assert n.store.ids(t) == held, i
+                assert outcome(n, t).trades == outcomes[t].trades, i
+                assert closes_through(n, t) == closes, i
+            assert nodes[2].admission.refusals == Counter()  # fetched, not refused
+
+
+# -- (d) digests: agreement, and a contradicting digest marks a dispute -------------------------
+
+
+@pytest.mark.trio
+async def test_digests_agree_and_a_contradiction_is_a_dispute_never_a_resettlement(
+    tmp_path: Path,
+):
+    keys = [generate_key() for _ in range(4)]
+    running, absent = keys[:3], keys[3]  # a member whose node is not running
+    c = community(keys)
+    with trio.fail_after(30):
+        async with cluster(tmp_path, c, running) as nodes:
+            t = open_interval(c, ahead_s=0.0)
+            await until(settled(nodes, t + L), "two intervals settled", 4 * WALL_INTERVAL)
+            await until(lambda: all(n.status.agreements >= 2 for n in nodes), "agreements", 3)
+            assert all(n.status.disputed == [] for n in nodes)
+            close_t = nodes[0].closes[t]
+            assert all(n.closes[t] == close_t for n in nodes)
+
+            def digest(close: str, interval: int) -> bytes:
+                d = IntervalDigest(peer_id_of(absent), interval, set_digest([]), close,
+                                   close_t[1], c.now_ms()).signed(absent)  # fmt: skip
+                return canonical(d.to_dict())
+
+            topic = nodes[0].topics[DIGESTS]
+            # The absent member agrees about t + L ...
+            await nodes[0].p2p.pubsub.publish(topic, digest(nodes[0].closes[t + L][0], t + L))
+            # ... and contradicts t.
+            await nodes[0].p2p.pubsub.publish(topic, digest("00" * 32, t))
+            await until(lambda: all(n.status.disputed == [t] for n in nodes[1:]), "dispute", 3)
+            for n in nodes[1:]:
+                # Every digest heard of a settled interval with our close is an agreement,
+                # the absent member's included.
+                held = n.admission.digests
+                assert held[(t + L, peer_id_of(absent))].record.close == n.closes[t + L][0]
+                assert n.status.agreements == sum(
+                    d.record.close == n.closes[iv][0]
+                    for (iv, _node), d in held.items()
+                    if iv in n.closes
+                )
+            assert nodes[0].status.disputed == []  # it never heard its own injection
+            for n in nodes[1:]:
+                assert n.store.disputed() == [t]
+                assert n.store.settled(t).disputed
+                assert n.closes[t] == close_t  # the settled interval stays as it was
+            # They go on settling, each interval once.
+            last = max(nodes[1].closes)
+            await until(settled(nodes, last + 2 * L), "two more intervals", 5 * WALL_INTERVAL)
+            for n in nodes:
+                closed = close_intervals(n)
+                assert closed == sorted(set(closed)) and closed.count(t) == 1
+                assert closed == list(range(START, closed[-1] + 1, L))
+                assert n.ledger.verify().ok
+            status = json.loads((nodes[1].data_dir / "status.json").read_text())
+            assert status["disputed"] == [t]

@@ -1,0 +1,430 @@
+"""Gossip messages by themselves (exchange/wire.py ``parse``) and against time and state
+(exchange/admission.py ``Admission.gossip`` / ``Admission.fetched``).
+
+No network: a two-member community (plus an outsider), a clock the test sets, a
+MessageStore and a ledger in tmp_path. Every refusal is checked for its reason and for
+leaving the store as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+
+from wattmesh.exchange.admission import Admission
+from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec
+from wattmesh.exchange.message_store import MessageStore
+from wattmesh.exchange.settle_interval import settle_interval
+from wattmesh.exchange.wire import (
+    DIGESTS,
+    MAX_MESSAGE_BYTES,
+    ORDERS,
+    READINGS,
+    Batch,
+    IntervalDigest,
+    Refused,
+    parse,
+    reading_interval,
+    set_digest,
+)
+from wattmesh.settlement.canonical import canonical
+from wattmesh.settlement.keys import generate_key, peer_id_of, sign
+from wattmesh.settlement.ledger import Ledger
+from wattmesh.settlement.records import Cancel, Order, Reading
+
+L = 900_000
+START = 1_781_935_200_000 - 1_781_935_200_000 % L
+T0 = START + 10 * L  # the open interval of these tests
+NOW = T0 - 60_000  # one community minute before T0's gate
+
+KEY_A, KEY_B, OUTSIDER = generate_key(), generate_key(), generate_key()
+METER_A, STRAY_METER = generate_key(), generate_key()
+A, B = peer_id_of(KEY_A), peer_id_of(KEY_B)
+
+
+def community(**overrides) -> Community:
+    members = (
+        MemberSpec(A, bmax=10_000, money=10**11, energy=5_000,
+                   meters=(MeterSpec(peer_id_of(METER_A)),)),
+        MemberSpec(B, bmax=10_000, money=10**11),
+    )  # fmt: skip
+    return Community(name="wire", start_ms=START, interval_ms=L, members=members, **overrides)
+
+
+def order(key=KEY_A, *, side="ask", price=150_000, qty=1_000, interval=T0, ts=NOW - 1_000,
+          market="energy") -> Order:  # fmt: skip
+    return Order(market, side, price, qty, peer_id_of(key), ts, interval).signed(key)
+
+
+def msg(record) -> bytes:
+    return canonical(record.to_dict())
+
+
+def reading(key=METER_A, *, seq=9, start=T0 - 2 * L, produced=500, consumed=100) -> Reading:
+    return Reading(peer_id_of(key), start, start + L, produced, consumed, seq).signed(key)
+
+
+def refused(reason: str, topic: str, data: bytes, c: Community | None = None) -> Refused:
+    with pytest.raises(Refused) as info:
+        parse(topic, data, c or community())
+    assert info.value.reason == reason, info.value
+    return info.value
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):
+    c = community()
+    led = Ledger.open(tmp_path / "ledger.sqlite")
+    led.append_batch(c.genesis_items(), ts=c.genesis_ts)
+    yield led
+    led.close()
+
+
+@pytest.fixture
+def node(tmp_path: Path, ledger: Ledger):
+    """(admission, store, clock) of one node at NOW, with the ledger's meter seqs."""
+    store = MessageStore.open(tmp_path / "messages.sqlite")
+    clock = Clock(NOW)
+    yield Admission(community(), store, ledger.meter_seq, clock), store, clock
+    store.close()
+
+
+def accept(admission: Admission, topic: str, data: bytes):
+    """Gossip ``data`` in and store it as the node does; return the Inbound."""
+    inbound = admission.gossip(topic, data)
+    assert admission.store.add(inbound, admission.interval_of(inbound))
+    return inbound
+
+
+def held(store: MessageStore, *intervals: int) -> dict[int, list[str]]:
+    return {t: store.ids(t) for t in intervals}
+
+
+# -- parse: what a message says by itself --------------------------------------------------
+
+
+def test_parse_accepts_each_kind_signed_by_its_signer():
+    c = community()
+    o = order()
+    got = parse(ORDERS, msg(o), c)
+    assert (got.kind, got.id, got.interval, got.signer, got.ts) == ("order", o.id, T0, A, o.ts)
+    assert got.record == o and got.data == msg(o) and got.orders() == (o,)
+
+    cancel = Cancel(o.id, A, NOW).signed(KEY_A)
+    got = parse(ORDERS, msg(cancel), c)
+    assert (got.kind, got.id, got.interval, got.signer) == ("cancel", cancel.computed_id(), None, A)
+    assert got.cancelled() == (o.id,)
+
+    batch = Batch.of(KEY_A, T0, NOW, [
+        {"market": "energy", "side": "ask", "price": 150_000, "qty": 1_000},
+        {"market": "energy", "side": "ask", "price": 170_000, "qty": 500, "tif": "ioc"},
+    ], cancels=[o.id])  # fmt: skip
+    got = parse(ORDERS, batch.message(), c)
+    assert (got.kind, got.id, got.interval, got.signer) == ("batch", batch.computed_id(), T0, A)
+    # Each item is the very order it would be if sent alone (same id).
+    alone = Order("energy", "ask", 150_000, 1_000, A, NOW, T0)
+    assert got.orders()[0].id == alone.id and got.cancelled() == (o.id,)
+
+    r = reading()
+    got = parse(READINGS, msg(r), c)
+    assert (got.kind, got.id, got.signer, got.ts) == ("reading", r.computed_id(),
+                                                      peer_id_of(METER_A), r.end)  # fmt: skip
+    assert got.interval == reading_interval(r, L) == T0  # the first gate after its end
+
+    d = IntervalDigest(B, T0 - L, set_digest([o.id]), "ab" * 32, 42, NOW).signed(KEY_B)
+    got = parse(DIGESTS, msg(d), c)
+    assert (got.kind, got.interval, got.signer, got.record) == ("interval_digest", T0 - L, B, d)
+
+
+def test_parse_refuses_malformed_messages():
+    o = order()
+    good = o.to_dict()
+    refused("malformed", ORDERS, b"{not json")
+    refused("malformed", ORDERS, b"[1, 2]")
+    refused("malformed", ORDERS, canonical({**good, "note": "hi"}))  # an unknown field
+    refused("malformed", ORDERS, json.dumps(good, sort_keys=True).encode())  # ", " and ": "
+    refused("malformed", ORDERS, orjson.dumps(dict(reversed(good.items()))))  # keys unsorted
+    refused("malformed", READINGS, msg(o))  # an order on the readings topic
+    refused("malformed", ORDERS, canonical({**good, "id": order(price=150_001).id}))  # wrong id
+    refused("malformed", ORDERS, canonical({**good, "price": 10**12}))  # above price_max
+    big = msg(o)[:-1] + b"," + b" " * MAX_MESSAGE_BYTES + b"}"
+    assert "exceeds the limit" in refused("malformed", ORDERS, big).detail
+    # The canonical bytes of the same order pass: the refusals above are about the form.
+    assert parse(ORDERS, msg(o), community()).id == o.id
+
+
+def test_parse_refuses_batches_above_max_batch_or_with_an_item_twice():
+    c = community(max_batch=3)
+    item = {"market": "energy", "side": "bid", "qty": 100}
+    four = [{**item, "price": 100_000 + k} for k in range(4)]
+    assert parse(ORDERS, Batch.of(KEY_B, T0, NOW, four[:3]).message(), c).kind == "batch"
+    detail = refused("malformed", ORDERS, Batch.of(KEY_B, T0, NOW, four).message(), c).detail
+    assert "allows 3" in detail
+    # Cancels count too.
+    cancels = [o.id for o in (order(KEY_B, side="bid", price=p) for p in (1, 2))]
+    refused("malformed", ORDERS, Batch.of(KEY_B, T0, NOW, four[:2], cancels).message(), c)
+    twice = Batch.of(KEY_B, T0, NOW, [four[0], four[1], four[0]])
+    assert "twice" in refused("malformed", ORDERS, twice.message()).detail
+    # An explicit "gtc" would be a second spelling of the same order.
+    gtc = Batch.of(KEY_B, T0, NOW, [four[0]])
+    body = gtc.body()
+    body["orders"][0]["tif"] = "gtc"
+    data = canonical({**body, "sig": sign(KEY_B, body)})
+    refused("malformed", ORDERS, data)
+
+
+def test_parse_refuses_bad_signatures():
+    o = order()
+    # The price changed after signing (the id recomputed, so only the signature is wrong).
+    tampered = dataclasses.replace(o, price=o.price + 1, id="")
+    assert tampered.sig == o.sig and tampered.id != o.id
+    refused("bad-signature", ORDERS, msg(tampered))
+    # Signed by another member's key.
+    theirs = Order("energy", "ask", 150_000, 1_000, A, NOW, T0)
+    forged = dataclasses.replace(theirs, sig=sign(KEY_B, theirs.body()))
+    refused("bad-signature", ORDERS, msg(forged))
+    cancel = Cancel(o.id, A, NOW)
+    refused(
+        "bad-signature", ORDERS, msg(dataclasses.replace(cancel, sig=sign(KEY_B, cancel.body())))
+    )
+    batch = Batch.of(KEY_B, T0, NOW, [{"market": "energy", "side": "bid", "price": 1, "qty": 1}])
+    refused("bad-signature", ORDERS, canonical({**batch.to_dict(), "owner": A}))
+    r = reading()
+    refused("bad-signature", READINGS, msg(dataclasses.replace(r, produced=r.produced + 1)))
+    d = IntervalDigest(B, T0 - L, "00" * 32, "11" * 32, 1, NOW)
+    refused("bad-signature", DIGESTS, msg(dataclasses.replace(d, sig=sign(KEY_A, d.body()))))
+
+
+def test_parse_refuses_non_members_unknown_meters_and_other_markets():
+    refused("not-member", ORDERS, msg(order(OUTSIDER)))
+    outsider = peer_id_of(OUTSIDER)
+    refused("not-member", ORDERS, msg(Cancel(order().id, outsider, NOW).signed(OUTSIDER)))
+    item = {"market": "energy", "side": "bid", "price": 1, "qty": 1}
+    refused("not-member", ORDERS, Batch.of(OUTSIDER, T0, NOW, [item]).message())
+    d = IntervalDigest(outsider, T0 - L, "00" * 32, "11" * 32, 1, NOW).signed(OUTSIDER)
+    refused("not-member", DIGESTS, msg(d))
+    refused("unknown-meter", READINGS, msg(reading(STRAY_METER)))
+    refused("wrong-market", ORDERS, msg(order(market="heat")))
+    heat = Batch.of(KEY_A, T0, NOW, [{**item, "market": "heat"}])
+    refused("wrong-market", ORDERS, heat.message())
+
+
+# -- Admission.gossip: time and state ------------------------------------------------------
+
+
+def test_gossip_accepts_open_messages_and_refuses_late_ones(node):
+    admission, store, clock = node
+    accept(admission, ORDERS, msg(order()))
+    accept(admission, READINGS, msg(reading()))
+    before = held(store, T0 - L, T0)
+    assert len(before[T0]) == 2
+    # The gate of T0 - L passed: its orders are late, however fresh their timestamps.
+    with pytest.raises(Refused) as info:
+        admission.gossip(ORDERS, msg(order(interval=T0 - L)))
+    assert info.value.reason == "late" and "gate" in info.value.detail
+    # A timestamp older than max_age_ms (2 intervals) is late too.
+    with pytest.raises(Refused) as info:
+        admission.gossip(ORDERS, msg(order(ts=NOW - 2 * L - 1)))
+    assert info.value.reason == "late"
+    # An order for T0 sent a moment after T0's gate.
+    clock.now = T0
+    with pytest.raises(Refused) as info:
+        admission.gossip(ORDERS, msg(order(price=160_000, ts=T0 - 1)))
+    assert info.value.reason == "late"
+    # A reading applied at T0 (of [T0 - 2L, T0 - L)) is late once T0's gate passed.
+    with pytest.raises(Refused) as info:
+        admission.gossip(READINGS, msg(reading(seq=10, produced=1)))
+    assert info.value.reason == "late"
+    assert held(store, T0 - L, T0) == before
+    assert admission.refusals == {}  # gossip() raises; only refuse() counts
+
+
+def test_gossip_refuses_the_future(node):
+    admission, store, _clock = node
+    c = admission.community
+    # A timestamp beyond max_skew_ms ahead of our clock.
+    with pytest.raises(Refused) as info:
+        admission.gossip(ORDERS, msg(order(ts=NOW + c.max_skew_ms + 1)))
+    assert info.value.reason == "future"
+    accept(admission, ORDERS, msg(order(ts=NOW + c.max_skew_ms)))  # just inside
+    # An interval beyond the horizon (4 intervals ahead).
+    accept(admission, ORDERS, msg(order(interval=T0 + 3 * L)))
+    with pytest.raises(Refused) as info:
+        admission.gossip(ORDERS, msg(order(interval=T0 + 4 * L)))
+    assert info.value.reason == "future" and "4 intervals" in info.value.detail
+    # A reading that ends ahead of our clock.
+    with pytest.raises(Refused) as info:
+        admission.gossip(READINGS, msg(reading(start=T0 - L)))
+    assert info.value.reason == "future"
+    # A digest of an interval whose gate is still ahead.
+    d = IntervalDigest(B, T0, "00" * 32, "11" * 32, 1, NOW).signed(KEY_B)
+    with pytest.raises(Refused) as info:
+        admission.gossip(DIGESTS, msg(d))
+    assert info.value.reason == "future"
+    # An interval that is not an interval start.
+    with pytest.raises(Refused) as info:
+        admission.gossip(ORDERS, msg(order(interval=T0 + 1)))
+    assert info.value.reason == "malformed"
+    assert held(store, T0, T0 + 3 * L, T0 + 4 * L) == {T0: sorted([order(ts=NOW + 30_000).id]),
+                                                        T0 + 3 * L: [order(interval=T0 + 3 * L).id],
+                                                        T0 + 4 * L: []}  # fmt: skip
+
+
+def test_gossip_refuses_duplicates(node):
+    admission, store, _clock = node
+    o = order()
+    accept(admission, ORDERS, msg(o))
+    with pytest.raises(Refused) as info:
+        admission.gossip(ORDERS, msg(o))
+    assert info.value.reason == "duplicate"
+    # The same order inside a batch (same owner, ts and interval: the same id).
+    item = {"market": "energy", "side": "ask", "price": o.price, "qty": o.qty}
+    other = {**item, "price": 180_000}
+    batch = Batch.of(KEY_A, T0, o.ts, [other, item])
+    assert parse(ORDERS, batch.message(), admission.community).orders()[1].id == o.id
+    with pytest.raises(Refused) as info:
+        admission.gossip(ORDERS, batch.message())
+    assert info.value.reason == "duplicate" and o.id[:16] in info.value.detail
+    # Without the held order the batch goes in; then each of its orders is a duplicate.
+    batch2 = Batch.of(KEY_A, T0, o.ts, [other])
+    accept(admission, ORDERS, batch2.message())
+    with pytest.raises(Refused) as info:
+        admission.gossip(ORDERS, msg(batch2.orders[0].signed(KEY_A)))
+    assert info.value.reason == "duplicate"
+    # A second digest of one interval from one node.
+    d = IntervalDigest(B, T0 - L, "00" * 32, "11" * 32, 1, NOW).signed(KEY_B)
+    inbound = admission.gossip(DIGESTS, msg(d))
+    admission.digests[(inbound.interval, inbound.signer)] = inbound
+    again = dataclasses.replace(d, close="22" * 32).signed(KEY_B)
+    with pytest.raises(Refused) as info:
+        admission.gossip(DIGESTS, msg(again))
+    assert info.value.reason == "duplicate"
+    assert store.ids(T0) == sorted([o.id, batch2.computed_id()])
+
+
+def test_gossip_refuses_cancels_of_orders_not_held_for_their_owner(node):
+    admission, store, _clock = node
+    o = order()  # A's
+    with pytest.raises(Refused) as info:
+        admission.gossip(ORDERS, msg(Cancel(o.id, A, NOW).signed(KEY_A)))
+    assert info.value.reason == "unknown-order"
+    accept(admission, ORDERS, msg(o))
+    # B cannot cancel A's order.
+    with pytest.raises(Refused) as info:
+        admission.gossip(ORDERS, msg(Cancel(o.id, B, NOW).signed(KEY_B)))
+    assert info.value.reason == "unknown-order"
+    before = store.ids(T0)
+    # A can, and the cancel is filed under its order's interval.
+    cancel = Cancel(o.id, A, NOW).signed(KEY_A)
+    inbound = accept(admission, ORDERS, msg(cancel))
+    assert admission.interval_of(inbound) == T0
+    assert store.ids(T0) == sorted([*before, cancel.computed_id()])
+
+
+def test_gossip_refuses_readings_the_ledger_has_passed(node, ledger: Ledger):
+    admission, store, _clock = node
+    meter = peer_id_of(METER_A)
+    # The ledger applies seq 9 (when T0 - L settles; its readings go in at any settlement).
+    settle_interval(ledger, T0 - L, [], [], [reading(seq=9, start=T0 - 3 * L)])
+    assert ledger.meter_seq(meter) == 9
+    for seq in (9, 8):
+        with pytest.raises(Refused) as info:
+            admission.gossip(READINGS, msg(reading(seq=seq)))
+        assert info.value.reason == "out-of-order" and "applied 9" in info.value.detail
+    assert store.ids(T0) == []
+    assert admission.gossip(READINGS, msg(reading(seq=10))).record.seq == 10
+
+
+# -- Admission.fetched: no time rule, but the right interval -------------------------------
+
+
+def test_fetched_ignores_the_gate_but_not_the_interval(node):
+    admission, store, clock = node
+    clock.now = T0 + L // 2  # T0's gate has passed: gossip would call these late
+    o = order()
+    cancel = Cancel(o.id, A, NOW).signed(KEY_A)
+    r = reading()
+    with pytest.raises(Refused) as info:
+        admission.gossip(ORDERS, msg(o))
+    assert info.value.reason == "late"
+    # Filed under the wrong interval: refused, whatever the clock says.
+    for data, kind in ((msg(o), "order"), (msg(r), "reading")):
+        with pytest.raises(Refused) as info:
+            admission.fetched(data, kind, T0 - L)
+        assert info.value.reason == "malformed" and f"not {T0 - L}" in info.value.detail
+    # A cancel of an order not held is unknown, fetched or not.
+    with pytest.raises(Refused) as info:
+        admission.fetched(msg(cancel), "cancel", T0)
+    assert info.value.reason == "unknown-order"
+    assert store.ids(T0) == [] and store.ids(T0 - L) == []
+    # Under the right interval it is accepted (then a duplicate).
+    for data, kind in ((msg(o), "order"), (msg(cancel), "cancel"), (msg(r), "reading")):
+        inbound = admission.fetched(data, kind, T0)
+        assert store.add(inbound, T0)
+    with pytest.raises(Refused) as info:
+        admission.fetched(msg(o), "order", T0)
+    assert info.value.reason == "duplicate"
+    assert store.ids(T0) == sorted([o.id, cancel.computed_id(), r.computed_id()])
+    # The checks of form and signature still apply, and a digest is no part of a set.
+    with pytest.raises(Refused) as info:
+        admission.fetched(msg(order(OUTSIDER)), "order", T0)
+    assert info.value.reason == "not-member"
+    d = IntervalDigest(B, T0 - L, "00" * 32, "11" * 32, 1, NOW).signed(KEY_B)
+    with pytest.raises(Refused) as info:
+        admission.fetched(msg(d), "interval_digest", T0 - L)
+    assert info.value.reason == "malformed"
+
+
+def test_refusals_change_nothing_in_the_store(node, tmp_path: Path):
+    admission, store, clock = node
+    o = order()
+    accept(admission, ORDERS, msg(o))
+    accept(admission, READINGS, msg(reading()))
+    intervals = [T0 - L, T0, T0 + L, T0 + 4 * L]
+    before = held(store, *intervals)
+    rows = store.conn.execute("SELECT id FROM messages ORDER BY id").fetchall()
+    bad = [
+        (ORDERS, b"nonsense"),
+        (ORDERS, msg(dataclasses.replace(order(price=99), price=98, id=""))),
+        (ORDERS, msg(order(OUTSIDER))),
+        (ORDERS, msg(order(market="heat"))),
+        (READINGS, msg(reading(STRAY_METER))),
+        (ORDERS, msg(order(interval=T0 - L))),
+        (ORDERS, msg(order(interval=T0 + 4 * L))),
+        (ORDERS, msg(o)),
+        (ORDERS, msg(Cancel(o.id, B, NOW).signed(KEY_B))),
+    ]
+    for topic, data in bad:
+        with pytest.raises(Refused) as info:
+            admission.gossip(topic, data)
+        admission.refuse(info.value, "test")
+    assert sum(admission.refusals.values()) == len(bad)
+    assert set(admission.refusals) == {"malformed", "bad-signature", "not-member",
+                                       "wrong-market", "unknown-meter", "late", "future",
+                                       "duplicate", "unknown-order"}  # fmt: skip
+    assert held(store, *intervals) == before
+    assert store.conn.execute("SELECT id FROM messages ORDER BY id").fetchall() == rows
+    # And nothing leaked to disk: a reopened store holds the same.
+    again = MessageStore.open(tmp_path / "messages.sqlite")
+    try:
+        again.load_open(
+            T0 - 2 * L,
+            lambda kind, data: parse(
+                READINGS if kind == "reading" else ORDERS, data, admission.community
+            ),
+        )
+        assert held(again, *intervals) == before
+    finally:
+        again.close()
