@@ -3,7 +3,7 @@
 
     python benchmarks/gossip.py [--nodes 8 24] [--batch 1000] [--rate 1.2] [--messages 96]
                                 [--links 4] [--wait 30] [--seed 7] [--without MODULE...]
-                                [--json]
+                                [--freeze-gc] [--json]
     python benchmarks/gossip.py --quick          # N=4, a few messages: a smoke check
 
 For each N in ``--nodes`` it starts N processes on 127.0.0.1, each one real
@@ -39,13 +39,22 @@ Figures, per N (all processes share the machine's wall clock, ``time.time_ns``):
 - CPU per order: each node's process CPU time (``time.process_time``: relaying, control
   traffic, heartbeats and its own publishing included) from the start to its last
   acceptance, divided by the orders it accepted, averaged over the nodes;
-- RSS: each node's peak (``VmHWM``), mean and max.
+- RSS: each node's peak (``VmHWM``), mean and max, and its RSS when publishing starts
+  (before it holds any order);
+- full garbage collections per node and the longest one (each stalls its node);
+- CPU cores used, by the nodes and by other programs (``/proc/stat``): on a shared
+  machine other programs lengthen the latencies, so a run says how busy it was.
 
 Targets: >= 1000 orders/s community-wide with zero loss, p99 <= 250 ms at 24 nodes,
-RSS <= 120 MB per node. A node's CPU is mostly per delivered message (about 5-8 ms, see
-shared/notes/libp2p.md) plus the parse and checks of each order (about 10 us), so large
-batches at a low message rate are what carry many orders; on a 2-core machine 24 nodes
-leave about 2 s of CPU per second for 24 deliveries of every message.
+RSS <= 120 MB per node. Every node spends CPU on every message (receiving its copies,
+checking it, forwarding it, control traffic) and on every order in it (parse, id, store),
+so large batches at a low message rate are what carry many orders. With all N nodes on
+one machine the flood of each message needs N times a node's share of CPU from the same
+few cores, which sets a floor under the latency that separate machines would not have.
+docs/node.md, "Gossip benchmark", has the figures measured and what limits them.
+
+Two what-if options change the nodes, to measure a proposed change: ``--without pandas
+numpy`` (sqlite_utils imports them when installed) and ``--freeze-gc``.
 """
 
 from __future__ import annotations
@@ -101,16 +110,19 @@ def rss_mb(field: str = "VmHWM") -> float:
 # -- a worker: one node ---------------------------------------------------------------------
 
 
-def worker(index: int, data_dir: Path, community_path: Path, without: list[str]) -> None:
+def worker(
+    index: int, data_dir: Path, community_path: Path, without: list[str], freeze_gc: bool
+) -> None:
     """One household node. stdin commands, one per line, each answered on stdout:
 
     ``dial <addr>...`` -> ``dialed <n>``; ``status`` -> ``status <topic peers> <mesh
     peers>``; ``run <start_ns> <rate> <batch> <per_node> <nodes> <wait_s>`` -> ``result
     <json>``. End of input stops the node. Modules in ``without`` cannot be imported
-    (``--without``).
+    (``--without``); ``freeze_gc``: see ``--freeze-gc``.
     """
     for name in without:
         sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
+    import gc
     import logging
 
     import trio
@@ -135,12 +147,24 @@ def worker(index: int, data_dir: Path, community_path: Path, without: list[str])
     accepted: dict[str, int] = {}  # batch id -> wall ns of acceptance here
     published: dict[str, list[int]] = {}  # our batch id -> [publish wall ns, orders]
     counts = {"orders": 0, "expected": 0}
-    cpu = {"start": 0.0, "last": 0.0}
     done = trio.Event()
+    gc_full = {"count": 0, "max_ms": 0.0, "t": 0.0}
+
+    def on_gc(phase: str, info: dict) -> None:  # full collections stall the whole node
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            gc_full["t"] = time.perf_counter()
+            return
+        gc_full["count"] += 1
+        gc_full["max_ms"] = max(gc_full["max_ms"], (time.perf_counter() - gc_full["t"]) * 1e3)
+
+    gc.callbacks.append(on_gc)
 
     def on_accept(inbound: Inbound) -> None:
         accepted[inbound.id] = time.time_ns()
-        cpu["last"] = time.process_time()
+        if freeze_gc:
+            gc.freeze()  # what is held now is never traversed by a full collection again
         counts["orders"] += len(inbound.orders())
         if counts["expected"] and len(accepted) >= counts["expected"]:
             done.set()
@@ -155,7 +179,7 @@ def worker(index: int, data_dir: Path, community_path: Path, without: list[str])
         counts["expected"] = per_node * nodes
         last_ns = start_ns + int((per_node * nodes - 1) / rate * 1e9)
         interval = community.start_ms  # ahead of now, within the horizon (see above)
-        cpu["start"] = cpu["last"] = time.process_time()
+        cpu_start = time.process_time()
         rss_start = rss_mb("VmRSS")
         for k in range(per_node):
             at_ns = start_ns + int((k * nodes + index) / rate * 1e9)  # round robin
@@ -168,15 +192,16 @@ def worker(index: int, data_dir: Path, community_path: Path, without: list[str])
             published[inbound.id] = [sent_ns, batch]
         with trio.move_on_after(max(0.0, (last_ns - time.time_ns()) / 1e9) + wait_s):
             await done.wait()
+        cpu_s = time.process_time() - cpu_start  # to the last acceptance, or the deadline
         p2p = node.p2p
         assert p2p is not None
         report = {
             "index": index, "peer_id": node.peer_id, "published": published,
             "accepted": accepted, "orders_accepted": counts["orders"],
-            "cpu_s": cpu["last"] - cpu["start"], "rss_peak_mb": rss_mb(),
-            "rss_start_mb": rss_start,
+            "cpu_s": cpu_s, "rss_peak_mb": rss_mb(), "rss_start_mb": rss_start,
             "refusals": dict(node.admission.refusals), "p2p": dict(p2p.stats),
             "peers": len(p2p.peers), "settled": node.status.settled,
+            "gc_full": gc_full["count"], "gc_full_max_ms": gc_full["max_ms"],
         }  # fmt: skip
         reply("result", json.dumps(report))
 
@@ -205,6 +230,8 @@ def worker(index: int, data_dir: Path, community_path: Path, without: list[str])
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(node.run, "/ip4/127.0.0.1/tcp/0", stop=stop))
             assert node.p2p is not None
+            if freeze_gc:
+                gc.freeze()
             reply("addr", node.p2p.addrs[0])
             await control(stop)
 
@@ -241,13 +268,14 @@ def random_graph(n: int, links: int, rng: random.Random) -> set[tuple[int, int]]
 class Workers:
     """The N worker processes of one run; :meth:`kill` ends them all (also on error)."""
 
-    def __init__(self, n: int, root: Path, community_path: Path, without: list[str]) -> None:
+    def __init__(self, n: int, root: Path, community_path: Path, args: argparse.Namespace):
         self.logs = [root / f"node{i}" / "worker.log" for i in range(n)]
         self.procs: list[subprocess.Popen] = []
         for i in range(n):
             self.logs[i].parent.mkdir()
             cmd = [sys.executable, __file__, "--worker", str(i), str(self.logs[i].parent),
-                   str(community_path), ",".join(without)]  # fmt: skip
+                   str(community_path), ",".join(args.without),
+                   str(int(args.freeze_gc))]  # fmt: skip
             with self.logs[i].open("w") as log:
                 self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                                    stdout=subprocess.PIPE, stderr=log,
@@ -311,7 +339,7 @@ def bench(n: int, args: argparse.Namespace, root: Path) -> dict:
     degree = [sum(i in e for e in edges) for i in range(n)]
 
     t_spawn = time.monotonic()
-    workers = Workers(n, root, community_path, args.without)
+    workers = Workers(n, root, community_path, args)
     # A hung worker must not hang the benchmark: a watchdog kills them all.
     watchdog = threading.Timer(args.timeout, workers.kill)
     watchdog.start()
@@ -399,6 +427,8 @@ def figures(n: int, args: argparse.Namespace, per_node: int, edges: set, reports
         "cpu_s_per_node_max": round(max(r["cpu_s"] for r in reports), 2),
         "rss_mb_at_start_mean": round(sum(r["rss_start_mb"] for r in reports) / n, 1),
         "rss_mb_mean": round(sum(rss) / n, 1), "rss_mb_max": round(max(rss), 1),
+        "gc_full_per_node_max": max(r["gc_full"] for r in reports),
+        "gc_full_ms_max": round(max(r["gc_full_max_ms"] for r in reports), 1),
         "cpu_cores_nodes": round(cores["nodes"], 2),
         "cpu_cores_other_programs": round(max(0.0, cores["all"] - cores["nodes"]), 2),
         "refusals": refusals, "setup_s": {k: round(v, 1) for k, v in setup.items()},
@@ -429,11 +459,14 @@ def main() -> None:
         metavar="MODULE",
         help="make these modules unimportable in the nodes (e.g. pandas)",
     )
+    ap.add_argument("--freeze-gc", action="store_true",
+                    help="call gc.freeze() in the nodes after start and after every accepted "
+                    "batch (a proposed node change, to see its effect)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="N=4, few messages: a smoke check")
     ap.add_argument("--json", action="store_true", help="one JSON line per N")
     args = ap.parse_args()
     if args.quick:
-        args.nodes, args.batch, args.messages, args.wait = [4], 100, 8, 10.0
+        args.nodes, args.batch, args.rate, args.messages, args.wait = [4], 100, 4.0, 8, 10.0
     tmp = Path(tempfile.mkdtemp(prefix="wattmesh-gossip-"))
     try:
         for n in args.nodes:
@@ -450,7 +483,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
-        worker(int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]),
-               [m for m in sys.argv[5].split(",") if m])  # fmt: skip
+        index, data_dir, community, without, freeze_gc = sys.argv[2:7]
+        worker(int(index), Path(data_dir), Path(community), [m for m in without.split(",") if m],
+               freeze_gc == "1")  # fmt: skip
     else:
         main()
