@@ -82,8 +82,7 @@ class Admission:
         if inbound.kind != "reading" and inbound.ts < now - c.max_age_ms:
             raise Refused("late", f"ts {inbound.ts} is {now - inbound.ts} ms old "
                           f"(allowed {c.max_age_ms})")  # fmt: skip
-        if self.store.has(inbound.id):
-            raise Refused("duplicate", f"{inbound.kind} {inbound.id[:16]} is already held")
+        self._check_not_held(inbound)
         interval = self.interval_of(inbound)
         if interval <= now:
             raise Refused("late", f"interval {interval}'s gate has passed")
@@ -98,9 +97,6 @@ class Admission:
         if interval > now + c.horizon * length:
             raise Refused("future", f"interval {interval} is more than {c.horizon} intervals "
                           "ahead")  # fmt: skip
-        for order in inbound.orders():
-            if self.store.order(order.id) is not None:
-                raise Refused("duplicate", f"order {order.id[:16]} is already held")
         return inbound
 
     def fetched(self, data: bytes, kind: str, interval: int) -> Inbound:
@@ -109,16 +105,20 @@ class Admission:
         inbound = parse(TOPIC_OF_KIND.get(kind, ORDERS), data, self.community)
         if inbound.kind == "interval_digest":
             raise Refused("malformed", "a digest is not part of an interval's set")
-        if self.store.has(inbound.id):
-            raise Refused("duplicate", f"{inbound.kind} {inbound.id[:16]} is already held")
+        self._check_not_held(inbound)
         belongs = self.interval_of(inbound)
         if belongs != interval:
             raise Refused("malformed", f"{inbound.kind} {inbound.id[:16]} belongs to interval "
                           f"{belongs}, not {interval}")  # fmt: skip
+        return inbound
+
+    def _check_not_held(self, inbound: Inbound) -> None:
+        """Refuse (``duplicate``) a message, or an order in it, that is already held."""
+        if self.store.has(inbound.id):
+            raise Refused("duplicate", f"{inbound.kind} {inbound.id[:16]} is already held")
         for order in inbound.orders():
             if self.store.order(order.id) is not None:
                 raise Refused("duplicate", f"order {order.id[:16]} is already held")
-        return inbound
 
     def interval_of(self, inbound: Inbound) -> int:
         """The interval whose settlement uses ``inbound`` (a cancel: its order's)."""

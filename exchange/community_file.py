@@ -65,6 +65,7 @@ from wattmesh.exchange import clock
 from wattmesh.matching import MAX_PRICE
 from wattmesh.settlement.canonical import canonical, sha256_hex
 from wattmesh.settlement.keys import public_key_from_peer_id
+from wattmesh.settlement.ledger import FUNDS, STORAGE_FUNDS
 from wattmesh.settlement.records import MarketSpec
 
 __all__ = [
@@ -83,8 +84,6 @@ MAX_NAME = 128  # the ledger's longest name (settlement.ledger.MAX_NAME)
 _I64 = 2**63 - 1  # the ledger's and SQLite's largest integer
 _MARKET = MarketSpec()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-FUNDS = {"fees": "fund:fees"}
-STORAGE_FUNDS = {**FUNDS, "education": "fund:education", "network": "fund:network"}
 
 
 class CommunityError(ValueError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +72,7 @@ class MessageStore:
 
     # -- unsettled intervals, in memory --
 
-    def load_open(self, after: int, reparse) -> int:  # noqa: ANN001 (reparse: bytes -> Inbound)
+    def load_open(self, after: int, reparse: Callable[[str, bytes], Inbound | None]) -> int:
         """Read back the messages of intervals after ``after`` (the last settled one) with
         ``reparse(kind, data) -> Inbound | None``; return how many were loaded."""
         n = 0
@@ -143,14 +143,17 @@ class MessageStore:
 
     def messages(self, ids: Iterable[str]) -> list[tuple[str, bytes]]:
         """(kind, canonical bytes) of the held messages among ``ids``."""
-        out = []
-        for message_id in ids:
-            row = self.conn.execute(
-                "SELECT kind, data FROM messages WHERE id = ?", (message_id,)
-            ).fetchone()
-            if row is not None:
-                out.append((row[0], bytes(row[1])))
-        return out
+        wanted = list(ids)
+        found: dict[str, tuple[str, bytes]] = {}
+        for k in range(0, len(wanted), 500):  # SQLite's limit on bound parameters
+            chunk = wanted[k : k + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT id, kind, data FROM messages WHERE id IN ({marks})", chunk
+            )
+            for message_id, kind, data in rows:
+                found[message_id] = (kind, bytes(data))
+        return [found[i] for i in wanted if i in found]
 
     # -- settled intervals --
 

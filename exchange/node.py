@@ -29,7 +29,8 @@ import trio
 
 from wattmesh.agents.threshold import ThresholdAgent
 from wattmesh.exchange import sync
-from wattmesh.exchange.admission import Admission
+from wattmesh.exchange.admission import TOPIC_OF_KIND, Admission
+from wattmesh.exchange.clock import interval_start
 from wattmesh.exchange.community_file import Community
 from wattmesh.exchange.message_store import IntervalRecord, MessageStore
 from wattmesh.exchange.node_config import BotConfig, MeterConfig
@@ -56,8 +57,6 @@ from wattmesh.settlement.records import Cancel, Order, Reading
 __all__ = ["HouseholdNode", "NodeStatus"]
 
 logger = logging.getLogger("wattmesh.node")
-
-_RETRY_S = 0.3  # between reconciliation rounds, and while waiting for a first peer
 
 
 @dataclass
@@ -108,7 +107,9 @@ class HouseholdNode:
         self._drop = drop
         # Called with every message accepted (gossip, own or fetched): benchmarks time it.
         self.on_accept: Callable[[Inbound], None] | None = None
-        self._validated: dict[bytes, Inbound] = {}  # parsed by the validator, for the handler
+        # (kind, data) -> what parse() gave, so the validator, the handler and submit()
+        # parse and check the signature of a message once; time and state are checked anew.
+        self._validated: dict[tuple[str, bytes], Inbound] = {}
         self._adopted: dict[int, set[str]] = {}  # interval -> the set peers settled
         self._nursery: trio.Nursery | None = None
         self.status = NodeStatus(self.peer_id)
@@ -122,7 +123,7 @@ class HouseholdNode:
         self.started_at = community.now_ms()
         self.bot = _Bot(self, bot) if bot is not None and bot.enabled else None
         self.meter = _Meter(self, meter, meter_key) if meter_key is not None else None
-        loaded = store.load_open(_before(ledger.last_interval(), community), self._reparse)
+        loaded = store.load_open(self.next_unsettled() - community.interval_ms, self._reparse)
         if loaded:
             logger.info("reloaded %d accepted messages of unsettled intervals", loaded)
 
@@ -192,13 +193,13 @@ class HouseholdNode:
             if self._drop is not None and self._drop(kind, data):
                 return False  # simulated loss: neither accepted nor forwarded
             try:
-                inbound = self.admission.gossip(kind, data)
+                inbound = self.admission.gossip(kind, data, self._validated.get((kind, data)))
             except Refused as exc:
                 self.admission.refuse(exc, "gossip")
                 return False
             if len(self._validated) > 4096:
                 self._validated.pop(next(iter(self._validated)))
-            self._validated[data] = inbound
+            self._validated[(kind, data)] = inbound
             return True
 
         return check
@@ -211,7 +212,7 @@ class HouseholdNode:
 
     def _accept(self, kind: str, data: bytes) -> Inbound | None:
         """Accept a validated gossip message (checked again: time moved since)."""
-        parsed = self._validated.pop(data, None)
+        parsed = self._validated.pop((kind, data), None)
         try:
             inbound = self.admission.gossip(kind, data, parsed)
         except Refused as exc:
@@ -233,15 +234,14 @@ class HouseholdNode:
         except Refused as exc:
             self.admission.refuse(exc, "own")
             raise
-        self._validated[data] = inbound
+        self._validated[(kind, data)] = inbound
         await self.p2p.publish(self.topics[kind], data)
         accepted = self._accept(kind, data)
         return accepted if accepted is not None else inbound
 
     def _reparse(self, kind: str, data: bytes) -> Inbound | None:
-        topic = READINGS if kind == "reading" else ORDERS
         try:
-            return parse(topic, data, self.community)
+            return parse(TOPIC_OF_KIND[kind], data, self.community)
         except Refused as exc:  # the community file changed under the store: say so
             logger.warning("stored %s no longer parses (%s); ignored", kind, exc)
             return None
@@ -267,8 +267,8 @@ class HouseholdNode:
         while True:
             await self._sleep_until(t + c.grace_ms)
             await sync.reconcile(self, t)
-            outcome = self._settle(t)
-            await self._publish_digest(t)
+            outcome, record = self._settle(t)
+            await self._publish_digest(record)
             self._report(outcome)
             if self.bot is not None:
                 self.bot.filled(outcome)
@@ -279,7 +279,7 @@ class HouseholdNode:
         """Settle ``t`` from exactly these message ids (the set peers already settled)."""
         self._adopted[t] = set(ids)
 
-    def _settle(self, t: int) -> IntervalOutcome:
+    def _settle(self, t: int) -> tuple[IntervalOutcome, IntervalRecord]:
         orders: list[Order] = []
         cancels: list[Cancel] = []
         readings: list[Reading] = []
@@ -297,9 +297,8 @@ class HouseholdNode:
             self.ledger, t, orders, cancels, readings, market=self.community.market
         )
         self.closes[t] = (outcome.digest, outcome.close.seq)
-        self.store.mark_settled(
-            IntervalRecord(t, set_dig, outcome.digest, outcome.close.seq, disputed=False)
-        )
+        record = IntervalRecord(t, set_dig, outcome.digest, outcome.close.seq, disputed=False)
+        self.store.mark_settled(record)
         self.store.forget(t)
         self.outcomes.append(outcome)
         for key, digest in list(self.admission.digests.items()):
@@ -307,11 +306,11 @@ class HouseholdNode:
                 self._compare(digest)
             elif key[0] < t - 8 * self.community.interval_ms:
                 del self.admission.digests[key]  # compared long ago
-        return outcome
+        return outcome, record
 
-    async def _publish_digest(self, t: int) -> None:
-        record = self.store.settled(t)
-        assert record is not None and self.p2p is not None
+    async def _publish_digest(self, record: IntervalRecord) -> None:
+        assert self.p2p is not None
+        t = record.interval
         digest = IntervalDigest(
             self.peer_id, t, record.set_digest, record.close, record.seq, self.community.now_ms()
         ).signed(self.key)
@@ -320,6 +319,8 @@ class HouseholdNode:
             await self.p2p.publish(self.topics[DIGESTS], data)
         except ValueError as exc:  # e.g. our clock says the interval is not gated yet
             logger.warning("digest of %d not published: %s", t, exc)
+        # Our own messages are not delivered back to us, so no handler takes this entry.
+        self._validated.pop((DIGESTS, data), None)
 
     def _on_digest(self, inbound: Inbound) -> None:
         self.admission.digests[(inbound.interval, inbound.signer)] = inbound  # type: ignore[index]
@@ -329,11 +330,11 @@ class HouseholdNode:
     def _compare(self, inbound: Inbound) -> None:
         digest: IntervalDigest = inbound.record  # type: ignore[assignment]
         t = digest.interval
-        ours = self.store.settled(t)
         close = self.closes[t][0]
         if digest.close == close:
             self.status.agreements += 1
             return
+        ours = self.store.settled(t)
         logger.warning(
             "interval %d disputed: %s settled close %s (set %s), we settled %s (set %s)",
             t, digest.node, digest.close[:16], digest.set[:16], close[:16],
@@ -391,11 +392,6 @@ class HouseholdNode:
         return "open" if self.started_at < t else "unknown"
 
 
-def _before(last: int | None, community: Community) -> int:
-    """The last settled interval, or the one before the first."""
-    return community.start_ms - community.interval_ms if last is None else last
-
-
 class _Bot:
     """The Energo threshold agent trading for the household from its ledger balance."""
 
@@ -418,7 +414,7 @@ class _Bot:
         node = self.node
         c = node.community
         now = c.now_ms()
-        target = now - now % c.interval_ms + c.interval_ms
+        target = interval_start(now, c.interval_ms) + c.interval_ms
         if target in self.posted_for or target < c.start_ms:
             return
         self.posted_for.add(target)
@@ -454,7 +450,7 @@ class _Meter:
         """(produced, consumed) Wh of the interval starting at ``start``."""
         from wattmesh.meters.simulated import DAY_MS, simulate
 
-        day = start - start % DAY_MS
+        day = interval_start(start, DAY_MS)
         if day not in self._days:
             cfg = self.config
             length = self.node.community.interval_ms
@@ -483,7 +479,7 @@ class _Meter:
             return
         while True:
             now = c.now_ms()
-            end = now - now % length + length
+            end = interval_start(now, length) + length
             # Read a moment after the interval ends, as a real meter's telegram would come.
             await node._sleep_until(end + max(1, length // 50))
             start = end - length

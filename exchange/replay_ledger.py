@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wattmesh.exchange.replay import ReplayResult
-from wattmesh.settlement.ledger import Ledger
+from wattmesh.settlement.ledger import FUNDS, STORAGE_FUNDS, Ledger
 from wattmesh.settlement.records import MarketSpec
 
 __all__ = [
@@ -59,8 +59,6 @@ __all__ = [
 
 COMMUNITY = "wattmesh-replay"
 NO_BMAX = 2**63 - 1  # an account line without bmax: no storage cap (the ledger's largest int)
-FUNDS = {"fees": "fund:fees"}
-STORAGE_FUNDS = {**FUNDS, "education": "fund:education", "network": "fund:network"}
 _MARKET = MarketSpec()
 
 

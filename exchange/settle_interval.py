@@ -6,7 +6,7 @@ Every node holds the same set of accepted orders, cancels and meter readings for
 never on their order in the lists, never on the clock. Everything is written in one
 :meth:`Ledger.atomic` block, every entry with ``ts = t``:
 
-1. readings, sorted by (meter, seq, id); one the ledger refuses is skipped and recorded;
+1. readings, sorted by (meter, seq, id, sig); one the ledger refuses is skipped and recorded;
 2. the call auction of the orders for ``t`` in ``market`` (``matching.CallAuction``, caps
    from the ledger's balances after the readings);
 3. one batch of its fills as ``trade`` entries;
@@ -201,16 +201,17 @@ def _clear(
         accounts.set(h, *_engine_account(b["energy"], b["money"], caps[owner]))
     # Rows in id order: the engine sorts by (price, ts, key), a total order, so this only
     # makes its input canonical as well.
+    keys = [order_key(o.id) for o in kept]
     columns = (
         array("B", [BID if o.side == "bid" else ASK for o in kept]),
         array("q", [o.price for o in kept]),
         array("q", [o.qty for o in kept]),
-        array("Q", [order_key(o.id) for o in kept]),
+        array("Q", keys),
         array("I", [handle[o.owner] for o in kept]),
         array("q", [o.ts for o in kept]),
     )
     result = CallAuction(accounts, STP).clear_arrays(*columns)
-    ids = {order_key(o.id): o.id for o in kept}
+    ids = dict(zip(keys, (o.id for o in kept), strict=True))
     trades = []
     for bid, ask, qty, buyer, seller in zip(
         result.bid, result.ask, result.qty, result.buyer, result.seller, strict=True

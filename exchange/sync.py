@@ -134,14 +134,15 @@ async def reconcile(node: HouseholdNode, t: int) -> str:
                 nursery.start_soon(ask_set, peer)
         valid = {}
         fetched = 0
+        mine = set(node.store.ids(t))
         for peer, a in answers.items():
             if type(a) is not dict or type(a.get("ids")) is not list:
                 continue
             valid[peer] = a
-            mine = set(node.store.ids(t))
             missing = [i for i in a["ids"] if type(i) is str and i not in mine]
             if missing:
                 fetched += await _fetch(node, peer, t, missing)
+                mine = set(node.store.ids(t))
         # Peers that started after the gate hold partial sets: they count only when no
         # peer saw the interval open (all started late), and then their union is all there is.
         answering = {p: a for p, a in valid.items() if a.get("state") in ANSWERING} or valid
@@ -149,16 +150,15 @@ async def reconcile(node: HouseholdNode, t: int) -> str:
         if answering:
             if not fetched and all(a.get("set") == ours for a in answering.values()):
                 return "agreed"
-            settled = {a.get("set") for a in answering.values() if a.get("state") == "settled"}
+            sets = {a.get("set") for a in answering.values()}
             if (
                 not fetched
-                and len(settled) == 1
-                and len(settled) == len({a.get("set") for a in answering.values()})
+                and len(sets) == 1
+                and any(a.get("state") == "settled" for a in answering.values())
             ):
-                # Every answering peer settled the same set, and ours holds more (we fetched
-                # all of theirs): the interval is decided; settle theirs, not ours.
-                (ids,) = [a["ids"] for a in answering.values()][:1]
-                node.adopt(t, ids)
+                # Every answering peer holds one set, some have settled it, and ours holds
+                # more (we fetched all of theirs): the interval is decided; settle theirs.
+                node.adopt(t, next(iter(answering.values()))["ids"])
                 logger.warning("interval %d: our set held messages our peers did not settle; "
                                "settling theirs", t)  # fmt: skip
                 return "adopted"

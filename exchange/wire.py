@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from wattmesh.settlement.canonical import canonical, record_id
-from wattmesh.settlement.keys import Ed25519PrivateKey, sign, verify
+from wattmesh.exchange.clock import interval_start
+from wattmesh.settlement.canonical import canonical, record_id, sha256_hex
+from wattmesh.settlement.keys import Ed25519PrivateKey, peer_id_of, sign, verify_bytes
 from wattmesh.settlement.records import (
     MAX_NAME,
     Cancel,
@@ -97,7 +98,7 @@ def reading_interval(reading: Reading, interval_ms: int) -> int:
     A meter reads ``[t - L, t)`` at ``t`` at the earliest, so the reading cannot make the
     gate of ``t``; it goes into ``t + L``, which leaves it a whole interval to spread.
     """
-    return reading.end - reading.end % interval_ms + interval_ms
+    return interval_start(reading.end, interval_ms) + interval_ms
 
 
 _BATCH_KEYS = frozenset(("type", "owner", "interval", "ts", "orders", "cancels", "sig"))
@@ -130,8 +131,6 @@ class Batch:
         cancels: Iterable[str] = (),
     ) -> Batch:
         """A signed batch of ``key``'s orders, each given as {market, side, price, qty[, tif]}."""
-        from wattmesh.settlement.keys import peer_id_of
-
         owner = peer_id_of(key)
         made = tuple(_item_order(item, owner, ts, interval, None) for item in orders)
         batch = cls(owner, interval, ts, made, tuple(cancels))
@@ -221,9 +220,10 @@ class Inbound:
     """A message that passed :func:`parse`.
 
     ``id`` names it in reconciliation sets; ``interval`` is the interval whose settlement
-    uses it (None for a cancel until its order is known, and for a digest the interval it
-    reports); ``signer`` is the member (or meter) that signed it; ``ts`` its timestamp
-    (a reading's end).
+    uses it (None for a cancel, whose interval is its order's, looked up by
+    :meth:`.admission.Admission.interval_of`; for a digest, the interval it reports);
+    ``signer`` is the member (or meter) that signed it; ``ts`` its timestamp (a reading's
+    end).
     """
 
     kind: str  # "order" | "cancel" | "batch" | "reading" | "interval_digest"
@@ -272,19 +272,17 @@ def parse(topic: str, data: bytes, community: Community) -> Inbound:
     if kind not in allowed:
         raise Refused("malformed", f"type: must be one of {list(allowed)} here, got {kind!r:.40}")
     try:
-        inbound = _PARSERS[kind](d, community)
+        inbound = _PARSERS[kind](d, community, data)
         canon = canonical(d)
     except Refused:  # a ValueError too: keep its own reason
         raise
-    except RecordError as exc:
-        raise Refused("malformed", f"{kind}: {exc}") from None
-    except ValueError as exc:  # CanonicalError and bad values the records refuse
+    except ValueError as exc:  # RecordError, CanonicalError, bad values records refuse
         raise Refused("malformed", f"{kind}: {exc}") from None
     if canon != data:
         # One spelling per message: ids and signatures are over canonical bytes, and peers
         # serve the bytes they stored, so a non-canonical spelling would fork the sets.
         raise Refused("malformed", "not in canonical form (sorted keys, no spaces)")
-    return dataclasses.replace(inbound, data=data)
+    return inbound
 
 
 def _market(community: Community) -> MarketSpec:
@@ -296,30 +294,41 @@ def _member(who: str, community: Community) -> None:
         raise Refused("not-member", f"{who:.60} is not a member of {community.name}")
 
 
-def _parse_order(d: dict, community: Community) -> Inbound:
+def _signed(signer: str, body: dict[str, Any], sig: Any) -> tuple[str, bool]:
+    """(the record id of ``body``, whether ``sig`` is ``signer``'s signature of it), from
+    one encoding of the body."""
+    raw = canonical(body)
+    return sha256_hex(raw), type(sig) is str and verify_bytes(signer, raw, sig)
+
+
+def _parse_order(d: dict, community: Community, data: bytes) -> Inbound:
     if d.get("market") != community.market and type(d.get("market")) is str:
         raise Refused("wrong-market", f"market {d['market']!r:.40}: this community runs "
                       f"{community.market!r}")  # fmt: skip
-    order = Order.from_dict(d, _market(community), check_id=True)
+    order = Order.from_dict(d, _market(community))
+    oid, signed = _signed(order.owner, order.body(), order.sig)
     if "id" not in d:
         raise RecordError("id", "missing")
+    if order.id != oid:
+        raise RecordError("id", f"does not match the order's content, {oid}")
     if order.interval is None:
         raise RecordError("interval", "missing: an order names the interval it is for")
     _member(order.owner, community)
-    if order.sig is None or not verify(order.owner, order.body(), order.sig):
+    if not signed:
         raise Refused("bad-signature", f"order {order.id[:16]}: not signed by {order.owner}")
-    return Inbound("order", order.id, order.interval, order.owner, order.ts, order, b"")
+    return Inbound("order", order.id, order.interval, order.owner, order.ts, order, data)
 
 
-def _parse_cancel(d: dict, community: Community) -> Inbound:
+def _parse_cancel(d: dict, community: Community, data: bytes) -> Inbound:
     cancel = Cancel.from_dict(d)
     _member(cancel.owner, community)
-    if cancel.sig is None or not verify(cancel.owner, cancel.body(), cancel.sig):
+    cid, signed = _signed(cancel.owner, cancel.body(), cancel.sig)
+    if not signed:
         raise Refused("bad-signature", f"cancel of {cancel.id[:16]}: not signed by {cancel.owner}")
-    return Inbound("cancel", cancel.computed_id(), None, cancel.owner, cancel.ts, cancel, b"")
+    return Inbound("cancel", cid, None, cancel.owner, cancel.ts, cancel, data)
 
 
-def _parse_batch(d: dict, community: Community) -> Inbound:
+def _parse_batch(d: dict, community: Community, data: bytes) -> Inbound:
     if not d.keys() <= _BATCH_KEYS or len(d) != len(_BATCH_KEYS):
         missing = sorted(_BATCH_KEYS - d.keys())
         extra = sorted(d.keys() - _BATCH_KEYS)
@@ -356,24 +365,25 @@ def _parse_batch(d: dict, community: Community) -> Inbound:
     if len({o.id for o in orders}) != len(orders):
         raise RecordError("orders", "the same order appears twice (same content)")
     batch = Batch(owner, interval, ts, orders, tuple(cancels), sig)
-    if type(sig) is not str or not verify(owner, batch.body(), sig):
+    bid, signed = _signed(owner, batch.body(), sig)
+    if not signed:
         raise Refused("bad-signature", f"batch: not signed by {owner}")
-    return Inbound("batch", batch.computed_id(), interval, owner, ts, batch, b"")
+    return Inbound("batch", bid, interval, owner, ts, batch, data)
 
 
-def _parse_reading(d: dict, community: Community) -> Inbound:
+def _parse_reading(d: dict, community: Community, data: bytes) -> Inbound:
     reading = Reading.from_dict(d)
     owner = community.meter_owner(reading.meter)
     if owner is None:
         raise Refused("unknown-meter", f"meter {reading.meter:.60} is not registered")
-    if not reading.verify_signature():
+    rid, signed = _signed(reading.meter, reading.body(), reading.sig)
+    if not signed:
         raise Refused("bad-signature", f"reading {reading.seq}: not signed by its meter")
     interval = reading_interval(reading, community.interval_ms)
-    return Inbound("reading", reading.computed_id(), interval, reading.meter, reading.end,
-                   reading, b"")  # fmt: skip
+    return Inbound("reading", rid, interval, reading.meter, reading.end, reading, data)
 
 
-def _parse_digest(d: dict, community: Community) -> Inbound:
+def _parse_digest(d: dict, community: Community, data: bytes) -> Inbound:
     if d.keys() != _DIGEST_KEYS:
         missing = sorted(_DIGEST_KEYS - d.keys())
         extra = sorted(d.keys() - _DIGEST_KEYS)
@@ -392,10 +402,10 @@ def _parse_digest(d: dict, community: Community) -> Inbound:
     _member(node, community)
     digest = IntervalDigest(node, d["interval"], d["set"], d["close"], d["seq"], d["ts"],
                             d["sig"])  # fmt: skip
-    if type(d["sig"]) is not str or not verify(node, digest.body(), d["sig"]):
+    did, signed = _signed(node, digest.body(), d["sig"])
+    if not signed:
         raise Refused("bad-signature", f"interval_digest: not signed by {node}")
-    return Inbound("interval_digest", record_id(digest.body()), digest.interval, node,
-                   digest.ts, digest, b"")  # fmt: skip
+    return Inbound("interval_digest", did, digest.interval, node, digest.ts, digest, data)
 
 
 _PARSERS = {

@@ -37,6 +37,7 @@ __all__ = [
     "save_key",
     "sign",
     "verify",
+    "verify_bytes",
 ]
 
 # multihash identity (0x00), length 36 (0x24); protobuf PublicKey{Type=Ed25519, Data=<32>}
@@ -219,6 +220,16 @@ def verify(owner_peer_id: str, body: dict, sig_hex: str) -> bool:
 
     Never raises for bad input: a malformed peer id, signature or body is simply False.
     """
+    try:
+        message = canonical(body)
+    except (CanonicalError, TypeError):
+        return False
+    return verify_bytes(owner_peer_id, message, sig_hex)
+
+
+def verify_bytes(owner_peer_id: str, message: bytes, sig_hex: str) -> bool:
+    """:func:`verify` for a body already in canonical bytes (so a caller that also hashes
+    them encodes them once)."""
     if type(sig_hex) is not str or len(sig_hex) != _SIG_HEX_LEN:
         return False
     try:
@@ -226,8 +237,7 @@ def verify(owner_peer_id: str, body: dict, sig_hex: str) -> bool:
         # fromhex also takes upper case and spaces; only one spelling of a signature counts.
         if sig.hex() != sig_hex:
             return False
-        public = _verifier(owner_peer_id)
-        public.verify(sig, canonical(body))
-    except (InvalidSignature, ValueError, TypeError, CanonicalError):
+        _verifier(owner_peer_id).verify(sig, message)
+    except (InvalidSignature, ValueError, TypeError):
         return False
     return True

@@ -37,6 +37,8 @@ from .readings import apply_reading
 
 __all__ = [
     "EXTERNAL",
+    "FUNDS",
+    "STORAGE_FUNDS",
     "KINDS",
     "ZERO_HASH",
     "Ledger",
@@ -53,6 +55,10 @@ __all__ = [
 ZERO_HASH = bytes(32)
 GRID, BANK, METERS = "@grid", "@bank", "@meters"
 EXTERNAL = (GRID, BANK, METERS)  # counterparties outside the community; may go negative
+# The fund accounts a genesis names by default: trade and storage fees are collected into
+# "fees"; with a storage rate, 10% each of the storage fees go to "education" and "network".
+FUNDS = {"fees": "fund:fees"}
+STORAGE_FUNDS = {**FUNDS, "education": "fund:education", "network": "fund:network"}
 MAX_NAME = 128
 _I64 = 2**63 - 1
 
@@ -1034,8 +1040,9 @@ class Ledger:
         ts: int | None = None,
     ) -> list[LedgerEntry]:
         """Validate and append ``(kind, body)`` or ``(kind, body, ts)`` items as one SQLite
-        transaction. All or nothing: a refused item raises LedgerError (with ``index``) and
-        nothing is written. Entries without their own ts get ``ts`` (default: now, ms).
+        transaction (a savepoint inside :meth:`atomic`). All or nothing: a refused item
+        raises LedgerError (with ``index``) and nothing is written. Entries without their
+        own ts get ``ts`` (default: now, ms).
         A ``reading`` not followed by its grid entry gets it written after it (the export
         above Bmax or the import the balance cannot cover, computed from the balances at
         that point of the batch); ``index`` then counts the items as given plus those.
@@ -1049,7 +1056,8 @@ class Ledger:
         return self._append(lambda st: items, now)
 
     def close_interval(self, interval: int, ts: int) -> LedgerEntry:
-        """Append (in its own transaction) the ``interval_close`` of ``interval``: it covers
+        """Append (in its own transaction, or a savepoint inside :meth:`atomic`) the
+        ``interval_close`` of ``interval``: it covers
         every entry after the previous close (from genesis for the first close; the closes
         themselves are covered by no interval), with ``entries`` their count, ``digest`` the
         hex ``chain_digest`` and ``merkle_root`` the hex RFC 9162 root of their hashes in
