@@ -66,13 +66,15 @@ from wattmesh.matching import MAX_PRICE
 from wattmesh.settlement.canonical import canonical, sha256_hex
 from wattmesh.settlement.keys import public_key_from_peer_id
 from wattmesh.settlement.ledger import FUNDS, STORAGE_FUNDS
-from wattmesh.settlement.records import MarketSpec
+from wattmesh.settlement.records import MAX_NAME, MarketSpec
 
 __all__ = [
     "Community",
     "CommunityError",
+    "ConfigError",
     "MemberSpec",
     "MeterSpec",
+    "check_keys",
     "dump_community",
     "load_community",
     "parse_community",
@@ -80,14 +82,13 @@ __all__ = [
     "toml_value",
 ]
 
-MAX_NAME = 128  # the ledger's longest name (settlement.ledger.MAX_NAME)
 _I64 = 2**63 - 1  # the ledger's and SQLite's largest integer
 _MARKET = MarketSpec()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class CommunityError(ValueError):
-    """A community file (or a value meant for one) that does not validate.
+class ConfigError(ValueError):
+    """A TOML settings file (or a value meant for one) that does not validate.
 
     ``key`` is the TOML key (``member[2].bmax``; None: the file as a whole), ``problem``
     what is wrong, ``source`` the file. ``str()`` is one line: ``source: key: problem``.
@@ -98,6 +99,10 @@ class CommunityError(ValueError):
         self.problem = problem
         self.source = source
         super().__init__(": ".join(p for p in (source, key, problem) if p))
+
+
+class CommunityError(ConfigError):
+    """A community file (or a value meant for one) that does not validate."""
 
 
 @contextmanager
@@ -467,16 +472,25 @@ _MEMBER_KEYS = ("peer_id", "bmax", "money", "energy", "storage", "name", "meter"
 _METER_KEYS = ("id", "max_power_w")
 
 
-def _check_keys(table: Mapping[str, Any], known: Iterable[str], required: Iterable[str]) -> None:
+def check_keys(
+    table: Mapping[str, Any],
+    known: Iterable[str],
+    required: Iterable[str] = (),
+    *,
+    prefix: str = "",
+    error: type[ConfigError] = CommunityError,
+) -> None:
+    """Raise ``error`` naming ``prefix + key`` for a key of ``table`` not in ``known`` (with
+    a did-you-mean hint) or a ``required`` key it lacks."""
     known = tuple(known)
     for key in table:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"
-            raise CommunityError(key, "unknown key" + hint)
+            raise error(prefix + key, "unknown key" + hint)
     for key in required:
         if key not in table:
-            raise CommunityError(key, "missing")
+            raise error(prefix + key, "missing")
 
 
 def _tables(key: str, value: Any) -> list[dict[str, Any]]:
@@ -486,12 +500,12 @@ def _tables(key: str, value: Any) -> list[dict[str, Any]]:
 
 
 def _meter(t: dict[str, Any]) -> MeterSpec:
-    _check_keys(t, _METER_KEYS, ("id",))
+    check_keys(t, _METER_KEYS, ("id",))
     return MeterSpec(t["id"], t.get("max_power_w"))
 
 
 def _member(t: dict[str, Any]) -> MemberSpec:
-    _check_keys(t, _MEMBER_KEYS, ("peer_id", "bmax"))
+    check_keys(t, _MEMBER_KEYS, ("peer_id", "bmax"))
     meters = []
     for j, mt in enumerate(_tables("meter", t.get("meter", [])), 1):
         with _under(f"meter[{j}]"):
@@ -504,7 +518,7 @@ def _member(t: dict[str, Any]) -> MemberSpec:
 
 
 def _community(doc: dict[str, Any]) -> Community:
-    _check_keys(doc, _TOP_KEYS, ("name", "start_ms"))  # no members: Community says so
+    check_keys(doc, _TOP_KEYS, ("name", "start_ms"))  # no members: Community says so
     fields = {k: v for k, v in doc.items() if k not in ("clock", "member")}
     fields["start_ms"] = _ms("start_ms", doc["start_ms"])
     if "clock" in doc:
@@ -512,7 +526,7 @@ def _community(doc: dict[str, Any]) -> Community:
         if type(ck) is not dict:
             _bad("clock", "a [clock] table", ck)
         with _under("clock"):
-            _check_keys(ck, _CLOCK_KEYS, ())
+            check_keys(ck, _CLOCK_KEYS)
             if "origin_ms" in ck:
                 fields["clock_origin_ms"] = _ms("origin_ms", ck["origin_ms"])
         fields["clock_speed"] = ck.get("speed", 1)

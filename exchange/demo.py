@@ -27,7 +27,6 @@ trade price: energy bought and still held is worth what it cost in the market.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import random
@@ -45,8 +44,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from wattmesh.exchange import clock
 from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec, dump_community
-from wattmesh.exchange.node_config import BotConfig, MeterConfig, init_data_dir, write_node_config
+from wattmesh.exchange.node_config import (
+    DEFAULT_FILES,
+    BotConfig,
+    MeterConfig,
+    init_data_dir,
+    write_node_config,
+)
+from wattmesh.exchange.simulate_community import MICRO, NANO, _price
+from wattmesh.meters.simulated import DEFAULT_SITE, SITES
 from wattmesh.settlement.keys import generate_key, peer_id_of, save_key
 from wattmesh.settlement.ledger import Ledger, LedgerEntry
 from wattmesh.settlement.readings import apply_reading
@@ -67,21 +75,16 @@ __all__ = [
     "run_demo",
 ]
 
-INTERVAL_MS = 900_000  # 15-minute intervals
+INTERVAL_MS = clock.DEFAULT_INTERVAL_MS  # 15-minute intervals
 # 2026-06-21 15:00 UTC: 10:00 at the simulated meters' site (Greensboro, UTC-5, docs/
 # meters-sim.md), a sunny June morning, so the PV households have energy to sell.
 SUNNY_START_MS = int(datetime(2026, 6, 21, 15, 0, tzinfo=UTC).timestamp() * 1000)
-SITE_OFFSET_MS = -5 * 3_600_000  # the builtin meter's default site keeps UTC-5
-RETAIL = 230_000  # micro-currency per kWh: 0.23
-FEEDIN = 80_000  # 0.08
-OPENING_MONEY = 50 * 10**9  # 50.00 each: far more than two hours of bids and bills
-NANO = 10**9
-MICRO = 10**6
+SITE_OFFSET_MS = SITES[DEFAULT_SITE].utc_offset_h * 3_600_000  # the builtin meter's site
+OPENING_MONEY = 50 * NANO  # 50.00 each: far more than two hours of bids and bills
 FULL_MESH_MAX = 8  # up to this many nodes every node dials every other
 MESH_DEGREE = 4  # above it, each node dials this many others (its ring neighbour included)
-START_ATTEMPTS = 3  # start the nodes again (a later clock) if none was up in time
 STOP_TIMEOUT_S = 20.0  # how long a node may take to exit after SIGTERM
-STATUS = "status.json"
+STATUS = "status.json"  # the node's status file (exchange/node.py writes it)
 STDERR = "node.stderr"  # the node's stderr: its log lines (as node.log) and any traceback
 
 
@@ -102,7 +105,6 @@ class DemoError(RuntimeError):
 class HouseholdSetup:
     """One demo household: its meter, storage, opening balances and bot."""
 
-    index: int
     name: str
     pv_peak_w: int  # 0: no PV
     annual_kwh: int
@@ -148,7 +150,6 @@ def plan_households(n: int, seed: int = 0) -> list[HouseholdSetup]:
         energy = bmax * 85 // 100 if pv else 0
         out.append(
             HouseholdSetup(
-                index=i,
                 name=f"house-{i + 1}",
                 pv_peak_w=rng.randrange(4000, 6001, 100) if pv else 0,
                 annual_kwh=rng.randrange(3000, 4501, 100),
@@ -258,6 +259,16 @@ class IntervalStats:
     readings: int = 0
     digest: str | None = None  # the interval_close hash, hex
 
+    def count(self, kind: str, body: dict[str, Any]) -> None:
+        """Count one of the interval's ledger entries: a trade or a reading (others: no-op)."""
+        if kind == "reading":
+            self.readings += 1
+        elif kind == "trade":
+            self.price = body["price"]
+            self.volume += body["qty"]
+            self.money += body["qty"] * body["price"]
+            self.trades += 1
+
 
 @dataclass
 class LedgerAccounts:
@@ -319,7 +330,7 @@ def fold_ledger(entries: Iterable[LedgerEntry], through: int | None = None) -> L
             h.alone_exported += twin.exported_wh
             h.alone_import_cost += twin.import_charge
             h.alone_export_credit += twin.export_credit
-            interval(e.ts).readings += 1
+            interval(e.ts).count(kind, b)
         elif kind == "grid_import":
             h = hs[b["owner"]]
             h.imported += b["qty"]
@@ -341,11 +352,7 @@ def fold_ledger(entries: Iterable[LedgerEntry], through: int | None = None) -> L
             seller.sold += qty
             seller.received += money
             seller.energy -= qty
-            s = interval(b["interval"])
-            s.price = b["price"]
-            s.volume += qty
-            s.money += money
-            s.trades += 1
+            interval(b["interval"]).count(kind, b)
         elif kind == "fee":
             if b["owner"] in hs:
                 hs[b["owner"]].fees += b["amount"]
@@ -408,7 +415,7 @@ class _Node:
             return None
 
     def tail(self) -> list[str]:
-        return _tail(self.data_dir / STDERR) or _tail(self.data_dir / "node.log")
+        return _tail(self.data_dir / STDERR)
 
 
 class _Processes:
@@ -468,15 +475,10 @@ class _Processes:
 
 
 @dataclass
-class IntervalReport:
-    """An interval once every node settled it: its time, market and each node's digest
-    (filled in after the nodes stopped)."""
+class IntervalReport(IntervalStats):
+    """An interval once every node settled it: its market, from the first node's ledger,
+    and each node's digest (``digests``, filled in after the nodes stopped)."""
 
-    interval: int
-    price: int | None
-    volume: int
-    trades: int
-    readings: int
     digests: dict[str, str | None] = field(default_factory=dict)
 
     @property
@@ -490,13 +492,12 @@ class NodeReport:
     """One node after the run: its process, ledger check and status.json."""
 
     name: str
-    peer_id: str
     pid: int | None
     exit_code: int | None
     killed: bool
     verified: bool
     verify: str  # VerifyResult's text: "ok: N entries, head ..." or what is wrong
-    settled_through: int | None
+    head: str  # the ledger's head, "seq:hash"
     agreements: int
     disputed: list[int]
     refusals: dict[str, int]
@@ -509,7 +510,6 @@ class DemoResult:
 
     root: Path
     kept: bool
-    community: Community
     households: list[HouseholdSetup]
     peer_ids: dict[str, str]  # name -> peer id
     nodes: list[NodeReport]
@@ -555,16 +555,10 @@ def _interval_from_db(path: Path, t: int) -> IntervalReport:
         ).fetchall()
     finally:
         conn.close()
-    price, volume, trades, readings = None, 0, 0, 0
+    report = IntervalReport(t)
     for kind, body in rows:
-        if kind == "reading":
-            readings += 1
-            continue
-        b = json.loads(body)
-        price = b["price"]
-        volume += b["qty"]
-        trades += 1
-    return IntervalReport(t, price, volume, trades, readings)
+        report.count(kind, json.loads(body))
+    return report
 
 
 def _clock_text(ms: int) -> str:
@@ -636,10 +630,8 @@ def _follow(
     startup: float,
     say: Callable[[str], None],
     on_interval: Callable[[IntervalReport], None] | None,
-) -> list[IntervalReport] | None:
-    """Watch the nodes until every one settled ``last``: the intervals, in order. None
-    when no node was up as the clock started (every node would then find each interval's
-    set "unknown" at every peer and wait forever: start again with a later origin).
+) -> list[IntervalReport]:
+    """Watch the nodes until every one settled ``last``: the intervals, in order.
     DemoError when a node dies or the run takes far too long."""
     n = len(nodes)
     count = (last - start_ms) // INTERVAL_MS + 1
@@ -657,11 +649,9 @@ def _follow(
                 dead.tail(),
             )
         statuses = [x.status() for x in nodes]
-        late = time.time() - origin_ms / 1000
-        if late > 0.2 and not any(statuses):
-            return None
         if not listening and all(s is not None for s in statuses):
             listening = True
+            late = time.time() - origin_ms / 1000
             say(
                 f"all {n} nodes listening "
                 + (f"({-late:.1f} s before the clock starts)" if late < 0 else
@@ -669,7 +659,7 @@ def _follow(
             )  # fmt: skip
         settled = [(s or {}).get("settled_through") for s in statuses]
         while t <= last and all(v is not None and v >= t for v in settled):
-            report = _interval_from_db(nodes[0].data_dir / "ledger.sqlite", t)
+            report = _interval_from_db(nodes[0].data_dir / DEFAULT_FILES["ledger"], t)
             intervals.append(report)
             if on_interval is not None:
                 on_interval(report)
@@ -713,24 +703,25 @@ def _run(
         )
         for h, k, mk in zip(plan, keys, meter_keys, strict=True)
     )  # fmt: skip
+    # The clock starts once the processes had time to start; a late node catches up from
+    # its peers.
     startup = startup_seconds(n)
+    origin_ms = int(time.time() * 1000 + startup * 1000)
     community = Community(
         name="wattmesh-demo",
         start_ms=start_ms,
-        retail_price=RETAIL,
-        feedin_price=FEEDIN,
         clock_speed=speed,
-        clock_origin_ms=int(time.time() * 1000 + startup * 1000),
+        clock_origin_ms=origin_ms,
         members=members,
     )
-    community_file = root / "community.toml"
+    community_file = root / DEFAULT_FILES["community"]
     community_file.write_text(dump_community(community))
     nodes: list[_Node] = []
     for h, k, mk, port in zip(plan, keys, meter_keys, ports, strict=True):
         d = root / h.name
         d.mkdir(mode=0o700)
-        save_key(d / "household.key", k)
-        save_key(d / "meter.key", mk)
+        save_key(d / DEFAULT_FILES["key"], k)
+        save_key(d / h.meter.key, mk)
         init_data_dir(community_file, d)
         nodes.append(_Node(h, d, peer_id_of(k), port))
     addrs = [f"/ip4/127.0.0.1/tcp/{x.port}/p2p/{x.peer_id}" for x in nodes]
@@ -752,49 +743,23 @@ def _run(
     say(f"data directories in {root}")
     for x in nodes:
         say(f"  {x.name}  127.0.0.1:{x.port}  {x.setup.describe()}")
-    intervals: list[IntervalReport] | None = None
-    for attempt in range(1, START_ATTEMPTS + 1):
-        # The clock starts once the nodes are up: the ledgers' opening batch does not
-        # depend on it, so each attempt only rewrites the community file's [clock].
-        origin_ms = int(time.time() * 1000 + startup * 1000)
-        community = dataclasses.replace(community, clock_origin_ms=origin_ms)
-        text = dump_community(community)
-        community_file.write_text(text)
-        for x in nodes:
-            (x.data_dir / "community.toml").write_text(text)  # each node reads its copy
-        with _Processes(nodes) as procs:
-            procs.start()
-            say(
-                "started "
-                + ", ".join(f"{x.name} pid {x.proc.pid}" for x in nodes)  # type: ignore[union-attr]
-                + f"; the community clock starts in {startup:.0f} s"
-            )
-            intervals = _follow(nodes, procs, origin_ms, start_ms, last, spi, startup, say,
-                                on_interval)  # fmt: skip
-            if intervals is not None:
-                say(f"every node settled {_clock_text(last)}; stopping the nodes (SIGTERM)")
-            procs.stop()
-        if intervals is not None:
-            break
-        for x in nodes:
-            for name in ("messages.sqlite", "messages.sqlite-wal", "messages.sqlite-shm",
-                         STATUS, "node.log"):  # fmt: skip
-                (x.data_dir / name).unlink(missing_ok=True)
-        if attempt == START_ATTEMPTS:
-            x = nodes[0]
-            raise DemoError(
-                f"no node had started {startup:.0f} s after its process did, {attempt} times; "
-                f"the machine is too busy? The end of {x.data_dir / STDERR}:",
-                x.tail(),
-            )
-        startup *= 1.5
-        say(f"no node was up when the community clock started: again, with {startup:.0f} s")
-    assert intervals is not None
+    with _Processes(nodes) as procs:
+        procs.start()
+        say(
+            "started "
+            + ", ".join(f"{x.name} pid {x.proc.pid}" for x in nodes)  # type: ignore[union-attr]
+            + f"; the community clock starts in {origin_ms / 1000 - time.time():.0f} s"
+        )
+        intervals = _follow(nodes, procs, origin_ms, start_ms, last, spi, startup, say,
+                            on_interval)  # fmt: skip
+        say(f"every node settled {_clock_text(last)}; stopping the nodes (SIGTERM)")
+        procs.stop()
 
     # The checks, on the stopped nodes' files.
     problems: list[str] = []
     reports: list[NodeReport] = []
     closes: dict[str, dict[int, str]] = {}
+    accounts: LedgerAccounts | None = None
     for x in nodes:
         status = x.status() or {}
         assert x.proc is not None
@@ -802,23 +767,24 @@ def _run(
             problems.append(f"{x.name} did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM")
         elif x.stopped_code != 0:
             problems.append(f"{x.name} exited with code {x.stopped_code} when stopped")
-        with Ledger.open(x.data_dir / "ledger.sqlite", create=False) as led:
+        with Ledger.open(x.data_dir / DEFAULT_FILES["ledger"], create=False) as led:
             res = led.verify()
             closes[x.name] = {
                 e.body["interval"]: e.hash.hex() for e in led.entries(kind="interval_close")
             }
+            if x is nodes[0]:  # the report's market and households: the first node's
+                accounts = fold_ledger(led.entries(), through=last)
         if not res.ok:
             problems.append(f"{x.name}'s ledger does not verify: {res}")
         reports.append(
             NodeReport(
                 name=x.name,
-                peer_id=x.peer_id,
                 pid=x.proc.pid,
                 exit_code=x.stopped_code,
                 killed=x.killed,
                 verified=res.ok,
                 verify=str(res),
-                settled_through=status.get("settled_through"),
+                head=res.head,
                 agreements=status.get("agreements", 0),
                 disputed=list(status.get("disputed", [])),
                 refusals=dict(status.get("refusals", {})),
@@ -835,12 +801,9 @@ def _run(
             f"digests differ in {len(differ)} of {len(intervals)} intervals, first at "
             f"{_clock_text(first.interval)}: {shown}"
         )
-    with Ledger.open(nodes[0].data_dir / "ledger.sqlite", create=False) as led:
-        accounts = fold_ledger(led.entries(), through=last)
     return DemoResult(
         root=root,
         kept=False,
-        community=community,
         households=plan,
         peer_ids={x.name: x.peer_id for x in nodes},
         nodes=reports,
@@ -852,10 +815,6 @@ def _run(
 
 
 # -- text ---------------------------------------------------------------------------------
-
-
-def _price(micro: int | None) -> str:
-    return "-" if micro is None else f"{micro / MICRO:.4f}"
 
 
 def _kwh(wh: int) -> str:
@@ -885,6 +844,8 @@ def format_report(result: DemoResult) -> list[Any]:
     from rich.table import Table
 
     accounts = result.accounts
+    price = accounts.value_price if accounts is not None else 0
+    total = HouseholdAccount("all")  # the households' sums
     out: list[Any] = []
 
     ivt = Table(title="Intervals", title_justify="left")
@@ -901,7 +862,6 @@ def format_report(result: DemoResult) -> list[Any]:
     out.append(ivt)
 
     if accounts is not None:
-        price = accounts.value_price
         energy = Table(title="Energy per household (kWh)", title_justify="left")
         for name in ("", "PV kWp", "produced", "consumed", "bought", "sold", "imported",
                      "exported"):  # fmt: skip
@@ -910,8 +870,6 @@ def format_report(result: DemoResult) -> list[Any]:
         for name in ("", "market\ncost", "alone\ncost", "held\nkWh", "alone\nheld",
                      "held\nvalue", "savings"):  # fmt: skip
             money.add_column(name, justify="left" if not name else "right")
-        total = HouseholdAccount("all")
-        total_savings = 0
         for h in result.households:
             a = result.account(h.name)
             if a is None:
@@ -927,22 +885,21 @@ def format_report(result: DemoResult) -> list[Any]:
             )  # fmt: skip
             for f in _SUMMED:
                 setattr(total, f, getattr(total, f) + getattr(a, f))
-            total_savings += a.savings(price)
         energy.add_row(
             "all", "", _kwh(total.produced), _kwh(total.consumed), _kwh(total.bought),
             _kwh(total.sold), _kwh(total.imported), _kwh(total.exported), style="bold",
         )  # fmt: skip
         money.add_row(
             "all", _money(total.cost), _money(total.alone_cost), _kwh(total.energy),
-            _kwh(total.alone_energy), _money(total.held_value(price)), _money(total_savings),
-            style="bold",
+            _kwh(total.alone_energy), _money(total.held_value(price)),
+            _money(total.savings(price)), style="bold",
         )  # fmt: skip
         out += [
             energy,
             money,
             "alone: the household's grid-alone twin: the same readings and storage,"
             " no market\n"
-            "cost: grid bill - feed-in credit + paid for trades - received\n"
+            "cost: grid bill - feed-in credit + paid for trades - received + fees\n"
             "held value: the energy held at the end beyond the twin's, at the run's\n"
             f"  average trade price {_price(price)}/kWh\n"
             "savings: alone cost - market cost + held value\n",
@@ -964,21 +921,20 @@ def format_report(result: DemoResult) -> list[Any]:
     verified = sum(1 for r in result.nodes if r.verified)
     agreeing = sum(1 for iv in result.intervals if iv.agree)
     stopped = sum(1 for r in result.nodes if r.exit_code == 0 and not r.killed)
-    head = result.nodes[0].verify.split("head ")[-1][:24] if verified else "-"
+    head = result.nodes[0].head[:24] if verified else "-"
     lines = [
         f"ledgers: {verified} of {n} verified (head {head}...)",
         f"digests: {agreeing} of {len(result.intervals)} intervals identical at all {n} nodes",
         f"nodes: {stopped} of {n} exited 0 on SIGTERM",
     ]
-    if result.accounts is not None:
-        vol = result.accounts.volume
-        trades = sum(s.trades for s in result.accounts.intervals.values())
+    if accounts is not None:
+        trades = sum(s.trades for s in accounts.intervals.values())
         lines.append(
-            f"traded: {vol / 1000:,.3f} kWh in {trades} trades at an average "
-            f"{_price(result.accounts.value_price)}/kWh"
+            f"traded: {accounts.volume / 1000:,.3f} kWh in {trades} trades at an average "
+            f"{_price(price)}/kWh"
         )
-        price = result.accounts.value_price
-        saved = sum(a.savings(price) for a in result.accounts.households.values())
-        lines.append(f"savings against the grid alone: {_money(saved)} for the community")
+        lines.append(
+            f"savings against the grid alone: {_money(total.savings(price))} for the community"
+        )
     out.append("\n".join(lines))
     return out

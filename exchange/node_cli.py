@@ -1,12 +1,15 @@
-"""The household node's commands: ``wattmesh init`` (docs/node.md).
+"""The household node's commands (docs/node.md): ``wattmesh init`` sets up a data
+directory, ``wattmesh node`` runs the node in it, ``wattmesh demo`` runs a small community
+of nodes on this machine.
 
 Mounted by the main CLI with ``app.add_typer(node_app)``: without a name, typer puts these
 commands at the top level (``wattmesh init``, not ``wattmesh node init``). The work is in
-``wattmesh.exchange.node_config``; this module parses options and prints.
+``wattmesh.exchange.node_config``, ``node_process`` and ``demo``; this module parses
+options and prints. Errors are one ``wattmesh: error: ...`` line and exit code 1.
 
 Exit codes of ``init``: 0 the node is set up (its ledger exists), 2 the household's key is
 not a member of the community (the message says what to send to whom), 1 a bad community
-file, key or data directory: one ``wattmesh: error: ...`` line, nothing changed.
+file, key or data directory (nothing changed).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
@@ -28,21 +31,17 @@ from wattmesh.exchange.node_config import (
     parse_bootstrap,
     parse_listen,
 )
+from wattmesh.exchange.terminal import fail
 from wattmesh.settlement.ledger import LedgerError
 
 node_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="The household node: set up a data directory.",
+    help="The household node: set up its data directory (init), run it (node), or run a "
+    "small community of nodes on this machine (demo).",
 )
 
-EXIT_NOT_MEMBER = 2
-
-
-def _error(message: str) -> NoReturn:
-    """One line on stderr and exit code 1 (2 means "not a member" for init)."""
-    sys.stderr.write(f"wattmesh: error: {message}\n")
-    raise typer.Exit(1)
+EXIT_NOT_MEMBER = 2  # init: the key is not a member (errors exit 1)
 
 
 @node_app.command()
@@ -81,15 +80,15 @@ def init(
     was made from. Exit code 2 when the key is not a member of the community yet.
     """
     if community is None:  # checked here, not by click, so that it exits 1 like other errors
-        _error("--community FILE is required (the community file, docs/node.md)")
+        fail("--community FILE is required (the community file, docs/node.md)", code=1)
     target = data_dir if data_dir is not None else default_data_dir()
     try:
         result = init_data_dir(community, target, key_path=key)
     except (CommunityError, NodeConfigError, InitError, LedgerError) as exc:
-        _error(str(exc))
+        fail(str(exc), code=1)
     except (OSError, sqlite3.Error) as exc:
         where = getattr(exc, "filename", None) or target
-        _error(f"cannot write {where}: {getattr(exc, 'strerror', None) or exc}")
+        fail(f"cannot write {where}: {getattr(exc, 'strerror', None) or exc}", code=1)
     typer.echo(result.message)
     if not result.member:
         raise typer.Exit(EXIT_NOT_MEMBER)
@@ -129,7 +128,7 @@ def node(
     interval into its ledger after reconciling with them, and writes status.json and
     node.log in the data directory.
     """
-    from wattmesh.exchange.node_process import NodeStartError, run_node
+    from wattmesh.exchange.node_process import run_node
 
     target = data_dir if data_dir is not None else default_data_dir()
     try:
@@ -139,10 +138,10 @@ def node(
         if listen is not None:
             parse_listen(listen)
         run_node(config, listen, tuple(bootstrap) if bootstrap else None)
-    except (CommunityError, NodeConfigError, NodeStartError, LedgerError, ValueError) as exc:
-        _error(str(exc))
+    except ValueError as exc:  # CommunityError, NodeConfigError, NodeStartError, LedgerError
+        fail(str(exc), code=1)
     except OSError as exc:
-        _error(f"{getattr(exc, 'filename', None) or target}: {exc.strerror or exc}")
+        fail(f"{getattr(exc, 'filename', None) or target}: {exc.strerror or exc}", code=1)
 
 
 @node_app.command()
@@ -196,9 +195,6 @@ def demo(
 
     signals.signal(signals.SIGTERM, on_term)
 
-    def say(line: str) -> None:
-        typer.echo(line)
-
     try:
         result = run_demo(
             households,
@@ -207,8 +203,8 @@ def demo(
             seed=seed,
             directory=data_dir,
             keep=keep,
-            on_line=say,
-            on_interval=lambda iv: say(format_interval(iv)),
+            on_line=typer.echo,
+            on_interval=lambda iv: typer.echo(format_interval(iv)),
         )
     except KeyboardInterrupt:
         sys.stderr.write("wattmesh: interrupted; every node was stopped\n")
@@ -220,13 +216,13 @@ def demo(
             sys.stderr.write(f"  | {line}\n")
         raise typer.Exit(1) from None
     except (CommunityError, NodeConfigError, InitError, LedgerError) as exc:
-        _error(str(exc))
+        fail(str(exc), code=1)
     console = Console()
     for part in format_report(result):
         console.print(part)
     where = f"; data kept in {result.root}" if result.kept else ""
     if not result.ok:
-        _error("; ".join(result.problems) + where)
+        fail("; ".join(result.problems) + where, code=1)
     typer.echo(
         f"ok: {len(result.nodes)} nodes, {len(result.intervals)} intervals, "
         f"{result.wall_seconds:.0f} s{where}"

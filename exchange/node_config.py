@@ -15,7 +15,6 @@ ledger), and creates the ledger's opening batch only for a member of the communi
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import os
 import statistics
@@ -31,11 +30,14 @@ from multiaddr import Multiaddr
 from wattmesh.exchange.community_file import (
     Community,
     CommunityError,
+    ConfigError,
+    check_keys,
     parse_community,
     show_value,
     toml_value,
 )
 from wattmesh.matching import MAX_PRICE, MAX_QTY
+from wattmesh.meters.simulated import BACKENDS as METER_BACKENDS
 from wattmesh.settlement.keys import (
     Ed25519PrivateKey,
     generate_key,
@@ -73,19 +75,12 @@ DEFAULT_FILES = {
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
 METER_SOURCES = ("none", "simulated")
-METER_BACKENDS = ("auto", "pvlib", "builtin")  # wattmesh.meters.simulated.BACKENDS
 _I64 = 2**63 - 1
 
 
-class NodeConfigError(ValueError):
+class NodeConfigError(ConfigError):
     """A node.toml (or a value meant for one) that does not validate. ``str()`` is one
     line: ``source: key: problem``."""
-
-    def __init__(self, key: str | None, problem: str, source: str | None = None) -> None:
-        self.key = key
-        self.problem = problem
-        self.source = source
-        super().__init__(": ".join(p for p in (source, key, problem) if p))
 
 
 class InitError(ValueError):
@@ -222,14 +217,6 @@ _BOT_KEYS = ("enabled", "buy_price", "sell_price", "lower_wh", "upper_wh")
 _METER_KEYS = ("source", "key", "peak_w", "annual_kwh", "seed", "backend")
 
 
-def _check_keys(table: Mapping[str, Any], known: tuple[str, ...], prefix: str = "") -> None:
-    for key in table:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"
-            raise NodeConfigError(prefix + key, "unknown key" + hint)
-
-
 def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
     t = doc.get(key, {})
     if type(t) is not dict:
@@ -238,11 +225,11 @@ def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 
 def _config(data_dir: Path, doc: dict[str, Any]) -> NodeConfig:
-    _check_keys(doc, _TOP_KEYS)
+    check_keys(doc, _TOP_KEYS, error=NodeConfigError)
     paths = {k: data_dir / _relpath(k, doc.get(k, v)) for k, v in DEFAULT_FILES.items()}
     bot, meter = _table(doc, "bot"), _table(doc, "meter")
-    _check_keys(bot, _BOT_KEYS, "bot.")
-    _check_keys(meter, _METER_KEYS, "meter.")
+    check_keys(bot, _BOT_KEYS, prefix="bot.", error=NodeConfigError)
+    check_keys(meter, _METER_KEYS, prefix="meter.", error=NodeConfigError)
     return NodeConfig(
         data_dir=data_dir,
         **paths,

@@ -13,10 +13,10 @@ from typing import NoReturn
 import typer
 
 
-def fail(message: str) -> NoReturn:
-    """Report an error as one line on stderr and exit with code 2."""
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Report an error as one line on stderr and exit with ``code`` (2 unless told)."""
     sys.stderr.write(f"wattmesh: error: {message}\n")
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 def stderr_is_terminal() -> bool:
