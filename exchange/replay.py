@@ -11,7 +11,8 @@ refused line with its line number and reason. The ``write_*`` functions turn a r
 files. Nothing here prints; the command line lives in ``wattmesh.exchange.cli``.
 
 - ``cda``: a continuous double auction, events applied in order, one ``Book`` per market,
-  all sharing one ``Accounts``.
+  all in one ``Markets`` over one ``Accounts`` (a fill in one market re-crosses the
+  others within the same event).
 - ``call``: a call auction per delivery interval and market. The gate of interval ``t`` is
   ``t``; an order or cancel at or after its gate is late. Before an event with ``ts`` is
   applied, every pending interval whose gate is ``<= ts`` clears, in ascending order; the
@@ -55,8 +56,8 @@ from wattmesh.matching import (
     IOC,
     MAX_QTY,
     Accounts,
-    Book,
     CallAuction,
+    Markets,
 )
 from wattmesh.meters.validate import ReadingRefused, ReadingValidator
 from wattmesh.settlement.readings import apply_reading
@@ -427,10 +428,11 @@ class _Replay:
         self.market_names: list[str] = []
         self.venues: list[Any] = []
         self.auctioneer = CallAuction(self.accounts, options.stp)
+        self.markets = None if self.call else Markets(self.accounts, options.stp)
         self.clock = -1  # the largest ts of any valid order or cancel so far
         self.first_ts: int | None = None
-        # cda: (book, ts, number of fills) per slow-path event that filled.
-        self.fill_events: list[tuple[Book, int, int]] = []
+        # cda: (ts, number of fills) per slow-path event that filled, in order.
+        self.fill_events: list[tuple[int, int]] = []
         self.trades = Trades()
         self.intervals: list[IntervalStats] = []
         self.rejects: list[Reject] = []
@@ -486,9 +488,10 @@ class _Replay:
         n = len(res.qty)
         if n:
             t = self.trades
+            names = self.market_names
             t.interval += [None] * n
             t.ts += fill_ts
-            t.market += [self.market_names[m]] * n
+            t.market += [names[k] for k in res.market]  # other markets' fills too
             t.bid += scan.ids(res.bid)
             t.ask += scan.ids(res.ask)
             t.price += res.price
@@ -545,10 +548,9 @@ class _Replay:
                 return
         self.scan.put_order(key, oid, h, m, interval, side_c, price, qty, ts)
         if not self.call:
-            book = self.venues[m]
-            filled = book.submit(key, side_c, price, qty, h, tif_c)
+            filled = self.venues[m].submit(key, side_c, price, qty, h, tif_c)
             if filled:
-                self.fill_events.append((book, ts, filled))
+                self.fill_events.append((ts, filled))
         self.accepted["orders"] += 1
 
     def _slow(self, d: Any, raw: bytes) -> tuple | None:
@@ -590,7 +592,7 @@ class _Replay:
         if m is None:
             m = self.market_index[order.market] = self.scan.add_market(order.market)
             self.market_names.append(order.market)
-            self.venues.append(order.market if self.call else Book(self.accounts, self.options.stp))
+            self.venues.append(order.market if self.call else self.markets.add(order.market))
         return (
             _SIDE_CODES[order.side],
             order.price,
@@ -656,14 +658,10 @@ class _Replay:
         self.account_lines[h] = self.lineno
         self.opening[h] = (account.energy, account.money, account.bmax)
         self.accepted["accounts"] += 1
-        if not self.call and self.venues:
-            # The owner has no orders, so no book can change; uncross anyway so the books
-            # see the new accounts version now rather than at their next event.
-            for book in self.venues:
-                filled = book.uncross()
-                if filled:
-                    self.fill_events.append((book, max(self.clock, 0), filled))
-            self._collect_fills()
+        if not self.call:
+            # The owner has no orders, so no book can change; uncross anyway, as after
+            # every balance change made outside an event.
+            self._uncross_markets()
 
     def _apply_meter(self, meter: Meter, raw: bytes) -> None:
         h = self.scan.owner_handle(meter.owner)
@@ -707,11 +705,7 @@ class _Replay:
         self.accepted["readings"] += 1
         if not self.call:
             # The new balance may make resting orders executable: re-cross now.
-            for book in self.venues:
-                filled = book.uncross()
-                if filled:
-                    self.fill_events.append((book, max(self.clock, 0), filled))
-            self._collect_fills()
+            self._uncross_markets()
 
     def _apply_cancel(self, cancel: Cancel, raw: bytes) -> None:
         ts = cancel.ts
@@ -747,13 +741,9 @@ class _Replay:
                 return
             live = self.scan.call_cancel(key)  # pending, not cancelled: now cancelled
         else:
-            # A cancel is an event of its book, which first re-crosses what other markets'
-            # fills made executable (docs/architecture.md): those fills are the cancel's.
-            book = self.venues[m]
-            before = book.pending_fills
-            live = book.cancel(key)
-            if book.pending_fills > before:
-                self.fill_events.append((book, cancel.ts, book.pending_fills - before))
+            # Every book is uncrossed at rest, so an accepted cancel fills nothing and a
+            # refused one changes nothing (docs/replay.md).
+            live = self.venues[m].cancel(key)
         if not live:
             self._reject(NOT_LIVE, f"order {cancel.id} is no longer live", raw)
             return
@@ -806,59 +796,38 @@ class _Replay:
         return True
 
     # -- results ------------------------------------------------------------------------
+    def _uncross_markets(self) -> None:
+        """cda, after a balance change outside any event (an account line, a reading):
+        every book re-crosses by market name until none changes; the fills are stamped
+        with the log's clock."""
+        assert self.markets is not None
+        filled = self.markets.uncross()
+        if filled:
+            self.fill_events.append((max(self.clock, 0), filled))
+        self._collect_fills()
+
     def _collect_fills(self) -> None:
-        """Move the fills waiting in the books into self.trades, in event order."""
+        """Move the fills waiting in the Markets into self.trades, in event order, each
+        with the ts of the event that caused it."""
         events = self.fill_events
         if not events:
             return
+        assert self.markets is not None
+        _ev, bid, ask, price, qty, buyer, seller, _aggr, market = self.markets.take_fill_arrays()
+        if len(qty) != sum(n for _ts, n in events):
+            raise RuntimeError("the books reported a different number of fills")
         t = self.trades
-        scan = self.scan
-        market_of_book = {
-            id(v): name for v, name in zip(self.venues, self.market_names, strict=True)
-        }
-        books = {id(book): book for book, _ts, _n in events}
-        if len(books) == 1:
-            # One market (the usual case): the book's fills are exactly these events' fills.
-            ((k, book),) = books.items()
-            _ev, bid, ask, price, qty, buyer, seller, _aggr = book.take_fill_arrays()
-            if len(qty) != sum(n for _b, _ts, n in events):
-                raise RuntimeError("the book reported a different number of fills")
-            for _b, ts, n in events:
-                t.ts += [ts] * n
-            columns = [(market_of_book[k], bid, ask, price, qty, buyer, seller)]
-        else:
-            taken = {k: b.take_fill_arrays() for k, b in books.items()}
-            offsets = dict.fromkeys(taken, 0)
-            columns = []
-            for book, ts, n in events:
-                k = id(book)
-                start = offsets[k]
-                end = offsets[k] = start + n
-                _ev, bid, ask, price, qty, buyer, seller, _aggr = taken[k]
-                t.ts += [ts] * n
-                columns.append(
-                    (
-                        market_of_book[k],
-                        bid[start:end],
-                        ask[start:end],
-                        price[start:end],
-                        qty[start:end],
-                        buyer[start:end],
-                        seller[start:end],
-                    )
-                )
-            if any(offsets[k] != len(taken[k][0]) for k in taken):
-                raise RuntimeError("a book reported a different number of fills")
-        for market, bid, ask, price, qty, buyer, seller in columns:
-            n = len(qty)
-            t.interval += [None] * n
-            t.market += [market] * n
-            t.bid += scan.ids(bid)
-            t.ask += scan.ids(ask)
-            t.price += price
-            t.qty += qty
-            t.buyer += buyer
-            t.seller += seller
+        for ts, n in events:
+            t.ts += [ts] * n
+        names = self.market_names
+        t.interval += [None] * len(qty)
+        t.market += [names[k] for k in market]
+        t.bid += self.scan.ids(bid)
+        t.ask += self.scan.ids(ask)
+        t.price += price
+        t.qty += qty
+        t.buyer += buyer
+        t.seller += seller
         events.clear()
 
     def _clear_until(self, ts: int) -> None:

@@ -1,6 +1,6 @@
 """The matching engine: a continuous double auction and a call auction under Energo caps.
 
-    from wattmesh.matching import Accounts, Book, CallAuction, BID, ASK
+    from wattmesh.matching import Accounts, Book, Markets, CallAuction, BID, ASK
 
 See docs/matching.md for the rules, the per-order and batch APIs, and examples.
 """
@@ -24,6 +24,7 @@ from wattmesh.matching._engine import (
     Accounts,
     Book,
     CallAuction,
+    Markets,
 )
 from wattmesh.matching.types import (
     BatchResult,
@@ -53,6 +54,7 @@ __all__ = [
     "Accounts",
     "Book",
     "CallAuction",
+    "Markets",
     "BatchResult",
     "Clearing",
     "ClearingArrays",

@@ -20,6 +20,7 @@ from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove, memset
 
+import weakref
 from array import array
 
 from wattmesh.matching.types import (
@@ -180,22 +181,26 @@ ctypedef struct FillRec:
     int64_t event
     uint32_t buyer
     uint32_t seller
+    uint32_t market      # the book's index in its Markets (0 for a book on its own)
     uint8_t aggressor
 
 
 cdef class _FillBuffer:
-    """Fills recorded in C, turned into Python objects or arrays only on request."""
+    """Fills recorded in C, turned into Python objects or arrays only on request, and the
+    event counter they are stamped with. Books of one `Markets` share one buffer, so their
+    fills and events form one sequence."""
 
     cdef FillRec* recs
     cdef size_t n
     cdef size_t cap
+    cdef int64_t event
 
     def __dealloc__(self):
         free(self.recs)
 
     cdef inline int push(self, uint64_t bid, uint64_t ask, int64_t price, int64_t qty,
                          uint32_t buyer, uint32_t seller, uint8_t aggressor,
-                         int64_t event) except -1:
+                         int64_t event, uint32_t market=0) except -1:
         if self.n == self.cap:
             self.recs = <FillRec*>_grow(self.recs, &self.cap, self.n + 1, sizeof(FillRec))
         cdef FillRec* r = &self.recs[self.n]
@@ -207,6 +212,7 @@ cdef class _FillBuffer:
         r.seller = seller
         r.aggressor = aggressor
         r.event = event
+        r.market = market
         self.n += 1
         return 0
 
@@ -220,8 +226,21 @@ cdef class _FillBuffer:
                             None if r.aggressor == NO_AGGRESSOR else r.aggressor))
         return out
 
+    cdef list to_market_list(self, size_t start, list names):
+        """(market name, Fill) per fill, for a `Markets`."""
+        cdef list out = []
+        cdef size_t i
+        cdef FillRec* r
+        for i in range(start, self.n):
+            r = &self.recs[i]
+            out.append((names[r.market], Fill(r.bid, r.ask, r.price, r.qty, r.buyer, r.seller,
+                                              None if r.aggressor == NO_AGGRESSOR
+                                              else r.aggressor)))
+        return out
+
     cdef tuple to_columns(self, size_t start, int64_t event_base):
-        """Columns event, bid, ask, price, qty, buyer, seller, aggressor as array.array."""
+        """Columns event, bid, ask, price, qty, buyer, seller, aggressor, market as
+        array.array."""
         cdef size_t n = self.n - start
         cdef size_t i
         cdef carray.array ev = _new_array("q", n)
@@ -232,6 +251,8 @@ cdef class _FillBuffer:
         cdef carray.array buyer = _new_array("I", n)
         cdef carray.array seller = _new_array("I", n)
         cdef carray.array aggr = _new_array("B", n)
+        cdef carray.array market = _new_array("I", n)
+        cdef uint32_t* p_market = <uint32_t*>market.data.as_voidptr
         cdef int64_t* p_ev = <int64_t*>ev.data.as_voidptr
         cdef uint64_t* p_bid = <uint64_t*>bid.data.as_voidptr
         cdef uint64_t* p_ask = <uint64_t*>ask.data.as_voidptr
@@ -251,7 +272,8 @@ cdef class _FillBuffer:
             p_buyer[i] = r.buyer
             p_seller[i] = r.seller
             p_aggr[i] = r.aggressor
-        return (ev, bid, ask, price, qty, buyer, seller, aggr)
+            p_market[i] = r.market
+        return (ev, bid, ask, price, qty, buyer, seller, aggr, market)
 
 
 cdef dict _TEMPLATES = {tc: array(tc) for tc in "qQIB"}
@@ -397,13 +419,28 @@ cdef class Accounts:
     cdef int64_t* s_money
     cdef uint32_t* stamp
     cdef uint32_t cur_stamp
+    cdef uint64_t* owner_version  # the value of `version` at each owner's last change
     cdef size_t n             # handles 0..n-1 have slots
     cdef size_t cap
     cdef public uint64_t version  # bumped by every change: set() and every fill
+    cdef object user          # weak reference to the Book or Markets trading on them
 
     def __dealloc__(self):
         free(self.energy); free(self.money); free(self.bmax); free(self.present)
-        free(self.s_energy); free(self.s_money); free(self.stamp)
+        free(self.s_energy); free(self.s_money); free(self.stamp); free(self.owner_version)
+
+    cdef int _claim(self, object user) except -1:
+        """Books that share accounts must re-cross together, so they belong to one
+        `Markets`: refuse a second, unrelated user."""
+        if self.user is not None:
+            other = self.user()
+            if other is not None and other is not user:
+                raise ValueError(
+                    "accounts: already used by another Book or Markets; books that share"
+                    " accounts belong to one Markets (docs/matching.md)"
+                )
+        self.user = weakref.ref(user)
+        return 0
 
     cdef int _ensure(self, size_t handle) except -1:
         cdef size_t old = self.cap
@@ -419,10 +456,12 @@ cdef class Accounts:
             self.s_energy = <int64_t*>_resize(self.s_energy, new_cap, 8)
             self.s_money = <int64_t*>_resize(self.s_money, new_cap, 8)
             self.stamp = <uint32_t*>_resize(self.stamp, new_cap, 4)
+            self.owner_version = <uint64_t*>_resize(self.owner_version, new_cap, 8)
             self.present = <uint8_t*>_resize(self.present, new_cap, 1)
             self.cap = new_cap
             memset(self.present + old, 0, new_cap - old)
             memset(self.stamp + old, 0, (new_cap - old) * 4)
+            memset(self.owner_version + old, 0, (new_cap - old) * 8)
         self.n = handle + 1
         return 0
 
@@ -447,6 +486,7 @@ cdef class Accounts:
         self.bmax[owner] = -1 if bmax is None else bmax
         self.present[owner] = 1
         self.version += 1
+        self.owner_version[owner] = self.version
 
     def get(self, owner: int) -> tuple[int, int, int | None] | None:
         """(energy, money, bmax) of an owner, or None if it has no account."""
@@ -522,24 +562,25 @@ cdef class Accounts:
                             int64_t price, bint dry) noexcept nogil:
         """Move qty Wh seller -> buyer and qty*price nano-currency buyer -> seller."""
         cdef int64_t cost = qty * price
-        if not dry:
-            self.version += 1  # books sharing these accounts re-cross at their next event
-        if self.has(buyer):
-            if dry:
+        if dry:
+            if self.has(buyer):
                 self.load(buyer)
                 self.s_energy[buyer] += qty
                 self.s_money[buyer] -= cost
-            else:
-                self.energy[buyer] += qty
-                self.money[buyer] -= cost
-        if self.has(seller):
-            if dry:
+            if self.has(seller):
                 self.load(seller)
                 self.s_energy[seller] -= qty
                 self.s_money[seller] += cost
-            else:
-                self.energy[seller] -= qty
-                self.money[seller] += cost
+            return
+        self.version += 1  # books sharing these accounts re-cross after this event
+        if self.has(buyer):
+            self.energy[buyer] += qty
+            self.money[buyer] -= cost
+            self.owner_version[buyer] = self.version
+        if self.has(seller):
+            self.energy[seller] -= qty
+            self.money[seller] += cost
+            self.owner_version[seller] = self.version
 
 
 # ----------------------------------------------------------------------------- the book
@@ -559,12 +600,17 @@ ctypedef struct Level:
     int32_t head
     int32_t tail
 
+cdef enum:
+    # Households a book remembers stepping over per side (see `Book._first`).
+    SKIP_MAX = 64
+
 
 cdef class Book:
     """A continuous double auction: price-time priority, fills at the resting price,
     Energo caps from `accounts` (None: no caps), self-trade prevention `stp`.
 
-    See docs/matching.md for the rules and examples.
+    Books that share accounts are made by one `Markets`. See docs/matching.md for the
+    rules and examples.
     """
 
     cdef Order* pool
@@ -576,20 +622,31 @@ cdef class Book:
     cdef size_t n_levels[2]
     cdef size_t cap_levels[2]
     cdef uint64_t seq
-    cdef int64_t event
     cdef int stp
     cdef Accounts acc
     cdef uint64_t seen_version
-    cdef _FillBuffer fills
+    cdef _FillBuffer fills    # shared by the books of one Markets, with the event counter
     cdef size_t n_live
+    cdef list peers           # the books of its Markets by name (itself included), or None
+    cdef uint32_t market_index  # its index in its Markets (a fill's `market`)
+    cdef readonly object name  # its market name in a Markets, else None
+    # Blocked prefix, per side: every order ahead of `cur` belongs to one of the `skip`
+    # owners and could not execute when that owner's balances were at `skip_ver`.
+    cdef int32_t cur[2]
+    cdef bint cur_known[2]
+    cdef int n_skip[2]
+    cdef uint32_t skip_owner[2][SKIP_MAX]
+    cdef uint64_t skip_ver[2][SKIP_MAX]
+    cdef object __weakref__
 
     def __cinit__(self, accounts: Accounts | None = None, stp="none"):
         self.index = _KeyMap()
         self.fills = _FillBuffer()
         self.free_head = NIL
-        self.acc = accounts
         self.stp = _stp_code(stp)
         if accounts is not None:
+            accounts._claim(self)
+            self.acc = accounts
             self.seen_version = accounts.version
 
     def __dealloc__(self):
@@ -635,6 +692,7 @@ cdef class Book:
         cdef int64_t key = od.price if side == C_BID else -od.price
         cdef ssize_t li = self._find_level(side, key)
         cdef Level* lv
+        cdef int32_t c
         if li < 0:
             li = -li - 1
             if self.n_levels[side] == self.cap_levels[side]:
@@ -658,6 +716,13 @@ cdef class Book:
         lv.tail = o
         lv.total += od.qty
         self.n_live += 1
+        if self.cur_known[side]:
+            # A newcomer ahead of the cursor is not known to be blocked: the cursor moves
+            # back to it (a newcomer at the cursor's price is behind it: it is later).
+            c = self.cur[side]
+            if c == NIL or (od.price > self.pool[c].price if side == C_BID
+                            else od.price < self.pool[c].price):
+                self.cur[side] = o
         return 0
 
     cdef void _unlink(self, int32_t o, ssize_t li) noexcept nogil:
@@ -665,6 +730,8 @@ cdef class Book:
         cdef Order* od = &self.pool[o]
         cdef int side = od.side
         cdef Level* lv = &self.levels[side][li]
+        if self.cur_known[side] and self.cur[side] == o:
+            self.cur[side] = self._after(o, li)
         if od.prev != NIL:
             self.pool[od.prev].next = od.next
         else:
@@ -692,6 +759,83 @@ cdef class Book:
         cdef Order* od = &self.pool[o]
         return self._find_level(od.side, od.price if od.side == C_BID else -od.price)
 
+    cdef inline int32_t _after(self, int32_t o, ssize_t li) noexcept nogil:
+        """The order after `o` (on level `li`) in priority, or NIL. Its level is `li`, or
+        `li - 1` when `o` is the last of its level (levels keep the best at the end, and
+        dropping level `li` leaves `li - 1` where it is)."""
+        if self.pool[o].next != NIL:
+            return self.pool[o].next
+        if li > 0:
+            return self.levels[self.pool[o].side][li - 1].head
+        return NIL
+
+    cdef inline ssize_t _next_level(self, int32_t o, ssize_t li) noexcept nogil:
+        """The level of `_after(o, li)`."""
+        return li if self.pool[o].next != NIL else li - 1
+
+    # -- the blocked prefix --------------------------------------------------------------
+    # With caps, a busy book has many crossing orders whose owners cannot execute (Energo's
+    # overlap: buyers at Bmax, sellers with no energy). Walking over them for every
+    # incoming order would make its cost grow with their number. Each side remembers the
+    # first order not known to be blocked and the households it stepped over to get
+    # there, with their balance versions; a walk or a re-cross starts there while none of
+    # those households' balances changed. Blocked-ness depends only on the owner's
+    # balances and the order's own price, so the prefix stays blocked until then.
+    cdef int32_t _first(self, int side, ssize_t* li):
+        """Where a walk or a re-cross starts on `side` (its level in `li`), or NIL."""
+        cdef int k
+        cdef bint valid
+        cdef ssize_t top = <ssize_t>self.n_levels[side] - 1
+        cdef int32_t o
+        if self.acc is None:
+            li[0] = top
+            return self.levels[side][top].head if top >= 0 else NIL
+        if self.cur_known[side]:
+            valid = True
+            for k in range(self.n_skip[side]):
+                if self.acc.owner_version[self.skip_owner[side][k]] != self.skip_ver[side][k]:
+                    valid = False
+                    break
+            if valid:
+                o = self.cur[side]
+                li[0] = self._level_of(o) if o != NIL else -1
+                return o
+        self.cur_known[side] = True
+        self.n_skip[side] = 0
+        li[0] = top
+        self.cur[side] = self.levels[side][top].head if top >= 0 else NIL
+        return self.cur[side]
+
+    cdef void _step_over(self, int side, int32_t o, ssize_t li) noexcept:
+        """Order `o` (on level `li`) cannot execute. If the cursor is on it, remember its
+        owner's balance version and move the cursor past it."""
+        cdef uint32_t owner = self.pool[o].owner
+        cdef uint64_t ver
+        cdef int k, n = self.n_skip[side]
+        if not self.cur_known[side] or self.cur[side] != o:
+            return
+        ver = self.acc.owner_version[owner]  # a blocked owner has an account
+        for k in range(n):
+            if self.skip_owner[side][k] == owner:
+                if self.skip_ver[side][k] != ver:
+                    self.cur_known[side] = False  # its earlier orders may execute now
+                    return
+                self.cur[side] = self._after(o, li)
+                return
+        if n == SKIP_MAX:
+            return  # no room to remember another household: the cursor stays here
+        self.skip_owner[side][n] = owner
+        self.skip_ver[side][n] = ver
+        self.n_skip[side] = n + 1
+        self.cur[side] = self._after(o, li)
+
+    cdef inline bint _executable(self, int32_t o, bint dry) noexcept:
+        """Can the owner of resting order `o` trade at least 1 Wh at the order's price?"""
+        cdef Order* od = &self.pool[o]
+        if od.side == C_BID:
+            return self.acc.buy_cap(od.owner, od.price, dry) > 0
+        return self.acc.sell_cap(od.owner, dry) > 0
+
     # -- matching ----------------------------------------------------------------------
     cdef int64_t _walk_plain(self, int side, int64_t limit, int64_t qty, uint32_t owner,
                              uint64_t oid) except -1:
@@ -715,9 +859,11 @@ cdef class Book:
                 qty -= f
                 lv.total -= f
                 if side == C_BID:
-                    fills.push(oid, r.oid, price, f, owner, r.owner, C_BID, self.event)
+                    fills.push(oid, r.oid, price, f, owner, r.owner, C_BID, fills.event,
+                               self.market_index)
                 else:
-                    fills.push(r.oid, oid, price, f, r.owner, owner, C_ASK, self.event)
+                    fills.push(r.oid, oid, price, f, r.owner, owner, C_ASK, fills.event,
+                               self.market_index)
                 if f == r.qty:
                     o = r.next
                     if o == NIL:
@@ -734,89 +880,98 @@ cdef class Book:
                        uint64_t oid, bint dry, bint* cancelled) except -1:
         """Trade an incoming order against the opposite side; return the quantity left.
 
-        With `dry` nothing changes: balances go to the accounts' scratch copies and resting
-        orders are only read. FOK preflight uses the dry run, so the preflight and the real
-        match cannot disagree. `cancelled` is set when self-trade prevention cancels the
-        rest of the incoming order.
+        The walk stays on a resting order while prices cross and both owners can still
+        execute. With `dry` nothing changes: balances go to the accounts' scratch copies
+        and resting orders are only read (`left` tracks what the walk has taken of the
+        current one). FOK preflight uses the dry run, so the preflight and the real match
+        cannot disagree. `cancelled` is set when self-trade prevention cancels the rest of
+        the incoming order.
         """
         cdef int opp = 1 - side
         cdef Accounts acc = self.acc
         cdef bint caps = acc is not None
-        cdef ssize_t li = <ssize_t>self.n_levels[opp] - 1
-        cdef Level* lv
-        cdef int64_t price, f, c, own = 0
+        cdef ssize_t li = -1, lo
+        cdef int64_t price, f, c = 0, own = 0, left = 0
         cdef int32_t o, nxt
         cdef Order* r
-        cdef bint level_gone
+        cdef bint self_match
         if caps and dry:
             acc.new_scratch()
-        while qty > 0 and li >= 0:
-            lv = &self.levels[opp][li]
-            price = -lv.key if opp == C_ASK else lv.key
+        o = self._first(opp, &li)
+        if o != NIL:
+            left = self.pool[o].qty
+        while qty > 0 and o != NIL:
+            r = &self.pool[o]
+            price = r.price
             if (side == C_BID and price > limit) or (side == C_ASK and price < limit):
                 break
-            o = lv.head
-            level_gone = False
-            while o != NIL and qty > 0:
-                r = &self.pool[o]
-                nxt = r.next
-                if caps:
-                    # The incoming order stops as soon as its own owner can do no more,
-                    # before it meets (and perhaps cancels) the next resting order.
-                    own = acc.buy_cap(owner, price, dry) if side == C_BID \
-                        else acc.sell_cap(owner, dry)
-                    if own <= 0:
-                        return qty
-                f = qty if qty < r.qty else r.qty
-                if caps:
-                    # What the resting order's owner can do; if nothing, it waits untouched
-                    # (self-trade prevention does not act on it either).
-                    c = acc.sell_cap(r.owner, dry) if side == C_BID \
-                        else acc.buy_cap(r.owner, price, dry)
-                    if c <= 0:
-                        o = nxt
-                        continue
-                    if c < f:
-                        f = c
-                    if own < f:
-                        f = own
-                if self.stp != S_NONE and r.owner == owner:
-                    if self.stp == S_INCOMING:
-                        cancelled[0] = True
-                        return 0
-                    # cancel-resting: the resting order goes; matching continues.
+            if caps:
+                # The incoming order stops as soon as its own owner can do no more,
+                # before it meets (and perhaps cancels) the next resting order.
+                own = acc.buy_cap(owner, price, dry) if side == C_BID \
+                    else acc.sell_cap(owner, dry)
+                if own <= 0:
+                    return qty
+                # What the resting order's owner can do; if nothing, it waits untouched
+                # (self-trade prevention does not act on it either).
+                c = acc.sell_cap(r.owner, dry) if side == C_BID \
+                    else acc.buy_cap(r.owner, price, dry)
+                if c <= 0:
                     if not dry:
-                        if lv.head == o and lv.tail == o:
-                            level_gone = True
-                        self._unlink(o, li)
-                        if level_gone:
-                            break
-                    o = nxt
+                        self._step_over(opp, o, li)
+                    lo = li
+                    li = self._next_level(o, lo)
+                    o = self._after(o, lo)
+                    if o != NIL:
+                        left = self.pool[o].qty
                     continue
-                if caps:
-                    if side == C_BID:
-                        acc.settle(owner, r.owner, f, price, dry)
-                    else:
-                        acc.settle(r.owner, owner, f, price, dry)
-                qty -= f
+            self_match = r.owner == owner
+            if self_match and self.stp != S_NONE:
+                if self.stp == S_INCOMING:
+                    cancelled[0] = True
+                    return 0
+                # cancel-resting: the resting order goes; matching continues.
+                lo = li
+                li = self._next_level(o, lo)
+                nxt = self._after(o, lo)
                 if not dry:
-                    if side == C_BID:
-                        self.fills.push(oid, r.oid, price, f, owner, r.owner, C_BID,
-                                        self.event)
-                    else:
-                        self.fills.push(r.oid, oid, price, f, r.owner, owner, C_ASK,
-                                        self.event)
-                    r.qty -= f
-                    lv.total -= f
-                    if r.qty == 0:
-                        if lv.head == o and lv.tail == o:
-                            level_gone = True
-                        r.qty = 0
-                        self._unlink(o, li)
-                        if level_gone:
-                            break
+                    self._unlink(o, lo)
                 o = nxt
-            li -= 1
+                if o != NIL:
+                    left = self.pool[o].qty
+                continue
+            f = qty if qty < left else left
+            if caps and not self_match:
+                # A self-match moves nothing, so no cap binds its size.
+                if c < f:
+                    f = c
+                if own < f:
+                    f = own
+                if side == C_BID:
+                    acc.settle(owner, r.owner, f, price, dry)
+                else:
+                    acc.settle(r.owner, owner, f, price, dry)
+            qty -= f
+            left -= f
+            if not dry:
+                if side == C_BID:
+                    self.fills.push(oid, r.oid, price, f, owner, r.owner, C_BID,
+                                    self.fills.event, self.market_index)
+                else:
+                    self.fills.push(r.oid, oid, price, f, r.owner, owner, C_ASK,
+                                    self.fills.event, self.market_index)
+                r.qty -= f
+                self.levels[opp][li].total -= f
+            if left == 0:
+                lo = li
+                li = self._next_level(o, lo)
+                nxt = self._after(o, lo)
+                if not dry:
+                    self._unlink(o, lo)
+                o = nxt
+                if o != NIL:
+                    left = self.pool[o].qty
+            # else: stay on this resting order while both owners can still execute
         return qty
 
     cdef int _submit(self, uint64_t oid, int side, int64_t price, int64_t qty,
@@ -839,6 +994,7 @@ cdef class Book:
             limit = price
         if self.index.get(oid) != NIL:
             return 1
+        self._catch_up()
         if tif == C_FOK:
             left = self._walk(side, limit, qty, owner, oid, True, &cancelled)
             if left > 0 or cancelled:
@@ -860,16 +1016,33 @@ cdef class Book:
             od.seq = self.seq
             self.index.put(oid, o)
             self._rest(o)
-        self._recross()
+        self._after_event()
         return 0
 
+    # -- re-crossing -------------------------------------------------------------------
     cdef int _recross(self) except -1:
-        """Re-cross if balances changed since the book last looked: its own fills, another
-        book's fills on the same accounts, or `Accounts.set`. Runs before and after every
-        event, so outside changes take effect before the next incoming order trades."""
+        """Re-cross if balances changed since the book last looked."""
         if self.acc is not None and self.acc.version != self.seen_version:
             self._uncross()
             self.seen_version = self.acc.version
+        return 0
+
+    cdef int _catch_up(self) except -1:
+        """Before an accepted event: balance changes made outside any event
+        (`Accounts.set`) take effect first, so orders they made executable keep the
+        priority they had over the event."""
+        if self.peers is not None:
+            _recross_all(self.peers, False)
+        else:
+            self._recross()
+        return 0
+
+    cdef int _after_event(self) except -1:
+        """After an accepted event: this book re-crosses, then every book of its Markets
+        whose accounts changed, by market name, until none changes."""
+        self._recross()
+        if self.peers is not None:
+            _recross_all(self.peers, False)
         return 0
 
     cdef int32_t _best_executable(self, int side, ssize_t* level_out):
@@ -879,31 +1052,22 @@ cdef class Book:
         one commits nothing, so the first executable order is simply the first whose owner
         has capacity left at the order's own price.
         """
-        cdef ssize_t li = <ssize_t>self.n_levels[side] - 1
-        cdef Level* lv
-        cdef int32_t o
-        cdef int64_t price
-        cdef Accounts acc = self.acc
-        while li >= 0:
-            lv = &self.levels[side][li]
-            price = lv.key if side == C_BID else -lv.key
-            o = lv.head
-            while o != NIL:
-                if acc is None:
-                    level_out[0] = li
-                    return o
-                if side == C_BID:
-                    if acc.buy_cap(self.pool[o].owner, price, False) > 0:
-                        level_out[0] = li
-                        return o
-                elif acc.sell_cap(self.pool[o].owner, False) > 0:
-                    level_out[0] = li
-                    return o
-                o = self.pool[o].next
-            li -= 1
+        cdef ssize_t li = -1, lo
+        cdef int32_t o = self._first(side, &li)
+        while o != NIL:
+            if self.acc is None or self._executable(o, False):
+                level_out[0] = li
+                return o
+            self._step_over(side, o, li)
+            lo = li
+            li = self._next_level(o, lo)
+            o = self._after(o, lo)
         return NIL
 
     cdef int _uncross(self) except -1:
+        """While the best executable bid crosses the best executable ask, trade them at the
+        earlier one's price (the later one is the aggressor and, for self-trade
+        prevention, the incoming order)."""
         cdef int32_t b, a, later, earlier
         cdef ssize_t lb = 0, la = 0
         cdef Order* ob
@@ -925,23 +1089,27 @@ cdef class Book:
                 earlier, later = b, a
             else:
                 earlier, later = a, b
-            if self.stp != S_NONE and ob.owner == oa.owner:
-                if self.stp == S_RESTING:
-                    self._unlink(earlier, lb if earlier == b else la)
-                else:
-                    self._unlink(later, lb if later == b else la)
-                continue
             price = self.pool[earlier].price
             f = ob.qty if ob.qty < oa.qty else oa.qty
-            c = acc.sell_cap(oa.owner, False)
-            if c < f:
-                f = c
-            c = acc.buy_cap(ob.owner, price, False)
-            if c < f:
-                f = c
-            acc.settle(ob.owner, oa.owner, f, price, False)
+            if ob.owner == oa.owner:
+                if self.stp == S_RESTING:
+                    self._unlink(earlier, lb if earlier == b else la)
+                    continue
+                if self.stp == S_INCOMING:
+                    self._unlink(later, lb if later == b else la)
+                    continue
+                # none: a self-match moves nothing, so no cap binds its size
+            else:
+                c = acc.sell_cap(oa.owner, False)
+                if c < f:
+                    f = c
+                c = acc.buy_cap(ob.owner, price, False)
+                if c < f:
+                    f = c
+                acc.settle(ob.owner, oa.owner, f, price, False)
             self.fills.push(ob.oid, oa.oid, price, f, ob.owner, oa.owner,
-                            C_BID if later == b else C_ASK, self.event)
+                            C_BID if later == b else C_ASK, self.fills.event,
+                            self.market_index)
             ob.qty -= f
             self.levels[C_BID][lb].total -= f
             oa.qty -= f
@@ -952,11 +1120,15 @@ cdef class Book:
                 self._unlink(a, la)
 
     cdef int _cancel(self, uint64_t oid) except -1:
+        """1 applied (the order was live), 0 refused (it was not)."""
         cdef int32_t o = self.index.get(oid)
         if o == NIL:
             return 0
-        self._unlink(o, self._level_of(o))
-        self._recross()
+        self._catch_up()
+        o = self.index.get(oid)  # outside changes may have filled it
+        if o != NIL:
+            self._unlink(o, self._level_of(o))
+        self._after_event()
         return 1
 
     cdef int _reduce(self, uint64_t oid, int64_t by) except -2:
@@ -967,21 +1139,25 @@ cdef class Book:
             return 0
         if by <= 0 or by > self.pool[o].qty:
             return -1
-        li = self._level_of(o)
-        if by == self.pool[o].qty:
-            self._unlink(o, li)
-        else:
-            self.pool[o].qty -= by
-            self.levels[self.pool[o].side][li].total -= by
-        self._recross()
+        self._catch_up()
+        o = self.index.get(oid)  # outside changes may have filled some or all of it
+        if o != NIL:
+            li = self._level_of(o)
+            if by >= self.pool[o].qty:
+                self._unlink(o, li)
+            else:
+                self.pool[o].qty -= by
+                self.levels[self.pool[o].side][li].total -= by
+        self._after_event()
         return 1
 
     # -- Python API: per order -----------------------------------------------------------
     def submit(self, uint64_t oid, int side, int64_t price, int64_t qty,
                uint32_t owner=0, int tif=0) -> int:
-        """Submit a limit order; returns the number of fills it caused."""
+        """Submit a limit order; returns the number of fills it caused (in a `Markets`,
+        in every book)."""
         cdef size_t before = self.fills.n
-        self._begin_event()
+        self.fills.event += 1
         if self._submit(oid, side, price, qty, owner, tif, False):
             self._refuse(oid, side, price, qty, tif, False)
         return self.fills.n - before
@@ -992,7 +1168,7 @@ cdef class Book:
         cdef size_t before = self.fills.n
         if tif == C_GTC:
             raise ValueError("tif: a market order never rests; use IOC or FOK")
-        self._begin_event()
+        self.fills.event += 1
         if self._submit(oid, side, 0, qty, owner, tif, True):
             self._refuse(oid, side, 0, qty, tif, True)
         return self.fills.n - before
@@ -1010,8 +1186,8 @@ cdef class Book:
         raise ValueError(f"oid: order {oid} is already live")
 
     def cancel(self, uint64_t oid) -> bool:
-        """Cancel a live order; False if it is not live."""
-        self._begin_event()
+        """Cancel a live order; False (and nothing changes) if it is not live."""
+        self.fills.event += 1
         return self._cancel(oid) == 1
 
     def reduce(self, uint64_t oid, int64_t by) -> bool:
@@ -1019,7 +1195,7 @@ cdef class Book:
 
         Reducing by the whole remainder cancels it. False if the order is not live.
         """
-        self._begin_event()
+        self.fills.event += 1
         cdef int r = self._reduce(oid, by)
         if r < 0:
             raise ValueError(f"by: must be in 1..{self.pool[self.index.get(oid)].qty}, got {by}")
@@ -1033,7 +1209,7 @@ cdef class Book:
         cdef int side
         cdef uint32_t owner
         cdef size_t before = self.fills.n
-        self._begin_event()
+        self.fills.event += 1
         o = self.index.get(oid)
         if o == NIL:
             return -1
@@ -1045,33 +1221,39 @@ cdef class Book:
             raise ValueError(f"new_oid: order {new_oid} is already live")
         side = self.pool[o].side
         owner = self.pool[o].owner
-        self._unlink(o, self._level_of(o))
+        self._catch_up()
+        o = self.index.get(oid)  # outside changes may have filled it
+        if o != NIL:
+            self._unlink(o, self._level_of(o))
         self._submit(new_oid, side, price, qty, owner, C_GTC, False)
         return self.fills.n - before
 
-    cdef int _begin_event(self) except -1:
-        """Number the event (every call counts, refused or not) and apply outside balance
-        changes first."""
-        self.event += 1
-        self._recross()
-        return 0
-
     def uncross(self) -> int:
-        """Trade whatever became executable and crosses (after outside account changes).
-
-        Returns the number of fills. Every event does this by itself.
-        """
+        """Trade whatever became executable and crosses after `Accounts.set` (in a
+        `Markets`: every book, by name, until none changes). Returns the number of fills.
+        Every accepted event does this by itself."""
         cdef size_t before = self.fills.n
-        if self.acc is not None:
+        if self.peers is not None:
+            _recross_all(self.peers, True)
+        elif self.acc is not None:
             self._uncross()
             self.seen_version = self.acc.version
         return self.fills.n - before
 
     # -- Python API: fills, quotes, book ------------------------------------------------
+    cdef int _own_fills(self) except -1:
+        if self.peers is not None:
+            raise ValueError(
+                f"this book is market {self.name!r} of a Markets: take the fills from the"
+                " Markets, which names each fill's market"
+            )
+        return 0
+
     def take_fills(self) -> list:
         """Fills since the last take, as a list of `Fill`; the buffer is emptied."""
+        self._own_fills()
         out = self.fills.to_list(0)
-        self._reset_fills()
+        self.fills.n = 0
         return out
 
     def take_fill_arrays(self) -> tuple:
@@ -1079,16 +1261,14 @@ cdef class Book:
         seller, aggressor), each an `array.array`; the buffer is emptied. `event` numbers
         the book's events from 1: every per-order call and every batch row, refused or
         not."""
-        out = self.fills.to_columns(0, 0)
-        self._reset_fills()
-        return out
-
-    cdef void _reset_fills(self) noexcept:
+        self._own_fills()
+        out = self.fills.to_columns(0, 0)[:8]
         self.fills.n = 0
+        return out
 
     @property
     def pending_fills(self) -> int:
-        """Fills recorded and not yet taken."""
+        """Fills recorded and not yet taken (in a `Markets`: of all its books)."""
         return self.fills.n
 
     def quotes(self):
@@ -1157,13 +1337,13 @@ cdef class Book:
             const uint8_t[::1] tifs=None):
         """Apply a batch of events given as columns; see docs/matching.md.
 
-        Returns a `BatchResult`. Fills already pending are left in the buffer and not
-        included.
+        Returns a `BatchResult` (in a `Markets`, with the fills of every book its events
+        caused). Fills already pending are left in the buffer and not included.
         """
         cdef size_t n = kinds.shape[0]
         cdef size_t i
         cdef size_t start = self.fills.n
-        cdef int64_t event_base = self.event
+        cdef int64_t event_base = self.fills.event
         cdef uint8_t kind
         cdef int r
         if (sides.shape[0] != n or prices.shape[0] != n or qtys.shape[0] != n
@@ -1180,8 +1360,7 @@ cdef class Book:
         try:
             for i in range(n):
                 kind = kinds[i]
-                self.event = event_base + 1 + <int64_t>i
-                self._recross()
+                self.fills.event = event_base + 1 + <int64_t>i
                 if kind == K_MARKET and has_tif and tifs[i] == C_GTC:
                     r = 1  # a market order never rests
                 elif kind == K_LIMIT or kind == K_MARKET:
@@ -1197,13 +1376,125 @@ cdef class Book:
                 else:
                     r = 1
                 status[i] = <uint8_t>r
-            self.event = event_base + <int64_t>n
+            self.fills.event = event_base + <int64_t>n
             cols = self.fills.to_columns(start, event_base + 1)
             st = _array("B", status, n)
         finally:
             free(status)
         self.fills.n = start
         return BatchResult(st, *cols)
+
+
+cdef int _recross_all(list books, bint force) except -1:
+    """Re-cross the books of one `Markets`, by market name, until a whole pass makes no
+    fill; `force` re-crosses each once even if no balance changed."""
+    cdef Book b
+    cdef size_t before
+    cdef bint moved = True
+    while moved:
+        moved = False
+        for b in books:
+            before = b.fills.n
+            if force:
+                b._uncross()
+                b.seen_version = b.acc.version
+            else:
+                b._recross()
+            if b.fills.n != before:
+                moved = True
+        force = False
+    return 0
+
+
+cdef class Markets:
+    """The continuous books of several markets over one `Accounts`.
+
+    A fill in one market changes balances, which can make orders in another executable;
+    so after every accepted event in any of its books, that book re-crosses, then every
+    book whose accounts changed, by market name, until none changes. No book rests
+    crossed. The books share one event counter and one fill stream, in which each fill
+    names its market. See docs/matching.md.
+    """
+
+    cdef Accounts acc
+    cdef int stp
+    cdef _FillBuffer fills
+    cdef list books      # in the order they were added: a fill's `market` indexes this
+    cdef list by_name    # the same books by name: the order in which they re-cross
+    cdef dict named
+    cdef object __weakref__
+
+    def __cinit__(self, accounts: Accounts, stp="none"):
+        if not isinstance(accounts, Accounts):
+            raise ValueError("accounts: a Markets needs the Accounts its books share")
+        self.stp = _stp_code(stp)
+        accounts._claim(self)
+        self.acc = accounts
+        self.fills = _FillBuffer()
+        self.books = []
+        self.by_name = []
+        self.named = {}
+
+    def add(self, name: str) -> Book:
+        """A new, empty book for market `name` (names are unique), trading on the
+        shared accounts."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name: a market name must be a non-empty string, got {name!r}")
+        if name in self.named:
+            raise ValueError(f"name: market {name!r} already has a book")
+        cdef Book b = Book.__new__(Book)
+        b.acc = self.acc
+        b.stp = self.stp
+        b.fills = self.fills
+        b.seen_version = self.acc.version
+        b.market_index = <uint32_t>len(self.books)
+        b.name = name
+        b.peers = self.by_name
+        self.books.append(b)
+        self.named[name] = b
+        self.by_name.append(b)
+        self.by_name.sort(key=lambda book: book.name)  # in place: the books share the list
+        return b
+
+    def __getitem__(self, name: str) -> Book:
+        return self.named[name]
+
+    def __contains__(self, name) -> bool:
+        return name in self.named
+
+    def __len__(self) -> int:
+        return len(self.books)
+
+    @property
+    def names(self) -> list:
+        """Market names in the order their books were added (a fill's `market` index)."""
+        return [b.name for b in self.books]
+
+    def uncross(self) -> int:
+        """After `Accounts.set`: every book re-crosses, by name, until none changes.
+        Returns the number of fills."""
+        cdef size_t before = self.fills.n
+        _recross_all(self.by_name, True)
+        return self.fills.n - before
+
+    def take_fills(self) -> list:
+        """Fills since the last take, as (market name, `Fill`) in the order they happened;
+        the buffer is emptied."""
+        out = self.fills.to_market_list(0, self.names)
+        self.fills.n = 0
+        return out
+
+    def take_fill_arrays(self) -> tuple:
+        """Fills since the last take as columns (event, bid, ask, price, qty, buyer,
+        seller, aggressor, market), `market` indexing `names`; the buffer is emptied."""
+        out = self.fills.to_columns(0, 0)
+        self.fills.n = 0
+        return out
+
+    @property
+    def pending_fills(self) -> int:
+        """Fills recorded and not yet taken."""
+        return self.fills.n
 
 
 # ----------------------------------------------------------------------------- call auction
@@ -1483,7 +1774,7 @@ cdef class CallAuction:
         orders = self.n_live
         self.fills.n = 0
         self._clear()
-        ev, bid, ask, price, qty, buyer, seller, aggr = self.fills.to_columns(0, 0)
+        ev, bid, ask, price, qty, buyer, seller, aggr, _market = self.fills.to_columns(0, 0)
         self.fills.n = 0
         return ClearingArrays(self.last_price if self.last_price >= 0 else None,
                               self.last_volume, orders, self.last_exec,

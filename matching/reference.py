@@ -1,24 +1,38 @@
 """A small pure-Python reference model of the matching rules, used only by tests.
 
-It implements DESIGN.md "Market rules" as docs/matching.md specifies them, with the same
-per-order API as the Cython engine (`Book`, `CallAuction`, `Accounts`), so that tests can
-run the same stream through both and compare every fill, book and quote. It is written to
-be read and checked against the spec, not to be fast: every rule is one short method.
+It transcribes DESIGN.md "Market rules" and docs/matching.md literally, with the same
+per-order API as the Cython engine (`Book`, `Markets`, `CallAuction`, `Accounts`), so that
+tests can run the same stream through both and compare every fill, book and quote. It is
+written to be read against the docs, not to be fast: each rule is one short method, and
+nothing here knows how the engine is built (no cursor, no batching, no version counters).
 
-Readings of points the spec leaves open:
+The rules of the continuous book, as docs/matching.md states them:
 
-- At each crossing resting order the incoming order first stops if its own owner cannot
-  execute more, then skips the resting order if that one's owner cannot execute, and only
-  then applies self-trade prevention. An order that cannot execute "stays on the book
-  untouched", so `cancel-resting` never cancels it and `cancel-incoming` never stops on
-  it; and an incoming order that has stopped meets nothing more.
-- "Executable" for a quote and for the re-crossing loop is judged at the order's own
-  price (a bid: its owner can pay for at least 1 Wh at its limit).
-- The re-crossing loop runs after every event that was applied (submit, market, cancel,
-  reduce, replace, `uncross()`); a refused event (error, unknown id) and a `FOK` that
-  cannot fill change nothing, so they do not run it.
-- The number returned by `submit`, `market` and `replace` counts every fill the call
-  produced, including those of the re-crossing loop that follows it.
+- Priority: bids by price descending, asks by price ascending, then arrival.
+- An owner "can execute" a resting order when it can trade at least 1 Wh at the order's
+  own price: an ask's owner has energy, a bid's owner has Bmax headroom and money for 1 Wh.
+- The walk: an incoming order meets resting orders in priority while prices cross, each
+  fill at the resting price. At each one, in this order: if its own owner cannot execute
+  at that price, it stops; if the resting owner cannot execute, that order is skipped and
+  stays untouched; then self-trade prevention looks at the owners. It stays on a resting
+  order while prices cross and both owners can still execute.
+- A fill between different owners is capped by both owners' limits (energy, headroom,
+  money at the trade price). A self-match (under `none`) moves nothing, so no cap binds
+  it: one fill of the smaller remaining quantity.
+- Re-crossing: while the best executable bid crosses the best executable ask, they trade
+  at the price of the earlier one; the later one is the aggressor (and the incoming order
+  for self-trade prevention).
+- After every accepted event its book re-crosses; in a `Markets`, then every book by
+  market name, repeated until a whole pass makes no fill. Before an accepted event,
+  changes made with `Accounts.set` take effect the same way. A refused event (bad input,
+  an unknown or duplicate id) changes nothing, and a FOK that cannot fill trades nothing.
+- `submit`, `market` and `replace` return the number of fills the call produced,
+  re-crossing included (in a `Markets`, in every book).
+- Events are numbered from 1, every call counting, refused or not; in a `Markets` the
+  books share one numbering. (This model keeps the number to compare the fill arrays.)
+
+The call auction:
+
 - In the call auction a household's asks and bids commit independently from the balances
   at the close (selling energy does not add Bmax headroom for its bids in the same
   clearing), and an order dropped from the walk by self-trade prevention does not hand its
@@ -150,6 +164,19 @@ def _crosses(incoming: _Order, resting: _Order) -> bool:
     return incoming.price <= resting.price
 
 
+def _check_tif(tif: int) -> None:
+    if tif not in (GTC, IOC, FOK):
+        raise ValueError(f"bad tif {tif!r}")
+
+
+class _Stream:
+    """The event counter and the fills of one book, or of all the books of a Markets."""
+
+    def __init__(self) -> None:
+        self.event = 0
+        self.fills: list[tuple[int, str | None, Fill]] = []  # (event, market, fill)
+
+
 class RefBook:
     """Continuous double auction: one book, per-order calls, fills at the resting price."""
 
@@ -158,11 +185,13 @@ class RefBook:
             raise ValueError(f"bad stp mode {stp!r}")
         self.accounts = accounts
         self.stp = stp
+        self.name: str | None = None
+        self._markets: RefMarkets | None = None
+        self._stream = _Stream()
         # Priority: bids by price descending, asks by price ascending, then arrival.
         self._bids = SortedKeyList(key=lambda o: (-o.price, o.seq))
         self._asks = SortedKeyList(key=lambda o: (o.price, o.seq))
         self._live: dict[int, _Order] = {}
-        self._fills: list[Fill] = []
         self._seq = 0
 
     # ---- events ------------------------------------------------------------------------
@@ -171,73 +200,96 @@ class RefBook:
         self, oid: int, side: int, price: int, qty: int, owner: int = 0, tif: int = GTC
     ) -> int:
         """A limit order: trade what crosses now, then rest (GTC) or drop (IOC) the rest."""
-        before = len(self._fills)
-        self._uncross()  # outside balance changes take effect before the event
+        before = self._count_event()
         _check_order(side, price, qty)
+        _check_tif(tif)
+        self._check_new(oid)
+        self._catch_up()
         self._incoming(oid, side, price, qty, owner, tif)
-        return len(self._fills) - before
+        return len(self._stream.fills) - before
 
     def market(self, oid: int, side: int, qty: int, owner: int = 0, tif: int = IOC) -> int:
         """A market order: no price limit, never rests (IOC, or FOK if asked)."""
         if tif == GTC:
             raise ValueError("a market order is IOC or FOK")
-        before = len(self._fills)
-        self._uncross()
+        before = self._count_event()
         _check_order(side, None, qty)
+        _check_tif(tif)
+        self._check_new(oid)
+        self._catch_up()
         self._incoming(oid, side, None, qty, owner, tif)
-        return len(self._fills) - before
+        return len(self._stream.fills) - before
 
     def cancel(self, oid: int) -> bool:
-        """Remove a live order; False if it is not live."""
-        self._uncross()
+        """Remove a live order; False (and nothing changes) if it is not live."""
+        self._count_event()
         if oid not in self._live:
             return False
-        self._remove(self._live[oid])
-        self._uncross()
+        self._catch_up()
+        if oid in self._live:  # outside changes may have filled it
+            self._remove(self._live[oid])
+        self._after_event()
         return True
 
     def reduce(self, oid: int, by: int) -> bool:
         """Take `by` Wh off a live order, keeping its priority; all of it cancels the order."""
-        self._uncross()
-        if by <= 0:
-            raise ValueError("reduce amount must be positive")
+        self._count_event()
         if oid not in self._live:
             return False
-        order = self._live[oid]
-        if by > order.qty:
-            raise ValueError("reduce amount exceeds the remaining quantity")
-        order.qty -= by
-        if order.qty == 0:
-            self._remove(order)
-        self._uncross()
+        if by <= 0 or by > self._live[oid].qty:
+            raise ValueError("reduce amount must be in 1..the remaining quantity")
+        self._catch_up()
+        order = self._live.get(oid)
+        if order is not None:
+            order.qty -= min(by, order.qty)
+            if order.qty == 0:
+                self._remove(order)
+        self._after_event()
         return True
 
     def replace(self, oid: int, new_oid: int, price: int, qty: int) -> int:
         """Cancel `oid` and submit `new_oid` (same side and owner, GTC); -1 if not live."""
-        before = len(self._fills)
-        self._uncross()
+        before = self._count_event()
         if oid not in self._live:
             return -1
         old = self._live[oid]
         _check_order(old.side, price, qty)
-        if new_oid in self._live and new_oid != oid:
-            raise ValueError(f"order id {new_oid} is already live")
-        self._remove(old)
+        if new_oid != oid:
+            self._check_new(new_oid)
+        self._catch_up()
+        if oid in self._live:
+            self._remove(old)
         self._incoming(new_oid, old.side, price, qty, old.owner, GTC)
-        return len(self._fills) - before
+        return len(self._stream.fills) - before
 
     def uncross(self) -> int:
         """Apply account changes made between events now; returns the number of fills."""
-        before = len(self._fills)
-        self._uncross()
-        return len(self._fills) - before
+        before = len(self._stream.fills)
+        if self._markets is not None:
+            self._markets.uncross()
+        else:
+            self._uncross()
+        return len(self._stream.fills) - before
 
     # ---- reading -----------------------------------------------------------------------
 
     def take_fills(self) -> list[Fill]:
         """The fills since the last call, oldest first."""
-        fills, self._fills = self._fills, []
-        return fills
+        if self._markets is not None:
+            raise ValueError("this book is in a Markets: take the fills from the Markets")
+        fills, self._stream.fills = self._stream.fills, []
+        return [fill for _event, _market, fill in fills]
+
+    def take_fill_events(self) -> list[tuple[int, Fill]]:
+        """The fills since the last call with the number of the event that caused each."""
+        if self._markets is not None:
+            raise ValueError("this book is in a Markets: take the fills from the Markets")
+        fills, self._stream.fills = self._stream.fills, []
+        return [(event, fill) for event, _market, fill in fills]
+
+    @property
+    def pending_fills(self) -> int:
+        return len(self._stream.fills)
 
     def orders(self, side: int) -> list[RestingOrder]:
         """The live orders of one side in priority order."""
@@ -269,46 +321,69 @@ class RefBook:
 
     # ---- the rules ---------------------------------------------------------------------
 
-    def _incoming(
-        self, oid: int, side: int, price: int | None, qty: int, owner: int, tif: int
-    ) -> int:
-        if tif not in (GTC, IOC, FOK):
-            raise ValueError(f"bad tif {tif!r}")
+    def _count_event(self) -> int:
+        """Every call is one event, refused or not; returns the fills before it."""
+        self._stream.event += 1
+        return len(self._stream.fills)
+
+    def _check_new(self, oid: int) -> None:
         if oid in self._live:
             raise ValueError(f"order id {oid} is already live")
-        before = len(self._fills)
+
+    def _catch_up(self) -> None:
+        """Before an accepted event, changes made with `Accounts.set` take effect."""
+        if self._markets is not None:
+            self._markets._recross_all()
+        else:
+            self._uncross()
+
+    def _after_event(self) -> None:
+        """After an accepted event: this book re-crosses, then (in a Markets) every book
+        by market name until none changes."""
+        self._uncross()
+        if self._markets is not None:
+            self._markets._recross_all()
+
+    def _incoming(
+        self, oid: int, side: int, price: int | None, qty: int, owner: int, tif: int
+    ) -> None:
         saved = self._snapshot() if tif == FOK else None
         self._seq += 1
         order = _Order(oid, side, price, qty, owner, self._seq)
         cancelled_by_stp = self._walk(order)
-        if tif == FOK and order.qty > 0:
+        if tif == FOK and (order.qty > 0 or cancelled_by_stp):
             self._restore(saved)  # a FOK that cannot fill changes nothing at all
-            return 0
+            return
         if order.qty > 0 and tif == GTC and price is not None and not cancelled_by_stp:
             self._insert(order)
-        self._uncross()
-        return len(self._fills) - before
+        self._after_event()
 
     def _walk(self, incoming: _Order) -> bool:
         """Trade `incoming` against the other side in priority, each fill at the resting
-        order's price. Returns True if self-trade prevention cancelled its rest."""
+        order's price, staying on a resting order while both owners can still execute.
+        Returns True if self-trade prevention cancelled the rest of the incoming order."""
         for resting in list(self._book_side(1 - incoming.side)):
             if incoming.qty == 0 or not _crosses(incoming, resting):
-                break
-            price = resting.price
-            own = _limit(self.accounts, incoming.side, incoming.owner, price)
-            if own == 0:
-                break  # its own owner cannot execute more: stop
-            other = _limit(self.accounts, resting.side, resting.owner, price)
-            if other == 0:
-                continue  # skipped, stays untouched (checked before STP: see module doc)
-            if resting.owner == incoming.owner and self.stp == "cancel-resting":
-                self._remove(resting)
-                continue
-            if resting.owner == incoming.owner and self.stp == "cancel-incoming":
-                return True  # the rest of the incoming order is cancelled
-            qty = _smallest(incoming.qty, resting.qty, own, other)
-            self._trade(incoming, resting, price, qty)
+                return False
+            while incoming.qty > 0 and resting.qty > 0:
+                price = resting.price
+                own = _limit(self.accounts, incoming.side, incoming.owner, price)
+                if own == 0:
+                    return False  # its own owner cannot execute more: it stops here
+                other = _limit(self.accounts, resting.side, resting.owner, price)
+                if other == 0:
+                    break  # skipped: stays untouched, and self-trade prevention ignores it
+                if resting.owner == incoming.owner:
+                    if self.stp == "cancel-resting":
+                        self._remove(resting)
+                        break
+                    if self.stp == "cancel-incoming":
+                        return True
+                    # a self-match moves nothing, so no cap binds it
+                    self._trade(incoming, resting, price, min(incoming.qty, resting.qty), False)
+                else:
+                    qty = _smallest(incoming.qty, resting.qty, own, other)
+                    self._trade(incoming, resting, price, qty, True)
         return False
 
     def _uncross(self) -> None:
@@ -321,20 +396,22 @@ class RefBook:
             if bid is None or ask is None or bid.price < ask.price:
                 return
             earlier, later = (bid, ask) if bid.seq < ask.seq else (ask, bid)
-            if bid.owner == ask.owner and self.stp == "cancel-resting":
-                self._remove(earlier)
-                continue
-            if bid.owner == ask.owner and self.stp == "cancel-incoming":
-                self._remove(later)
-                continue
             price = earlier.price
+            if bid.owner == ask.owner:
+                if self.stp == "cancel-resting":
+                    self._remove(earlier)
+                elif self.stp == "cancel-incoming":
+                    self._remove(later)
+                else:
+                    self._trade(later, earlier, price, min(bid.qty, ask.qty), False)
+                continue
             qty = _smallest(
                 bid.qty,
                 ask.qty,
                 _limit(self.accounts, BID, bid.owner, price),
                 _limit(self.accounts, ASK, ask.owner, price),
             )
-            self._trade(later, earlier, price, qty)
+            self._trade(later, earlier, price, qty, True)
 
     def _best_executable(self, orders: SortedKeyList) -> _Order | None:
         """The first order in priority whose owner can execute at the order's own price."""
@@ -343,12 +420,14 @@ class RefBook:
                 return order
         return None
 
-    def _trade(self, taker: _Order, maker: _Order, price: int, qty: int) -> None:
-        """Record a fill (the taker is the aggressor) and settle it into the accounts."""
+    def _trade(self, taker: _Order, maker: _Order, price: int, qty: int, moves: bool) -> None:
+        """Record a fill (the taker is the aggressor); `moves`: settle it into the accounts
+        (a self-match moves nothing)."""
         assert qty > 0, "a fill of nothing: a rule let a non-executable pair through"
         bid, ask = (taker, maker) if taker.side == BID else (maker, taker)
-        self._fills.append(Fill(bid.oid, ask.oid, price, qty, bid.owner, ask.owner, taker.side))
-        if self.accounts is not None:
+        fill = Fill(bid.oid, ask.oid, price, qty, bid.owner, ask.owner, taker.side)
+        self._stream.fills.append((self._stream.event, self.name, fill))
+        if moves and self.accounts is not None:
             self.accounts.transfer(bid.owner, ask.owner, qty, price)
         for order in (taker, maker):
             order.qty -= qty
@@ -370,12 +449,67 @@ class RefBook:
 
     def _snapshot(self) -> tuple:
         rows = None if self.accounts is None else dict(self.accounts.rows)
-        return copy.deepcopy((self._bids, self._asks, self._live, self._fills, self._seq)), rows
+        book = copy.deepcopy((self._bids, self._asks, self._live, self._seq))
+        return book, rows, len(self._stream.fills)
 
     def _restore(self, saved: tuple) -> None:
-        (self._bids, self._asks, self._live, self._fills, self._seq), rows = saved
+        (self._bids, self._asks, self._live, self._seq), rows, n_fills = saved
+        del self._stream.fills[n_fills:]
         if self.accounts is not None:
             self.accounts.rows = rows
+
+
+class RefMarkets:
+    """The books of several markets over one accounts: one event numbering, one stream
+    of fills, and re-crossing across books by market name after every accepted event."""
+
+    def __init__(self, accounts: RefAccounts, stp: str = "none") -> None:
+        if stp not in STP_MODES:
+            raise ValueError(f"bad stp mode {stp!r}")
+        self.accounts = accounts
+        self.stp = stp
+        self._stream = _Stream()
+        self._books: dict[str, RefBook] = {}
+
+    def add(self, name: str) -> RefBook:
+        """A new, empty book for market `name`."""
+        if not isinstance(name, str) or not name or name in self._books:
+            raise ValueError(f"bad or repeated market name {name!r}")
+        book = RefBook(self.accounts, self.stp)
+        book.name = name
+        book._markets = self
+        book._stream = self._stream
+        self._books[name] = book
+        return book
+
+    def __getitem__(self, name: str) -> RefBook:
+        return self._books[name]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._books)
+
+    def uncross(self) -> int:
+        before = len(self._stream.fills)
+        self._recross_all()
+        return len(self._stream.fills) - before
+
+    def take_fills(self) -> list[tuple[str, Fill]]:
+        fills, self._stream.fills = self._stream.fills, []
+        return [(market, fill) for _event, market, fill in fills]  # type: ignore[misc]
+
+    def take_fill_events(self) -> list[tuple[int, str, Fill]]:
+        fills, self._stream.fills = self._stream.fills, []
+        return fills  # type: ignore[return-value]
+
+    def _recross_all(self) -> None:
+        """Every book re-crosses, by market name, until a whole pass makes no fill."""
+        while True:
+            before = len(self._stream.fills)
+            for name in sorted(self._books):
+                self._books[name]._uncross()
+            if len(self._stream.fills) == before:
+                return
 
 
 # --------------------------------------------------------------------------------------

@@ -70,7 +70,8 @@ class BatchResult(NamedTuple):
 
     `status[i]` is 0 when event i was applied and 1 when it was refused (unknown or
     duplicate order id, bad quantity or price). `event[k]` is the index of the event
-    that caused fill k.
+    that caused fill k, and `market[k]` the index of the fill's book in its `Markets`
+    (0 for a book on its own).
     """
 
     status: array
@@ -82,3 +83,4 @@ class BatchResult(NamedTuple):
     buyer: array
     seller: array
     aggressor: array
+    market: array

@@ -5,7 +5,9 @@ and few owners (so self-trades and shared caps happen), with caps on (random acc
 some with ``bmax=None``, some owners without an account) and off. After every event the
 two implementations must agree on the call's result, the fills, both sides of the book in
 priority order, the quotes and every balance. The call auction and the batch APIs
-(`Book.run`, `CallAuction.clear_arrays`) are compared the same way.
+(`Book.run`, `CallAuction.clear_arrays`) are compared the same way, and so are several
+markets sharing one `Accounts` (`Markets`), and books with more blocked households than
+the engine's cursor remembers.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import random
 from array import array
 from typing import Any
 
+import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +30,7 @@ from wattmesh.matching import (
     Accounts,
     Book,
     CallAuction,
+    Markets,
 )
 from wattmesh.matching.reference import (
     ASK,
@@ -37,6 +41,7 @@ from wattmesh.matching.reference import (
     RefAccounts,
     RefBook,
     RefCallAuction,
+    RefMarkets,
 )
 
 OWNERS = 4
@@ -208,8 +213,9 @@ def columns(stream: list) -> dict[str, array]:
     return {name: array(types[name], values) for name, values in cols.items()}
 
 
-def per_call(book: Any, c: dict[str, array]) -> tuple[list[int], list[tuple]]:
-    """Apply the columns one call at a time; statuses and fills tagged with the event."""
+def per_call(book: Any, c: dict[str, array], take: bool = True) -> tuple[list[int], list[tuple]]:
+    """Apply the columns one call at a time; statuses and fills tagged with the event
+    (`take=False`: leave the fills where they are, for a book in a Markets)."""
     status, fills = [], []
     for i in range(len(c["kinds"])):
         kind, oid, qty = c["kinds"][i], c["oids"][i], c["qtys"][i]
@@ -223,7 +229,8 @@ def per_call(book: Any, c: dict[str, array]) -> tuple[list[int], list[tuple]]:
         else:
             ok = outcome(book.reduce, oid, qty) is True
         status.append(0 if ok else 1)
-        fills.extend((i, *tuple(f)) for f in book.take_fills())
+        if take:
+            fills.extend((i, *tuple(f)) for f in book.take_fills())
     return status, fills
 
 
@@ -258,6 +265,176 @@ def test_batch_run_matches_per_call(stream: list, rows: list | None, stp: str) -
         assert list(res.status) == status
         assert batch_fills == fills
         assert book_state(book, batch_acc) == book_state(single_book, acc)
+
+
+# ---------------------------------------------------------------------------------------
+# Several markets on one Accounts
+# ---------------------------------------------------------------------------------------
+
+# Added in this order; they re-cross by name ("a", "b", "c"), not in this order.
+MARKET_NAMES = ("b", "c", "a")
+ROWS = st.lists(ACCOUNT, min_size=OWNERS, max_size=OWNERS)
+
+
+def make_markets(rows: list, stp: str) -> tuple:
+    eng_acc, ref_acc = make_accounts(rows)
+    eng, ref = Markets(eng_acc, stp=stp), RefMarkets(ref_acc, stp=stp)
+    for name in MARKET_NAMES:
+        eng.add(name)
+        ref.add(name)
+    return eng, eng_acc, ref, ref_acc
+
+
+def engine_fill_events(markets: Markets) -> list[tuple]:
+    ev, bid, ask, price, qty, buyer, seller, aggr, market = markets.take_fill_arrays()
+    names = markets.names
+    return [
+        (e, names[m], (b, a, p, q, bu, se, ag))
+        for e, b, a, p, q, bu, se, ag, m in zip(
+            ev, bid, ask, price, qty, buyer, seller, aggr, market, strict=True
+        )
+    ]
+
+
+def assert_no_book_crossed(markets: Any) -> None:
+    """DESIGN.md: no executable bid crosses an executable ask, in any book, at rest."""
+    for name in MARKET_NAMES:
+        q = markets[name].quotes()
+        assert q.exec_bid is None or q.exec_ask is None or q.exec_bid < q.exec_ask, name
+
+
+@SETTINGS
+@given(
+    stream=st.lists(st.tuples(st.integers(0, 2), OP), min_size=10, max_size=60),
+    rows=ROWS,
+    stp=STP,
+)
+def test_markets_match_reference_after_every_event(stream: list, rows: list, stp: str) -> None:
+    eng, eng_acc, ref, ref_acc = make_markets(rows, stp)
+    eng_ids: dict[str, list[int]] = {name: [] for name in MARKET_NAMES}
+    ref_ids: dict[str, list[int]] = {name: [] for name in MARKET_NAMES}
+    for step, (m, op) in enumerate(stream):
+        name = MARKET_NAMES[m]
+        got = apply_op(eng[name], eng_acc, op, eng_ids[name])
+        want = apply_op(ref[name], ref_acc, op, ref_ids[name])
+        where = f"event {step}: {name} {op}"
+        assert got == want, where
+        want_fills = [(e, mk, tuple(f)) for e, mk, f in ref.take_fill_events()]
+        assert engine_fill_events(eng) == want_fills, where
+        for book_name in MARKET_NAMES:
+            assert book_state(eng[book_name], eng_acc) == book_state(ref[book_name], ref_acc)
+        assert_no_book_crossed(eng)
+        assert_no_book_crossed(ref)
+
+
+@SETTINGS
+@given(
+    before=st.lists(st.tuples(st.integers(0, 2), OP), max_size=20),
+    stream=st.lists(RUN_OP, min_size=10, max_size=60),
+    rows=ROWS,
+    stp=STP,
+)
+def test_batch_in_markets_matches_per_call(
+    before: list, stream: list, rows: list, stp: str
+) -> None:
+    """`Book.run` on one book of a Markets: the same statuses and fills (with their
+    events and markets, other books included) as one call at a time, in the engine and
+    in the reference."""
+    c = columns(stream)
+    results = []
+    for impl in ("batch", "engine", "reference"):
+        eng, eng_acc, ref, ref_acc = make_markets(rows, stp)
+        markets, acc = (ref, ref_acc) if impl == "reference" else (eng, eng_acc)
+        ids: dict[str, list[int]] = {name: [] for name in MARKET_NAMES}
+        for m, op in before:
+            apply_op(markets[MARKET_NAMES[m]], acc, op, ids[MARKET_NAMES[m]])
+        if impl == "reference":
+            ref.take_fill_events()
+        else:
+            eng.take_fill_arrays()
+        book = markets["b"]
+        start = book.pending_fills
+        if impl == "batch":
+            res = book.run(
+                c["kinds"], c["sides"], c["prices"], c["qtys"], c["oids"], c["owners"], c["tifs"]
+            )
+            names = markets.names
+            fills = [
+                (e, names[mk], (b, a, p, q, bu, se, ag))
+                for e, b, a, p, q, bu, se, ag, mk in zip(
+                    res.event, res.bid, res.ask, res.price, res.qty, res.buyer, res.seller,
+                    res.aggressor, res.market, strict=True,
+                )
+            ]  # fmt: skip
+            status = list(res.status)
+        else:
+            status = []
+            fills = []
+            for i in range(len(c["kinds"])):
+                one = {k: v[i : i + 1] for k, v in c.items()}
+                status += per_call(book, one, take=False)[0]
+                got = (
+                    ref.take_fill_events()
+                    if impl == "reference"
+                    else [(e, mk, f) for e, mk, f in engine_fill_events(eng)]
+                )
+                fills += [(i, mk, tuple(f)) for _e, mk, f in got]
+        assert start == 0
+        state = [book_state(markets[name], acc) for name in MARKET_NAMES]
+        results.append((status, fills, state))
+    assert results[0] == results[1] == results[2]
+
+
+# ---------------------------------------------------------------------------------------
+# Many blocked households: more than the engine's cursor remembers (64)
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_many_blocked_households_match_reference(seed: int) -> None:
+    """200 households, most of them blocked (buyers at Bmax, sellers without energy) and
+    their orders at the best prices, so the engine's blocked prefix overflows; deposits
+    and fills unblock some of them."""
+    rng = random.Random(seed)
+    owners = 200
+    eng_acc, ref_acc = Accounts(), RefAccounts()
+    for o in range(owners):
+        bmax = rng.randint(1, 30)
+        energy = rng.choice([0, bmax, bmax, bmax, rng.randint(0, bmax)])
+        money = rng.choice([10**9, 10**9, rng.randint(0, 3_000)])
+        eng_acc.set(o, energy, money, bmax)
+        ref_acc.set(o, energy, money, bmax)
+    stp = rng.choice(["none", "cancel-resting", "cancel-incoming"])
+    eng, ref = Book(eng_acc, stp=stp), RefBook(ref_acc, stp=stp)
+    live: list[int] = []
+    for oid in range(1, 700):
+        kind = rng.random()
+        owner = rng.randrange(owners)
+        if kind < 0.7 or not live:
+            side = rng.choice([BID, ASK])
+            energy, _money, bmax = ref_acc.get(owner)
+            if side == BID and energy == bmax:
+                price = rng.randint(103, 110)  # blocked, and ahead of the rest
+            elif side == ASK and energy == 0:
+                price = rng.randint(90, 97)
+            else:
+                price = rng.randint(95, 105)
+            args = (oid, side, price, rng.randint(1, 20), owner)
+            tif = rng.choice([GTC, GTC, GTC, IOC, FOK])
+            assert eng.submit(*args, tif) == ref.submit(*args, tif)
+            live.append(oid)
+        elif kind < 0.85:
+            pick = rng.choice(live)
+            assert eng.cancel(pick) == ref.cancel(pick)
+        else:
+            row = ref_acc.get(owner)
+            energy, money = rng.randint(0, row[2]), rng.choice([0, 500, 10**9])
+            eng_acc.set(owner, energy, money, row[2])
+            ref_acc.set(owner, energy, money, row[2])
+            assert eng.uncross() == ref.uncross()
+        assert [tuple(f) for f in eng.take_fills()] == [tuple(f) for f in ref.take_fills()]
+        assert book_state(eng, eng_acc)[:4] == book_state(ref, ref_acc)[:4]
+        assert [eng_acc.get(o) for o in range(owners)] == [ref_acc.get(o) for o in range(owners)]
 
 
 # ---------------------------------------------------------------------------------------

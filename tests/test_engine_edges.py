@@ -14,6 +14,7 @@ from wattmesh.matching import (
     Accounts,
     Book,
     CallAuction,
+    Markets,
 )
 
 RICH = 10**12
@@ -63,23 +64,40 @@ def test_depth_always_sums_the_resting_orders(events, caps):
             assert book.depth(s) == _depth_from_orders(book, s)
 
 
-def test_fills_in_one_book_make_another_book_sharing_the_accounts_recross():
+def test_fills_of_a_markets_carry_the_event_and_market_that_caused_them():
     accounts = Accounts()
     accounts.set(1, 50, 0, None)  # can sell, cannot pay yet
     accounts.set(2, 0, RICH, None)
     accounts.set(3, 100, 0, None)
-    other, book = Book(accounts), Book(accounts)
-    book.submit(10, BID, 5, 10, owner=1)  # waits: owner 1 has no money
-    book.submit(11, ASK, 5, 10, owner=3)
-    assert book.take_fills() == []
-    other.submit(20, ASK, 7, 10, owner=1)
-    other.submit(21, BID, 7, 10, owner=2)  # owner 1 is paid 70 in the other book
-    assert len(other.take_fills()) == 1
-    book.cancel(999)  # the book's next event, whatever it is, re-crosses first
-    [fill] = book.take_fills()
-    assert (fill.bid, fill.ask, fill.qty, fill.price) == (10, 11, 10, 5)
-    quote = book.quotes()
-    assert quote.exec_bid is None and quote.exec_ask is None
+    markets = Markets(accounts)
+    night, day = markets.add("night"), markets.add("day")
+    day.submit(10, BID, 5, 10, owner=1)  # event 1: waits, owner 1 has no money
+    day.submit(11, ASK, 5, 10, owner=3)  # event 2
+    night.submit(20, ASK, 7, 10, owner=1)  # event 3
+    night.submit(21, BID, 7, 10, owner=2)  # event 4: owner 1 is paid; day re-crosses
+    event, bid, ask, _price, qty, _buyer, _seller, _aggr, market = markets.take_fill_arrays()
+    assert list(event) == [4, 4]
+    assert [markets.names[m] for m in market] == ["night", "day"]
+    assert list(zip(bid, ask, qty, strict=True)) == [(21, 20, 10), (10, 11, 10)]
+
+
+def test_a_batch_in_one_market_reports_the_fills_it_caused_in_another():
+    accounts = Accounts()
+    accounts.set(1, 50, 0, None)
+    accounts.set(2, 0, RICH, None)
+    accounts.set(3, 100, 0, None)
+    markets = Markets(accounts)
+    day, night = markets.add("day"), markets.add("night")
+    day.submit(10, BID, 5, 10, owner=1)
+    day.submit(11, ASK, 5, 10, owner=3)
+    res = night.run(
+        array("B", [0, 1, 0]), array("B", [ASK, ASK, BID]), array("q", [7, 0, 7]),
+        array("q", [10, 0, 10]), array("Q", [20, 99, 21]), array("I", [1, 0, 2]),
+        array("B", [0, 0, 0]),
+    )  # fmt: skip
+    assert list(res.status) == [0, 1, 0]  # the cancel of an unknown order is refused
+    assert list(res.event) == [2, 2] and list(res.market) == [1, 0]
+    assert list(zip(res.bid, res.ask, strict=True)) == [(21, 20), (10, 11)]
 
 
 def test_an_outside_deposit_takes_effect_before_the_next_incoming_order():

@@ -290,10 +290,11 @@ def test_only_the_plain_spelling_is_scanned(monkeypatch, line):
     assert fast == slow
 
 
-def test_a_cda_cancel_records_the_fills_its_book_makes_when_it_re_crosses():
-    """A cancel is an event of its book, which first re-crosses what another market's fill
-    made executable (docs/architecture.md). The Python path used to leave those fills out
-    of the trades, and the book's next order then failed to count its own fills."""
+def test_a_cda_fill_in_one_market_re_crosses_another_in_the_same_event():
+    """A fill in the heat market pays alice, whose waiting bid in the energy market then
+    trades within the same event, stamped with its ts (docs/replay.md). It used to wait
+    for the energy book's next event (here a cancel) and carry that event's ts; both
+    paths must agree on the new rule."""
     T = T0 - 3 * L
 
     def order(market: str, side: str, owner: str, ts: int, price: int = 200_000) -> Order:
@@ -320,7 +321,7 @@ def test_a_cda_cancel_records_the_fills_its_book_makes_when_it_re_crosses():
     )
     expected = [
         (T + 1, bob_heat_bid.id, alice_heat_ask.id),
-        (T + 2, alice_bid.id, bob_ask.id),  # at the cancel, on the energy book
+        (T + 1, alice_bid.id, bob_ask.id),  # in the heat ask's event, on the energy book
         (T + 4, carol_again.id, bob_again.id),
     ]
     fast, slow = replay_both(data, mode="cda")

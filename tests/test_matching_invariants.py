@@ -4,7 +4,9 @@ After every event of a random stream (continuous book) and after every clearing 
 auction): balances are exactly the initial balances plus the fills (so energy and money
 are conserved), no balance is negative, no energy balance exceeds its Bmax, no executable
 bid crosses an executable ask, and every fill pays the buyer at most its limit and the
-seller at least its limit.
+seller at least its limit. The continuous-book invariants hold across several markets
+sharing one set of accounts too: no book of a `Markets` is ever crossed at rest, and a
+pair of orders never self-fills more than once.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from wattmesh.matching import Accounts, Book, CallAuction
+from wattmesh.matching import Accounts, Book, CallAuction, Markets
 from wattmesh.matching.reference import (
     ASK,
     BID,
@@ -26,6 +28,7 @@ from wattmesh.matching.reference import (
     RefAccounts,
     RefBook,
     RefCallAuction,
+    RefMarkets,
 )
 
 
@@ -35,11 +38,14 @@ class Impl:
     Accounts: type
     Book: type
     CallAuction: type
+    Markets: type
 
 
 IMPLS = [
-    pytest.param(Impl("engine", Accounts, Book, CallAuction), id="engine"),
-    pytest.param(Impl("reference", RefAccounts, RefBook, RefCallAuction), id="reference"),
+    pytest.param(Impl("engine", Accounts, Book, CallAuction, Markets), id="engine"),
+    pytest.param(
+        Impl("reference", RefAccounts, RefBook, RefCallAuction, RefMarkets), id="reference"
+    ),
 ]
 # One bug reported per test, shrunk without the (slow) explain phase.
 SETTINGS = settings(
@@ -186,6 +192,61 @@ def test_book_invariants_after_every_event(
             settle(expected, fills)
             check_balances(acc, expected, all_accounted, total)
         check_uncrossed(book, acc)
+
+
+MARKETS = ("spot", "day", "heat")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@SETTINGS
+@given(
+    events=st.lists(st.tuples(st.integers(0, 2), EVENT), min_size=5, max_size=50),
+    rows=ROWS,
+    stp=STP,
+)
+def test_markets_invariants_after_every_event(
+    impl: Impl, events: list, rows: list, stp: str
+) -> None:
+    acc = make_accounts(impl, rows)
+    markets = impl.Markets(acc, stp=stp)
+    for name in MARKETS:
+        markets.add(name)
+    expected = balances(acc)
+    all_accounted = all(r is not None for r in rows)
+    total = (sum(v[0] for v in expected.values()), sum(v[1] for v in expected.values()))
+    limits: dict[tuple[str, int], int] = {}  # (market, oid) -> limit price
+    self_pairs: set[tuple[str, int, int]] = set()
+    for n, (m, (kind, side, price, qty, owner, tif, pick, energy, money)) in enumerate(events):
+        name = MARKETS[m]
+        book = markets[name]
+        oid = n + 1
+        try:
+            if kind in ("submit", "market", "replace") or not len(book):
+                limits[(name, oid)] = price
+                book.submit(oid, side, price, qty, owner, tif)
+            elif kind == "cancel":
+                book.cancel(book.orders(side)[0].oid if book.orders(side) else oid)
+            elif kind == "reduce" and book.orders(side):
+                book.reduce(book.orders(side)[pick % len(book.orders(side))].oid, qty)
+            elif kind == "deposit":
+                bmax = acc.get(owner)[2] if owner in acc else None
+                acc.set(owner, energy if bmax is None else min(energy, bmax), money, bmax)
+                expected = balances(acc)
+                total = (sum(v[0] for v in expected.values()), sum(v[1] for v in expected.values()))
+                markets.uncross()
+        except ValueError:
+            pass  # refused: must change nothing
+        fills = markets.take_fills()
+        for market, f in fills:
+            assert limits[(market, f.bid)] >= f.price >= limits[(market, f.ask)]
+            if f.buyer == f.seller:
+                assert stp == "none"
+                assert (market, f.bid, f.ask) not in self_pairs  # at most one self-fill
+                self_pairs.add((market, f.bid, f.ask))
+        settle(expected, [f for _market, f in fills])
+        check_balances(acc, expected, all_accounted, total)
+        for market in MARKETS:
+            check_uncrossed(markets[market], acc)
 
 
 AUCTION_ORDER = st.tuples(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from wattmesh.matching import Accounts, Book, CallAuction
+from wattmesh.matching import Accounts, Book, CallAuction, Markets
 from wattmesh.matching.reference import (
     ASK,
     BID,
@@ -22,6 +22,7 @@ from wattmesh.matching.reference import (
     RefAccounts,
     RefBook,
     RefCallAuction,
+    RefMarkets,
 )
 
 
@@ -33,11 +34,14 @@ class Impl:
     Accounts: type
     Book: type
     CallAuction: type
+    Markets: type
 
 
 IMPLS = [
-    pytest.param(Impl("engine", Accounts, Book, CallAuction), id="engine"),
-    pytest.param(Impl("reference", RefAccounts, RefBook, RefCallAuction), id="reference"),
+    pytest.param(Impl("engine", Accounts, Book, CallAuction, Markets), id="engine"),
+    pytest.param(
+        Impl("reference", RefAccounts, RefBook, RefCallAuction, RefMarkets), id="reference"
+    ),
 ]
 
 RICH = 10**15  # money that never limits
@@ -558,6 +562,147 @@ def test_recross_between_orders_of_one_owner(
     assert fills(book) == [fill(3, 4, 90, 5, C, X, ASK), *expected_fills]
     assert side(book, BID) == bids
     assert side(book, ASK) == asks
+
+
+# ---------------------------------------------------------------------------------------
+# Priority corners: the walk stays on a resting order; self-matches; several markets
+# ---------------------------------------------------------------------------------------
+
+
+def test_walk_stays_on_a_resting_order_while_both_owners_can_execute(impl: Impl) -> None:
+    # Issue 11's first log, under stp none: X's ask meets X's own bid first. The old walk
+    # capped that self-match at X's 1 Wh and moved on, so C's worse bid traded while
+    # bid 1 could still execute.
+    acc = accounts(impl, X=(1, RICH, 2))
+    book = impl.Book(acc)
+    book.submit(1, BID, 200, 2, X)
+    book.submit(2, BID, 190, 5, C)  # C has no account: no limit
+    book.submit(3, ASK, 190, 3, X)
+    assert fills(book) == [fill(1, 3, 200, 2, X, X, ASK), fill(2, 3, 190, 1, C, X, ASK)]
+    assert acc.get(X) == (0, RICH + 190, 2)
+
+
+@pytest.mark.parametrize("tif", [IOC, FOK])
+def test_ioc_and_fok_get_all_that_priority_allows(impl: Impl, tif: int) -> None:
+    # X's bid meets X's own ask (a self-match, 2 Wh at once), then buys 1 Wh from T with
+    # the headroom it has: 3 Wh in all. The old walk got 2, so this FOK failed.
+    acc = accounts(impl, X=(1, RICH, 2), T=(10, 0, None))
+    book = impl.Book(acc)
+    book.submit(1, ASK, 100, 2, X)
+    book.submit(2, ASK, 100, 5, T)
+    assert book.submit(3, BID, 100, 3, X, tif) == 2
+    assert fills(book) == [fill(3, 1, 100, 2, X, X, BID), fill(3, 2, 100, 1, X, T, BID)]
+    assert acc.get(X) == (2, RICH - 100, 2)
+
+
+def test_money_guard_shrinks_fills_and_the_walk_stays(impl: Impl) -> None:
+    # S sells MAX_QTY at MAX_PRICE, so its money ends 2**32 below 2**63 and the guard
+    # that keeps it inside int64 lets it sell at most 2 Wh, then 1 Wh at a time.
+    big = (1 << 31) - 1
+    acc = accounts(impl, S=(1 << 32, (1 << 62) - 1, None), T=(5, 0, None))
+    book = impl.Book(acc)
+    book.submit(1, BID, big, big, C)
+    book.submit(2, ASK, big, big, S)
+    assert fills(book) == [fill(1, 2, big, big, C, S, ASK)]
+    assert acc.get(S)[1] == (1 << 63) - (1 << 32)
+    book.submit(3, ASK, 1, 5, S)  # earlier than T's ask at the same price
+    book.submit(4, ASK, 1, 5, T)
+    assert book.submit(5, BID, 1, 10, C) == 5
+    got = fills(book)
+    assert [(f[1], f[3]) for f in got] == [(3, 2), (3, 1), (3, 1), (3, 1), (4, 5)]
+
+
+def test_self_match_is_one_fill_of_the_smaller_remaining_quantity(impl: Impl) -> None:
+    # A self-match moves nothing, so no cap binds it: without this rule the caps
+    # (1 Wh of headroom, 1 Wh of energy) made it 1,000 fills of 1 Wh.
+    acc = accounts(impl, X=(1, RICH, 2))
+    book = impl.Book(acc)
+    book.submit(1, BID, 200, 1_000, X)
+    assert book.submit(2, ASK, 200, 1_000, X) == 1
+    assert fills(book) == [fill(1, 2, 200, 1_000, X, X, ASK)]
+    assert acc.get(X) == (1, RICH, 2) and len(book) == 0
+
+
+def test_self_match_in_a_recross_is_one_fill(impl: Impl) -> None:
+    # X's bid waits on headroom while X's ask rests (X's own orders cross but the bid
+    # cannot execute); X sells to C and both of X's orders become executable: they match
+    # once, for the smaller quantity, and move nothing.
+    acc = accounts(impl, X=(3, RICH, 3), C=(0, RICH, None))
+    book = impl.Book(acc)
+    book.submit(1, BID, 110, 50, X)
+    book.submit(2, ASK, 100, 40, X)
+    book.submit(3, BID, 90, 1, C)
+    book.submit(4, ASK, 90, 1, X)
+    assert fills(book) == [fill(3, 4, 90, 1, C, X, ASK), fill(1, 2, 110, 40, X, X, ASK)]
+    assert side(book, BID) == [(1, 110, 10, X)] and side(book, ASK) == []
+
+
+def test_a_fill_in_one_market_recrosses_the_others_in_the_same_event(impl: Impl) -> None:
+    acc = accounts(impl, S=(50, 0, None), T=(0, RICH, None), B=(100, 0, None))
+    markets = impl.Markets(acc)
+    day, night = markets.add("day"), markets.add("night")
+    day.submit(10, BID, 5, 10, S)  # waits: S has no money yet
+    day.submit(11, ASK, 5, 10, B)
+    assert markets.take_fills() == []
+    night.submit(20, ASK, 7, 10, S)
+    assert night.submit(21, BID, 7, 10, T) == 2  # S is paid 70 in night; day re-crosses
+    assert [(m, tuple(f)) for m, f in markets.take_fills()] == [
+        ("night", fill(21, 20, 7, 10, T, S, BID)),
+        ("day", fill(10, 11, 5, 10, S, B, ASK)),
+    ]
+    assert day.quotes() == (None, None, None, None)
+
+
+def test_markets_recross_by_name_until_none_changes(impl: Impl) -> None:
+    # A fill in "c" pays X. In the pass by name, "a" cannot trade yet (T has no money)
+    # and "b" trades (X buys from T, paying T); a second pass lets "a" trade.
+    acc = accounts(impl, X=(5, 0, None), T=(5, 0, None), C=(5, 0, None))
+    markets = impl.Markets(acc)
+    a, b, c = markets.add("a"), markets.add("b"), markets.add("c")
+    a.submit(1, BID, 10, 5, T)  # T has no money
+    a.submit(2, ASK, 10, 5, C)
+    b.submit(3, BID, 10, 5, X)  # X has no money
+    b.submit(4, ASK, 10, 5, T)
+    c.submit(5, ASK, 10, 5, X)
+    assert markets.take_fills() == []
+    assert c.submit(6, BID, 10, 5, B) == 3  # B has no account; it pays X 50
+    assert [(m, f.bid, f.ask) for m, f in markets.take_fills()] == [
+        ("c", 6, 5),
+        ("b", 3, 4),
+        ("a", 1, 2),
+    ]
+    assert acc.get(T) == (5, 0, None) and acc.get(C) == (0, 50, None)
+
+
+def test_a_refused_cancel_changes_nothing(impl: Impl) -> None:
+    acc = accounts(impl, S=(50, 0, None), B=(100, 0, None))
+    markets = impl.Markets(acc)
+    day = markets.add("day")
+    day.submit(10, BID, 5, 10, S)  # waits: S has no money
+    day.submit(11, ASK, 5, 10, B)
+    acc.set(S, 50, 1_000, None)  # outside an event; nothing re-crossed yet
+    assert day.cancel(999) is False  # refused: changes nothing
+    assert markets.take_fills() == [] and len(day) == 2
+    assert day.cancel(10) is True  # accepted: outside changes take effect first
+    assert [(m, f.bid, f.ask, f.qty) for m, f in markets.take_fills()] == [("day", 10, 11, 10)]
+
+
+def test_books_that_share_accounts_belong_to_one_markets() -> None:
+    acc = Accounts()
+    first = Book(acc)
+    with pytest.raises(ValueError, match="belong to one Markets"):
+        Book(acc)
+    markets_acc = Accounts()
+    markets = Markets(markets_acc)
+    with pytest.raises(ValueError, match="belong to one Markets"):
+        Book(markets_acc)
+    markets.add("day")
+    with pytest.raises(ValueError, match="already has a book"):
+        markets.add("day")
+    with pytest.raises(ValueError, match="take the fills from the Markets"):
+        markets["day"].take_fills()
+    del first  # a book that is gone no longer holds its accounts
+    Book(acc)
 
 
 # ---------------------------------------------------------------------------------------
