@@ -631,12 +631,15 @@ cdef class Book:
     cdef uint32_t market_index  # its index in its Markets (a fill's `market`)
     cdef readonly object name  # its market name in a Markets, else None
     # Blocked prefix, per side: every order ahead of `cur` belongs to one of the `skip`
-    # owners and could not execute when that owner's balances were at `skip_ver`.
+    # owners, cannot execute at its price, and that was last checked when the owner's
+    # balances were at `skip_ver`; `skip_price` is the lowest price among that owner's
+    # bids in the prefix (a bid is easiest to execute at its lowest price).
     cdef int32_t cur[2]
     cdef bint cur_known[2]
     cdef int n_skip[2]
     cdef uint32_t skip_owner[2][SKIP_MAX]
     cdef uint64_t skip_ver[2][SKIP_MAX]
+    cdef int64_t skip_price[2][SKIP_MAX]
     cdef object __weakref__
 
     def __cinit__(self, accounts: Accounts | None = None, stp="none"):
@@ -778,24 +781,29 @@ cdef class Book:
     # overlap: buyers at Bmax, sellers with no energy). Walking over them for every
     # incoming order would make its cost grow with their number. Each side remembers the
     # first order not known to be blocked and the households it stepped over to get
-    # there, with their balance versions; a walk or a re-cross starts there while none of
-    # those households' balances changed. Blocked-ness depends only on the owner's
-    # balances and the order's own price, so the prefix stays blocked until then.
+    # there, with their balance versions; a walk or a re-cross starts there while those
+    # households still cannot execute. Blocked-ness depends only on the owner's balances
+    # and the order's own price, so an owner whose balances did not change is still
+    # blocked, and one whose balances changed is checked once at its lowest prefix price.
     cdef int32_t _first(self, int side, ssize_t* li):
         """Where a walk or a re-cross starts on `side` (its level in `li`), or NIL."""
         cdef int k
         cdef bint valid
         cdef ssize_t top = <ssize_t>self.n_levels[side] - 1
         cdef int32_t o
+        cdef uint32_t owner
         if self.acc is None:
             li[0] = top
             return self.levels[side][top].head if top >= 0 else NIL
         if self.cur_known[side]:
             valid = True
             for k in range(self.n_skip[side]):
-                if self.acc.owner_version[self.skip_owner[side][k]] != self.skip_ver[side][k]:
-                    valid = False
-                    break
+                owner = self.skip_owner[side][k]
+                if self.acc.owner_version[owner] != self.skip_ver[side][k]:
+                    if not self._still_blocked(side, k):
+                        valid = False
+                        break
+                    self.skip_ver[side][k] = self.acc.owner_version[owner]
             if valid:
                 o = self.cur[side]
                 li[0] = self._level_of(o) if o != NIL else -1
@@ -806,9 +814,16 @@ cdef class Book:
         self.cur[side] = self.levels[side][top].head if top >= 0 else NIL
         return self.cur[side]
 
+    cdef inline bint _still_blocked(self, int side, int k) noexcept:
+        """Can remembered owner k still execute none of its orders in the prefix?"""
+        if side == C_BID:
+            return self.acc.buy_cap(self.skip_owner[side][k], self.skip_price[side][k],
+                                    False) <= 0
+        return self.acc.sell_cap(self.skip_owner[side][k], False) <= 0
+
     cdef void _step_over(self, int side, int32_t o, ssize_t li) noexcept:
         """Order `o` (on level `li`) cannot execute. If the cursor is on it, remember its
-        owner's balance version and move the cursor past it."""
+        owner (balance version, lowest price) and move the cursor past it."""
         cdef uint32_t owner = self.pool[o].owner
         cdef uint64_t ver
         cdef int k, n = self.n_skip[side]
@@ -818,14 +833,19 @@ cdef class Book:
         for k in range(n):
             if self.skip_owner[side][k] == owner:
                 if self.skip_ver[side][k] != ver:
-                    self.cur_known[side] = False  # its earlier orders may execute now
-                    return
+                    if not self._still_blocked(side, k):
+                        self.cur_known[side] = False  # its earlier orders may execute
+                        return
+                    self.skip_ver[side][k] = ver
+                if self.pool[o].price < self.skip_price[side][k]:
+                    self.skip_price[side][k] = self.pool[o].price
                 self.cur[side] = self._after(o, li)
                 return
         if n == SKIP_MAX:
             return  # no room to remember another household: the cursor stays here
         self.skip_owner[side][n] = owner
         self.skip_ver[side][n] = ver
+        self.skip_price[side][n] = self.pool[o].price
         self.n_skip[side] = n + 1
         self.cur[side] = self._after(o, li)
 
