@@ -79,6 +79,31 @@ _DEDUP_WINDOW = 65_536  # message ids remembered for exactly-once delivery
 _SERVE_TIMEOUT = 30.0  # a peer gets this long to send its request and read the answer
 
 
+_BAD_FRAME_LOG_EVERY = 60.0  # seconds between log lines about one protocol's bad frames
+BAN_SECONDS = 600.0  # how long pubsub ignores a peer that sent a malformed frame
+
+
+def _guard(protocol: str, handler: Callable[[INetStream], Awaitable[None]],
+           on_bad: Callable[[str, INetStream, Exception], Awaitable[None]],
+           ) -> Callable[[INetStream], Awaitable[None]]:  # fmt: skip
+    """Wrap a stream handler so that whatever a peer sends ends at most its own stream.
+
+    py-libp2p 0.8.1 lets some decoding errors out of its handlers (pubsub's read loop
+    catches ParseError but not protobuf's DecodeError), and an error out of a handler
+    ends the host's nursery, so 33 bytes from any host that can connect ended the node
+    (docs/reliability.md, "Malformed frames"). Cancellation still passes: it is not an
+    ``Exception``.
+    """
+
+    async def guarded(stream: INetStream) -> None:
+        try:
+            await handler(stream)
+        except Exception as exc:
+            await on_bad(protocol, stream, exc)
+
+    return guarded
+
+
 class FrameTooLarge(ValueError):
     """A request or response frame is larger than the limit."""
 
@@ -123,6 +148,41 @@ class P2PNode:
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         send, self.inbox = trio.open_memory_channel[Message](1024)
         self._inbox_send = send
+        self._bad_logged: dict[str, float] = {}
+
+    def _guard_host_handlers(self) -> None:
+        """Guard every stream handler registered so far (identify, ping, pubsub, ...)."""
+        mux = self.host.get_mux()
+        for protocol, handler in list(mux.handlers.items()):
+            if protocol is not None and handler is not None:
+                mux.handlers[protocol] = _guard(str(protocol), handler, self._bad_frame)
+
+    async def _bad_frame(self, protocol: str, stream: INetStream, exc: Exception) -> None:
+        """A peer sent what a handler could not take: count it, reset the stream, and ban
+        the peer from pubsub for a while (a malformed frame leaves its state unknown)."""
+        peer = stream.muxed_conn.peer_id
+        self.stats[f"bad_frame:{protocol}"] += 1
+        now = time.monotonic()
+        if now - self._bad_logged.get(protocol, -_BAD_FRAME_LOG_EVERY) >= _BAD_FRAME_LOG_EVERY:
+            self._bad_logged[protocol] = now
+            logger.warning(
+                "malformed frame on %s from %s (%r); stream reset, peer banned from pubsub"
+                " for %d s (further ones are counted in status, logged once a minute)",
+                protocol, peer.to_base58(), exc, BAN_SECONDS,
+            )  # fmt: skip
+        with trio.move_on_after(5, shield=True):
+            try:
+                await stream.reset()
+            except Exception:
+                pass
+        # The penalty: pubsub ignores the peer (its streams are closed, its messages and
+        # forwards dropped) for BAN_SECONDS; then it may try again.
+        self.pubsub.add_to_blacklist(peer)
+        self.pubsub.manager.run_task(self._lift_ban, peer)
+
+    async def _lift_ban(self, peer: ID) -> None:
+        await trio.sleep(BAN_SECONDS)
+        self.pubsub.blacklisted_peers.discard(peer)
 
     @property
     def addrs(self) -> list[str]:
@@ -227,7 +287,9 @@ class P2PNode:
                 self.stats[f"serve_error:{protocol_id}"] += 1
                 await stream.reset()
 
-        self.host.set_stream_handler(TProtocol(protocol_id), serve)
+        self.host.set_stream_handler(
+            TProtocol(protocol_id), _guard(protocol_id, serve, self._bad_frame)
+        )
 
     async def request(
         self, peer_id: str, protocol_id: str, payload: bytes, timeout: float = 10.0
@@ -305,6 +367,7 @@ async def open_node(
     host = new_host(key_pair=key_pair_of(key))
     pubsub, gossipsub = _new_pubsub(host)
     node = P2PNode(host, pubsub, gossipsub, max_frame)
+    node._guard_host_handlers()
     for topic, check in (validators or {}).items():
         node._install_validator(topic, check)
     try:
