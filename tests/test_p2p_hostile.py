@@ -119,7 +119,7 @@ async def test_no_malformed_frame_on_any_protocol_ends_the_node(protocol: str) -
         ):  # fmt: skip
             victim.set_handler(SYNC, answer)
             await honest.connect(victim.addrs[0])
-            for name, frame in corpus().items():
+            for frame in corpus().values():
                 await send_as_stranger(victim.addrs[0], protocol, frame)
             # Still alive and still delivering: the honest peer's message arrives.
             with trio.fail_after(15):
