@@ -3,8 +3,10 @@ in the library modules (``wattmesh.exchange.replay``)."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import sys
+import threading
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +15,7 @@ import orjson
 import typer
 
 from wattmesh.exchange import replay as replaying
+from wattmesh.exchange.atomic_file import atomic_output, committed
 from wattmesh.exchange.ledger_cli import ledger_app
 from wattmesh.exchange.meter_cli import meter_app
 from wattmesh.exchange.node_cli import node_app
@@ -179,7 +182,7 @@ def replay(
             replaying.write_trades(result, sys.stdout.buffer)
             sys.stdout.flush()
         elif trades is not None:
-            with open(trades, "wb") as fp:
+            with atomic_output(trades) as fp:
                 replaying.write_trades(result, fp)
         if out is not None:
             replaying.write_outputs(result, out)
@@ -240,6 +243,20 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Commands that stop on SIGINT themselves, cleanly (a node closes its host and ledger).
+_OWN_SIGNALS = ("node", "demo")
+
+
+class Interrupted(BaseException):
+    """Ctrl-C in a command that writes files; a BaseException so that no ``except
+    Exception`` (and not click, which turns KeyboardInterrupt into a blank line and
+    "Aborted") catches it on the way out."""
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise Interrupted()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``wattmesh`` console script.
 
@@ -247,8 +264,24 @@ def main(argv: list[str] | None = None) -> None:
     stderr, ``wattmesh: error: ...``, and exit code 2.
     """
     command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else argv
+    previous = None
+    if (not args or args[0] not in _OWN_SIGNALS) and (
+        threading.current_thread() is threading.main_thread()
+    ):
+        previous = signal.signal(signal.SIGINT, _interrupt)
     try:
-        code = command.main(args=argv, prog_name="wattmesh", standalone_mode=False)
+        code = command.main(args=args, prog_name="wattmesh", standalone_mode=False)
+    except Interrupted:
+        # Outputs are written whole or not at all (exchange/atomic_file.py): say which.
+        done = committed()
+        wrote = (
+            "nothing was written"
+            if not done
+            else ("only these were written, each whole: " + ", ".join(str(p) for p in done))
+        )
+        sys.stderr.write(f"wattmesh: interrupted: {wrote}\n")
+        sys.exit(130)
     except typer.TyperException as exc:  # usage errors: a wrong flag, a missing file
         message = exc.format_message().strip()
         if message:  # (no message: the help was shown because no command was given)
@@ -257,6 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         sys.stderr.write("wattmesh: aborted\n")
         sys.exit(1)
+    finally:
+        if previous is not None:  # main() called in-process (tests): leave SIGINT as it was
+            signal.signal(signal.SIGINT, previous)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import IO, Annotated
 import orjson
 import typer
 
+from wattmesh.exchange.atomic_file import atomic_output
 from wattmesh.exchange.terminal import fail, progress_bar
 from wattmesh.meters.measurement import (
     DEFAULT_INTERVAL_MS,
@@ -140,21 +142,20 @@ def read(
         interval_ms=interval_ms,
     )  # fmt: skip
     written = 0
-    fp: IO[bytes] = sys.stdout.buffer if out is None else _open_out(out)
     try:
-        show = expected >= PROGRESS_MIN_ITEMS
-        with progress_bar(f"{source} readings", max(expected, 1), show=show) as update:
-            for r in sign_measurements(measurements, meter_key, first_seq):
-                fp.write(orjson.dumps(r.to_dict()) + b"\n")
-                written += 1
-                if update is not None and written % 256 == 0:
-                    update(min(written, expected))
+        with _output(out) as fp:
+            show = expected >= PROGRESS_MIN_ITEMS
+            with progress_bar(f"{source} readings", max(expected, 1), show=show) as update:
+                for r in sign_measurements(measurements, meter_key, first_seq):
+                    fp.write(orjson.dumps(r.to_dict()) + b"\n")
+                    written += 1
+                    if update is not None and written % 256 == 0:
+                        update(min(written, expected))
     except (MeasurementError, RecordError, ValueError, ConnectionError) as exc:
-        fp.flush()
-        fail(f"{source}: {exc} (after {written} readings)")
-    finally:
-        if out is not None:
-            fp.close()
+        kept = "" if out is None else f"; {out} was not written"
+        fail(f"{source}: {exc} (after {written} readings{kept})")
+    except OSError as exc:
+        fail(f"--out: cannot write {out}: {exc.strerror or exc}")
     sys.stderr.write(f"{written} readings from meter {peer_id_of(meter_key)}\n")
 
 
@@ -226,11 +227,16 @@ def _meter_id(text: str) -> str:
     return text
 
 
-def _open_out(path: Path) -> IO[bytes]:
-    try:
-        return path.open("wb")
-    except OSError as exc:
-        fail(f"--out: cannot write {path}: {exc.strerror}")
+@contextmanager
+def _output(path: Path | None) -> Iterator[IO[bytes]]:
+    """stdout, or ``path`` written whole or not at all (an error or Ctrl-C part-way leaves
+    any older file there untouched)."""
+    if path is None:
+        yield sys.stdout.buffer
+        sys.stdout.flush()
+        return
+    with atomic_output(path) as fp:
+        yield fp
 
 
 def _counted(path: Path, marker: bytes | None = None) -> int:

@@ -18,7 +18,6 @@ One :class:`HouseholdNode` runs under trio for as long as its :meth:`run` does:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import trio
 from wattmesh.agents.threshold import ThresholdAgent
 from wattmesh.exchange import sync
 from wattmesh.exchange.admission import TOPIC_OF_KIND, Admission
+from wattmesh.exchange.atomic_file import write_atomic
 from wattmesh.exchange.clock import interval_start
 from wattmesh.exchange.community_file import Community
 from wattmesh.exchange.message_store import IntervalRecord, MessageStore
@@ -374,10 +374,10 @@ class HouseholdNode:
     def _write_status(self) -> None:
         if self.data_dir is None:
             return
-        path = self.data_dir / "status.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(self.status.to_dict(), option=orjson.OPT_INDENT_2))
-        os.replace(tmp, path)
+        write_atomic(
+            self.data_dir / "status.json",
+            orjson.dumps(self.status.to_dict(), option=orjson.OPT_INDENT_2),
+        )
 
     # -- the sync protocol, served --
 

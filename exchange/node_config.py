@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import os
 import statistics
-import tempfile
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any, NoReturn
 
 from multiaddr import Multiaddr
 
+from wattmesh.exchange.atomic_file import write_atomic
 from wattmesh.exchange.community_file import (
     Community,
     CommunityError,
@@ -296,22 +296,6 @@ backend = {meter.backend}  # simulated: "builtin", "pvlib" (needs wattmesh[sim])
 """
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` whole or not at all: a temp file, fsynced, then renamed.
-    Mode 0644: these files hold no secret (the key is written by settlement.keys)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as fp:
-            fp.write(data)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_node_config(
     data_dir: str | os.PathLike[str],
     *,
@@ -337,7 +321,7 @@ def write_node_config(
         meter=_Literals(meter),
     )
     path = Path(data_dir) / NODE_TOML
-    _write_atomic(path, text.encode())
+    write_atomic(path, text.encode())  # mode 0644: node.toml holds no secret
     return path
 
 
@@ -513,10 +497,10 @@ def init_data_dir(
         note("kept", paths["key"])
     peer = peer_id_of(household)
     if old_copy is None:
-        _write_atomic(paths["community"], data)
+        write_atomic(paths["community"], data)
         note("created", paths["community"])
     elif old_copy != data:
-        _write_atomic(paths["community"], data)
+        write_atomic(paths["community"], data)
         note("replaced", paths["community"], "no ledger had been made from the old copy")
     else:
         note("kept", paths["community"])

@@ -7,10 +7,15 @@ SIGTERM, and closes it cleanly (peers see it leave within a fraction of a second
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
+import os
 import signal
+import socket
 import sys
 from pathlib import Path
+from typing import IO
 
 import trio
 
@@ -21,11 +26,62 @@ from wattmesh.exchange.node_config import NodeConfig
 from wattmesh.settlement.keys import load_key, peer_id_of
 from wattmesh.settlement.ledger import Ledger
 
-__all__ = ["NodeStartError", "open_node", "run_node"]
+__all__ = ["NodeStartError", "check_port_free", "lock_data_dir", "open_node", "run_node"]
+
+LOCK_FILE = "node.lock"
 
 
 class NodeStartError(ValueError):
     """The node cannot start (the message says why); nothing was changed."""
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Take the data directory's lock for the life of the process (one node per data
+    directory: two would write one ledger). Returns the open lock file; the lock goes
+    when it is closed or the process ends, however it ends."""
+    path = data_dir / LOCK_FILE
+    try:
+        fp = path.open("a+")
+    except OSError as exc:
+        raise NodeStartError(f"{path}: cannot open the lock file: {exc.strerror}") from None
+    try:
+        fcntl.flock(fp, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fp.seek(0)
+        pid = fp.read().strip() or "unknown"
+        fp.close()
+        raise NodeStartError(
+            f"{data_dir}: another node is running on this data directory (pid {pid}); stop it first"
+        ) from None
+    fp.seek(0)
+    fp.truncate()
+    fp.write(f"{os.getpid()}\n")
+    fp.flush()
+    return fp
+
+
+def check_port_free(listen: str) -> None:
+    """Refuse a listen address whose TCP port another socket holds. py-libp2p binds with
+    SO_REUSEPORT, so a second node on the same port would start and share it; a probe
+    bind without that option fails if anyone is bound there."""
+    parts = listen.strip("/").split("/")
+    if len(parts) < 4 or parts[0] not in ("ip4", "ip6") or parts[2] != "tcp":
+        return  # not a plain TCP address: libp2p reports its own errors
+    host, port = parts[1], int(parts[3]) if parts[3].isdigit() else 0
+    if port == 0:
+        return
+    family = socket.AF_INET if parts[0] == "ip4" else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise NodeStartError(
+                    f"{listen}: port {port} is already in use (another node or program"
+                    " listens there); choose another with --listen or in node.toml"
+                ) from None
+            raise NodeStartError(f"{listen}: cannot listen there: {exc.strerror}") from None
 
 
 def _setup_logging(level: str, log_file: Path | None) -> None:
@@ -101,15 +157,21 @@ def run_node(
     """Run the node of ``config`` until SIGINT or SIGTERM; ``listen`` and ``bootstrap``
     override node.toml's. Raises NodeStartError (or the community file's, key's or
     ledger's own error) before anything runs."""
-    _setup_logging(config.log_level, config.data_dir / "node.log")
-    node = open_node(config)
+    lock = lock_data_dir(config.data_dir)
     try:
-        trio.run(
-            _serve,
-            node,
-            listen or config.listen,
-            tuple(config.bootstrap if bootstrap is None else bootstrap),
-        )
+        address = listen or config.listen
+        check_port_free(address)
+        _setup_logging(config.log_level, config.data_dir / "node.log")
+        node = open_node(config)
+        try:
+            trio.run(
+                _serve,
+                node,
+                address,
+                tuple(config.bootstrap if bootstrap is None else bootstrap),
+            )
+        finally:
+            node.store.close()
+            node.ledger.close()
     finally:
-        node.store.close()
-        node.ledger.close()
+        lock.close()

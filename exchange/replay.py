@@ -35,6 +35,7 @@ from __future__ import annotations
 import csv
 import gc
 import hashlib
+import io
 import os
 import re
 from array import array
@@ -47,6 +48,7 @@ from typing import IO, Any, NamedTuple
 import orjson
 
 from wattmesh.exchange._logscan import CLEAR, DONE, FLUSH, Scanner, cda_buckets
+from wattmesh.exchange.atomic_file import StagedFiles
 from wattmesh.exchange.clock import check_interval, is_late
 from wattmesh.matching import (
     ASK,
@@ -987,14 +989,21 @@ def write_trades(result: ReplayResult, fp: IO[bytes]) -> None:
 
 
 def write_outputs(result: ReplayResult, out_dir: str | os.PathLike[str]) -> None:
-    """Write trades.csv, intervals.csv, accounts.csv, rejects.jsonl and summary.json."""
+    """Write trades.csv, intervals.csv, accounts.csv, rejects.jsonl and summary.json,
+    each whole or not at all: they are written under temporary names and renamed into
+    place together at the end (exchange/atomic_file.py)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with StagedFiles(out) as files:
+        _write_outputs(result, files)
+
+
+def _write_outputs(result: ReplayResult, files: StagedFiles) -> None:
     t = result.trades
     owners = _csv_fields(result.owners)
     mode = result.options.mode
     bids, asks = _csv_fields(t.bid), _csv_fields(t.ask)
-    with open(out / "trades.csv", "wb") as fp:
+    with files.open("trades.csv") as fp:
         fp.write((",".join(TRADE_COLUMNS) + "\n").encode())
         for start in range(0, len(t), _ROWS_PER_WRITE):
             end = min(start + _ROWS_PER_WRITE, len(t))
@@ -1016,7 +1025,7 @@ def write_outputs(result: ReplayResult, out_dir: str | os.PathLike[str]) -> None
             ]
             fp.write("".join(lines).encode())
     _write_csv(
-        out / "intervals.csv",
+        files.open("intervals.csv"),
         INTERVAL_COLUMNS,
         (
             (s.interval, s.market, s.price, s.volume, s.fills, s.orders, s.executable_orders)
@@ -1033,16 +1042,16 @@ def write_outputs(result: ReplayResult, out_dir: str | os.PathLike[str]) -> None
         start = result.opening.get(h, (None, None, None))
         end = result.closing.get(h, (None, None, None))
         rows.append((owner, start[2], start[0], end[0], start[1], end[1], bought[h], sold[h]))
-    _write_csv(out / "accounts.csv", ACCOUNT_COLUMNS, rows)
-    with open(out / "rejects.jsonl", "wb") as fp:
+    _write_csv(files.open("accounts.csv"), ACCOUNT_COLUMNS, rows)
+    with files.open("rejects.jsonl") as fp:
         fp.writelines(orjson.dumps(r._asdict()) + b"\n" for r in result.rejects)
-    with open(out / "summary.json", "wb") as fp:
+    with files.open("summary.json") as fp:
         fp.write(orjson.dumps(result.summary(), option=orjson.OPT_INDENT_2) + b"\n")
 
 
-def _write_csv(path: Path, header: tuple[str, ...], rows: Any) -> None:
+def _write_csv(binary: IO[bytes], header: tuple[str, ...], rows: Any) -> None:
     # "\n" line ends on every platform, so the same log gives the same bytes everywhere.
-    with open(path, "w", newline="", encoding="utf-8") as fp:
+    with io.TextIOWrapper(binary, encoding="utf-8", newline="") as fp:
         writer = csv.writer(fp, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)

@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import orjson
 
+from wattmesh.exchange.atomic_file import atomic_output
 from wattmesh.settlement.keys import Ed25519PrivateKey, peer_id_of
 from wattmesh.settlement.records import Account, Cancel, Order
 
@@ -210,7 +211,7 @@ def write_log(
     With ``max_events`` the log stops after that many lines (the rest of the day is cut).
     """
     if isinstance(out, (str, os.PathLike)):
-        with open(out, "wb") as fp:
+        with atomic_output(out) as fp:  # whole or not at all
             return write_log(
                 fp, households=households, seed=seed, days=days, max_events=max_events, sign=sign
             )

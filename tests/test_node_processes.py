@@ -275,3 +275,30 @@ def test_a_killed_node_restarts_and_catches_up(tmp_path: Path, launch):
     assert all(iv in ledgers[0] for iv in range(last + L, ahead + L, L))
     assert all(disputed(d) == [] for d in dirs)
     assert all(status(d)["disputed"] == [] for d in dirs)
+
+
+def test_one_node_per_data_dir_and_per_port(tmp_path: Path, launch):
+    setup = Community3(tmp_path)
+    first = setup.dirs[0]
+    launch(first)
+    started([first])
+    # The same data directory again: refused at once, one line, the ledger untouched.
+    again = launch(first)
+    assert again.wait(timeout=30) == 1
+    err = (first / "stderr.txt").read_text().strip().splitlines()
+    assert len([x for x in err if x.startswith("wattmesh: error:")]) == 1, err
+    assert "another node is running on this data directory" in err[-1], err
+    # Another data directory on the first node's port: refused with one clear line.
+    port = status(first)["addrs"][0].split("/")[4]
+    other = setup.dirs[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "wattmesh.exchange.cli", "node", "--data-dir", str(other),
+         "--listen", f"/ip4/127.0.0.1/tcp/{port}"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"wattmesh: error: /ip4/127.0.0.1/tcp/{port}: port {port} is already in"
+                     " use (another node or program listens there); choose another with"
+                     " --listen or in node.toml"], lines  # fmt: skip
+    assert status(other) is None  # it never started

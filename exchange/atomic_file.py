@@ -1,0 +1,104 @@
+"""Outputs written whole or not at all.
+
+Every file a command writes goes to a temporary file in the same folder (so the rename
+cannot cross file systems), is flushed to disk, and is renamed into place only when it is
+complete. An error or an interrupt part-way removes the temporary file and leaves any
+older file of that name as it was. :class:`StagedFiles` does the same for a set of files
+(``replay --out``): all are written first, then renamed one after another.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+__all__ = ["StagedFiles", "atomic_output", "committed", "write_atomic"]
+
+_committed: list[Path] = []  # every file renamed into place by this process, in order
+
+
+def committed() -> list[Path]:
+    """The files this process has renamed into place so far (for an interrupt's message)."""
+    return list(_committed)
+
+
+def _temp_beside(path: Path, mode: int) -> tuple[int, Path]:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, mode)
+    return fd, Path(tmp)
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[IO[bytes]]:
+    """Yield a binary file that becomes ``path`` when the block ends without an error."""
+    target = Path(path)
+    fd, tmp = _temp_beside(target, mode)
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            yield fp
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp, target)
+        _committed.append(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` whole or not at all."""
+    with atomic_output(path, mode) as fp:
+        fp.write(data)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StagedFiles:
+    """Several files of one folder, written under temporary names and renamed into place
+    together when the ``with`` block ends without an error (else all are removed)."""
+
+    def __init__(self, folder: str | os.PathLike[str], mode: int = 0o644) -> None:
+        self.folder = Path(folder)
+        self.mode = mode
+        self._staged: list[tuple[Path, Path, IO[bytes]]] = []
+
+    def open(self, name: str) -> IO[bytes]:
+        """A binary file that will become ``folder/name``."""
+        target = self.folder / name
+        fd, tmp = _temp_beside(target, self.mode)
+        fp = os.fdopen(fd, "wb")
+        self._staged.append((target, tmp, fp))
+        return fp
+
+    def __enter__(self) -> StagedFiles:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        _exc: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        try:
+            if kind is None:
+                for _target, tmp, fp in self._staged:
+                    fp.close()  # the writer may have closed it already
+                    _fsync_path(tmp)
+                for target, tmp, _fp in self._staged:
+                    os.replace(tmp, target)
+                    _committed.append(target)
+        finally:
+            for _target, tmp, fp in self._staged:
+                fp.close()
+                tmp.unlink(missing_ok=True)  # only what was not renamed is still there
