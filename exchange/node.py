@@ -70,6 +70,8 @@ class NodeStatus:
     disputed: list[int] = field(default_factory=list)
     agreements: int = 0  # peer digests equal to ours
     refusals: dict[str, int] = field(default_factory=dict)
+    # transport counts by reason: malformed frames by protocol, failed sync requests
+    transport: dict[str, int] = field(default_factory=dict)
     peers: int = 0
     last: dict[str, Any] = field(default_factory=dict)  # the last interval's outcome
 
@@ -352,6 +354,9 @@ class HouseholdNode:
         s.settled_through = outcome.interval
         s.settled += 1
         s.refusals = dict(self.admission.refusals)
+        if self.p2p is not None:
+            s.transport = {k: v for k, v in sorted(self.p2p.stats.items())
+                           if k.startswith(("bad_frame:", "serve_error:"))}  # fmt: skip
         s.last = {
             "interval": outcome.interval,
             "price": outcome.price,
@@ -381,8 +386,8 @@ class HouseholdNode:
 
     # -- the sync protocol, served --
 
-    async def _serve(self, _peer: str, request: bytes) -> bytes:
-        return sync.serve(self, request)
+    async def _serve(self, peer: str, request: bytes) -> bytes:
+        return sync.serve(self, peer, request)
 
     def interval_state(self, t: int) -> str:
         """'settled', 'open' (we are collecting its set since before its gate) or

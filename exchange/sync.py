@@ -19,6 +19,16 @@ peer reported the same set digest as ours; it waits for at least one answer (a c
 of one settles alone), and gives up waiting for agreement after half an interval.
 The same rounds catch a restarted node up: its peers answer ``settled`` for the intervals
 it missed.
+
+Only members' nodes take part, authenticated by the peer id their libp2p key proves: a
+node asks only members, answers only members (anyone else's request is refused as
+``not-member`` and its stream reset) and believes only members. Every answer is bounded:
+at most :data:`MAX_SET_IDS` ids in a set, :data:`REQUEST_TIMEOUT_S` per request and
+:data:`FETCH_DEADLINE_S` (or a quarter of an interval on a fast clock) for all of a
+round's fetches. A peer that does not answer a set
+request in time is asked again next round; one whose set is malformed or too large, or
+that does not serve the messages its set names within the deadline, is dropped from the
+interval's remaining rounds, so a slow or lying member cannot stall them.
 """
 
 from __future__ import annotations
@@ -40,13 +50,20 @@ __all__ = ["MAX_IDS_PER_GET", "explain_dispute", "reconcile", "serve"]
 logger = logging.getLogger("wattmesh.sync")
 
 MAX_IDS_PER_GET = 2000
+MAX_SET_IDS = 100_000  # far above any interval's budget (docs/node.md); a set is ~66 B/id
 REQUEST_TIMEOUT_S = 5.0
+FETCH_DEADLINE_S = 10.0
 RETRY_S = 0.3
 ANSWERING = ("open", "settled")
 
 
-def serve(node: HouseholdNode, request: bytes) -> bytes:
-    """Answer one request (raise ValueError for a bad one: the stream is reset)."""
+def serve(node: HouseholdNode, peer: str, request: bytes) -> bytes:
+    """Answer one request from ``peer`` (raise ValueError for a bad one or a peer that is
+    not a member: the stream is reset)."""
+    if node.community.member(peer) is None:
+        refusal = Refused("not-member", f"sync request from {peer}, not a member")
+        node.admission.refuse(refusal, f"peer {peer}")
+        raise refusal
     req = orjson.loads(request)
     if type(req) is not dict:
         raise ValueError("a sync request is a JSON object")
@@ -86,8 +103,9 @@ async def _ask(node: HouseholdNode, peer: str, request: dict[str, Any]) -> Any:
         return None
 
 
-async def _fetch(node: HouseholdNode, peer: str, t: int, ids: list[str]) -> int:
-    """Fetch ``ids`` of interval ``t`` from ``peer``; return how many were accepted."""
+async def _fetch(node: HouseholdNode, peer: str, t: int, ids: list[str]) -> tuple[int, int]:
+    """Fetch ``ids`` of interval ``t`` from ``peer``; return (served, accepted): how many
+    messages it sent back and how many of them were new and accepted."""
     got: list[tuple[str, bytes]] = []
     for k in range(0, len(ids), MAX_IDS_PER_GET):
         answer = await _ask(node, peer, {"op": "get", "interval": t,
@@ -111,7 +129,17 @@ async def _fetch(node: HouseholdNode, peer: str, t: int, ids: list[str]) -> int:
             accepted += 1
             if node.on_accept is not None:
                 node.on_accept(inbound)
-    return accepted
+    return len(got), accepted
+
+
+def _set_answer(a: Any) -> bool:
+    """A well-formed, bounded answer to a set request."""
+    return (
+        type(a) is dict
+        and type(a.get("ids")) is list
+        and len(a["ids"]) <= MAX_SET_IDS
+        and all(type(i) is str for i in a["ids"])
+    )
 
 
 async def reconcile(node: HouseholdNode, t: int) -> str:
@@ -122,8 +150,10 @@ async def reconcile(node: HouseholdNode, t: int) -> str:
     c = node.community
     give_up = None
     waited = False
+    dropped: set[str] = set()  # members whose answers this interval no longer counts
     while True:
-        peers = sorted(node.p2p.peers)
+        peers = sorted(p for p in node.p2p.peers
+                       if p not in dropped and c.member(p) is not None)  # fmt: skip
         answers: dict[str, Any] = {}
 
         async def ask_set(peer: str, answers: dict[str, Any] = answers) -> None:
@@ -133,16 +163,46 @@ async def reconcile(node: HouseholdNode, t: int) -> str:
             for peer in peers:
                 nursery.start_soon(ask_set, peer)
         valid = {}
-        fetched = 0
         mine = set(node.store.ids(t))
+        wanted: dict[str, list[str]] = {}
         for peer, a in answers.items():
-            if type(a) is not dict or type(a.get("ids")) is not list:
+            if a is None:
+                continue  # no answer in time: asked again next round
+            if not _set_answer(a):
+                logger.warning("interval %d: %s sent a malformed or oversized set; its "
+                               "answers no longer count this interval", t, peer)  # fmt: skip
+                dropped.add(peer)
                 continue
             valid[peer] = a
-            missing = [i for i in a["ids"] if type(i) is str and i not in mine]
+            missing = sorted(set(a["ids"]) - mine)
             if missing:
-                fetched += await _fetch(node, peer, t, missing)
-                mine = set(node.store.ids(t))
+                wanted[peer] = missing
+        fetched = 0
+        if wanted:
+            results: dict[str, tuple[int, int]] = {}
+
+            async def fetch(
+                peer: str, ids: list[str], results: dict[str, tuple[int, int]] = results
+            ) -> None:
+                results[peer] = await _fetch(node, peer, t, ids)
+
+            # All of a round's fetches share one deadline (shorter on a fast community
+            # clock): a slow peer cannot hold the round.
+            deadline = min(FETCH_DEADLINE_S, max(1.0, c.wall_seconds(c.interval_ms) / 4))
+            with trio.move_on_after(deadline):
+                async with trio.open_nursery() as nursery:
+                    for peer, ids in wanted.items():
+                        nursery.start_soon(fetch, peer, ids)
+            for peer, ids in wanted.items():
+                served, accepted = results.get(peer, (0, 0))
+                fetched += accepted
+                if served < len(ids) and not set(ids) <= set(node.store.ids(t)):
+                    # It named messages it did not serve in time (and nobody else did).
+                    logger.warning("interval %d: %s did not serve %d of the messages its "
+                                   "set names; its answers no longer count this interval",
+                                   t, peer, len(ids) - served)  # fmt: skip
+                    dropped.add(peer)
+                    valid.pop(peer, None)
         # Peers that started after the gate hold partial sets: they count only when no
         # peer saw the interval open (all started late), and then their union is all there is.
         answering = {p: a for p, a in valid.items() if a.get("state") in ANSWERING} or valid
@@ -173,7 +233,7 @@ async def reconcile(node: HouseholdNode, t: int) -> str:
         elif len(c.members) == 1:
             return "alone"
         elif not waited:
-            logger.info("interval %d: waiting for a peer to reconcile with", t)
+            logger.info("interval %d: waiting for a member's node to reconcile with", t)
             waited = True
         if not fetched:
             await trio.sleep(RETRY_S)

@@ -357,3 +357,101 @@ async def test_digests_agree_and_a_contradiction_is_a_dispute_never_a_resettleme
                 assert n.ledger.verify().ok
             status = json.loads((nodes[1].data_dir / "status.json").read_text())
             assert status["disputed"] == [t]
+
+
+# -- (f) strangers take no part in reconciliation -----------------------------------------
+
+
+def stranger_sync(fake_ids: list[str], asked: Counter) -> Callable:
+    """A non-member's sync handler: a huge fake open set, and a get that never ends."""
+
+    async def answer(_peer: str, request: bytes) -> bytes:
+        req = json.loads(request)
+        asked[req["op"]] += 1
+        if req["op"] == "set":
+            return json.dumps({"interval": req["interval"], "state": "open", "set": "f" * 64,
+                               "ids": fake_ids, "close": None}).encode()  # fmt: skip
+        await trio.sleep(60)
+        return b'{"messages": []}'
+
+    return answer
+
+
+@pytest.mark.trio
+async def test_a_stranger_is_neither_asked_nor_answered_nor_believed(tmp_path: Path):
+    keys = [generate_key() for _ in range(3)]
+    seller, buyer = keys[0], keys[1]
+    c = community(keys)
+    fake_ids = [f"{i:064x}" for i in range(20_000)]
+    asked: Counter = Counter()
+    with trio.fail_after(40):
+        async with cluster(tmp_path, c, keys) as nodes:
+            async with open_node(generate_key(), topics=[nodes[0].topics[ORDERS]]) as stranger:
+                stranger.set_handler(nodes[0].sync_protocol, stranger_sync(fake_ids, asked))
+                for n in nodes:
+                    await stranger.connect(n.status.addrs[0])
+                # The stranger asks every member for a set: each refuses it.
+                for n in nodes:
+                    with pytest.raises(ConnectionError):
+                        await stranger.request(
+                            n.peer_id, n.sync_protocol, b'{"op":"set","interval":0}', timeout=5
+                        )
+                t = open_interval(c)
+                now = c.now_ms()
+                ask = Order("energy", "ask", 150_000, 1_000, peer_id_of(seller), now, t)
+                bid = Order("energy", "bid", 200_000, 500, peer_id_of(buyer), now, t)
+                await nodes[0].submit(ORDERS, canonical(ask.signed(seller).to_dict()))
+                await nodes[1].submit(ORDERS, canonical(bid.signed(buyer).to_dict()))
+                # Settled on time, as if the stranger were not there.
+                await until(settled(nodes, t), f"interval {t} settled", 4 * WALL_INTERVAL)
+                for n in nodes:
+                    assert outcome(n, t).volume == 500
+                    assert n.admission.refusals["not-member"] >= 1
+                assert len({closes_through(n, t)[t] for n in nodes}) == 1
+    assert asked == Counter()  # no member ever asked the stranger anything
+
+
+@pytest.mark.trio
+async def test_a_node_with_only_a_stranger_to_ask_does_not_settle_on_its_word(tmp_path: Path):
+    keys = [generate_key() for _ in range(2)]
+    c = community(keys, lead_s=0.5)
+    asked: Counter = Counter()
+    with trio.fail_after(30):
+        async with cluster(tmp_path, c, keys[:1]) as (node,):
+            async with open_node(generate_key()) as stranger:
+                stranger.set_handler(node.sync_protocol, stranger_sync([], asked))
+                await stranger.connect(node.status.addrs[0])
+                await trio.sleep(3 * WALL_INTERVAL)
+                assert node.closes == {} and asked == Counter()
+
+
+@pytest.mark.trio
+async def test_a_member_that_names_messages_it_never_serves_is_dropped_from_the_round(
+    tmp_path: Path,
+):
+    keys = [generate_key() for _ in range(4)]
+    liar_key = keys[3]
+    seller, buyer = keys[0], keys[1]
+    c = community(keys)
+    asked: Counter = Counter()
+    with trio.fail_after(40):
+        async with cluster(tmp_path, c, keys[:3]) as nodes:
+            # A member's key, but no honest node behind it: a huge set, gets that hang.
+            async with open_node(liar_key, topics=[nodes[0].topics[ORDERS]]) as liar:
+                liar.set_handler(
+                    nodes[0].sync_protocol,
+                    stranger_sync([f"{i:064x}" for i in range(20_000)], asked),
+                )
+                for n in nodes:
+                    await liar.connect(n.status.addrs[0])
+                t = open_interval(c)
+                now = c.now_ms()
+                ask = Order("energy", "ask", 150_000, 1_000, peer_id_of(seller), now, t)
+                bid = Order("energy", "bid", 200_000, 500, peer_id_of(buyer), now, t)
+                await nodes[0].submit(ORDERS, canonical(ask.signed(seller).to_dict()))
+                await nodes[1].submit(ORDERS, canonical(bid.signed(buyer).to_dict()))
+                await until(settled(nodes, t), f"interval {t} settled", 6 * WALL_INTERVAL)
+                for n in nodes:
+                    assert outcome(n, t).volume == 500
+                assert len({closes_through(n, t)[t] for n in nodes}) == 1
+    assert asked["set"] > 0 and asked["get"] > 0  # it was asked, as a member, then dropped
