@@ -83,6 +83,9 @@ class _Node:
     store = _Store()
     closes: dict[int, tuple[str, int]] = {START: ("c" * 64, 1)}
 
+    def __init__(self, community: Community) -> None:
+        self.community = community
+
     def interval_state(self, t: int) -> str:
         return "settled" if t in self.closes else "open"
 
@@ -92,7 +95,7 @@ def targets() -> dict[str, tuple[Callable[[bytes], Any], tuple[type[BaseExceptio
     key = generate_key()
     member = MemberSpec(peer_id_of(key), bmax=10_000, money=10**9)
     community = Community(name="fuzz", start_ms=START, interval_ms=L, members=(member,))
-    node = _Node()
+    node = _Node(community)
 
     def pubsub_frame(data: bytes) -> None:
         raw = _drive(read_varint_prefixed_bytes_limited(_Stream(data), 1 << 20))
@@ -102,7 +105,10 @@ def targets() -> dict[str, tuple[Callable[[bytes], Any], tuple[type[BaseExceptio
         "wire.parse(orders)": (lambda d: parse(ORDERS, d, community), (Refused,)),
         "wire.parse(readings)": (lambda d: parse(READINGS, d, community), (Refused,)),
         "wire.parse(digests)": (lambda d: parse(DIGESTS, d, community), (Refused,)),
-        "sync.serve": (lambda d: sync.serve(node, d), (ValueError,)),  # type: ignore[arg-type]
+        "sync.serve": (
+            lambda d: sync.serve(node, member.peer_id, d),  # type: ignore[arg-type]
+            (ValueError,),
+        ),
         "p2p._read_frame": (
             lambda d: _drive(p2p._read_frame(_Stream(d), 1 << 16)),  # type: ignore[arg-type]
             (EOFError, p2p.FrameTooLarge),

@@ -329,12 +329,16 @@ def bench(n: int, args: argparse.Namespace, root: Path) -> dict:
     now_ms = time.time_ns() // 1_000_000
     start_ms = now_ms - now_ms % INTERVAL_MS + 2 * INTERVAL_MS
     members = tuple(MemberSpec(peer_id_of(household_key(i)), bmax=0) for i in range(n))
+    per_node = math.ceil(args.messages / n)
+    # Every batch is for one interval: the members' budgets must hold a whole run.
     community = Community(name=f"gossip-bench-{n}", start_ms=start_ms, interval_ms=INTERVAL_MS,
-                          members=members)  # fmt: skip
+                          members=members, max_messages_per_interval=max(1_000, per_node),
+                          max_orders_per_interval=max(10_000, per_node * args.batch),
+                          max_bytes_per_interval=max(4 << 20, per_node * args.batch * 400),
+                          )  # fmt: skip
     root.mkdir()
     community_path = root / "community.toml"
     community_path.write_text(dump_community(community))
-    per_node = math.ceil(args.messages / n)
     edges = random_graph(n, args.links, random.Random(args.seed))
     degree = [sum(i in e for e in edges) for i in range(n)]
 

@@ -36,6 +36,8 @@ TOPIC_OF_KIND = {
 }
 
 
+_BUDGETED = frozenset({"order", "cancel", "batch"})  # readings and digests have their own rules
+
 class Admission:
     """The checks of one node. ``meter_seq(meter)`` is the last reading seq its ledger
     applied; ``now_ms()`` the community clock."""
@@ -53,6 +55,9 @@ class Admission:
         self.now_ms = now_ms
         self.refusals: Counter[str] = Counter()
         self.digests: dict[tuple[int, str], Inbound] = {}  # (interval, node) -> digest
+        # (interval, member) -> what it holds of the member's budget, in budget order:
+        # [(ts, id, orders, bytes)], a prefix that fits (see `_kept`).
+        self.spent: dict[tuple[int, str], list[tuple[int, str, int, int]]] = {}
 
     def refuse(self, exc: Refused, source: str) -> None:
         """Count and log a refusal."""
@@ -97,6 +102,7 @@ class Admission:
         if interval > now + c.horizon * length:
             raise Refused("future", f"interval {interval} is more than {c.horizon} intervals "
                           "ahead")  # fmt: skip
+        self._kept(inbound, interval)
         return inbound
 
     def fetched(self, data: bytes, kind: str, interval: int) -> Inbound:
@@ -110,7 +116,70 @@ class Admission:
         if belongs != interval:
             raise Refused("malformed", f"{inbound.kind} {inbound.id[:16]} belongs to interval "
                           f"{belongs}, not {interval}")  # fmt: skip
+        self._kept(inbound, interval)
         return inbound
+
+    # -- budgets --
+
+    def _kept(self, inbound: Inbound, interval: int) -> list[tuple[int, str, int, int]]:
+        """The member's held messages for ``interval`` once ``inbound`` joins them, or
+        Refused ``over-budget`` if ``inbound`` would not be among them.
+
+        The rule: sort the member's messages for the interval by (ts, id) and keep the
+        longest prefix whose messages, orders and bytes fit its budget. The kept set then
+        depends only on the messages seen, and a message outside it stays outside
+        whatever else arrives, so nodes that exchange their sets converge on one.
+        """
+        if inbound.kind not in _BUDGETED:
+            return []
+        c = self.community
+        entry = (inbound.ts, inbound.id, len(inbound.orders()), len(inbound.data))
+        merged = sorted([*self.spent.get((interval, inbound.signer), []), entry])
+        kept: list[tuple[int, str, int, int]] = []
+        orders = size = 0
+        for e in merged:
+            orders, size = orders + e[2], size + e[3]
+            if (len(kept) >= c.max_messages_per_interval or orders > c.max_orders_per_interval
+                    or size > c.max_bytes_per_interval):  # fmt: skip
+                break
+            kept.append(e)
+        if entry not in kept:
+            raise Refused(
+                "over-budget",
+                f"{inbound.signer[:16]}'s budget for interval {interval} is spent"
+                f" ({c.max_messages_per_interval} messages, {c.max_orders_per_interval}"
+                f" orders, {c.max_bytes_per_interval} bytes)",
+            )
+        return kept
+
+    def keep(self, inbound: Inbound, interval: int) -> bool:
+        """Store an admitted message under ``interval`` and spend its member's budget,
+        dropping from the store what it pushes out (counted ``over-budget``); False if it
+        was held already."""
+        if not self.store.add(inbound, interval):
+            return False
+        pushed_out = self.spend(inbound, interval)
+        if pushed_out:
+            self.store.remove(pushed_out)
+            self.refusals["over-budget"] += len(pushed_out)
+        return True
+
+    def spend(self, inbound: Inbound, interval: int) -> list[str]:
+        """Count an accepted message against its member's budget; return the ids of held
+        messages it pushes out (later in budget order), which the caller drops."""
+        if inbound.kind not in _BUDGETED:
+            return []
+        kept = self._kept(inbound, interval)
+        key = (interval, inbound.signer)
+        before = self.spent.get(key, [])
+        self.spent[key] = kept
+        ids = {e[1] for e in kept}
+        return [e[1] for e in before if e[1] not in ids]
+
+    def forget(self, interval: int) -> None:
+        """Drop the budgets of a settled interval."""
+        for key in [k for k in self.spent if k[0] == interval]:
+            del self.spent[key]
 
     def _check_not_held(self, inbound: Inbound) -> None:
         """Refuse (``duplicate``) a message, or an order in it, that is already held."""

@@ -292,6 +292,11 @@ class Community:
     max_age_ms: int | None = None
     horizon: int = 4
     max_batch: int = 1000
+    # Each member's budget per interval, over its orders, cancels and batches (docs/node.md,
+    # "Budgets"): what the node accepts, keeps and forwards of one member for one interval.
+    max_orders_per_interval: int = 10_000
+    max_messages_per_interval: int = 1_000
+    max_bytes_per_interval: int = 4 << 20
     clock_speed: int = 1
     clock_origin_ms: int | None = None
     members: tuple[MemberSpec, ...] = field(default=())
@@ -327,6 +332,9 @@ class Community:
         _int("max_age_ms", self.max_age_ms, 1)
         _int("horizon", self.horizon, 1)
         _int("max_batch", self.max_batch, 1)
+        _int("max_orders_per_interval", self.max_orders_per_interval, 1)
+        _int("max_messages_per_interval", self.max_messages_per_interval, 1)
+        _int("max_bytes_per_interval", self.max_bytes_per_interval, 1)
         _int("clock.speed", self.clock_speed, 1)
         if self.clock_origin_ms is not None:
             _int("clock.origin_ms", self.clock_origin_ms)
@@ -402,6 +410,9 @@ class Community:
             "feedin_price": self.feedin_price, "fee_rate_ppm": self.fee_rate_ppm,
             "storage_rate": self.storage_rate, "max_skew_ms": self.max_skew_ms,
             "max_age_ms": self.max_age_ms, "horizon": self.horizon, "max_batch": self.max_batch,
+            "max_orders_per_interval": self.max_orders_per_interval,
+            "max_messages_per_interval": self.max_messages_per_interval,
+            "max_bytes_per_interval": self.max_bytes_per_interval,
         }  # fmt: skip
         if self.clock_speed != 1 or self.clock_origin_ms is not None:
             d["clock"] = {"speed": self.clock_speed}
@@ -465,7 +476,8 @@ class Community:
 _TOP_KEYS = (
     "name", "start_ms", "interval_ms", "grace_ms", "market", "price_min", "price_max",
     "retail_price", "feedin_price", "fee_rate_ppm", "storage_rate", "max_skew_ms",
-    "max_age_ms", "horizon", "max_batch", "clock", "member",
+    "max_age_ms", "horizon", "max_batch", "max_orders_per_interval",
+    "max_messages_per_interval", "max_bytes_per_interval", "clock", "member",
 )  # fmt: skip
 _CLOCK_KEYS = ("speed", "origin_ms")
 _MEMBER_KEYS = ("peer_id", "bmax", "money", "energy", "storage", "name", "meter")

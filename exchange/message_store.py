@@ -116,6 +116,21 @@ class MessageStore:
         for o in inbound.orders():
             self._orders[o.id] = (o.owner, interval)
 
+    def remove(self, ids: Iterable[str]) -> None:
+        """Drop held messages of unsettled intervals (pushed out of a member's budget)."""
+        for message_id in ids:
+            interval = self._where.pop(message_id, None)
+            if interval is None:
+                continue
+            inbound = self._open[interval].pop(message_id)
+            for o in inbound.orders():
+                self._orders.pop(o.id, None)
+            self.conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+
+    def open_intervals(self) -> list[int]:
+        """The unsettled intervals with messages held in memory, ascending."""
+        return sorted(self._open)
+
     def pending(self, interval: int) -> list[Inbound]:
         """The messages held for unsettled ``interval``."""
         return list(self._open.get(interval, {}).values())

@@ -128,6 +128,14 @@ class HouseholdNode:
         loaded = store.load_open(self.next_unsettled() - community.interval_ms, self._reparse)
         if loaded:
             logger.info("reloaded %d accepted messages of unsettled intervals", loaded)
+            for t in store.open_intervals():  # their budgets, as spent before the restart
+                for inbound in store.pending(t):
+                    if not store.has(inbound.id):
+                        continue  # pushed out by one spent before it
+                    try:
+                        store.remove(self.admission.spend(inbound, t))
+                    except Refused:  # the community file's budget shrank under the store
+                        store.remove([inbound.id])
 
     # -- running --
 
@@ -223,9 +231,18 @@ class HouseholdNode:
             return None
         if inbound.kind == "interval_digest":
             self._on_digest(inbound)
-        elif self.store.add(inbound, self.admission.interval_of(inbound)) and self.on_accept:
-            self.on_accept(inbound)
+        else:
+            self.keep(inbound, self.admission.interval_of(inbound))
         return inbound
+
+    def keep(self, inbound: Inbound, interval: int) -> bool:
+        """Store an admitted message under ``interval`` and count it against its member's
+        budget, dropping what it pushes out; False if it was held already."""
+        if not self.admission.keep(inbound, interval):
+            return False
+        if self.on_accept is not None:
+            self.on_accept(inbound)
+        return True
 
     async def submit(self, kind: str, data: bytes) -> Inbound:
         """Publish our own message (canonical bytes) and accept it; Refused if our own
@@ -302,6 +319,7 @@ class HouseholdNode:
         record = IntervalRecord(t, set_dig, outcome.digest, outcome.close.seq, disputed=False)
         self.store.mark_settled(record)
         self.store.forget(t)
+        self.admission.forget(t)
         self.outcomes.append(outcome)
         for key, digest in list(self.admission.digests.items()):
             if key[0] == t:

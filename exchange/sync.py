@@ -125,10 +125,8 @@ async def _fetch(node: HouseholdNode, peer: str, t: int, ids: list[str]) -> tupl
             if exc.reason != "duplicate":
                 node.admission.refuse(exc, f"peer {peer}")
             continue
-        if node.store.add(inbound, t):
+        if node.keep(inbound, t):
             accepted += 1
-            if node.on_accept is not None:
-                node.on_accept(inbound)
     return len(got), accepted
 
 

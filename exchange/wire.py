@@ -63,6 +63,7 @@ REASONS = (
     "late",  # its interval's gate has passed (or the timestamp is too old)
     "future",  # its timestamp or interval is too far ahead
     "duplicate",  # already accepted
+    "over-budget",  # beyond its member's budget for the interval (admission's rule)
     "unknown-order",  # a cancel of an order this node has not accepted
     "out-of-order",  # a reading whose seq the ledger has already passed
 )

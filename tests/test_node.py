@@ -455,3 +455,37 @@ async def test_a_member_that_names_messages_it_never_serves_is_dropped_from_the_
                     assert outcome(n, t).volume == 500
                 assert len({closes_through(n, t)[t] for n in nodes}) == 1
     assert asked["set"] > 0 and asked["get"] > 0  # it was asked, as a member, then dropped
+
+
+# -- (g) a flooding member spends only its own budget ---------------------------------------
+
+
+@pytest.mark.trio
+async def test_a_flooding_member_spends_only_its_own_budget(tmp_path: Path):
+    keys = [generate_key() for _ in range(3)]
+    seller, buyer, flooder = keys
+    c = dataclasses.replace(community(keys), max_orders_per_interval=300,
+                            max_messages_per_interval=10)  # fmt: skip
+    with trio.fail_after(40):
+        async with cluster(tmp_path, c, keys) as nodes:
+            t = open_interval(c, ahead_s=1.5)
+            now = c.now_ms()
+            ask = Order("energy", "ask", 150_000, 1_000, peer_id_of(seller), now, t)
+            bid = Order("energy", "bid", 200_000, 500, peer_id_of(buyer), now, t)
+            await nodes[0].submit(ORDERS, canonical(ask.signed(seller).to_dict()))
+            await nodes[1].submit(ORDERS, canonical(bid.signed(buyer).to_dict()))
+            # 40 batches of 100 bids, ten times the flooder's budget of 300 orders, pushed
+            # past its own node's checks straight into gossip.
+            topic = nodes[2].topics[ORDERS]
+            for i in range(40):
+                flood = Batch.of(flooder, t, now - 40 + i,
+                                 items("bid", *[(100_000 + j, 1) for j in range(100)]))  # fmt: skip
+                await nodes[2].p2p.pubsub.publish(topic, flood.message())
+            await until(settled(nodes, t), f"interval {t} settled", 5 * WALL_INTERVAL)
+            for n in nodes:
+                got = outcome(n, t)
+                assert (got.volume, got.price) == (500, (200_000 + 150_000) // 2)
+                assert n.admission.refusals["over-budget"] > 0 or n is nodes[2]
+            assert len({closes_through(n, t)[t] for n in nodes}) == 1
+            for n in nodes:  # what each settled held at most three of the flooder's batches
+                assert outcome(n, t).orders <= 2 + 300

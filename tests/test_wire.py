@@ -428,3 +428,47 @@ def test_refusals_change_nothing_in_the_store(node, tmp_path: Path):
         assert held(again, *intervals) == before
     finally:
         again.close()
+
+
+# -- budgets: what one member may hold per interval ----------------------------------------
+
+
+def test_a_member_over_its_budget_is_refused_and_the_rest_is_kept(tmp_path: Path, ledger):
+    store = MessageStore.open(tmp_path / "budget.sqlite")
+    c = community(max_messages_per_interval=3, max_orders_per_interval=1_000)
+    admission = Admission(c, store, ledger.meter_seq, Clock(NOW))
+    mine = [order(ts=NOW - 5_000 + i) for i in range(3)]
+    for o in mine:
+        assert admission.keep(admission.gossip(ORDERS, msg(o)), T0)
+    fourth = msg(order(ts=NOW - 1_000))
+    with pytest.raises(Refused) as info:
+        admission.gossip(ORDERS, fourth)
+    assert info.value.reason == "over-budget"
+    assert store.ids(T0) == sorted(o.id for o in mine)
+    # Another member's budget is its own.
+    other = order(KEY_B, side="bid", ts=NOW - 1_000)
+    assert admission.keep(admission.gossip(ORDERS, msg(other)), T0)
+    store.close()
+
+
+def test_budgets_keep_the_same_messages_whatever_order_they_arrive_in(tmp_path: Path, ledger):
+    """The kept set is the longest (ts, id) prefix that fits, so two nodes that heard the
+    same messages in different orders keep the same ones, and a pushed-out message stays
+    out."""
+    c = community(max_messages_per_interval=2)
+    msgs = [msg(order(ts=NOW - 9_000 + 1_000 * i)) for i in range(5)]
+    kept = []
+    for n, arrival in enumerate((msgs, msgs[::-1], msgs[2:] + msgs[:2])):
+        store = MessageStore.open(tmp_path / f"node{n}.sqlite")
+        admission = Admission(c, store, ledger.meter_seq, Clock(NOW))
+        for data in arrival:
+            try:
+                admission.keep(admission.gossip(ORDERS, data), T0)
+            except Refused as exc:
+                assert exc.reason == "over-budget"
+        kept.append(store.ids(T0))
+        assert len(store.pending(T0)) == 2
+        store.close()
+    assert kept[0] == kept[1] == kept[2]
+    first_two = sorted(parse(ORDERS, d, c).id for d in msgs[:2])
+    assert kept[0] == first_two
