@@ -38,6 +38,7 @@ TOPIC_OF_KIND = {
 
 _BUDGETED = frozenset({"order", "cancel", "batch"})  # readings and digests have their own rules
 
+
 class Admission:
     """The checks of one node. ``meter_seq(meter)`` is the last reading seq its ledger
     applied; ``now_ms()`` the community clock."""

@@ -776,6 +776,16 @@ cdef class Book:
         """The level of `_after(o, li)`."""
         return li if self.pool[o].next != NIL else li - 1
 
+    cdef inline int32_t _pass(self, int32_t o, ssize_t* li, bint unlink) noexcept nogil:
+        """Move a walk past order `o` (on level `li[0]`), taking it off the book if
+        `unlink`; return the next order in priority (its level in `li`)."""
+        cdef ssize_t lo = li[0]
+        cdef int32_t nxt = self._after(o, lo)
+        li[0] = self._next_level(o, lo)
+        if unlink:
+            self._unlink(o, lo)
+        return nxt
+
     # -- the blocked prefix --------------------------------------------------------------
     # With caps, a busy book has many crossing orders whose owners cannot execute (Energo's
     # overlap: buyers at Bmax, sellers with no energy). Walking over them for every
@@ -910,9 +920,9 @@ cdef class Book:
         cdef int opp = 1 - side
         cdef Accounts acc = self.acc
         cdef bint caps = acc is not None
-        cdef ssize_t li = -1, lo
+        cdef ssize_t li = -1
         cdef int64_t price, f, c = 0, own = 0, left = 0
-        cdef int32_t o, nxt
+        cdef int32_t o
         cdef Order* r
         cdef bint self_match
         if caps and dry:
@@ -939,9 +949,7 @@ cdef class Book:
                 if c <= 0:
                     if not dry:
                         self._step_over(opp, o, li)
-                    lo = li
-                    li = self._next_level(o, lo)
-                    o = self._after(o, lo)
+                    o = self._pass(o, &li, False)
                     if o != NIL:
                         left = self.pool[o].qty
                     continue
@@ -951,12 +959,7 @@ cdef class Book:
                     cancelled[0] = True
                     return 0
                 # cancel-resting: the resting order goes; matching continues.
-                lo = li
-                li = self._next_level(o, lo)
-                nxt = self._after(o, lo)
-                if not dry:
-                    self._unlink(o, lo)
-                o = nxt
+                o = self._pass(o, &li, not dry)
                 if o != NIL:
                     left = self.pool[o].qty
                 continue
@@ -983,12 +986,7 @@ cdef class Book:
                 r.qty -= f
                 self.levels[opp][li].total -= f
             if left == 0:
-                lo = li
-                li = self._next_level(o, lo)
-                nxt = self._after(o, lo)
-                if not dry:
-                    self._unlink(o, lo)
-                o = nxt
+                o = self._pass(o, &li, not dry)
                 if o != NIL:
                     left = self.pool[o].qty
             # else: stay on this resting order while both owners can still execute
@@ -1072,16 +1070,14 @@ cdef class Book:
         one commits nothing, so the first executable order is simply the first whose owner
         has capacity left at the order's own price.
         """
-        cdef ssize_t li = -1, lo
+        cdef ssize_t li = -1
         cdef int32_t o = self._first(side, &li)
         while o != NIL:
             if self.acc is None or self._executable(o, False):
                 level_out[0] = li
                 return o
             self._step_over(side, o, li)
-            lo = li
-            li = self._next_level(o, lo)
-            o = self._after(o, lo)
+            o = self._pass(o, &li, False)
         return NIL
 
     cdef int _uncross(self) except -1:

@@ -377,6 +377,23 @@ def stranger_sync(fake_ids: list[str], asked: Counter) -> Callable:
     return answer
 
 
+async def trade_and_settle(
+    nodes: list[HouseholdNode], c: Community, seller, buyer, within: float
+) -> None:
+    """An ask on node 0 and a bid on node 1 for the next open interval: every node must
+    settle it within ``within`` s, trade the 500 Wh and agree on its digest."""
+    t = open_interval(c)
+    now = c.now_ms()
+    ask = Order("energy", "ask", 150_000, 1_000, peer_id_of(seller), now, t)
+    bid = Order("energy", "bid", 200_000, 500, peer_id_of(buyer), now, t)
+    await nodes[0].submit(ORDERS, canonical(ask.signed(seller).to_dict()))
+    await nodes[1].submit(ORDERS, canonical(bid.signed(buyer).to_dict()))
+    await until(settled(nodes, t), f"interval {t} settled", within)
+    for n in nodes:
+        assert outcome(n, t).volume == 500
+    assert len({closes_through(n, t)[t] for n in nodes}) == 1
+
+
 @pytest.mark.trio
 async def test_a_stranger_is_neither_asked_nor_answered_nor_believed(tmp_path: Path):
     keys = [generate_key() for _ in range(3)]
@@ -396,18 +413,10 @@ async def test_a_stranger_is_neither_asked_nor_answered_nor_believed(tmp_path: P
                         await stranger.request(
                             n.peer_id, n.sync_protocol, b'{"op":"set","interval":0}', timeout=5
                         )
-                t = open_interval(c)
-                now = c.now_ms()
-                ask = Order("energy", "ask", 150_000, 1_000, peer_id_of(seller), now, t)
-                bid = Order("energy", "bid", 200_000, 500, peer_id_of(buyer), now, t)
-                await nodes[0].submit(ORDERS, canonical(ask.signed(seller).to_dict()))
-                await nodes[1].submit(ORDERS, canonical(bid.signed(buyer).to_dict()))
                 # Settled on time, as if the stranger were not there.
-                await until(settled(nodes, t), f"interval {t} settled", 4 * WALL_INTERVAL)
+                await trade_and_settle(nodes, c, seller, buyer, 4 * WALL_INTERVAL)
                 for n in nodes:
-                    assert outcome(n, t).volume == 500
                     assert n.admission.refusals["not-member"] >= 1
-                assert len({closes_through(n, t)[t] for n in nodes}) == 1
     assert asked == Counter()  # no member ever asked the stranger anything
 
 
@@ -444,16 +453,7 @@ async def test_a_member_that_names_messages_it_never_serves_is_dropped_from_the_
                 )
                 for n in nodes:
                     await liar.connect(n.status.addrs[0])
-                t = open_interval(c)
-                now = c.now_ms()
-                ask = Order("energy", "ask", 150_000, 1_000, peer_id_of(seller), now, t)
-                bid = Order("energy", "bid", 200_000, 500, peer_id_of(buyer), now, t)
-                await nodes[0].submit(ORDERS, canonical(ask.signed(seller).to_dict()))
-                await nodes[1].submit(ORDERS, canonical(bid.signed(buyer).to_dict()))
-                await until(settled(nodes, t), f"interval {t} settled", 6 * WALL_INTERVAL)
-                for n in nodes:
-                    assert outcome(n, t).volume == 500
-                assert len({closes_through(n, t)[t] for n in nodes}) == 1
+                await trade_and_settle(nodes, c, seller, buyer, 6 * WALL_INTERVAL)
     assert asked["set"] > 0 and asked["get"] > 0  # it was asked, as a member, then dropped
 
 
