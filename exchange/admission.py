@@ -16,6 +16,7 @@ nothing.
 from __future__ import annotations
 
 import logging
+from bisect import insort
 from collections import Counter
 from collections.abc import Callable
 
@@ -135,7 +136,8 @@ class Admission:
             return []
         c = self.community
         entry = (inbound.ts, inbound.id, len(inbound.orders()), len(inbound.data))
-        merged = sorted([*self.spent.get((interval, inbound.signer), []), entry])
+        merged = list(self.spent.get((interval, inbound.signer), ()))
+        insort(merged, entry)  # the held list is sorted already
         kept: list[tuple[int, str, int, int]] = []
         orders = size = 0
         for e in merged:
@@ -159,23 +161,23 @@ class Admission:
         was held already."""
         if not self.store.add(inbound, interval):
             return False
-        pushed_out = self.spend(inbound, interval)
+        self.spend(inbound, interval)
+        return True
+
+    def spend(self, inbound: Inbound, interval: int) -> None:
+        """Count a held message against its member's budget, and drop from the store the
+        held messages it pushes out (later in budget order; counted ``over-budget``).
+        Refused ``over-budget`` if it does not fit itself."""
+        if inbound.kind not in _BUDGETED:
+            return
+        kept = self._kept(inbound, interval)
+        key = (interval, inbound.signer)
+        ids = {e[1] for e in kept}
+        pushed_out = [e[1] for e in self.spent.get(key, ()) if e[1] not in ids]
+        self.spent[key] = kept
         if pushed_out:
             self.store.remove(pushed_out)
             self.refusals["over-budget"] += len(pushed_out)
-        return True
-
-    def spend(self, inbound: Inbound, interval: int) -> list[str]:
-        """Count an accepted message against its member's budget; return the ids of held
-        messages it pushes out (later in budget order), which the caller drops."""
-        if inbound.kind not in _BUDGETED:
-            return []
-        kept = self._kept(inbound, interval)
-        key = (interval, inbound.signer)
-        before = self.spent.get(key, [])
-        self.spent[key] = kept
-        ids = {e[1] for e in kept}
-        return [e[1] for e in before if e[1] not in ids]
 
     def forget(self, interval: int) -> None:
         """Drop the budgets of a settled interval."""

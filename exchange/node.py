@@ -133,7 +133,7 @@ class HouseholdNode:
                     if not store.has(inbound.id):
                         continue  # pushed out by one spent before it
                     try:
-                        store.remove(self.admission.spend(inbound, t))
+                        self.admission.spend(inbound, t)
                     except Refused:  # the community file's budget shrank under the store
                         store.remove([inbound.id])
 

@@ -493,7 +493,7 @@ class _Replay:
             names = self.market_names
             t.interval += [None] * n
             t.ts += fill_ts
-            t.market += [names[k] for k in res.market]  # other markets' fills too
+            t.market += _market_names(names, res.market)  # other markets' fills too
             t.bid += scan.ids(res.bid)
             t.ask += scan.ids(res.ask)
             t.price += res.price
@@ -823,7 +823,7 @@ class _Replay:
             t.ts += [ts] * n
         names = self.market_names
         t.interval += [None] * len(qty)
-        t.market += [names[k] for k in market]
+        t.market += _market_names(names, market)
         t.bid += self.scan.ids(bid)
         t.ask += self.scan.ids(ask)
         t.price += price
@@ -918,6 +918,13 @@ class _Replay:
             meters=self.meters,
             readings=self.readings,
         )
+
+
+def _market_names(names: list[str], market: array) -> list[str]:
+    """The market name of each fill from its `Markets` index (one market: no lookups)."""
+    if len(names) == 1:
+        return names * len(market)
+    return [names[k] for k in market]
 
 
 def _cda_intervals(trades: Trades, length: int) -> list[IntervalStats]:
