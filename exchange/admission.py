@@ -1,13 +1,19 @@
 """Whether a node accepts a message: :func:`wire.parse` plus time and state.
 
-Two ways in, with different rules (docs/node.md, "Validation"):
+Whether a message belongs to an interval's set depends only on the message (the *set
+rule*, :func:`check_set_rule`): an order, batch or cancel belongs to interval t when it is
+for t and its signed ``ts`` is before t's gate; a reading belongs to the first interval
+that starts after its end. Three ways in, each applying the set rule:
 
-- gossip (:meth:`Admission.gossip`): the interval must still be open (its gate is its
-  start), timestamps within the community's window, nothing already held, a cancel must
-  name an order this node holds, a reading must be newer than what the ledger applied;
-- fetched from a peer while reconciling (:meth:`Admission.fetched`): the interval is
-  closed by then, so no time rule applies, but the message must belong to the interval it
-  was fetched for, and be signed by a member (or a registered meter) like any other.
+- gossip (:meth:`Admission.gossip`): besides, the interval must still be open by our clock
+  (its gate is its start), timestamps within the community's window, nothing already
+  held, a cancel must name an order this node holds, a reading must be newer than what
+  the ledger applied;
+- fetched from a member while reconciling (:meth:`Admission.fetched`): the message must
+  belong to the interval it was fetched for, by the set rule, and be signed by a member
+  (or a registered meter) like any other, within its member's budget;
+- fetched as part of a certified set (:meth:`Admission.certified`): the set rule and the
+  signature only, since a majority has decided the set.
 
 Refusals are counted by reason in :attr:`Admission.refusals` and logged; they change
 nothing.
@@ -22,9 +28,10 @@ from collections.abc import Callable
 
 from wattmesh.exchange.community_file import Community
 from wattmesh.exchange.message_store import MessageStore
+from wattmesh.exchange.quorum import VoteBook
 from wattmesh.exchange.wire import DIGESTS, ORDERS, READINGS, Inbound, Refused, parse
 
-__all__ = ["Admission", "TOPIC_OF_KIND"]
+__all__ = ["Admission", "TOPIC_OF_KIND", "check_set_rule"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +40,21 @@ TOPIC_OF_KIND = {
     "cancel": ORDERS,
     "batch": ORDERS,
     "reading": READINGS,
+    "interval_vote": DIGESTS,
     "interval_digest": DIGESTS,
 }
 
 
 _BUDGETED = frozenset({"order", "cancel", "batch"})  # readings and digests have their own rules
+_NOT_IN_SETS = frozenset({"interval_vote", "interval_digest"})
+
+
+def check_set_rule(inbound: Inbound, interval: int) -> None:
+    """Refuse (``late``) an order, batch or cancel of ``interval`` whose signed ``ts`` is
+    not before the interval's gate. The one home of the rule that makes an interval's set
+    depend only on its messages, never on when a node heard them."""
+    if inbound.kind in _BUDGETED and inbound.ts >= interval:
+        raise Refused("late", f"ts {inbound.ts} is not before interval {interval}'s gate")
 
 
 class Admission:
@@ -52,6 +69,7 @@ class Admission:
         now_ms: Callable[[], int],
     ) -> None:
         self.community = community
+        self.votes = VoteBook(m.peer_id for m in community.members)
         self.store = store
         self.meter_seq = meter_seq
         self.now_ms = now_ms
@@ -76,6 +94,17 @@ class Admission:
         now = self.now_ms()
         c = self.community
         length = c.interval_ms
+        if inbound.kind == "interval_vote":
+            # Forwarded even once we settled its interval: slower members still need it.
+            if inbound.interval > now:
+                raise Refused("future", f"vote of interval {inbound.interval}, not yet gated")
+            if inbound.interval < now - c.max_age_ms:
+                raise Refused("late", f"vote of interval {inbound.interval}, older than "
+                              f"{c.max_age_ms} ms")  # fmt: skip
+            if self.votes.held(inbound.record):  # type: ignore[arg-type]
+                raise Refused("duplicate", f"a vote of {inbound.interval} from "
+                              f"{inbound.signer} held already")  # fmt: skip
+            return inbound
         if inbound.kind == "interval_digest":
             if inbound.interval > now:
                 raise Refused("future", f"digest of interval {inbound.interval}, not yet gated")
@@ -101,6 +130,7 @@ class Admission:
             return inbound
         if interval % length:
             raise Refused("malformed", f"interval {interval} is not the start of an interval")
+        check_set_rule(inbound, interval)
         if interval > now + c.horizon * length:
             raise Refused("future", f"interval {interval} is more than {c.horizon} intervals "
                           "ahead")  # fmt: skip
@@ -110,15 +140,25 @@ class Admission:
     def fetched(self, data: bytes, kind: str, interval: int) -> Inbound:
         """A message a peer served for ``interval``: parsed and checked, or Refused
         (``duplicate`` when already held)."""
-        inbound = parse(TOPIC_OF_KIND.get(kind, ORDERS), data, self.community)
-        if inbound.kind == "interval_digest":
-            raise Refused("malformed", "a digest is not part of an interval's set")
+        inbound = self._belonging(data, kind, interval)
         self._check_not_held(inbound)
+        self._kept(inbound, interval)
+        return inbound
+
+    def certified(self, data: bytes, kind: str, interval: int) -> Inbound:
+        """A message of a set a majority certified for ``interval``: parsed and checked
+        by the set rule, or Refused (no budget or duplicate check: the set is decided)."""
+        return self._belonging(data, kind, interval)
+
+    def _belonging(self, data: bytes, kind: str, interval: int) -> Inbound:
+        inbound = parse(TOPIC_OF_KIND.get(kind, ORDERS), data, self.community)
+        if inbound.kind in _NOT_IN_SETS:
+            raise Refused("malformed", f"an {inbound.kind} is not part of an interval's set")
         belongs = self.interval_of(inbound)
         if belongs != interval:
             raise Refused("malformed", f"{inbound.kind} {inbound.id[:16]} belongs to interval "
                           f"{belongs}, not {interval}")  # fmt: skip
-        self._kept(inbound, interval)
+        check_set_rule(inbound, interval)
         return inbound
 
     # -- budgets --

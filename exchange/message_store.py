@@ -4,8 +4,9 @@ The ledger holds what was settled; this store holds what it was settled *from*: 
 accepted order, cancel, batch and reading in its canonical bytes, filed under the interval
 whose settlement uses it. Peers fetch from here when they reconcile or catch up, so a
 message is written (and committed) before the node counts it as accepted. The store also
-records, per settled interval, the set digest and the ``interval_close`` hash, and the
-digests peers reported.
+records, per settled interval, the set digest and the ``interval_close`` hash; the sets
+this node voted for (so it can serve their ids) and its own votes (so that after a crash
+it never signs another digest in a round it voted in); and the evidence of equivocation.
 
 Sets of unsettled intervals are kept in memory as parsed messages; settled intervals are
 read back from SQLite when a peer asks.
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import sqlite_utils
 
 from wattmesh.exchange.wire import Inbound, set_digest
@@ -65,6 +67,17 @@ class MessageStore:
                 {"interval": int, "set_digest": str, "close": str, "seq": int, "disputed": int},
                 pk="interval",
             )
+        conn.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS sets (interval INTEGER, digest TEXT, ids TEXT,
+                                             PRIMARY KEY (interval, digest));
+            CREATE TABLE IF NOT EXISTS own_votes (interval INTEGER, round INTEGER, data BLOB,
+                                                  PRIMARY KEY (interval, round));
+            CREATE TABLE IF NOT EXISTS equivocations (interval INTEGER, node TEXT,
+                                                      round INTEGER, evidence TEXT,
+                                                      PRIMARY KEY (interval, node, round));
+            """
+        )
         return cls(p, conn)
 
     def close(self) -> None:
@@ -170,6 +183,50 @@ class MessageStore:
                 found[message_id] = (kind, bytes(data))
         return [found[i] for i in wanted if i in found]
 
+    # -- votes and the sets they name --
+
+    def save_set(self, interval: int, ids: list[str]) -> str:
+        """Keep the id list of a set this node votes for or settles; return its digest."""
+        digest = set_digest(ids)
+        self.conn.execute(
+            "INSERT OR IGNORE INTO sets (interval, digest, ids) VALUES (?, ?, ?)",
+            (interval, digest, orjson.dumps(sorted(ids)).decode()),
+        )
+        return digest
+
+    def set_ids(self, interval: int, digest: str) -> list[str] | None:
+        """The ids of a set kept with :meth:`save_set`, or None."""
+        row = self.conn.execute(
+            "SELECT ids FROM sets WHERE interval = ? AND digest = ?", (interval, digest)
+        ).fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    def save_own_vote(self, interval: int, round_: int, data: bytes) -> None:
+        """Record our own signed vote (committed before it is published)."""
+        self.conn.execute(
+            "INSERT INTO own_votes (interval, round, data) VALUES (?, ?, ?)",
+            (interval, round_, data),
+        )
+
+    def own_votes(self, after: int) -> list[bytes]:
+        """Our own votes for intervals after ``after``."""
+        rows = self.conn.execute(
+            "SELECT data FROM own_votes WHERE interval > ? ORDER BY interval, round", (after,)
+        )
+        return [bytes(d) for (d,) in rows]
+
+    def save_equivocation(self, interval: int, node: str, round_: int, evidence: dict) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO equivocations (interval, node, round, evidence) "
+            "VALUES (?, ?, ?, ?)",
+            (interval, node, round_, orjson.dumps(evidence).decode()),
+        )
+
+    def equivocations(self) -> list[dict]:
+        """The evidence of every equivocation seen: both signed votes."""
+        rows = self.conn.execute("SELECT evidence FROM equivocations ORDER BY interval, node")
+        return [orjson.loads(e) for (e,) in rows]
+
     # -- settled intervals --
 
     def mark_settled(self, record: IntervalRecord) -> None:
@@ -189,12 +246,3 @@ class MessageStore:
         if row is None:
             return None
         return IntervalRecord(row[0], row[1], row[2], row[3], bool(row[4]))
-
-    def mark_disputed(self, interval: int) -> None:
-        """Flag a settled interval whose digest a peer contradicts."""
-        self.conn.execute("UPDATE intervals SET disputed = 1 WHERE interval = ?", (interval,))
-
-    def disputed(self) -> list[int]:
-        """Intervals marked disputed, ascending."""
-        rows = self.conn.execute("SELECT interval FROM intervals WHERE disputed ORDER BY 1")
-        return [i for (i,) in rows]

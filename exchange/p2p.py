@@ -149,6 +149,9 @@ class P2PNode:
         send, self.inbox = trio.open_memory_channel[Message](1024)
         self._inbox_send = send
         self._bad_logged: dict[str, float] = {}
+        # Peers on the other side of a simulated partition (tests): neither their gossip,
+        # nor requests to or from them, nor dials go through, as if the network dropped them.
+        self.cut_off: set[str] = set()
 
     def _guard_host_handlers(self) -> None:
         """Guard every stream handler registered so far (identify, ping, pubsub, ...)."""
@@ -191,8 +194,8 @@ class P2PNode:
 
     @property
     def peers(self) -> set[str]:
-        """Peer ids with an open connection."""
-        return {p.to_base58() for p in self.host.get_connected_peers()}
+        """Peer ids with an open connection (not cut off)."""
+        return {p.to_base58() for p in self.host.get_connected_peers()} - self.cut_off
 
     def topic_peers(self, topic: str) -> set[str]:
         """Connected peers that announced a subscription to ``topic``."""
@@ -205,6 +208,8 @@ class P2PNode:
     async def connect(self, addr: str, timeout: float = 10.0) -> str:
         """Dial a full multiaddr; return its peer id once pubsub can send to it."""
         info = info_from_p2p_addr(Multiaddr(addr))
+        if info.peer_id.to_base58() in self.cut_off:
+            raise ConnectionError(f"{info.peer_id} is cut off")
         with trio.fail_after(timeout):
             await self.host.connect(info)
             # Publishing before our pubsub stream exists is the loss reported upstream (#1398).
@@ -224,7 +229,9 @@ class P2PNode:
     def _install_validator(self, topic: str, check: Validator) -> None:
         self._validators[topic] = check
 
-        def gate(_forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        def gate(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+            if self.cut_off and forwarder.to_base58() in self.cut_off:
+                return False
             sender = ID(msg.from_id).to_base58()
             if sender == self.peer_id:
                 return True  # checked in publish(); pubsub drops replays of ours anyway
@@ -276,6 +283,9 @@ class P2PNode:
 
         async def serve(stream: INetStream) -> None:
             peer = stream.muxed_conn.peer_id.to_base58()
+            if peer in self.cut_off:
+                await stream.reset()
+                return
             try:
                 with trio.fail_after(_SERVE_TIMEOUT):
                     request = await _read_frame(stream, self.max_frame)
@@ -298,6 +308,8 @@ class P2PNode:
         if len(payload) > self.max_frame:
             raise FrameTooLarge(f"request of {len(payload)} bytes exceeds {self.max_frame}")
         stream: INetStream | None = None
+        if peer_id in self.cut_off:
+            raise RequestFailed(f"request to {peer_id}: cut off")
         try:
             with trio.fail_after(timeout):
                 stream = await self.host.new_stream(

@@ -33,6 +33,7 @@ from typing import Any
 
 from wattmesh.exchange.replay import order_key
 from wattmesh.matching import ASK, BID, MAX_PRICE, MAX_QTY, Accounts, CallAuction
+from wattmesh.settlement.certificate import Certificate
 from wattmesh.settlement.ledger import Ledger, LedgerEntry, LedgerError
 from wattmesh.settlement.records import Cancel, Order, Reading
 
@@ -69,9 +70,12 @@ def settle_interval(
     readings: Iterable[Reading],
     *,
     market: str = "energy",
+    certificate: Certificate | None = None,
 ) -> IntervalOutcome:
     """Apply ``readings``, clear ``orders`` (less ``cancels``) for ``interval`` in
-    ``market``, write the trades, the storage fees and the close, all or nothing.
+    ``market``, write the trades, the storage fees and the close, all or nothing. With
+    ``certificate`` (the majority's votes for the set these records are), the close names
+    the certified set and the certificate is stored with it.
 
     ValueError (nothing written) if ``interval`` is not a multiple of the genesis
     ``interval_ms``, not after the last closed interval, or before the ledger's last
@@ -95,7 +99,7 @@ def settle_interval(
             ledger.append_batch([("trade", t) for t in trades], ts=interval)
         if ledger.genesis().get("storage_rate", 0) > 0:  # type: ignore[union-attr]
             ledger.charge_storage(interval, interval)
-        close = ledger.close_interval(interval, interval)
+        close = ledger.close_interval(interval, interval, certificate)
     return IntervalOutcome(
         interval, price, volume, tuple(trades), len(kept), applied, tuple(refused), close
     )

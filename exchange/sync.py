@@ -1,34 +1,35 @@
-"""The sync protocol: how nodes agree on an interval's set before settling it.
+"""The sync protocol: how members' nodes share an interval's set, votes and certificate.
 
-Gossip alone loses messages (shared/notes/libp2p.md), so after each gate plus the grace
-period a node asks every connected peer for its set of the interval and fetches what it
-lacks, over request/response (:mod:`.p2p`). Two requests, JSON in, JSON out:
+Gossip alone loses messages (shared/notes/libp2p.md), so nodes also ask each other over
+request/response (:mod:`.p2p`). Four requests, JSON in, JSON out:
 
 - ``{"op": "set", "interval": t}`` -> ``{"interval", "state", "set", "ids", "close"}``:
-  the peer's message ids for ``t`` (sorted), their digest, and ``state``: ``settled``
-  (``close`` is then the hash of its interval_close entry), ``open`` (it has been
-  collecting since before the gate) or ``unknown`` (it started after the gate; its set may
-  be partial, so it counts as an answer only when no peer answers otherwise, though its
-  messages are fetched in any case);
+  the peer's message ids for ``t`` (sorted) and their digest; ``state`` is ``settled``
+  (``close`` is then the hash of its interval_close entry) or ``open``;
 - ``{"op": "get", "interval": t, "ids": [...]}`` -> ``{"messages": [[kind, text], ...]}``:
   the canonical bytes of the messages it holds among ``ids`` (at most
-  :data:`MAX_IDS_PER_GET` per request).
+  :data:`MAX_IDS_PER_GET` per request);
+- ``{"op": "votes", "interval": t}`` -> ``{"votes": [text, ...], "certificate": ...}``:
+  the signed votes it holds for ``t``, and once it has settled ``t`` the certificate it
+  settled by;
+- ``{"op": "ids", "interval": t, "set": digest}`` -> ``{"ids": [...] | null}``: the ids
+  of a set it voted for or settled.
 
-:func:`reconcile` repeats rounds until a round fetched nothing new and every answering
-peer reported the same set digest as ours; it waits for at least one answer (a community
-of one settles alone), and gives up waiting for agreement after half an interval.
-The same rounds catch a restarted node up: its peers answer ``settled`` for the intervals
-it missed.
+Before voting, a node *gathers* (:func:`gather`): it fetches from every reachable member
+what that member holds of ``t`` and it lacks, each message passing the set rule
+(:func:`.admission.check_set_rule`), until a round fetches nothing. While waiting for a
+certificate it pulls votes (:func:`pull_votes`); once it holds one it fetches the certified
+set (:func:`fetch_certified`) from the members that voted for it.
 
 Only members' nodes take part, authenticated by the peer id their libp2p key proves: a
 node asks only members, answers only members (anyone else's request is refused as
 ``not-member`` and its stream reset) and believes only members. Every answer is bounded:
 at most :data:`MAX_SET_IDS` ids in a set, :data:`REQUEST_TIMEOUT_S` per request and
 :data:`FETCH_DEADLINE_S` (or a quarter of an interval on a fast clock) for all of a
-round's fetches. A peer that does not answer a set
-request in time is asked again next round; one whose set is malformed or too large, or
-that does not serve the messages its set names within the deadline, is dropped from the
-interval's remaining rounds, so a slow or lying member cannot stall them.
+round's fetches. A member whose set is malformed or too large, or that does not serve the
+messages its set names in time, is dropped from the interval's gathering, so a slow or
+lying member cannot stall it; what it says about certificates must be signed by a
+majority to count at all.
 """
 
 from __future__ import annotations
@@ -40,21 +41,23 @@ import orjson
 import trio
 
 from wattmesh.exchange.p2p import RequestFailed, RequestTimeout
-from wattmesh.exchange.wire import Refused, set_digest
+from wattmesh.exchange.wire import DIGESTS, Refused, parse, set_digest
+from wattmesh.settlement.canonical import CanonicalError, canonical
+from wattmesh.settlement.certificate import Certificate, check_certificate
 
 if TYPE_CHECKING:
     from wattmesh.exchange.node import HouseholdNode
 
-__all__ = ["MAX_IDS_PER_GET", "explain_dispute", "reconcile", "serve"]
+__all__ = ["MAX_IDS_PER_GET", "fetch_certified", "gather", "pull_votes", "serve"]
 
 logger = logging.getLogger("wattmesh.sync")
 
 MAX_IDS_PER_GET = 2000
 MAX_SET_IDS = 100_000  # far above any interval's budget (docs/node.md); a set is ~66 B/id
+MAX_VOTES = 4096  # in one answer: every member's votes over many rounds
 REQUEST_TIMEOUT_S = 5.0
 FETCH_DEADLINE_S = 10.0
 RETRY_S = 0.3
-ANSWERING = ("open", "settled")
 
 
 def serve(node: HouseholdNode, peer: str, request: bytes) -> bytes:
@@ -76,7 +79,7 @@ def serve(node: HouseholdNode, peer: str, request: bytes) -> bytes:
         return orjson.dumps(
             {
                 "interval": t,
-                "state": node.interval_state(t),
+                "state": "settled" if close else "open",
                 "set": set_digest(ids),
                 "ids": ids,
                 "close": close[0] if close else None,
@@ -88,7 +91,18 @@ def serve(node: HouseholdNode, peer: str, request: bytes) -> bytes:
             raise ValueError(f"ids: a list of at most {MAX_IDS_PER_GET} message ids")
         found = node.store.messages(i for i in ids if type(i) is str)
         return orjson.dumps({"messages": [[kind, data.decode()] for kind, data in found]})
-    raise ValueError(f"op: must be 'set' or 'get', got {op!r:.40}")
+    if op == "votes":
+        cert = node.ledger.certificate(t) if t in node.closes else None
+        votes = [v.to_dict() for v in node.admission.votes.votes(t)][:MAX_VOTES]
+        return orjson.dumps(
+            {"votes": votes, "certificate": cert.to_dict() if cert is not None else None}
+        )
+    if op == "ids":
+        digest = req.get("set")
+        if type(digest) is not str:
+            raise ValueError("set: must be a set digest")
+        return orjson.dumps({"ids": node.store.set_ids(t, digest)})
+    raise ValueError(f"op: must be 'set', 'get', 'votes' or 'ids', got {op!r:.40}")
 
 
 async def _ask(node: HouseholdNode, peer: str, request: dict[str, Any]) -> Any:
@@ -103,9 +117,15 @@ async def _ask(node: HouseholdNode, peer: str, request: dict[str, Any]) -> Any:
         return None
 
 
-async def _fetch(node: HouseholdNode, peer: str, t: int, ids: list[str]) -> tuple[int, int]:
-    """Fetch ``ids`` of interval ``t`` from ``peer``; return (served, accepted): how many
-    messages it sent back and how many of them were new and accepted."""
+def reachable_members(node: HouseholdNode) -> list[str]:
+    """The members' nodes we are connected to (ourselves excluded)."""
+    assert node.p2p is not None
+    c = node.community
+    return sorted(p for p in node.p2p.peers if p != node.peer_id and c.member(p) is not None)
+
+
+async def _get(node: HouseholdNode, peer: str, t: int, ids: list[str]) -> list[tuple[str, bytes]]:
+    """The messages among ``ids`` that ``peer`` serves for ``t``, orders before cancels."""
     got: list[tuple[str, bytes]] = []
     for k in range(0, len(ids), MAX_IDS_PER_GET):
         answer = await _ask(node, peer, {"op": "get", "interval": t,
@@ -115,8 +135,14 @@ async def _fetch(node: HouseholdNode, peer: str, t: int, ids: list[str]) -> tupl
         for item in answer["messages"]:
             if type(item) is list and len(item) == 2 and all(type(x) is str for x in item):
                 got.append((item[0], item[1].encode()))
-    # Orders before the cancels that name them.
-    got.sort(key=lambda kd: kd[0] == "cancel")
+    got.sort(key=lambda kd: kd[0] == "cancel")  # the orders a cancel names come first
+    return got
+
+
+async def _fetch(node: HouseholdNode, peer: str, t: int, ids: list[str]) -> tuple[int, int]:
+    """Fetch ``ids`` of interval ``t`` from ``peer``; return (served, accepted): how many
+    messages it sent back and how many of them were new and accepted."""
+    got = await _get(node, peer, t, ids)
     accepted = 0
     for kind, data in got:
         try:
@@ -140,43 +166,43 @@ def _set_answer(a: Any) -> bool:
     )
 
 
-async def reconcile(node: HouseholdNode, t: int) -> str:
-    """Bring our set of interval ``t`` level with our peers'; return how it ended:
-    'agreed', 'adopted' (peers had settled it: their set is taken), 'alone' (a
-    community of one) or 'timeout' (peers still differ)."""
-    assert node.p2p is not None
+def _deadline(node: HouseholdNode) -> float:
     c = node.community
-    give_up = None
-    waited = False
-    dropped: set[str] = set()  # members whose answers this interval no longer counts
-    while True:
-        peers = sorted(p for p in node.p2p.peers
-                       if p not in dropped and c.member(p) is not None)  # fmt: skip
-        answers: dict[str, Any] = {}
+    return min(FETCH_DEADLINE_S, max(1.0, c.wall_seconds(c.interval_ms) / 4))
 
-        async def ask_set(peer: str, answers: dict[str, Any] = answers) -> None:
-            answers[peer] = await _ask(node, peer, {"op": "set", "interval": t})
 
-        async with trio.open_nursery() as nursery:
-            for peer in peers:
-                nursery.start_soon(ask_set, peer)
-        valid = {}
-        mine = set(node.store.ids(t))
-        wanted: dict[str, list[str]] = {}
-        for peer, a in answers.items():
-            if a is None:
-                continue  # no answer in time: asked again next round
-            if not _set_answer(a):
-                logger.warning("interval %d: %s sent a malformed or oversized set; its "
-                               "answers no longer count this interval", t, peer)  # fmt: skip
-                dropped.add(peer)
-                continue
-            valid[peer] = a
-            missing = sorted(set(a["ids"]) - mine)
-            if missing:
-                wanted[peer] = missing
-        fetched = 0
-        if wanted:
+async def gather(node: HouseholdNode, t: int, dropped: set[str] | None = None) -> int:
+    """Fetch from every reachable member what it holds of ``t`` and we lack, round after
+    round until one fetches nothing; return how many messages were accepted. Members
+    that answer badly are added to ``dropped`` and not asked again."""
+    dropped = set() if dropped is None else dropped
+    total = 0
+    with trio.move_on_after(2 * _deadline(node) + REQUEST_TIMEOUT_S):
+        while True:
+            peers = [p for p in reachable_members(node) if p not in dropped]
+            answers: dict[str, Any] = {}
+
+            async def ask_set(peer: str, answers: dict[str, Any] = answers) -> None:
+                answers[peer] = await _ask(node, peer, {"op": "set", "interval": t})
+
+            async with trio.open_nursery() as nursery:
+                for peer in peers:
+                    nursery.start_soon(ask_set, peer)
+            mine = set(node.store.ids(t))
+            wanted: dict[str, list[str]] = {}
+            for peer, a in answers.items():
+                if a is None:
+                    continue  # no answer in time: asked again next round
+                if not _set_answer(a):
+                    logger.warning("interval %d: %s sent a malformed or oversized set; it is "
+                                   "no longer asked this interval", t, peer)  # fmt: skip
+                    dropped.add(peer)
+                    continue
+                missing = sorted(set(a["ids"]) - mine)
+                if missing:
+                    wanted[peer] = missing
+            if not wanted:
+                return total
             results: dict[str, tuple[int, int]] = {}
 
             async def fetch(
@@ -184,70 +210,107 @@ async def reconcile(node: HouseholdNode, t: int) -> str:
             ) -> None:
                 results[peer] = await _fetch(node, peer, t, ids)
 
-            # All of a round's fetches share one deadline (shorter on a fast community
-            # clock): a slow peer cannot hold the round.
-            deadline = min(FETCH_DEADLINE_S, max(1.0, c.wall_seconds(c.interval_ms) / 4))
-            with trio.move_on_after(deadline):
+            # All of a round's fetches share one deadline: a slow peer cannot hold it.
+            with trio.move_on_after(_deadline(node)):
                 async with trio.open_nursery() as nursery:
                     for peer, ids in wanted.items():
                         nursery.start_soon(fetch, peer, ids)
+            fetched = 0
             for peer, ids in wanted.items():
                 served, accepted = results.get(peer, (0, 0))
                 fetched += accepted
                 if served < len(ids) and not set(ids) <= set(node.store.ids(t)):
                     # It named messages it did not serve in time (and nobody else did).
                     logger.warning("interval %d: %s did not serve %d of the messages its "
-                                   "set names; its answers no longer count this interval",
+                                   "set names; it is no longer asked this interval",
                                    t, peer, len(ids) - served)  # fmt: skip
                     dropped.add(peer)
-                    valid.pop(peer, None)
-        # Peers that started after the gate hold partial sets: they count only when no
-        # peer saw the interval open (all started late), and then their union is all there is.
-        answering = {p: a for p, a in valid.items() if a.get("state") in ANSWERING} or valid
-        ours = node.store.digest(t)
-        if answering:
-            if not fetched and all(a.get("set") == ours for a in answering.values()):
-                return "agreed"
-            sets = {a.get("set") for a in answering.values()}
-            if (
-                not fetched
-                and len(sets) == 1
-                and any(a.get("state") == "settled" for a in answering.values())
-            ):
-                # Every answering peer holds one set, some have settled it, and ours holds
-                # more (we fetched all of theirs): the interval is decided; settle theirs.
-                node.adopt(t, next(iter(answering.values()))["ids"])
-                logger.warning("interval %d: our set held messages our peers did not settle; "
-                               "settling theirs", t)  # fmt: skip
-                return "adopted"
-            now = trio.current_time()
-            if give_up is None:
-                give_up = now + max(2.0, c.wall_seconds(c.interval_ms) / 2)
-            elif now > give_up:
-                differ = sorted(p for p, a in answering.items() if a.get("set") != ours)
-                logger.warning("interval %d: settling while %d peers still hold other sets "
-                               "(%s)", t, len(differ), ", ".join(differ))  # fmt: skip
-                return "timeout"
-        elif len(c.members) == 1:
-            return "alone"
-        elif not waited:
-            logger.info("interval %d: waiting for a member's node to reconcile with", t)
-            waited = True
-        if not fetched:
-            await trio.sleep(RETRY_S)
+            total += fetched
+            if not fetched:
+                return total
+            await trio.sleep(0)
+    return total
 
 
-async def explain_dispute(node: HouseholdNode, peer: str, t: int) -> None:
-    """Log how ``peer``'s set of a disputed interval differs from ours (nothing changes:
-    a settled interval is never settled again)."""
-    a = await _ask(node, peer, {"op": "set", "interval": t})
-    if type(a) is not dict or type(a.get("ids")) is not list:
-        logger.warning("interval %d: %s did not answer about the dispute", t, peer)
+async def pull_votes(node: HouseholdNode, t: int, within: float = REQUEST_TIMEOUT_S) -> None:
+    """Ask every reachable member for its votes of ``t`` (and its certificate, if it has
+    settled ``t``), and take each vote as if gossiped; answers later than ``within``
+    seconds are not waited for."""
+    answers: dict[str, Any] = {}
+
+    async def ask(peer: str) -> None:
+        answers[peer] = await _ask(node, peer, {"op": "votes", "interval": t})
+
+    with trio.move_on_after(within):
+        async with trio.open_nursery() as nursery:
+            for peer in reachable_members(node):
+                nursery.start_soon(ask, peer)
+    members = {m.peer_id for m in node.community.members}
+    for peer, a in list(answers.items()):
+        if type(a) is not dict:
+            continue
+        votes = a.get("votes")
+        texts = votes if type(votes) is list else []
+        cert = a.get("certificate")
+        if cert is not None:
+            try:
+                certificate = Certificate.from_dict(cert)
+            except ValueError as exc:
+                logger.warning("interval %d: %s sent a malformed certificate: %s", t, peer, exc)
+            else:
+                if check_certificate(certificate, t, certificate.set, members) is None:
+                    texts = texts + [v.to_dict() for v in certificate.votes]
+        for d in texts[:MAX_VOTES]:
+            _take_vote(node, peer, d, t)
+
+
+def _take_vote(node: HouseholdNode, peer: str, d: Any, t: int) -> None:
+    try:
+        inbound = parse(DIGESTS, canonical(d), node.community)
+    except (Refused, CanonicalError) as exc:
+        reason = exc if isinstance(exc, Refused) else Refused("malformed", str(exc))
+        node.admission.refuse(reason, f"peer {peer}")
         return
-    theirs, ours = set(a["ids"]), set(node.store.ids(t))
-    logger.warning(
-        "interval %d disputed with %s: they hold %d messages we lack (%s), we hold %d they "
-        "lack (%s)",
-        t, peer, len(theirs - ours), ", ".join(sorted(theirs - ours)[:3]),
-        len(ours - theirs), ", ".join(sorted(ours - theirs)[:3]),
-    )  # fmt: skip
+    if inbound.kind != "interval_vote" or inbound.interval != t:
+        node.admission.refuse(Refused("malformed", f"not a vote of interval {t}"), f"peer {peer}")
+        return
+    node.take_vote(inbound.record)  # type: ignore[arg-type]
+
+
+async def fetch_certified(
+    node: HouseholdNode, t: int, digest: str, voters: list[str]
+) -> list[str] | None:
+    """The ids of the set ``digest`` of ``t`` that ``voters`` voted for, with every message
+    of it held (fetched from them); None if they cannot serve it yet."""
+    ids = node.store.set_ids(t, digest)
+    if ids is None and node.store.digest(t) == digest:
+        ids = node.store.ids(t)
+    reachable = set(reachable_members(node))
+    sources = [p for p in voters if p in reachable and p != node.peer_id]
+    if ids is None:
+        for peer in sources:
+            a = await _ask(node, peer, {"op": "ids", "interval": t, "set": digest})
+            got = a.get("ids") if type(a) is dict else None
+            if (type(got) is list and len(got) <= MAX_SET_IDS and all(type(i) is str for i in got)
+                    and set_digest(got) == digest):  # fmt: skip
+                ids = sorted(got)
+                break
+        if ids is None:
+            return None
+    node.store.save_set(t, ids)
+    with trio.move_on_after(_deadline(node)):
+        for peer in sources:
+            missing = [i for i in ids if not node.store.has(i)]
+            if not missing:
+                break
+            for kind, data in await _get(node, peer, t, missing):
+                try:
+                    inbound = node.admission.certified(data, kind, t)
+                except Refused as exc:
+                    node.admission.refuse(exc, f"peer {peer} (certified set)")
+                    continue
+                if inbound.id in missing:
+                    node.store.add(inbound, t)
+    if any(not node.store.has(i) for i in ids):
+        return None
+    return ids

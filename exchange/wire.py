@@ -7,7 +7,9 @@ Every message is a signed record in canonical JSON (DESIGN.md, "Conventions"):
   orders (and cancels) of one owner for one interval under one signature, so a bot posts
   a hundred orders for the price of one message and one signature check;
 - readings topic: a meter ``reading``, signed by the meter;
-- digests topic: an ``interval_digest``: what a node settled for an interval, signed by it.
+- digests topic: an ``interval_vote`` (settlement.certificate): the set a node holds for
+  an interval, which a majority's votes certify; and an ``interval_digest``: what a node
+  settled for an interval, signed by it.
 
 :func:`parse` checks what a message says by itself (schema, size, signature, membership,
 market and price bounds) and raises :class:`Refused` with one of :data:`REASONS`. Checks
@@ -25,6 +27,7 @@ import orjson
 
 from wattmesh.exchange.clock import interval_start
 from wattmesh.settlement.canonical import canonical, record_id, sha256_hex
+from wattmesh.settlement.certificate import IntervalVote
 from wattmesh.settlement.keys import Ed25519PrivateKey, peer_id_of, sign, verify_bytes
 from wattmesh.settlement.records import (
     MAX_NAME,
@@ -227,12 +230,12 @@ class Inbound:
     end).
     """
 
-    kind: str  # "order" | "cancel" | "batch" | "reading" | "interval_digest"
+    kind: str  # "order" | "cancel" | "batch" | "reading" | "interval_vote" | "interval_digest"
     id: str
     interval: int | None
     signer: str
     ts: int
-    record: Order | Cancel | Batch | Reading | IntervalDigest
+    record: Order | Cancel | Batch | Reading | IntervalVote | IntervalDigest
     data: bytes  # the canonical bytes, as stored and served to peers
 
     def orders(self) -> tuple[Order, ...]:
@@ -255,7 +258,7 @@ class Inbound:
 _KINDS_BY_TOPIC = {
     ORDERS: ("order", "cancel", "batch"),
     READINGS: ("reading",),
-    DIGESTS: ("interval_digest",),
+    DIGESTS: ("interval_vote", "interval_digest"),
 }
 
 
@@ -409,10 +412,20 @@ def _parse_digest(d: dict, community: Community, data: bytes) -> Inbound:
     return Inbound("interval_digest", did, digest.interval, node, digest.ts, digest, data)
 
 
+def _parse_vote(d: dict, community: Community, data: bytes) -> Inbound:
+    vote = IntervalVote.from_dict(d)
+    _member(vote.node, community)
+    vid, signed = _signed(vote.node, vote.body(), vote.sig)
+    if not signed:
+        raise Refused("bad-signature", f"interval_vote: not signed by {vote.node}")
+    return Inbound("interval_vote", vid, vote.interval, vote.node, vote.ts, vote, data)
+
+
 _PARSERS = {
     "order": _parse_order,
     "cancel": _parse_cancel,
     "batch": _parse_batch,
     "reading": _parse_reading,
+    "interval_vote": _parse_vote,
     "interval_digest": _parse_digest,
 }

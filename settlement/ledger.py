@@ -30,6 +30,7 @@ import orjson
 import sqlite_utils
 
 from .canonical import CanonicalError, canonical
+from .certificate import Certificate, check_certificate
 from .fees import split_fees, storage_fee
 from .keys import verify as verify_sig
 from .merkle import chain_digest, inclusion_proof, merkle_root, verify_inclusion
@@ -90,12 +91,15 @@ _KEYSETS = {k: frozenset(v) for k, v in KINDS.items()}
 # the household's money could not cover, billed by the supplier outside the ledger).
 # fee: ``interval`` (a storage fee's interval; absent: a trade fee). meter: ``max_power_w``
 # (the meter's declared maximum power; absent: no limit on what a reading may claim).
+# interval_close: ``set`` (the digest of the message set a majority certified; its
+# certificate is in the ``certificates`` table; absent: settled without one, as replay does).
 OPTIONAL: dict[str, tuple[str, ...]] = {
     "genesis": ("storage_rate", "auditors"),
     "meter": ("max_power_w",),
     "grid_import": ("reading", "billed"),
     "grid_export": ("reading",),
     "fee": ("interval",),
+    "interval_close": ("set",),
 }
 _OPTSETS = {k: frozenset(v) for k, v in OPTIONAL.items()}
 
@@ -804,6 +808,8 @@ class _State:
             )
         _hex64(b, "digest", k)
         _hex64(b, "merkle_root", k)
+        if "set" in b:
+            _hex64(b, "set", k)
         self.last_close = seq
         self.last_interval = iv
 
@@ -888,6 +894,15 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         if_not_exists=True,
     )
     db["meta"].create({"key": str, "value": int}, pk="key", if_not_exists=True)
+    _create_certificates(db.conn)
+
+
+def _create_certificates(conn: sqlite3.Connection) -> None:
+    # Beside the hash chain, not in it: nodes hold different majorities' signatures for
+    # the same certified set, and their closes must hash alike.
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS certificates (interval INTEGER PRIMARY KEY, body TEXT NOT NULL)"
+    )
 
 
 class Ledger:
@@ -924,6 +939,8 @@ class Ledger:
             conn.execute("PRAGMA synchronous=NORMAL")
             if "entries" not in names:
                 _create_schema(db)
+            elif "certificates" not in names:  # a ledger from before certificates
+                _create_certificates(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise LedgerError(f"{p} is not a SQLite ledger: {exc}") from None
@@ -1010,10 +1027,22 @@ class Ledger:
         iv = self._state.last_interval
         return None if iv < 0 else iv
 
+    def certificate(self, interval: int) -> Certificate | None:
+        """The certificate stored with ``interval``'s close, if it names a certified set."""
+        row = self.conn.execute(
+            "SELECT body FROM certificates WHERE interval = ?", (interval,)
+        ).fetchone()
+        return None if row is None else Certificate.from_dict(orjson.loads(row[0]))
+
     def meter_seq(self, meter: str) -> int:
         """The seq of the last reading applied from ``meter`` (0: none, or not registered)."""
         reg = self._state.meters.get(meter)
         return 0 if reg is None else reg[1]
+
+    def meter_end(self, meter: str) -> int:
+        """The end (ms) of the last reading applied from ``meter`` (0: none)."""
+        reg = self._state.meters.get(meter)
+        return 0 if reg is None else reg[2]
 
     def last_ts(self) -> int:
         """The ts of the last entry (0 for an empty ledger); the next may not be earlier."""
@@ -1055,13 +1084,23 @@ class Ledger:
             return self._append(lambda st: _with_grid_entries(st, items, now), now)
         return self._append(lambda st: items, now)
 
-    def close_interval(self, interval: int, ts: int) -> LedgerEntry:
+    def close_interval(
+        self, interval: int, ts: int, certificate: Certificate | None = None
+    ) -> LedgerEntry:
         """Append (in its own transaction, or a savepoint inside :meth:`atomic`) the
         ``interval_close`` of ``interval``: it covers
         every entry after the previous close (from genesis for the first close; the closes
         themselves are covered by no interval), with ``entries`` their count, ``digest`` the
         hex ``chain_digest`` and ``merkle_root`` the hex RFC 9162 root of their hashes in
-        order. ``interval`` must be after the previous close's; LedgerError otherwise."""
+        order. ``interval`` must be after the previous close's; LedgerError otherwise.
+
+        With ``certificate`` (a majority's votes for the interval's set), the close names
+        the certified ``set`` and the certificate is stored beside it, in the same
+        transaction; it must certify ``interval`` among the ledger's members."""
+        if certificate is not None:
+            problem = check_certificate(certificate, interval, certificate.set, self._state.members)
+            if problem:
+                raise LedgerError(problem, "set", "interval_close")
 
         def items(st: _State) -> list:
             hashes = [
@@ -1076,6 +1115,12 @@ class Ledger:
                 "digest": chain_digest(hashes).hex(),
                 "merkle_root": merkle_root(hashes).hex(),
             }
+            if certificate is not None:
+                body["set"] = certificate.set
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO certificates (interval, body) VALUES (?, ?)",
+                    (interval, canonical(certificate.to_dict()).decode()),
+                )
             return [("interval_close", body)]
 
         try:
@@ -1383,6 +1428,7 @@ def _verify_rows(conn: sqlite3.Connection, expect_head: tuple[int, bytes] | None
     apply = st.apply
     covered: list[bytes] = []  # hashes of the entries since the last interval_close
     add = covered.append
+    certified = 0  # closes that name a certified set
     for seq, ts, kind_b, body_b, p, h in cur:
         if seq != expected:
             if type(seq) is not int:
@@ -1417,9 +1463,11 @@ def _verify_rows(conn: sqlite3.Connection, expect_head: tuple[int, bytes] | None
         except LedgerError as exc:
             return bad(seq, f"refused by the rules: {exc}")
         if kind == "interval_close":
-            problem = _check_close(body, covered)
+            problem = _check_close(body, covered) or _check_certified(conn, body, st.members)
             if problem:
                 return bad(seq, problem)
+            if "set" in body:
+                certified += 1
             covered.clear()
         else:
             add(h)
@@ -1448,7 +1496,11 @@ def _verify_rows(conn: sqlite3.Connection, expect_head: tuple[int, bytes] | None
     for acct, _k, e, m in conn.execute("SELECT account, kind, energy, money FROM balances"):
         cached[acct.decode() if type(acct) is bytes else acct] = (e, m)
     caches = _read_caches(conn)
+    stored = _count_certificates(conn)
     conn.execute("COMMIT")
+    if stored != certified:
+        return VerifyResult(False, n, n, prev, None, f"{stored} certificates are stored for "
+                            f"{certified} closes that name a certified set")  # fmt: skip
     for acct in sorted(set(cached) | set(st.bal)):
         want, got = st.bal.get(acct), cached.get(acct)
         if want != got:
@@ -1556,6 +1608,33 @@ def _check_close(body: dict[str, Any], covered: list[bytes]) -> str:
                 f"{len(covered)} entries it covers ({want})"
             )
     return ""
+
+
+def _count_certificates(conn: sqlite3.Connection) -> int:
+    try:
+        return conn.execute("SELECT count(*) FROM certificates").fetchone()[0]
+    except sqlite3.OperationalError:  # a ledger from before certificates
+        return 0
+
+
+def _check_certified(conn: sqlite3.Connection, body: dict[str, Any], members: Any) -> str:
+    """What is wrong with the certificate of a close that names a set ('' if nothing)."""
+    if "set" not in body:
+        return ""
+    iv = body["interval"]
+    try:
+        row = conn.execute("SELECT body FROM certificates WHERE interval = ?", (iv,)).fetchone()
+    except sqlite3.OperationalError:
+        row = None
+    if row is None:
+        return f"interval_close {iv} names a certified set but no certificate is stored"
+    try:
+        text = row[0] if type(row[0]) is bytes else str(row[0]).encode()
+        cert = Certificate.from_dict(orjson.loads(text))
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        return f"the certificate of interval {iv} is malformed: {exc}"
+    problem = check_certificate(cert, iv, body["set"], members)
+    return f"the certificate of interval {iv} does not hold: {problem}" if problem else ""
 
 
 def _read_caches(conn: sqlite3.Connection) -> tuple[dict, dict, dict]:

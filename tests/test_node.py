@@ -14,18 +14,21 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import trio
 
-from wattmesh.exchange.community_file import Community, MemberSpec
+from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec
 from wattmesh.exchange.message_store import MessageStore
 from wattmesh.exchange.node import HouseholdNode
+from wattmesh.exchange.node_config import MeterConfig
 from wattmesh.exchange.p2p import open_node
 from wattmesh.exchange.settle_interval import settle_interval
 from wattmesh.exchange.wire import DIGESTS, ORDERS, Batch, IntervalDigest, set_digest
 from wattmesh.settlement.canonical import canonical
+from wattmesh.settlement.certificate import IntervalVote
 from wattmesh.settlement.keys import Ed25519PrivateKey, generate_key, peer_id_of, sign
 from wattmesh.settlement.ledger import Ledger
 from wattmesh.settlement.records import Cancel, Order
@@ -36,13 +39,20 @@ START = 1_781_935_200_000 - 1_781_935_200_000 % L
 WALL_INTERVAL = L / SPEED / 1000
 
 
-def community(keys: list[Ed25519PrivateKey], lead_s: float = 2.0) -> Community:
-    """Members in key order; the first holds 5 kWh to sell, all hold money. Community
-    time reaches START ``lead_s`` wall seconds from now."""
+def community(
+    keys: list[Ed25519PrivateKey],
+    lead_s: float = 2.0,
+    meters: dict[int, Ed25519PrivateKey] | None = None,
+) -> Community:
+    """Members in key order; the first holds 5 kWh to sell, all hold money; ``meters[i]``
+    is registered to member i. Community time reaches START ``lead_s`` wall seconds from
+    now."""
+    meters = meters or {}
     members = tuple(
-        MemberSpec(peer_id_of(k), bmax=10_000, money=10**11, energy=5_000 if i == 0 else 0)
+        MemberSpec(peer_id_of(k), bmax=10_000, money=10**11, energy=5_000 if i == 0 else 0,
+                   meters=(MeterSpec(peer_id_of(meters[i])),) if i in meters else ())
         for i, k in enumerate(keys)
-    )
+    )  # fmt: skip
     origin = time.time_ns() // 1_000_000 + int(lead_s * 1000)
     return Community(name="nodes", start_ms=START, interval_ms=L, clock_speed=SPEED,
                      clock_origin_ms=origin, members=members)  # fmt: skip
@@ -63,8 +73,11 @@ async def cluster(
     c: Community,
     keys: list[Ed25519PrivateKey],
     drops: dict[int, Callable[[str, bytes], bool]] | None = None,
+    meters: dict[int, Ed25519PrivateKey] | None = None,
 ) -> AsyncIterator[list[HouseholdNode]]:
-    """One node per key, each dialing all earlier ones, meshed on every topic."""
+    """One node per key, each dialing all earlier ones, meshed on every topic; node i runs
+    a simulated meter signed by ``meters[i]``."""
+    meters = meters or {}
     nodes: list[HouseholdNode] = []
     try:
         async with trio.open_nursery() as nursery:
@@ -75,7 +88,8 @@ async def cluster(
                 ledger.append_batch(c.genesis_items(), ts=c.genesis_ts)
                 store = MessageStore.open(d / "messages.sqlite")
                 node = HouseholdNode(c, key, ledger, store, data_dir=d,
-                                     drop=(drops or {}).get(i))  # fmt: skip
+                                     drop=(drops or {}).get(i), meter_key=meters.get(i),
+                                     meter=MeterConfig("simulated", peak_w=6000))  # fmt: skip
                 boot = tuple(n.status.addrs[0] for n in nodes)
                 await nursery.start(node.run, "/ip4/127.0.0.1/tcp/0", boot)
                 nodes.append(node)
@@ -112,24 +126,43 @@ def outcome(node: HouseholdNode, t: int):
 
 
 def expected(tmp_path: Path, c: Community, records: dict[int, tuple[list, list]], through: int):
-    """Closes and outcomes of a fresh ledger settled from START through ``through`` with
-    ``records[t] = (orders, cancels)`` and nothing else."""
+    """The history (:func:`history`) and outcomes of a fresh ledger settled from START
+    through ``through`` with ``records[t] = (orders, cancels)`` and nothing else."""
     path = tmp_path / f"fresh-{through}-{len(list(tmp_path.glob('fresh-*')))}.sqlite"
     ledger = Ledger.open(path)
     try:
         ledger.append_batch(c.genesis_items(), ts=c.genesis_ts)
-        closes, outcomes = {}, {}
+        outcomes = {}
         for t in range(START, through + 1, L):
             orders, cancels = records.get(t, ([], []))
-            out = settle_interval(ledger, t, orders, cancels, [], market=c.market)
-            closes[t], outcomes[t] = out.digest, out
-        return closes, outcomes
+            outcomes[t] = settle_interval(ledger, t, orders, cancels, [], market=c.market)
+        return history(ledger, through), outcomes
     finally:
         ledger.close()
 
 
+def history(ledger: Ledger, through: int) -> list[tuple[str, dict]]:
+    """(kind, body) of every entry through interval ``through``, a close's certified
+    ``set`` left out: what a ledger settled from the same records holds, certified or not."""
+    return [
+        (
+            e.kind,
+            {k: v for k, v in e.body.items() if not (e.kind == "interval_close" and k == "set")},
+        )
+        for e in ledger.entries()
+        if e.ts <= through
+    ]
+
+
 def closes_through(node: HouseholdNode, t: int) -> dict[int, str]:
     return {iv: h for iv, (h, _seq) in node.closes.items() if iv <= t}
+
+
+def certified(node: HouseholdNode, t: int) -> bool:
+    """Whether ``t``'s close names a set and a majority's certificate of it is stored."""
+    close = next(e for e in node.ledger.entries(kind="interval_close") if e.body["interval"] == t)
+    cert = node.ledger.certificate(t)
+    return cert is not None and close.body.get("set") == cert.set and node.ledger.verify().ok
 
 
 def items(side: str, *pq: tuple[int, int]) -> list[dict]:
@@ -169,7 +202,7 @@ async def test_orders_from_different_nodes_clear_identically_everywhere(tmp_path
             await until(settled(nodes, t), f"interval {t} settled everywhere", 4 * WALL_INTERVAL)
 
             orders = [*batch.orders, bid, gone, *bid2.orders]
-            closes, outcomes = expected(tmp_path, c, {t: (orders, [cancel])}, t)
+            entries, outcomes = expected(tmp_path, c, {t: (orders, [cancel])}, t)
             want = outcomes[t]
             assert want.volume == 3_000 and len(want.trades) >= 3  # both bids fill, 2 asks
             assert gone.id not in {tr["bid"] for tr in want.trades}
@@ -177,12 +210,14 @@ async def test_orders_from_different_nodes_clear_identically_everywhere(tmp_path
                 got = outcome(n, t)
                 assert got.trades == want.trades, n.peer_id
                 assert (got.price, got.volume, got.orders) == (want.price, want.volume, 4)
-                assert closes_through(n, t) == closes, n.peer_id
+                assert history(n.ledger, t) == entries, n.peer_id
+                assert certified(n, t), n.peer_id
                 assert n.status.refusals == {} and n.admission.refusals == Counter()
+            assert len({closes_through(n, t)[t] for n in nodes}) == 1
             # And they agree about it by digests, without a dispute.
             await until(lambda: all(n.status.agreements >= 3 for n in nodes), "digests", 3)
             for n in nodes:
-                assert n.status.disputed == [] and n.store.disputed() == []
+                assert n.status.disputed == [] and n.store.equivocations() == []
                 status = json.loads((n.data_dir / "status.json").read_text())
                 assert status["settled_through"] >= t and status["disputed"] == []
                 assert n.ledger.verify().ok
@@ -247,13 +282,13 @@ async def test_bad_messages_are_refused_by_reason_and_change_nothing(tmp_path: P
                 # The rogue answers no sync request: the nodes settled without it.
                 assert rogue.peer_id in nodes[1].p2p.peers
 
-            closes, outcomes = expected(tmp_path, c, {t: ([ask, bid], [])}, t)
+            entries, outcomes = expected(tmp_path, c, {t: ([ask, bid], [])}, t)
             assert outcomes[t].volume == 500
             for i, n in enumerate(nodes):
                 assert n.store.ids(t) == legit, i
                 assert n.store.messages([late.id, spaced.id, alien.id]) == [], i
                 assert n.store.ids(gated) == [], i
-                assert closes_through(n, t) == closes, i
+                assert history(n.ledger, t) == entries, i
                 assert outcome(n, t).trades == outcomes[t].trades
                 assert n.status.refusals == dict(n.admission.refusals)  # reported
 
@@ -293,70 +328,67 @@ async def test_a_dropped_gossip_message_is_recovered_by_reconciliation(tmp_path:
             assert nodes[2].store.ids(t) == [batch.computed_id()]  # lost before the gate
             await until(settled(nodes, t), f"interval {t} settled", 4 * WALL_INTERVAL)
 
-            closes, outcomes = expected(tmp_path, c, {t: ([*batch.orders, bid], [])}, t)
+            entries, outcomes = expected(tmp_path, c, {t: ([*batch.orders, bid], [])}, t)
             assert [tr["bid"] for tr in outcomes[t].trades] == [bid.id]
             for i, n in enumerate(nodes):
                 assert n.store.ids(t) == held, i
                 assert outcome(n, t).trades == outcomes[t].trades, i
-                assert closes_through(n, t) == closes, i
+                assert history(n.ledger, t) == entries, i
             assert nodes[2].admission.refusals == Counter()  # fetched, not refused
 
 
-# -- (d) digests: agreement, and a contradicting digest marks a dispute -------------------------
+# -- (d) digests and votes: a forged digest disputes nothing; equivocation is caught ----------
 
 
 @pytest.mark.trio
-async def test_digests_agree_and_a_contradiction_is_a_dispute_never_a_resettlement(
+async def test_a_forged_digest_disputes_nothing_and_an_equivocating_member_is_caught(
     tmp_path: Path,
 ):
     keys = [generate_key() for _ in range(4)]
     running, absent = keys[:3], keys[3]  # a member whose node is not running
     c = community(keys)
-    with trio.fail_after(30):
+    with trio.fail_after(40):
         async with cluster(tmp_path, c, running) as nodes:
             t = open_interval(c, ahead_s=0.0)
             await until(settled(nodes, t + L), "two intervals settled", 4 * WALL_INTERVAL)
             await until(lambda: all(n.status.agreements >= 2 for n in nodes), "agreements", 3)
-            assert all(n.status.disputed == [] for n in nodes)
             close_t = nodes[0].closes[t]
             assert all(n.closes[t] == close_t for n in nodes)
+            assert all(certified(n, t) and certified(n, t + L) for n in nodes)
 
-            def digest(close: str, interval: int) -> bytes:
-                d = IntervalDigest(peer_id_of(absent), interval, set_digest([]), close,
-                                   close_t[1], c.now_ms()).signed(absent)  # fmt: skip
-                return canonical(d.to_dict())
-
+            # The absent member's key, with no node behind it, contradicts t's close.
+            forged = IntervalDigest(peer_id_of(absent), t, set_digest([]), "00" * 32,
+                                    close_t[1], c.now_ms()).signed(absent)  # fmt: skip
             topic = nodes[0].topics[DIGESTS]
-            # The absent member agrees about t + L ...
-            await nodes[0].p2p.pubsub.publish(topic, digest(nodes[0].closes[t + L][0], t + L))
-            # ... and contradicts t.
-            await nodes[0].p2p.pubsub.publish(topic, digest("00" * 32, t))
-            await until(lambda: all(n.status.disputed == [t] for n in nodes[1:]), "dispute", 3)
+            await nodes[0].p2p.pubsub.publish(topic, canonical(forged.to_dict()))
+            await until(lambda: all(n.status.mismatched == [t] for n in nodes[1:]), "seen", 3)
+            assert all(n.status.disputed == [] for n in nodes)  # not a dispute
+            assert all(n.closes[t] == close_t for n in nodes)  # nothing is settled again
+
+            # It then signs two different sets for one open interval, in one round.
+            u = open_interval(c, ahead_s=0.0)
+            await until(lambda: c.now_ms() > u, "the gate of the next interval", 3)
+            for digest in (set_digest([]), set_digest(["ab" * 32])):
+                vote = IntervalVote(peer_id_of(absent), u, 0, digest, c.now_ms()).signed(absent)
+                await nodes[0].p2p.pubsub.publish(topic, canonical(vote.to_dict()))
             for n in nodes[1:]:
-                # Every digest heard of a settled interval with our close is an agreement,
-                # the absent member's included.
-                held = n.admission.digests
-                assert held[(t + L, peer_id_of(absent))].record.close == n.closes[t + L][0]
-                assert n.status.agreements == sum(
-                    d.record.close == n.closes[iv][0]
-                    for (iv, _node), d in held.items()
-                    if iv in n.closes
-                )
-            assert nodes[0].status.disputed == []  # it never heard its own injection
-            for n in nodes[1:]:
-                assert n.store.disputed() == [t]
-                assert n.store.settled(t).disputed
-                assert n.closes[t] == close_t  # the settled interval stays as it was
-            # They go on settling, each interval once.
-            last = max(nodes[1].closes)
-            await until(settled(nodes, last + 2 * L), "two more intervals", 5 * WALL_INTERVAL)
+                await until(lambda n=n: n.status.disputed == [u], "the equivocation", 3)
+                (evidence,) = n.store.equivocations()
+                assert (evidence["node"], evidence["interval"], evidence["round"]) == (
+                    peer_id_of(absent), u, 0)  # fmt: skip
+                signed = {v["set"] for v in evidence["votes"]}
+                assert signed == {set_digest([]), set_digest(["ab" * 32])}
+            # The equivocator's votes cannot stop the honest majority (3 of 4) settling.
+            await until(settled(nodes, u + L), "two more intervals", 5 * WALL_INTERVAL)
             for n in nodes:
                 closed = close_intervals(n)
-                assert closed == sorted(set(closed)) and closed.count(t) == 1
                 assert closed == list(range(START, closed[-1] + 1, L))
                 assert n.ledger.verify().ok
+            assert len({n.closes[u] for n in nodes}) == 1
             status = json.loads((nodes[1].data_dir / "status.json").read_text())
-            assert status["disputed"] == [t]
+            assert status["disputed"] == [u] and status["mismatched"] == [t]
+            assert status["equivocations"] == [{"interval": u, "node": peer_id_of(absent),
+                                                "round": 0}]  # fmt: skip
 
 
 # -- (f) strangers take no part in reconciliation -----------------------------------------
@@ -489,3 +521,109 @@ async def test_a_flooding_member_spends_only_its_own_budget(tmp_path: Path):
             assert len({closes_through(n, t)[t] for n in nodes}) == 1
             for n in nodes:  # what each settled held at most three of the flooder's batches
                 assert outcome(n, t).orders <= 2 + 300
+
+
+# -- (h) certificates: minorities wait, majorities go on, everyone converges ----------------
+
+
+def cut(nodes: list[HouseholdNode], side: list[int]) -> None:
+    """Partition ``nodes`` into ``side`` and the rest (both ways)."""
+    ids = [n.peer_id for n in nodes]
+    for i, n in enumerate(nodes):
+        n.p2p.cut_off = {ids[j] for j in range(len(nodes)) if (j in side) != (i in side)}
+
+
+def heal(nodes: list[HouseholdNode]) -> None:
+    for n in nodes:
+        n.p2p.cut_off = set()
+
+
+def agree(nodes: list[HouseholdNode]) -> None:
+    """Every node's closes equal, each certified, and every ledger verifies."""
+    through = min(max(n.closes) for n in nodes)
+    want = closes_through(nodes[0], through)
+    for n in nodes:
+        assert closes_through(n, through) == want, n.peer_id
+        assert all(certified(n, t) for t in want), n.peer_id
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(
+    ("n", "side", "majority_side"),
+    [(4, [3], [0, 1, 2]), (4, [2, 3], []), (5, [3, 4], [0, 1, 2])],
+    ids=["one-cut-off", "2|2", "3|2"],
+)
+async def test_a_minority_settles_nothing_while_cut_off_and_everyone_converges(
+    tmp_path: Path, n: int, side: list[int], majority_side: list[int]
+):
+    keys = [generate_key() for _ in range(n)]
+    c = community(keys)
+    with trio.fail_after(60):
+        async with cluster(tmp_path, c, keys) as nodes:
+            t = open_interval(c, ahead_s=0.0)
+            await until(settled(nodes, t), "a first interval", 3 * WALL_INTERVAL)
+            before = {i: max(x.closes) for i, x in enumerate(nodes)}
+            cut(nodes, side)
+            u = open_interval(c, ahead_s=0.0)
+            # An order on each side for an interval inside the cut.
+            for i in (0, side[0]):
+                key = keys[i]
+                now = c.now_ms()
+                o = Order("energy", "ask" if i == 0 else "bid", 150_000 if i == 0 else 200_000,
+                          500, peer_id_of(key), now, u + L).signed(key)  # fmt: skip
+                await nodes[i].submit(ORDERS, canonical(o.to_dict()))
+            await trio.sleep(3.5 * WALL_INTERVAL)  # three gates pass inside the cut
+            minority = [i for i in range(n) if i not in majority_side]
+            for i in minority:
+                assert max(nodes[i].closes) <= before[i] + L, i  # nothing after the cut
+                waiting = nodes[i].status.waiting
+                assert waiting is not None and waiting["reachable"] < waiting["need"], waiting
+            for i in majority_side:
+                assert max(nodes[i].closes) >= u + 2 * L, i
+            heal(nodes)
+            last = max(max(max(x.closes) for x in nodes) + L, u + 2 * L)
+            await until(settled(nodes, last), "every node past the cut", 8 * WALL_INTERVAL)
+            agree(nodes)
+            got = (
+                outcome(nodes[0], u + L)
+                if u + L in {o.interval for o in nodes[0].outcomes}
+                else None
+            )
+            for x in nodes:
+                assert x.status.waiting is None or x.status.waiting["interval"] > last
+                assert x.status.disputed == []
+            if not majority_side:  # the 2|2 split certified one set after healing: both orders
+                assert got is not None and got.volume == 500, (
+                    u,
+                    before,
+                    [(o.interval, o.volume) for o in nodes[0].outcomes],
+                )
+
+
+@pytest.mark.trio
+async def test_a_meter_whose_node_was_cut_off_publishes_what_it_missed_in_one_reading(
+    tmp_path: Path,
+):
+    keys = [generate_key() for _ in range(4)]
+    meter = generate_key()
+    c = community(keys, meters={3: meter})
+    with trio.fail_after(60):
+        async with cluster(tmp_path, c, keys, meters={3: meter}) as nodes:
+            t = open_interval(c, ahead_s=0.0)
+            await until(settled(nodes, t + 2 * L), "three intervals", 5 * WALL_INTERVAL)
+            cut(nodes, [3])  # the meter's own node: it settles nothing, so it reads nothing
+            await trio.sleep(3 * WALL_INTERVAL)
+            heal(nodes)
+            last = max(nodes[0].closes) + 3 * L
+            await until(settled(nodes, last), "past the cut", 8 * WALL_INTERVAL)
+            agree(nodes)
+            for n in nodes:
+                spans = [(e.body["start"], e.body["end"], e.body["seq"])
+                         for e in n.ledger.entries(kind="reading")]  # fmt: skip
+                # Contiguous from the community's start: nothing the meter measured is lost,
+                # and the catch-up reading covers several intervals at once.
+                assert spans[0][0] == START and len(spans) >= 3, spans
+                assert all(a[1] == b[0] for a, b in pairwise(spans)), spans
+                assert any(end - start > L for start, end, _ in spans), spans
+                assert [q for *_, q in spans] == sorted({q for *_, q in spans})
+                assert all(seq == (end - START) // L for _, end, seq in spans)

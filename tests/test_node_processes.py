@@ -122,10 +122,16 @@ def through(d: Path) -> int:
 
 
 def closes(d: Path) -> dict[int, str]:
-    """interval -> interval_close hash of the node's ledger (its process has ended)."""
+    """interval -> interval_close hash of the node's ledger (its process has ended); every
+    close names a certified set whose certificate is stored beside it."""
     with Ledger.open(d / "ledger.sqlite", create=False) as ledger:
         assert ledger.verify().ok, d
-        return {e.body["interval"]: e.hash.hex() for e in ledger.entries(kind="interval_close")}
+        found = {}
+        for e in ledger.entries(kind="interval_close"):
+            cert = ledger.certificate(e.body["interval"])
+            assert cert is not None and cert.set == e.body["set"], (d, e.body)
+            found[e.body["interval"]] = e.hash.hex()
+        return found
 
 
 def kinds(d: Path) -> dict[str, int]:
@@ -139,7 +145,7 @@ def kinds(d: Path) -> dict[str, int]:
 def disputed(d: Path) -> list[int]:
     store = MessageStore.open(d / "messages.sqlite")
     try:
-        return store.disputed()
+        return sorted({e["interval"] for e in store.equivocations()})
     finally:
         store.close()
 

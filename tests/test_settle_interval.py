@@ -305,7 +305,7 @@ def test_a_failure_midway_writes_nothing(tmp_path: Path, monkeypatch) -> None:
     with community(path) as led:
         before, head, balances = rows(path), led.head(), led.balances()
 
-        def boom(self: Ledger, interval: int, ts: int) -> None:
+        def boom(self: Ledger, interval: int, ts: int, certificate: object = None) -> None:
             raise RuntimeError("disk on fire")
 
         monkeypatch.setattr(Ledger, "close_interval", boom)

@@ -387,6 +387,36 @@ def test_fetched_ignores_the_gate_but_not_the_interval(node):
     assert info.value.reason == "malformed"
 
 
+def test_the_set_rule_refuses_an_order_stamped_at_or_after_its_gate_on_every_path(node):
+    """Whether a message belongs to an interval depends only on the message: an order,
+    batch or cancel whose signed ts is not before its interval's gate is refused as late,
+    gossiped, fetched or served as part of a certified set (the late-injection hole)."""
+    admission, store, clock = node
+    clock.now = T0 + L // 2  # a member serves it while reconciling, after the gate
+    on_time = order(ts=T0 - 1)
+    for ts in (T0, T0 + 1, T0 + L // 2):
+        late = order(ts=ts)
+        batch = Batch.of(KEY_A, T0, ts, [{"market": "energy", "side": "ask",
+                                          "price": 150_000, "qty": 10}])  # fmt: skip
+        for data, kind in ((msg(late), "order"), (batch.message(), "batch")):
+            for way in (admission.fetched, admission.certified):
+                with pytest.raises(Refused) as info:
+                    way(data, kind, T0)
+                assert info.value.reason == "late" and "gate" in info.value.detail
+    clock.now = T0 - 2  # a clock behind: gossip is still open, the ts is not
+    with pytest.raises(Refused) as info:
+        admission.gossip(ORDERS, msg(order(ts=T0)))
+    assert info.value.reason == "late"
+    assert store.ids(T0) == []
+    assert admission.fetched(msg(on_time), "order", T0).id == on_time.id
+    inbound = admission.certified(msg(on_time), "order", T0)
+    assert store.add(inbound, T0)
+    gone = Cancel(on_time.id, A, T0).signed(KEY_A)  # a cancel after the gate: too late too
+    with pytest.raises(Refused) as info:
+        admission.fetched(msg(gone), "cancel", T0)
+    assert info.value.reason == "late"
+
+
 def test_refusals_change_nothing_in_the_store(node, tmp_path: Path):
     admission, store, clock = node
     o = order()

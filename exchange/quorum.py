@@ -1,0 +1,160 @@
+"""The votes a node holds for unsettled intervals, and the rule for what it may vote.
+
+One :class:`VoteBook` per node. It keeps every member's signed votes by interval and round,
+finds a certificate (a strict majority of members voting one set digest in one round),
+records equivocation (one member, one interval, one round, two digests), and decides what
+this node may vote next (:meth:`VoteBook.next_vote`).
+
+Why two certificates of one interval need an equivocator (docs/node.md, "Why it is safe"):
+a digest Z is *possible* in round r when the votes seen for it there plus the members not
+yet seen voting in r could make a majority. A member votes digest Y in round r only if no
+digest other than Y is possible in any earlier round. If Z was certified in round r, its
+majority Q voted Z there, so every view of round r counts each member of Q as a Z vote or
+as unseen, unless one of Q also signed another digest in r (an equivocator): Z stays
+possible in r for ever, and no honest member votes anything but Z in a later round. Two
+majorities share a member, so a second certificate needs that member to break the rule.
+A node's view holds a subset of the votes, which only widens what is possible: the rule
+errs on the side of waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from wattmesh.settlement.certificate import Certificate, IntervalVote, majority
+
+__all__ = ["ANY", "Equivocation", "VoteBook"]
+
+ANY = "*"  # stands for "any digest is still possible" (too few votes seen in the round)
+
+
+@dataclass(frozen=True, slots=True)
+class Equivocation:
+    """Two signed votes of one member for one interval and round, with different sets."""
+
+    first: IntervalVote
+    second: IntervalVote
+
+    def to_dict(self) -> dict:
+        return {"interval": self.first.interval, "node": self.first.node,
+                "round": self.first.round, "votes": [self.first.to_dict(),
+                                                     self.second.to_dict()]}  # fmt: skip
+
+
+class VoteBook:
+    """Votes by interval; ``members`` are the community's (peer ids)."""
+
+    def __init__(self, members: Collection[str]) -> None:
+        self.members = frozenset(members)
+        self.need = majority(len(self.members))
+        # interval -> round -> node -> the votes it signed there (two: it equivocated)
+        self._votes: dict[int, dict[int, dict[str, list[IntervalVote]]]] = {}
+        self.equivocations: list[Equivocation] = []
+
+    def add(self, vote: IntervalVote) -> str:
+        """Hold a verified member's vote: 'new', 'duplicate', or 'equivocation' (a second
+        digest in the same round: both are kept as the evidence)."""
+        if vote.node not in self.members:
+            raise ValueError(f"a vote of {vote.node}, not a member")
+        if self.held(vote):  # the same vote, or the evidence is held already
+            return "duplicate"
+        held = self._votes.setdefault(vote.interval, {}).setdefault(vote.round, {})
+        mine = held.setdefault(vote.node, [])
+        mine.append(vote)
+        if len(mine) == 2:
+            self.equivocations.append(Equivocation(mine[0], mine[1]))
+            return "equivocation"
+        return "new"
+
+    def held(self, vote: IntervalVote) -> bool:
+        """Whether adding ``vote`` would change nothing."""
+        mine = self._votes.get(vote.interval, {}).get(vote.round, {}).get(vote.node, [])
+        return len(mine) >= 2 or any(v.set == vote.set for v in mine)
+
+    def votes(self, interval: int) -> list[IntervalVote]:
+        """Every vote held for ``interval``, by round then node."""
+        rounds = self._votes.get(interval, {})
+        return [v for r in sorted(rounds) for n in sorted(rounds[r]) for v in rounds[r][n]]
+
+    def forget(self, interval: int) -> None:
+        """Drop the votes of a settled interval (its certificate is in the ledger)."""
+        self._votes.pop(interval, None)
+
+    def _tally(self, interval: int, r: int) -> tuple[dict[str, int], int]:
+        """(votes per digest, members not seen voting) in round ``r``."""
+        held = self._votes.get(interval, {}).get(r, {})
+        counts: dict[str, int] = {}
+        for votes in held.values():
+            for v in votes:
+                counts[v.set] = counts.get(v.set, 0) + 1
+        return counts, len(self.members) - len(held)
+
+    def certificate(self, interval: int) -> Certificate | None:
+        """A certificate for ``interval`` among the votes held (the lowest round's)."""
+        for r in sorted(self._votes.get(interval, {})):
+            counts, _unseen = self._tally(interval, r)
+            for digest in sorted(counts):
+                if counts[digest] >= self.need:
+                    held = self._votes[interval][r]
+                    return Certificate.of(
+                        v for votes in held.values() for v in votes if v.set == digest
+                    )
+        return None
+
+    def possible(self, interval: int, r: int) -> set[str] | str:
+        """The digests that could still be certified in round ``r``: a set, or :data:`ANY`
+        when so few members have been seen voting there that any digest could."""
+        counts, unseen = self._tally(interval, r)
+        if unseen >= self.need:
+            return ANY
+        return {d for d, n in counts.items() if n + unseen >= self.need}
+
+    def rounds(self, interval: int) -> list[int]:
+        return sorted(self._votes.get(interval, {}))
+
+    def voted(self, interval: int, node: str) -> dict[int, str]:
+        """round -> the digest ``node`` voted there (its first, if it equivocated)."""
+        return {r: held[node][0].set for r, held in self._votes.get(interval, {}).items()
+                if node in held}  # fmt: skip
+
+    def voters(self, interval: int, digest: str) -> list[str]:
+        """The members that voted ``digest`` for ``interval`` in any round."""
+        return sorted({v.node for v in self.votes(interval) if v.set == digest})
+
+    def next_vote(
+        self, interval: int, node: str, ours: str, advance: bool
+    ) -> tuple[int, str] | None:
+        """(round, digest) that ``node`` may vote now, or None (it has voted in the latest
+        round and ``advance`` is False or fewer than a majority voted there, or the rule
+        forbids every vote until more votes are seen).
+
+        The round is the latest one voted in (0 at first; reached round by round), or the
+        one after it when
+        ``node`` has voted there and ``advance`` says its round timed out. The digest is the
+        one digest still possible in the earlier rounds, or ``ours`` (the node's own set)
+        when none is.
+        """
+        held = self._votes.get(interval, {})
+        # The latest round reached in order: a vote in a round whose predecessor is still
+        # ANY breaks the rule, so it cannot pull the others ahead.
+        latest = 0
+        while latest + 1 in held and self.possible(interval, latest) != ANY:
+            latest += 1
+        mine = self.voted(interval, node)
+        target = latest
+        if latest in mine:
+            # A new round helps only when a majority voted in this one and still made no
+            # certificate; with fewer, those not seen would not be seen in the next either.
+            if not advance or len(held.get(latest, {})) < self.need:
+                return None
+            target = latest + 1
+        allowed: set[str] = set()
+        for r in range(target):
+            p = self.possible(interval, r)
+            if p == ANY:
+                return None
+            allowed |= p  # type: ignore[arg-type]
+        if len(allowed) > 1:
+            return None
+        return target, next(iter(allowed)) if allowed else ours
