@@ -95,12 +95,10 @@ class Admission:
         c = self.community
         length = c.interval_ms
         if inbound.kind == "interval_vote":
-            # Forwarded even once we settled its interval: slower members still need it.
+            # No age limit, and forwarded even once we settled its interval: members that
+            # are behind still need it (the node holds votes of unsettled intervals only).
             if inbound.interval > now:
                 raise Refused("future", f"vote of interval {inbound.interval}, not yet gated")
-            if inbound.interval < now - c.max_age_ms:
-                raise Refused("late", f"vote of interval {inbound.interval}, older than "
-                              f"{c.max_age_ms} ms")  # fmt: skip
             if self.votes.held(inbound.record):  # type: ignore[arg-type]
                 raise Refused("duplicate", f"a vote of {inbound.interval} from "
                               f"{inbound.signer} held already")  # fmt: skip

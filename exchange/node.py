@@ -403,21 +403,24 @@ class HouseholdNode:
             s.disputed.append(evidence["interval"])
             s.disputed.sort()
 
-    def reachable(self) -> int:
-        """The members we can reach now, ourselves included."""
-        return 1 + len(sync.reachable_members(self)) if self.p2p is not None else 1
+    def reachable(self, t: int) -> int:
+        """The members we reach for interval ``t``: ourselves, the members' nodes we are
+        connected to, and the members whose votes of ``t`` reached us through others."""
+        near = set(sync.reachable_members(self)) if self.p2p is not None else set()
+        return len(near | {v.node for v in self.votes.votes(t)} | {self.peer_id})
 
     def _show_waiting(self, t: int) -> None:
         n = len(self.community.members)
         need = majority(n)
-        reach = self.reachable()
+        reach = self.reachable(t)
         rounds = self.votes.rounds(t)
         waiting = {"interval": t, "round": rounds[-1] if rounds else 0, "reachable": reach,
                    "members": n, "need": need}  # fmt: skip
         was = self.status.waiting
         self.status.waiting = waiting
-        if was is None or was.get("interval") != t or was.get("reachable") != reach:
-            if reach < need:
+        short = reach < need
+        if was is None or was["interval"] != t or (was["reachable"] < need) != short:
+            if short:
                 logger.warning("interval %d: waiting for a quorum: %d of %d members reachable "
                                "(%d needed)", t, reach, n, need)  # fmt: skip
             else:
