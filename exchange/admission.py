@@ -5,8 +5,8 @@ rule*, :func:`check_set_rule`): an order, batch or cancel belongs to interval t 
 for t and its signed ``ts`` is before t's gate; a reading belongs to the first interval
 that starts after its end. Three ways in, each applying the set rule:
 
-- gossip (:meth:`Admission.gossip`): besides, the interval must still be open by our clock
-  (its gate is its start), timestamps within the community's window, nothing already
+- gossip (:meth:`Admission.gossip`): besides, our clock must not have passed the
+  interval's gate plus the grace period (the gate is its start), timestamps within the community's window, nothing already
   held, a cancel must name an order this node holds, a reading must be newer than what
   the ledger applied;
 - fetched from a member while reconciling (:meth:`Admission.fetched`): the message must
@@ -118,8 +118,10 @@ class Admission:
                           f"(allowed {c.max_age_ms})")  # fmt: skip
         self._check_not_held(inbound)
         interval = self.interval_of(inbound)
-        if interval <= now:
-            raise Refused("late", f"interval {interval}'s gate has passed")
+        if interval + c.grace_ms <= now:
+            # Until gate + grace, when this node gathers and votes, a message the set rule
+            # admits (signed before the gate) is still taken from gossip.
+            raise Refused("late", f"interval {interval}'s gate plus grace has passed")
         if inbound.kind == "reading":
             last = self.meter_seq(inbound.signer)
             if inbound.record.seq <= last:  # type: ignore[union-attr]

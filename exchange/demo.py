@@ -37,6 +37,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ from wattmesh.settlement.ledger import Ledger, LedgerEntry
 from wattmesh.settlement.readings import apply_reading
 
 __all__ = [
+    "Contention",
     "DemoError",
     "DemoResult",
     "HouseholdAccount",
@@ -471,6 +473,52 @@ class _Processes:
         self.stop(timeout=10.0)
 
 
+class Contention:
+    """What a household's box lives with, on purpose: ``busy`` processes spinning on the
+    CPU, and every ``every_s`` seconds one node (drawn with ``seed``) stopped with SIGSTOP
+    for ``pause_s`` seconds, then continued. Pass it to :func:`run_demo`; ``pauses``
+    counts the stops made."""
+
+    def __init__(self, busy: int = 1, every_s: float = 3.0, pause_s: float = 1.0,
+                 seed: int = 0) -> None:  # fmt: skip
+        self.busy, self.every_s, self.pause_s = busy, every_s, pause_s
+        self.rng = random.Random(seed)
+        self.pauses = 0
+        self._spinners: list[subprocess.Popen[bytes]] = []
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, pids: list[int]) -> None:
+        spin = "while True: pass"
+        self._spinners = [subprocess.Popen([sys.executable, "-c", spin])
+                          for _ in range(self.busy)]  # fmt: skip
+        self._thread = threading.Thread(target=self._pause_nodes, args=(pids,), daemon=True)
+        self._thread.start()
+
+    def _pause_nodes(self, pids: list[int]) -> None:
+        while not self._done.wait(self.every_s):
+            pid = self.rng.choice(pids)
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                self.pauses += 1
+                self._done.wait(self.pause_s)
+            except ProcessLookupError:
+                continue
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """End the pauses (every node continued) and the busy loops."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        for p in self._spinners:
+            p.kill()
+            p.wait()
+        self._spinners = []
+
+
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -576,6 +624,7 @@ def run_demo(
     start_ms: int = SUNNY_START_MS,
     on_line: Callable[[str], None] | None = None,
     on_interval: Callable[[IntervalReport], None] | None = None,
+    contention: Contention | None = None,
 ) -> DemoResult:
     """Run ``households`` nodes for ``hours`` hours of 15-minute intervals; see the module
     docstring. ``on_line`` gets progress text, ``on_interval`` each interval once every
@@ -583,7 +632,8 @@ def run_demo(
     a timeout); the checks that fail afterwards are :attr:`DemoResult.problems`.
     ``directory`` keeps the data directories there (it must be empty or new); without
     it they go to a temporary directory, removed at the end unless ``keep`` or the run
-    failed."""
+    failed. With ``contention`` the nodes run under it from their start until the last
+    interval is settled everywhere."""
     say = on_line or (lambda _line: None)
     if households < 2:
         raise DemoError(
@@ -604,7 +654,8 @@ def run_demo(
         root, temporary = Path(tempfile.mkdtemp(prefix="wattmesh-demo-")), True
     began = time.monotonic()
     try:
-        result = _run(root, households, hours, speed, seed, start_ms, say, on_interval)
+        result = _run(root, households, hours, speed, seed, start_ms, say, on_interval,
+                      contention)  # fmt: skip
     except KeyboardInterrupt:
         if temporary and not keep:  # interrupted: nothing to look at
             shutil.rmtree(root, ignore_errors=True)
@@ -688,6 +739,7 @@ def _run(
     start_ms: int,
     say: Callable[[str], None],
     on_interval: Callable[[IntervalReport], None] | None,
+    contention: Contention | None = None,
 ) -> DemoResult:
     count = hours * 3_600_000 // INTERVAL_MS
     last = start_ms + (count - 1) * INTERVAL_MS
@@ -750,8 +802,14 @@ def _run(
             + ", ".join(f"{x.name} pid {x.proc.pid}" for x in nodes)  # type: ignore[union-attr]
             + f"; the community clock starts in {origin_ms / 1000 - time.time():.0f} s"
         )
-        intervals = _follow(nodes, procs, origin_ms, start_ms, last, spi, startup, say,
-                            on_interval)  # fmt: skip
+        if contention is not None:
+            contention.start([x.proc.pid for x in nodes])  # type: ignore[union-attr]
+        try:
+            intervals = _follow(nodes, procs, origin_ms, start_ms, last, spi, startup, say,
+                                on_interval)  # fmt: skip
+        finally:
+            if contention is not None:
+                contention.stop()
         say(f"every node settled {_clock_text(last)}; stopping the nodes (SIGTERM)")
         procs.stop()
 

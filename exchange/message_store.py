@@ -154,6 +154,9 @@ class MessageStore:
             self._where.pop(inbound.id, None)
             for o in inbound.orders():
                 self._orders.pop(o.id, None)
+        # The interval's pages are cold now: give back SQLite's page cache (up to 2 MiB,
+        # filled by a flood's inserts and by deleting what the budget pushed out).
+        self.conn.execute("PRAGMA shrink_memory")
 
     # -- any interval, from SQLite --
 

@@ -50,8 +50,28 @@ _rpc_queue.RpcQueue.__init__.__defaults__ = (10_000, _rpc_queue.DefaultMaxMessag
 _pubsub_module.SUBSCRIPTION_CHANNEL_SIZE = 1024
 
 
+class _GossipSub(GossipSub):
+    """GossipSub whose equivocation map holds no message longer than its message cache.
+
+    py-libp2p 0.8.1 keeps every message it forwards, whole, in ``equivocation_detection``
+    and trims that only past 1,000 entries (to 500), so the last 500 to 1,000 messages
+    stay held for good: about 7 KB of protobuf (upb) arena each, native memory invisible
+    to tracemalloc, most of a flood's RSS that never came back (docs/reliability.md). The
+    check compares a message with an earlier one of the same id, but pubsub's seen-cache
+    already drops a repeated id for 120 s, and P2PNode._pump drops one for 65,536
+    messages, so nothing is lost by forgetting it with the message cache (5 heartbeats).
+    """
+
+    def _periodic_security_cleanup(self) -> None:  # every heartbeat, after the cache shift
+        super()._periodic_security_cleanup()
+        held = self.mcache.msgs
+        seen = self.equivocation_detection
+        for mid in [m for m in seen if m not in held]:
+            del seen[mid]
+
+
 def _new_pubsub(host: IHost) -> tuple[Pubsub, GossipSub]:
-    router = GossipSub(
+    router = _GossipSub(
         # Only the three standard ids: what js-libp2p and go-libp2p speak (interop tested).
         protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
         # Per the notes: a random mesh with >= 4 links per host; a star loses messages.
@@ -60,6 +80,10 @@ def _new_pubsub(host: IHost) -> tuple[Pubsub, GossipSub]:
         degree_high=12,
         # The default 120 s heartbeat delays mesh repair by two minutes.
         heartbeat_interval=1,
+        # On by default it resets that heartbeat to 30-60 s when its health score is
+        # below 0.7 (as with 4 nodes: 3 mesh peers of degree 6, 30 s after start), which
+        # delays mesh repair and keeps forwarded messages in the cache for 5 minutes.
+        adaptive_gossip_enabled=False,
         # On by default it caps each sender at 10 msg/s per topic, own publishes included,
         # and drops the rest silently; our topic validators are the gate instead.
         spam_protection_enabled=False,

@@ -15,6 +15,7 @@ import pytest
 
 from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec
 from wattmesh.exchange.demo import (
+    Contention,
     DemoError,
     bootstrap_peers,
     clock_speed,
@@ -188,3 +189,19 @@ def test_fold_ledger_savings_against_the_grid_alone_twin(tmp_path: Path) -> None
     assert list(early.intervals) == [t0, t1]
     assert early.households[a].sold == 2000 and early.households[a].energy == 5000
     assert early.households[a].savings(early.value_price) == 140_000_000
+
+
+def test_loaded_and_stalled_nodes_still_agree(tmp_path: Path) -> None:
+    """The bounded CI version of benchmarks/contention.py: five node processes beside a
+    busy loop, one of them stopped (SIGSTOP) for a second every two seconds; every ledger
+    verifies and every interval is certified and identical at every node."""
+    contention = Contention(busy=1, every_s=2.0, pause_s=1.0, seed=1)
+    result = run_demo(5, 1, seconds_per_interval=2.0, seed=1, directory=tmp_path / "run",
+                      contention=contention)  # fmt: skip
+    assert result.ok, result.problems
+    assert contention.pauses >= 3
+    assert len(result.intervals) == 4 and all(iv.agree for iv in result.intervals)
+    for name in result.peer_ids:
+        with Ledger.open(tmp_path / "run" / name / "ledger.sqlite", create=False) as led:
+            closes = list(led.entries(kind="interval_close"))
+            assert closes and all(led.certificate(e.body["interval"]) for e in closes)

@@ -453,7 +453,7 @@ async def test_a_stranger_is_neither_asked_nor_answered_nor_believed(tmp_path: P
 
 
 @pytest.mark.trio
-async def test_a_node_with_only_a_stranger_to_ask_does_not_settle_on_its_word(tmp_path: Path):
+async def test_an_eclipsed_node_fed_by_a_stranger_settles_nothing(tmp_path: Path):
     keys = [generate_key() for _ in range(2)]
     c = community(keys, lead_s=0.5)
     asked: Counter = Counter()
@@ -464,6 +464,9 @@ async def test_a_node_with_only_a_stranger_to_ask_does_not_settle_on_its_word(tm
                 await stranger.connect(node.status.addrs[0])
                 await trio.sleep(3 * WALL_INTERVAL)
                 assert node.closes == {} and asked == Counter()
+                # It says why: one of two members reachable, two needed.
+                waiting = node.status.waiting
+                assert (waiting["reachable"], waiting["members"], waiting["need"]) == (1, 2, 2)
 
 
 @pytest.mark.trio

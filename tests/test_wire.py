@@ -238,12 +238,17 @@ def test_gossip_accepts_open_messages_and_refuses_late_ones(node):
     with pytest.raises(Refused) as info:
         admission.gossip(ORDERS, msg(order(ts=NOW - 2 * L - 1)))
     assert info.value.reason == "late"
-    # An order for T0 sent a moment after T0's gate.
-    clock.now = T0
+    # An order for T0 signed just before T0's gate and heard in the grace period after
+    # it is still taken (in flight at the gate); once the grace has passed it is late.
+    grace = community().grace_ms
+    in_flight = order(price=160_000, ts=T0 - 1)
+    clock.now = T0 + grace - 1
+    assert admission.gossip(ORDERS, msg(in_flight)).id == in_flight.id
+    clock.now = T0 + grace
     with pytest.raises(Refused) as info:
-        admission.gossip(ORDERS, msg(order(price=160_000, ts=T0 - 1)))
-    assert info.value.reason == "late"
-    # A reading applied at T0 (of [T0 - 2L, T0 - L)) is late once T0's gate passed.
+        admission.gossip(ORDERS, msg(in_flight))
+    assert info.value.reason == "late" and "grace" in info.value.detail
+    # A reading applied at T0 (of [T0 - 2L, T0 - L)) is late once T0's grace passed.
     with pytest.raises(Refused) as info:
         admission.gossip(READINGS, msg(reading(seq=10, produced=1)))
     assert info.value.reason == "late"
