@@ -6,10 +6,10 @@ for t and its signed ``ts`` is before t's gate; a reading belongs to the first i
 that starts after its end. Three ways in, each applying the set rule:
 
 - gossip (:meth:`Admission.gossip`): besides, our clock must not have passed the
-  interval's gate plus the grace period (the gate is its start), timestamps within the community's window, nothing already
-  held, a cancel must name an order this node holds, a reading must be newer than what
-  the ledger applied;
-- fetched from a member while reconciling (:meth:`Admission.fetched`): the message must
+  interval's gate plus the grace period (the gate is its start), timestamps within the
+  community's window, nothing already held, a cancel must name an order this node
+  holds, a reading must be newer than what the ledger applied;
+- fetched from a member while gathering (:meth:`Admission.fetched`): the message must
   belong to the interval it was fetched for, by the set rule, and be signed by a member
   (or a registered meter) like any other, within its member's budget;
 - fetched as part of a certified set (:meth:`Admission.certified`): the set rule and the
