@@ -99,6 +99,8 @@ class Admission:
             # are behind still need it (the node holds votes of unsettled intervals only).
             if inbound.interval > now:
                 raise Refused("future", f"vote of interval {inbound.interval}, not yet gated")
+            if inbound.interval % length or inbound.interval < c.start_ms:
+                raise Refused("malformed", f"vote of {inbound.interval}, not an interval")
             if self.votes.held(inbound.record):  # type: ignore[arg-type]
                 raise Refused("duplicate", f"a vote of {inbound.interval} from "
                               f"{inbound.signer} held already")  # fmt: skip

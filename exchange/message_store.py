@@ -205,11 +205,16 @@ class MessageStore:
         return None if row is None else orjson.loads(row[0])
 
     def save_own_vote(self, interval: int, round_: int, data: bytes) -> None:
-        """Record our own signed vote (committed before it is published)."""
-        self.conn.execute(
-            "INSERT INTO own_votes (interval, round, data) VALUES (?, ?, ?)",
-            (interval, round_, data),
-        )
+        """Record our own signed vote, synced to disk before it returns: lost in a power
+        cut after being published, a restart could sign another digest in its round."""
+        self.conn.execute("PRAGMA synchronous=FULL")
+        try:
+            self.conn.execute(
+                "INSERT INTO own_votes (interval, round, data) VALUES (?, ?, ?)",
+                (interval, round_, data),
+            )
+        finally:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
 
     def own_votes(self, after: int) -> list[bytes]:
         """Our own votes for intervals after ``after``."""

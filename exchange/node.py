@@ -130,7 +130,10 @@ class HouseholdNode:
         after = ledger.last_interval()
         for data in store.own_votes(-1 if after is None else after):
             # Our votes survive a crash, so we never sign a second digest in a round.
-            self.votes.add(parse(DIGESTS, data, community).record)  # type: ignore[arg-type]
+            try:
+                self.votes.add(parse(DIGESTS, data, community).record)  # type: ignore[arg-type]
+            except (Refused, ValueError) as exc:  # e.g. the community file changed
+                logger.warning("own vote no longer parses (%s); ignored", exc)
         self.closes: dict[int, tuple[str, int]] = {
             e.body["interval"]: (e.hash.hex(), e.seq) for e in ledger.entries(kind="interval_close")
         }
@@ -323,14 +326,28 @@ class HouseholdNode:
     async def _certify(self, t: int) -> tuple[Certificate, list[str]]:
         """Wait for a certificate of ``t`` and the set it certifies, voting as the quorum
         rule allows (:meth:`.quorum.VoteBook.next_vote`); return both."""
-        dropped: set[str] = set()
-        # Catching up, the certificate may exist already.
-        await sync.pull_votes(self, t, self._round_seconds())
-        if self.votes.certificate(t) is None:
-            await sync.gather(self, t, dropped)
+        async with trio.open_nursery() as nursery:
+            # Votes lost by gossip (or cast while we were away) come by pulling; a slow
+            # member's answer never holds up the others' or the loop below.
+            nursery.start_soon(self._pull_votes, t)
+            found = await self._certified(t)
+            nursery.cancel_scope.cancel()
+        return found
+
+    async def _pull_votes(self, t: int) -> None:
+        every = max(0.5, self._round_seconds() / 2)
+        while True:
+            await sync.pull_votes(self, t)
+            self._vote_arrived.set()
+            await trio.sleep(every)
+
+    async def _certified(self, t: int) -> tuple[Certificate, list[str]]:
+        c = self.community
+        if t + c.interval_ms < c.now_ms():  # catching up: the first pull may bring it
+            with trio.move_on_after(self._round_seconds()):
+                await self._vote_arrived.wait()
         voted_at = trio.current_time()
-        pull_every = max(0.5, self._round_seconds() / 2)
-        pulled_at = trio.current_time()
+        gathered = False
         while True:
             cert = self.votes.certificate(t)
             if cert is not None:
@@ -339,6 +356,9 @@ class HouseholdNode:
                     self._waiting_over(t)
                     return cert, ids
             else:
+                if not gathered:
+                    await sync.gather(self, t)
+                    gathered = True
                 advance = trio.current_time() - voted_at > self._round_seconds()
                 choice = self.votes.next_vote(t, self.peer_id, self.store.digest(t), advance)
                 if (
@@ -346,18 +366,16 @@ class HouseholdNode:
                     and choice[0] > 0
                     and choice[0] not in self.votes.voted(t, self.peer_id)
                 ):
-                    # A new round: gather again first, so a free vote is for the union.
-                    await sync.gather(self, t, dropped)
+                    # A new round: gather again first (asking every member afresh), so a
+                    # free vote is for the union.
+                    await sync.gather(self, t)
                     choice = self.votes.next_vote(t, self.peer_id, self.store.digest(t), True)
                 if choice is not None and await self._vote(t, *choice):
                     voted_at = trio.current_time()
             self._show_waiting(t)
-            with trio.move_on_after(min(pull_every, self._round_seconds())):
+            with trio.move_on_after(self._round_seconds() / 2):
                 await self._vote_arrived.wait()
             self._vote_arrived = trio.Event()
-            if trio.current_time() - pulled_at >= pull_every:
-                await sync.pull_votes(self, t, self._round_seconds())
-                pulled_at = trio.current_time()
 
     async def _vote(self, t: int, round_: int, digest: str) -> bool:
         """Sign, keep and gossip our vote for set ``digest`` of ``t`` in ``round_``; False
@@ -371,20 +389,22 @@ class HouseholdNode:
         self.store.save_set(t, ids)
         vote = IntervalVote(self.peer_id, t, round_, digest, self.community.now_ms())
         data = canonical(vote.signed(self.key).to_dict())
-        self.store.save_own_vote(t, round_, data)  # before anyone can see it
+        signed = parse(DIGESTS, data, self.community).record  # checked before it is kept
+        self.store.save_own_vote(t, round_, data)  # on disk before anyone can see it
         try:
             await self.p2p.publish(self.topics[DIGESTS], data)  # type: ignore[union-attr]
         except ValueError as exc:  # peers pull it instead
             logger.debug("vote of %d not gossiped: %s", t, exc)
         self._validated.pop((DIGESTS, data), None)
-        self.votes.add(parse(DIGESTS, data, self.community).record)  # type: ignore[arg-type]
+        self.votes.add(signed)  # type: ignore[arg-type]
         logger.debug("interval %d: voted set %s in round %d", t, digest[:16], round_)
         return True
 
     def take_vote(self, vote: IntervalVote) -> None:
         """Hold a member's verified vote; record an equivocation it proves."""
-        if vote.interval in self.closes:
-            return  # settled: its certificate is in the ledger
+        c = self.community
+        if vote.interval < self.next_unsettled() or vote.interval % c.interval_ms:
+            return  # settled (its certificate is in the ledger), or no interval at all
         if self.votes.add(vote) == "equivocation":
             ev = self.votes.equivocations[-1]
             self.store.save_equivocation(vote.interval, vote.node, vote.round, ev.to_dict())
@@ -451,7 +471,8 @@ class HouseholdNode:
             orders.extend(m.orders())
             cancels.extend(Cancel(oid, m.signer, m.ts) for oid in m.cancelled())
         set_dig = set_digest(m.id for m in pending)
-        assert set_dig == certificate.set, "settling a set other than the certified one"
+        if set_dig != certificate.set:  # fetch_certified holds them all: a bug if not
+            raise RuntimeError(f"interval {t}: the held set is not the certified one")
         outcome = settle_interval(
             self.ledger, t, orders, cancels, readings, market=self.community.market,
             certificate=certificate,

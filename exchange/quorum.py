@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from wattmesh.settlement.certificate import Certificate, IntervalVote, majority
+from wattmesh.settlement.certificate import MAX_ROUND, Certificate, IntervalVote, majority
 
 __all__ = ["ANY", "Equivocation", "VoteBook"]
 
@@ -125,36 +125,30 @@ class VoteBook:
     def next_vote(
         self, interval: int, node: str, ours: str, advance: bool
     ) -> tuple[int, str] | None:
-        """(round, digest) that ``node`` may vote now, or None (it has voted in the latest
-        round and ``advance`` is False or fewer than a majority voted there, or the rule
-        forbids every vote until more votes are seen).
+        """(round, digest) that ``node`` may vote now, or None.
 
-        The round is the latest one voted in (0 at first; reached round by round), or the
-        one after it when
-        ``node`` has voted there and ``advance`` says its round timed out. The digest is the
-        one digest still possible in the earlier rounds, or ``ours`` (the node's own set)
-        when none is.
+        Rounds are reached in order: round r + 1 counts as reached once a majority has
+        voted in round r (so a vote far ahead, or one member's early vote in the next
+        round, pulls nobody along). ``node`` votes in the lowest reached round it has not
+        voted in where the rule allows a vote; when it has voted in every reached round,
+        in the next one, if ``advance`` says its round timed out, a majority voted in the
+        latest and the round is below :data:`MAX_ROUND`. The digest is the one digest
+        still possible in the earlier rounds, or ``ours`` (the node's own set) when none is.
         """
         held = self._votes.get(interval, {})
-        # The latest round reached in order: a vote in a round whose predecessor is still
-        # ANY breaks the rule, so it cannot pull the others ahead.
         latest = 0
-        while latest + 1 in held and self.possible(interval, latest) != ANY:
+        while len(held.get(latest, {})) >= self.need and latest + 1 in held:
             latest += 1
         mine = self.voted(interval, node)
-        target = latest
-        if latest in mine:
-            # A new round helps only when a majority voted in this one and still made no
-            # certificate; with fewer, those not seen would not be seen in the next either.
-            if not advance or len(held.get(latest, {})) < self.need:
-                return None
-            target = latest + 1
+        last = latest
+        if latest in mine and advance and len(held.get(latest, {})) >= self.need:
+            last = latest + 1  # every reached round voted in: a new one may help
         allowed: set[str] = set()
-        for r in range(target):
+        for r in range(min(last, MAX_ROUND) + 1):
+            if r not in mine and len(allowed) <= 1:
+                return r, next(iter(allowed)) if allowed else ours
             p = self.possible(interval, r)
             if p == ANY:
                 return None
             allowed |= p  # type: ignore[arg-type]
-        if len(allowed) > 1:
-            return None
-        return target, next(iter(allowed)) if allowed else ours
+        return None

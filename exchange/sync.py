@@ -234,21 +234,14 @@ async def gather(node: HouseholdNode, t: int, dropped: set[str] | None = None) -
 
 async def pull_votes(node: HouseholdNode, t: int, within: float = REQUEST_TIMEOUT_S) -> None:
     """Ask every reachable member for its votes of ``t`` (and its certificate, if it has
-    settled ``t``), and take each vote as if gossiped; answers later than ``within``
-    seconds are not waited for."""
-    answers: dict[str, Any] = {}
+    settled ``t``), and take each vote as if gossiped, as each answer comes; answers
+    later than ``within`` seconds are not waited for."""
+    members = {m.peer_id for m in node.community.members}
 
     async def ask(peer: str) -> None:
-        answers[peer] = await _ask(node, peer, {"op": "votes", "interval": t})
-
-    with trio.move_on_after(within):
-        async with trio.open_nursery() as nursery:
-            for peer in reachable_members(node):
-                nursery.start_soon(ask, peer)
-    members = {m.peer_id for m in node.community.members}
-    for peer, a in list(answers.items()):
+        a = await _ask(node, peer, {"op": "votes", "interval": t})
         if type(a) is not dict:
-            continue
+            return
         votes = a.get("votes")
         texts = votes if type(votes) is list else []
         cert = a.get("certificate")
@@ -262,6 +255,11 @@ async def pull_votes(node: HouseholdNode, t: int, within: float = REQUEST_TIMEOU
                     texts = texts + [v.to_dict() for v in certificate.votes]
         for d in texts[:MAX_VOTES]:
             _take_vote(node, peer, d, t)
+
+    with trio.move_on_after(within):
+        async with trio.open_nursery() as nursery:
+            for peer in reachable_members(node):
+                nursery.start_soon(ask, peer)
 
 
 def _take_vote(node: HouseholdNode, peer: str, d: Any, t: int) -> None:
@@ -281,12 +279,14 @@ async def fetch_certified(
     node: HouseholdNode, t: int, digest: str, voters: list[str]
 ) -> list[str] | None:
     """The ids of the set ``digest`` of ``t`` that ``voters`` voted for, with every message
-    of it held (fetched from them); None if they cannot serve it yet."""
+    of it held (fetched from the members we reach, its voters first: ids are checked
+    against the digest, messages against the set rule); None if nobody can serve it yet."""
     ids = node.store.set_ids(t, digest)
     if ids is None and node.store.digest(t) == digest:
         ids = node.store.ids(t)
-    reachable = set(reachable_members(node))
-    sources = [p for p in voters if p in reachable and p != node.peer_id]
+    reachable = reachable_members(node)
+    first = set(voters)
+    sources = [p for p in reachable if p in first] + [p for p in reachable if p not in first]
     if ids is None:
         for peer in sources:
             a = await _ask(node, peer, {"op": "ids", "interval": t, "set": digest})
@@ -298,19 +298,20 @@ async def fetch_certified(
         if ids is None:
             return None
     node.store.save_set(t, ids)
-    with trio.move_on_after(_deadline(node)):
-        for peer in sources:
-            missing = [i for i in ids if not node.store.has(i)]
-            if not missing:
-                break
-            for kind, data in await _get(node, peer, t, missing):
-                try:
-                    inbound = node.admission.certified(data, kind, t)
-                except Refused as exc:
-                    node.admission.refuse(exc, f"peer {peer} (certified set)")
-                    continue
-                if inbound.id in missing:
-                    node.store.add(inbound, t)
+    # No deadline but each request's own: the set is decided, and on a loaded machine a
+    # short one would cut every attempt off (the caller asks again if this fails).
+    for peer in sources:
+        missing = {i for i in ids if not node.store.has(i)}
+        if not missing:
+            break
+        for kind, data in await _get(node, peer, t, sorted(missing)):
+            try:
+                inbound = node.admission.certified(data, kind, t)
+            except Refused as exc:
+                node.admission.refuse(exc, f"peer {peer} (certified set)")
+                continue
+            if inbound.id in missing:
+                node.store.add(inbound, t)
     if any(not node.store.has(i) for i in ids):
         return None
     return ids

@@ -14,6 +14,7 @@ import pytest
 
 from wattmesh.exchange.quorum import ANY, VoteBook
 from wattmesh.settlement.certificate import (
+    MAX_ROUND,
     Certificate,
     IntervalVote,
     check_certificate,
@@ -93,7 +94,32 @@ def test_a_split_round_moves_on_only_to_the_one_digest_still_possible():
     assert book.next_vote(T, m[0], C, advance=True) == (1, A)  # A's voters stay with A
     assert book.next_vote(T, m[3], C, advance=False) == (0, C)  # round 0 is free
     book.add(vote(m[0], 1, A))
-    assert book.next_vote(T, m[3], C, advance=False) == (1, A)  # a late member sides with A
+    # A late member votes in the lowest round it has not voted in: round 0, its own set.
+    assert book.next_vote(T, m[3], C, advance=False) == (0, C)
+
+
+def test_a_hostile_member_voting_ahead_cannot_stop_the_others_voting():
+    """One member's votes in rounds 0 and 1 right after the gate: round 1 is not reached
+    (no majority voted in round 0), so the others still vote in round 0."""
+    book, m = book_of(4)
+    hostile = m[3]
+    book.add(vote(hostile, 0, B))
+    book.add(vote(hostile, 1, B))
+    book.add(vote(m[0], 0, A))
+    assert book.possible(T, 0) == {A, B}
+    assert book.next_vote(T, m[1], A, advance=False) == (0, A)
+    book.add(vote(m[1], 0, A))
+    assert book.next_vote(T, m[2], A, advance=False) == (0, A)
+    book.add(vote(m[2], 0, A))
+    assert book.certificate(T).set == A
+
+
+def test_rounds_stop_at_the_largest_a_vote_may_carry():
+    book, m = book_of(2)
+    for r in range(MAX_ROUND + 1):
+        book.add(vote(m[0], r, A))
+        book.add(vote(m[1], r, B))
+    assert book.next_vote(T, m[0], A, advance=True) is None
 
 
 def test_with_two_digests_possible_nobody_moves_on():
