@@ -348,6 +348,7 @@ class HouseholdNode:
                 await self._vote_arrived.wait()
         voted_at = trio.current_time()
         gathered = False
+        unavailable: set[str] = set()  # sets we could not fetch: not voted when free
         while True:
             cert = self.votes.certificate(t)
             if cert is not None:
@@ -360,18 +361,24 @@ class HouseholdNode:
                     await sync.gather(self, t)
                     gathered = True
                 advance = trio.current_time() - voted_at > self._round_seconds()
-                choice = self.votes.next_vote(t, self.peer_id, self.store.digest(t), advance)
+                choice = self.votes.next_vote(
+                    t, self.peer_id, self.store.digest(t), advance, unavailable
+                )
                 if (
                     choice is not None
                     and choice[0] > 0
                     and choice[0] not in self.votes.voted(t, self.peer_id)
                 ):
-                    # A new round: gather again first (asking every member afresh), so a
-                    # free vote is for the union.
+                    # A new round: gather again first (asking every member afresh).
                     await sync.gather(self, t)
-                    choice = self.votes.next_vote(t, self.peer_id, self.store.digest(t), True)
-                if choice is not None and await self._vote(t, *choice):
-                    voted_at = trio.current_time()
+                    choice = self.votes.next_vote(
+                        t, self.peer_id, self.store.digest(t), True, unavailable
+                    )
+                if choice is not None:
+                    if await self._vote(t, *choice):
+                        voted_at = trio.current_time()
+                    else:
+                        unavailable.add(choice[1])
             self._show_waiting(t)
             with trio.move_on_after(self._round_seconds() / 2):
                 await self._vote_arrived.wait()

@@ -122,8 +122,20 @@ class VoteBook:
         """The members that voted ``digest`` for ``interval`` in any round."""
         return sorted({v.node for v in self.votes(interval) if v.set == digest})
 
+    def leading(self, interval: int, r: int, skip: Collection[str] = ()) -> str | None:
+        """The digest with the most votes in round ``r`` (ties: the smaller), ``skip``
+        left out; None when no vote is held there."""
+        counts, _unseen = self._tally(interval, r)
+        best = sorted((-n, d) for d, n in counts.items() if d not in skip)
+        return best[0][1] if best else None
+
     def next_vote(
-        self, interval: int, node: str, ours: str, advance: bool
+        self,
+        interval: int,
+        node: str,
+        ours: str,
+        advance: bool,
+        unavailable: Collection[str] = (),
     ) -> tuple[int, str] | None:
         """(round, digest) that ``node`` may vote now, or None.
 
@@ -133,7 +145,10 @@ class VoteBook:
         voted in where the rule allows a vote; when it has voted in every reached round,
         in the next one, if ``advance`` says its round timed out, a majority voted in the
         latest and the round is below :data:`MAX_ROUND`. The digest is the one digest
-        still possible in the earlier rounds, or ``ours`` (the node's own set) when none is.
+        still possible in the earlier rounds. When none is, the vote is free: in round 0
+        ``ours`` (the node's own set); later the digest with the most votes in the round
+        before, so free votes converge on one set instead of each node's own, unless it
+        is ``unavailable`` to this node (it could not fetch that set), then ``ours``.
         """
         held = self._votes.get(interval, {})
         latest = 0
@@ -146,7 +161,10 @@ class VoteBook:
         allowed: set[str] = set()
         for r in range(min(last, MAX_ROUND) + 1):
             if r not in mine and len(allowed) <= 1:
-                return r, next(iter(allowed)) if allowed else ours
+                if allowed:
+                    return r, next(iter(allowed))
+                lead = self.leading(interval, r - 1, unavailable) if r else None
+                return r, lead or ours
             p = self.possible(interval, r)
             if p == ANY:
                 return None
