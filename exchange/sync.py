@@ -185,9 +185,12 @@ async def gather(node: HouseholdNode, t: int, dropped: set[str] | None = None) -
             async def ask_set(peer: str, answers: dict[str, Any] = answers) -> None:
                 answers[peer] = await _ask(node, peer, {"op": "set", "interval": t})
 
-            async with trio.open_nursery() as nursery:
-                for peer in peers:
-                    nursery.start_soon(ask_set, peer)
+            # The set requests share a deadline too: the slowest member does not set the
+            # pace of everyone's vote (it is asked again next round or next vote).
+            with trio.move_on_after(_deadline(node)):
+                async with trio.open_nursery() as nursery:
+                    for peer in peers:
+                        nursery.start_soon(ask_set, peer)
             mine = set(node.store.ids(t))
             wanted: dict[str, list[str]] = {}
             for peer, a in answers.items():
