@@ -27,7 +27,7 @@ node asks only members, answers only members (anyone else's request is refused a
 at most :data:`MAX_SET_IDS` ids in a set, :data:`REQUEST_TIMEOUT_S` per request and
 :data:`FETCH_DEADLINE_S` (or a quarter of an interval on a fast clock) for all of a
 round's fetches. A member whose set is malformed or too large, or that does not serve the
-messages its set names in time, is dropped from the interval's gathering, so a slow or
+messages its set names in time, is not asked again in that gathering, so a slow or
 lying member cannot stall it; what it says about certificates must be signed by a
 majority to count at all.
 """
@@ -57,7 +57,6 @@ MAX_SET_IDS = 100_000  # far above any interval's budget (docs/node.md); a set i
 MAX_VOTES = 4096  # in one answer: every member's votes over many rounds
 REQUEST_TIMEOUT_S = 5.0
 FETCH_DEADLINE_S = 10.0
-RETRY_S = 0.3
 
 
 def serve(node: HouseholdNode, peer: str, request: bytes) -> bytes:
@@ -171,11 +170,11 @@ def _deadline(node: HouseholdNode) -> float:
     return min(FETCH_DEADLINE_S, max(1.0, c.wall_seconds(c.interval_ms) / 4))
 
 
-async def gather(node: HouseholdNode, t: int, dropped: set[str] | None = None) -> int:
+async def gather(node: HouseholdNode, t: int) -> int:
     """Fetch from every reachable member what it holds of ``t`` and we lack, round after
     round until one fetches nothing; return how many messages were accepted. Members
-    that answer badly are added to ``dropped`` and not asked again."""
-    dropped = set() if dropped is None else dropped
+    that answer badly are not asked again in this gathering."""
+    dropped: set[str] = set()
     total = 0
     with trio.move_on_after(2 * _deadline(node) + REQUEST_TIMEOUT_S):
         while True:
