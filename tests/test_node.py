@@ -143,11 +143,14 @@ def expected(tmp_path: Path, c: Community, records: dict[int, tuple[list, list]]
 
 def history(ledger: Ledger, through: int) -> list[tuple[str, dict]]:
     """(kind, body) of every entry through interval ``through``, a close's certified
-    ``set`` left out: what a ledger settled from the same records holds, certified or not."""
+    ``set`` and the hashes it folds (``digest``, ``merkle_root``: they chain through the
+    earlier closes, which carry ``set``) left out: what a ledger settled from the same
+    records holds, certified or not. Nodes' hashes are compared with each other."""
+    folded = {"set", "digest", "merkle_root"}
     return [
         (
             e.kind,
-            {k: v for k, v in e.body.items() if not (e.kind == "interval_close" and k == "set")},
+            {k: v for k, v in e.body.items() if not (e.kind == "interval_close" and k in folded)},
         )
         for e in ledger.entries()
         if e.ts <= through
