@@ -335,10 +335,17 @@ class HouseholdNode:
         return found
 
     async def _pull_votes(self, t: int) -> None:
-        every = max(0.5, self._round_seconds() / 2)
+        # Gossip brings nearly every vote; a pull that brings nothing new waits twice as
+        # long before the next (up to two rounds), so 24 members do not ask each other
+        # for the same votes twice a second.
+        least = max(0.5, self._round_seconds() / 2)
+        every = least
         while True:
-            await sync.pull_votes(self, t)
-            self._vote_arrived.set()
+            if await sync.pull_votes(self, t):
+                self._vote_arrived.set()
+                every = least
+            else:
+                every = min(2 * every, 2 * self._round_seconds())
             await trio.sleep(every)
 
     async def _certified(self, t: int) -> tuple[Certificate, list[str]]:

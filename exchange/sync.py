@@ -43,7 +43,7 @@ import trio
 from wattmesh.exchange.p2p import RequestFailed, RequestTimeout
 from wattmesh.exchange.wire import DIGESTS, Refused, parse, set_digest
 from wattmesh.settlement.canonical import CanonicalError, canonical
-from wattmesh.settlement.certificate import Certificate, check_certificate
+from wattmesh.settlement.certificate import Certificate, IntervalVote, check_certificate
 
 if TYPE_CHECKING:
     from wattmesh.exchange.node import HouseholdNode
@@ -234,11 +234,12 @@ async def gather(node: HouseholdNode, t: int) -> int:
     return total
 
 
-async def pull_votes(node: HouseholdNode, t: int, within: float = REQUEST_TIMEOUT_S) -> None:
+async def pull_votes(node: HouseholdNode, t: int, within: float = REQUEST_TIMEOUT_S) -> int:
     """Ask every reachable member for its votes of ``t`` (and its certificate, if it has
     settled ``t``), and take each vote as if gossiped, as each answer comes; answers
-    later than ``within`` seconds are not waited for."""
+    later than ``within`` seconds are not waited for. Return how many votes were new."""
     members = {m.peer_id for m in node.community.members}
+    new = 0
 
     async def ask(peer: str) -> None:
         a = await _ask(node, peer, {"op": "votes", "interval": t})
@@ -255,26 +256,39 @@ async def pull_votes(node: HouseholdNode, t: int, within: float = REQUEST_TIMEOU
             else:
                 if check_certificate(certificate, t, certificate.set, members) is None:
                     texts = texts + [v.to_dict() for v in certificate.votes]
+        nonlocal new
         for d in texts[:MAX_VOTES]:
-            _take_vote(node, peer, d, t)
+            new += _take_vote(node, peer, d, t)
 
     with trio.move_on_after(within):
         async with trio.open_nursery() as nursery:
             for peer in reachable_members(node):
                 nursery.start_soon(ask, peer)
+    return new
 
 
-def _take_vote(node: HouseholdNode, peer: str, d: Any, t: int) -> None:
+def _take_vote(node: HouseholdNode, peer: str, d: Any, t: int) -> bool:
+    """Take one pulled vote as if gossiped; True if it was new. A vote whose (node,
+    round, set) is held already changes nothing, so its signature is not checked again
+    (every pull repeats most of what the last one brought)."""
+    try:
+        known = IntervalVote.from_dict(d)
+    except ValueError:
+        pass  # parse() below names what is wrong
+    else:
+        if known.interval == t and node.admission.votes.held(known):
+            return False
     try:
         inbound = parse(DIGESTS, canonical(d), node.community)
     except (Refused, CanonicalError) as exc:
         reason = exc if isinstance(exc, Refused) else Refused("malformed", str(exc))
         node.admission.refuse(reason, f"peer {peer}")
-        return
+        return False
     if inbound.kind != "interval_vote" or inbound.interval != t:
         node.admission.refuse(Refused("malformed", f"not a vote of interval {t}"), f"peer {peer}")
-        return
+        return False
     node.take_vote(inbound.record)  # type: ignore[arg-type]
+    return True
 
 
 async def fetch_certified(
