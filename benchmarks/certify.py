@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How long from an interval's gate to its certified settlement, and what certificates cost.
 
-    python benchmarks/certify.py [--nodes 8 24] [--hours 2] [--seconds-per-interval 2.5 5]
+    python benchmarks/certify.py [--nodes 8 24] [--hours 2] [--seconds-per-interval 2.5 20]
 
 For each N, one ``wattmesh demo`` run (exchange/demo.py: N node processes on 127.0.0.1
 with simulated meters and threshold bots, an accelerated clock; above 8 nodes each dials 4
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, nargs="+", default=[8, 24])
     ap.add_argument("--hours", type=int, default=2)
-    ap.add_argument("--seconds-per-interval", type=float, nargs="+", default=[2.5, 5.0],
+    ap.add_argument("--seconds-per-interval", type=float, nargs="+", default=[2.5, 20.0],
                     help="one per --nodes value (the last repeats)")  # fmt: skip
     args = ap.parse_args(argv)
     for i, n in enumerate(args.nodes):
