@@ -199,12 +199,36 @@ class Admission:
 
     def keep(self, inbound: Inbound, interval: int) -> bool:
         """Store an admitted message under ``interval`` and spend its member's budget,
-        dropping from the store what it pushes out (counted ``over-budget``); False if it
-        was held already."""
+        dropping from the store what it pushes out (counted ``over-budget``) and the later
+        copies of its orders (counted ``duplicate``, see :meth:`_check_not_held`); False if
+        it was held already."""
+        if self.store.has(inbound.id):
+            return False
+        later = self._copies(inbound)
+        if later:
+            self.drop(later, interval)
+            self.refusals["duplicate"] += len(later)
         if not self.store.add(inbound, interval):
             return False
         self.spend(inbound, interval)
         return True
+
+    def drop(self, ids: list[str], interval: int) -> None:
+        """Drop held messages of ``interval`` from the store and from their members'
+        budgets, and with them every held cancel whose order is no longer held (a cancel
+        is kept only beside its order, so that nodes converge on one set whichever of
+        them heard the order)."""
+        self.store.remove(ids)
+        orphans = [
+            m.id
+            for m in self.store.pending(interval)
+            if m.kind == "cancel" and self.store.order(m.record.id) is None  # type: ignore[union-attr]
+        ]
+        self.store.remove(orphans)
+        gone = set(ids) | set(orphans)
+        for key, entries in self.spent.items():
+            if key[0] == interval and any(e[1] in gone for e in entries):
+                self.spent[key] = [e for e in entries if e[1] not in gone]
 
     def spend(self, inbound: Inbound, interval: int) -> None:
         """Count a held message against its member's budget, and drop from the store the
@@ -218,7 +242,7 @@ class Admission:
         pushed_out = [e[1] for e in self.spent.get(key, ()) if e[1] not in ids]
         self.spent[key] = kept
         if pushed_out:
-            self.store.remove(pushed_out)
+            self.drop(pushed_out, interval)
             self.refusals["over-budget"] += len(pushed_out)
 
     def forget(self, interval: int) -> None:
@@ -227,12 +251,28 @@ class Admission:
             del self.spent[key]
 
     def _check_not_held(self, inbound: Inbound) -> None:
-        """Refuse (``duplicate``) a message, or an order in it, that is already held."""
+        """Refuse (``duplicate``) a message that is already held, or one that carries an
+        order a held message carries too (an order sent alone and inside a batch, or in
+        two batches) unless it comes first in (ts, id) order. The first copy stays
+        whichever a node heard first, so nodes converge on one set; :meth:`keep` drops
+        the later copies."""
         if self.store.has(inbound.id):
             raise Refused("duplicate", f"{inbound.kind} {inbound.id[:16]} is already held")
         for order in inbound.orders():
-            if self.store.order(order.id) is not None:
-                raise Refused("duplicate", f"order {order.id[:16]} is already held")
+            copy = self.store.carrier(order.id)
+            if copy is not None and (copy.ts, copy.id) < (inbound.ts, inbound.id):
+                raise Refused("duplicate", f"order {order.id[:16]} is already held, in "
+                              f"{copy.kind} {copy.id[:16]} which comes first")  # fmt: skip
+
+    def _copies(self, inbound: Inbound) -> list[str]:
+        """Held messages that carry an order of ``inbound`` (later copies, once
+        :meth:`_check_not_held` let it in)."""
+        found = {}
+        for order in inbound.orders():
+            copy = self.store.carrier(order.id)
+            if copy is not None and copy.id != inbound.id:
+                found[copy.id] = None
+        return list(found)
 
     def interval_of(self, inbound: Inbound) -> int:
         """The interval whose settlement uses ``inbound`` (a cancel: its order's)."""

@@ -46,7 +46,8 @@ class MessageStore:
         self.path = path
         self.conn = conn
         self._open: dict[int, dict[str, Inbound]] = {}  # unsettled interval -> id -> message
-        self._orders: dict[str, tuple[str, int]] = {}  # order id -> (owner, interval)
+        # order id -> (owner, interval, id of the message that carries it)
+        self._orders: dict[str, tuple[str, int, str]] = {}
         self._where: dict[str, int] = {}  # message id -> interval, for unsettled intervals
 
     @classmethod
@@ -106,7 +107,14 @@ class MessageStore:
 
     def order(self, order_id: str) -> tuple[str, int] | None:
         """(owner, interval) of an accepted order of an unsettled interval."""
-        return self._orders.get(order_id)
+        held = self._orders.get(order_id)
+        return None if held is None else held[:2]
+
+    def carrier(self, order_id: str) -> Inbound | None:
+        """The held message (an order, or a batch) that carries an accepted order of an
+        unsettled interval."""
+        held = self._orders.get(order_id)
+        return None if held is None else self._open[held[1]][held[2]]
 
     def add(self, inbound: Inbound, interval: int) -> bool:
         """Store ``inbound`` under ``interval`` (committed before this returns); False if
@@ -127,17 +135,20 @@ class MessageStore:
         self._open.setdefault(interval, {})[inbound.id] = inbound
         self._where[inbound.id] = interval
         for o in inbound.orders():
-            self._orders[o.id] = (o.owner, interval)
+            self._orders[o.id] = (o.owner, interval, inbound.id)
 
     def remove(self, ids: Iterable[str]) -> None:
-        """Drop held messages of unsettled intervals (pushed out of a member's budget)."""
+        """Drop held messages of unsettled intervals (pushed out of a member's budget, a
+        later copy of an order, or left out of a certified set)."""
         for message_id in ids:
             interval = self._where.pop(message_id, None)
             if interval is None:
                 continue
             inbound = self._open[interval].pop(message_id)
             for o in inbound.orders():
-                self._orders.pop(o.id, None)
+                held = self._orders.get(o.id)
+                if held is not None and held[2] == message_id:  # not another copy's
+                    del self._orders[o.id]
             self.conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
 
     def open_intervals(self) -> list[int]:

@@ -287,6 +287,24 @@ def test_gossip_refuses_the_future(node):
                                                         T0 + 4 * L: []}  # fmt: skip
 
 
+def batch_after(first: str, ts: int, item: dict, *, before: bool = False) -> Batch:
+    """A batch of KEY_A at ``ts`` carrying ``item`` after a filler order, whose id comes
+    after ``first`` (before it with ``before``): the filler's quantity is varied until it
+    does."""
+    for qty in range(1, 200):
+        filler = {"market": "energy", "side": "ask", "price": 180_000, "qty": qty}
+        b = Batch.of(KEY_A, T0, ts, [filler, item])
+        if (b.computed_id() < first) == before:
+            return b
+    raise AssertionError("no batch id on the wanted side")
+
+
+def batch_before(o: Order) -> Batch:
+    """A batch carrying ``o`` whose (ts, id) comes before ``o``'s own."""
+    item = {"market": o.market, "side": o.side, "price": o.price, "qty": o.qty}
+    return batch_after(o.id, o.ts, item, before=True)
+
+
 def test_gossip_refuses_duplicates(node):
     admission, store, _clock = node
     o = order()
@@ -294,19 +312,20 @@ def test_gossip_refuses_duplicates(node):
     with pytest.raises(Refused) as info:
         admission.gossip(ORDERS, msg(o))
     assert info.value.reason == "duplicate"
-    # The same order inside a batch (same owner, ts and interval: the same id).
+    # The same order inside a batch (same owner, ts and interval: the same id), a copy
+    # that comes later in (ts, id) order than the held one.
     item = {"market": "energy", "side": "ask", "price": o.price, "qty": o.qty}
-    other = {**item, "price": 180_000}
-    batch = Batch.of(KEY_A, T0, o.ts, [other, item])
+    batch = batch_after(o.id, o.ts, item)
     assert parse(ORDERS, batch.message(), admission.community).orders()[1].id == o.id
     with pytest.raises(Refused) as info:
         admission.gossip(ORDERS, batch.message())
     assert info.value.reason == "duplicate" and o.id[:16] in info.value.detail
-    # Without the held order the batch goes in; then each of its orders is a duplicate.
-    batch2 = Batch.of(KEY_A, T0, o.ts, [other])
+    # Without the held order a batch goes in; then a later copy of its order is refused.
+    alone = order(price=170_000)
+    batch2 = batch_before(alone)
     accept(admission, ORDERS, batch2.message())
     with pytest.raises(Refused) as info:
-        admission.gossip(ORDERS, msg(batch2.orders[0].signed(KEY_A)))
+        admission.gossip(ORDERS, msg(alone))
     assert info.value.reason == "duplicate"
     # A second digest of one interval from one node.
     d = IntervalDigest(B, T0 - L, "00" * 32, "11" * 32, 1, NOW).signed(KEY_B)
@@ -317,6 +336,63 @@ def test_gossip_refuses_duplicates(node):
         admission.gossip(DIGESTS, msg(again))
     assert info.value.reason == "duplicate"
     assert store.ids(T0) == sorted([o.id, batch2.computed_id()])
+
+
+def test_two_copies_of_an_order_leave_the_same_copy_whichever_came_first(tmp_path, ledger):
+    """An order sent alone to some nodes and inside a batch to others: the copy first in
+    (ts, id) order stays at every node, the other is dropped with the cancels that only it
+    made valid, so nodes that gather each other's sets converge on one set."""
+    c = community()
+    o = order()
+    item = {"market": "energy", "side": "ask", "price": o.price, "qty": o.qty}
+    for first_is_batch in (True, False):
+        batch = batch_after(o.id, o.ts, item, before=first_is_batch)
+        first, later = (batch.message(), msg(o)) if first_is_batch else (msg(o), batch.message())
+        sets = []
+        for n, arrival in enumerate(((first, later), (later, first))):
+            store = MessageStore.open(tmp_path / f"copies-{first_is_batch}-{n}.sqlite")
+            admission = Admission(c, store, ledger.meter_seq, Clock(NOW))
+            for data in arrival:
+                try:
+                    inbound = admission.fetched(data, "batch" if data == batch.message()
+                                                else "order", T0)  # fmt: skip
+                except Refused as exc:
+                    assert exc.reason == "duplicate" and data == later
+                    continue
+                # A cancel of the batch's filler, valid only while the batch is held.
+                assert admission.keep(inbound, T0)
+                if data == batch.message():
+                    filler = Cancel(batch.orders[0].id, A, NOW).signed(KEY_A)
+                    assert admission.keep(admission.gossip(ORDERS, msg(filler)), T0)
+            sets.append(store.ids(T0))
+            assert store.order(o.id) == (A, T0)
+            store.close()
+        assert sets[0] == sets[1], first_is_batch
+        want = parse(ORDERS, first, c).id
+        assert want in sets[0] and parse(ORDERS, later, c).id not in sets[0]
+        assert len(sets[0]) == (2 if first_is_batch else 1)  # the cancel stays beside it
+
+
+def test_a_cancel_goes_with_its_order_when_a_budget_pushes_the_order_out(tmp_path, ledger):
+    """A cancel dated before its order, then the order pushed out of its member's budget:
+    the cancel is dropped too, so a node that never held the order (and so refused the
+    cancel) holds the same set."""
+    c = community(max_messages_per_interval=2)
+    store = MessageStore.open(tmp_path / "cascade.sqlite")
+    admission = Admission(c, store, ledger.meter_seq, Clock(NOW))
+    o = order(ts=NOW - 1_000)
+    admission.keep(admission.gossip(ORDERS, msg(o)), T0)
+    early_cancel = Cancel(o.id, A, NOW - 5_000).signed(KEY_A)
+    admission.keep(admission.gossip(ORDERS, msg(early_cancel)), T0)
+    pusher = order(price=160_000, ts=NOW - 3_000)
+    admission.keep(admission.gossip(ORDERS, msg(pusher)), T0)
+    assert store.ids(T0) == [pusher.id]
+    assert admission.spent[(T0, A)] == [(pusher.ts, pusher.id, 1, len(msg(pusher)))]
+    # The cancel's own slot is free again: another message of the member fits.
+    extra = order(price=165_000, ts=NOW - 500)
+    assert admission.keep(admission.gossip(ORDERS, msg(extra)), T0)
+    assert store.ids(T0) == sorted([pusher.id, extra.id])
+    store.close()
 
 
 def test_gossip_refuses_cancels_of_orders_not_held_for_their_owner(node):
