@@ -27,8 +27,8 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
     Extension(
-        "wattmesh.exchange._logscan",
-        ["exchange/_logscan.pyx"],
+        "wattmesh.exchange.replay._logscan",
+        ["exchange/replay/_logscan.pyx"],
         extra_compile_args=["-O3"],
     ),
 ]
@@ -37,7 +37,7 @@ setup(
     packages=packages,
     package_dir=package_dir,
     package_data={
-        "wattmesh.exchange": ["data/*.jsonl", "*.pyx"],
+        "wattmesh.exchange.replay": ["data/*.jsonl", "*.pyx"],
         "wattmesh.matching": ["*.pyx", "*.pxd"],
         "wattmesh.agents": ["data/*.json"],
     },

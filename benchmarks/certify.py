@@ -3,7 +3,7 @@
 
     python benchmarks/certify.py [--nodes 8 24] [--hours 2] [--seconds-per-interval 2.5 20]
 
-For each N, one ``wattmesh demo`` run (exchange/demo.py: N node processes on 127.0.0.1
+For each N, one ``wattmesh demo`` run (exchange/demo/run.py: N node processes on 127.0.0.1
 with simulated meters and threshold bots, an accelerated clock; above 8 nodes each dials 4
 others). After the run it reads every node's ``node.log`` and files:
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import orjson
 
 from wattmesh.exchange.community_file import load_community
-from wattmesh.exchange.demo import DemoError, run_demo
+from wattmesh.exchange.demo.run import DemoError, run_demo
 
 MARK = " INFO wattmesh.node: settled interval "
 

@@ -4,9 +4,9 @@
     python benchmarks/contention.py [--households 12] [--hours 1] [--runs 10] [--busy 1]
                                     [--every 3] [--pause 1] [--seconds-per-interval 2.5]
 
-Each run is ``wattmesh demo`` (exchange/demo.py ``run_demo``: one node process per
+Each run is ``wattmesh demo`` (exchange/demo/run.py ``run_demo``: one node process per
 household on 127.0.0.1, simulated meters, threshold bots, an accelerated clock) with a
-:class:`~wattmesh.exchange.demo.Contention`: ``--busy`` processes spin on the CPU, and
+:class:`~wattmesh.exchange.demo.run.Contention`: ``--busy`` processes spin on the CPU, and
 every ``--every`` seconds a random node is stopped with SIGSTOP for ``--pause`` seconds.
 Per run it prints whether every ledger verified and every interval's digest was the same
 at every node, the intervals settled, the pauses made, and the wall time; at the end the
@@ -19,7 +19,7 @@ import argparse
 import sys
 import time
 
-from wattmesh.exchange.demo import Contention, DemoError, run_demo
+from wattmesh.exchange.demo.run import Contention, DemoError, run_demo
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,9 +30,9 @@ from pathlib import Path
 import trio
 
 from wattmesh.exchange.community_file import Community, MemberSpec
-from wattmesh.exchange.message_store import MessageStore
-from wattmesh.exchange.node import HouseholdNode
-from wattmesh.exchange.wire import ORDERS, Batch
+from wattmesh.exchange.node.household import HouseholdNode
+from wattmesh.exchange.node.message_store import MessageStore
+from wattmesh.exchange.node.wire import ORDERS, Batch
 from wattmesh.settlement.canonical import canonical
 from wattmesh.settlement.keys import generate_key, peer_id_of
 from wattmesh.settlement.ledger import Ledger

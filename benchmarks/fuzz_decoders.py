@@ -35,9 +35,9 @@ from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.utils.varint import ParseError, read_varint_prefixed_bytes_limited
 
-from wattmesh.exchange import p2p, sync
 from wattmesh.exchange.community_file import Community, MemberSpec
-from wattmesh.exchange.wire import DIGESTS, ORDERS, READINGS, Refused, parse
+from wattmesh.exchange.node import p2p, sync
+from wattmesh.exchange.node.wire import DIGESTS, ORDERS, READINGS, Refused, parse
 from wattmesh.settlement.canonical import canonical
 from wattmesh.settlement.keys import generate_key, peer_id_of
 from wattmesh.settlement.records import Order

@@ -7,7 +7,7 @@
     python benchmarks/gossip.py --quick          # N=4, a few messages: a smoke check
 
 For each N in ``--nodes`` it starts N processes on 127.0.0.1, each one real
-:class:`~wattmesh.exchange.node.HouseholdNode` (admission checks, message store, ledger;
+:class:`~wattmesh.exchange.node.household.HouseholdNode` (admission checks, message store, ledger;
 no bot, no meter) with its own data directory in a temporary directory removed at the
 end. The community file lists the N households (keys derived from their index) and
 starts at the second interval boundary from now, with the default 15-minute interval on
@@ -128,9 +128,9 @@ def worker(
     import trio
 
     from wattmesh.exchange.community_file import load_community
-    from wattmesh.exchange.message_store import MessageStore
-    from wattmesh.exchange.node import HouseholdNode
-    from wattmesh.exchange.wire import ORDERS, Batch, Inbound
+    from wattmesh.exchange.node.household import HouseholdNode
+    from wattmesh.exchange.node.message_store import MessageStore
+    from wattmesh.exchange.node.wire import ORDERS, Batch, Inbound
     from wattmesh.settlement.ledger import Ledger
 
     # stderr is the worker's log file; py-libp2p's logger does not propagate (the notes).

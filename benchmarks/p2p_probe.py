@@ -4,7 +4,7 @@
     python benchmarks/p2p_probe.py [--nodes 4] [--rate 5] [--batch 50] [--seconds 10]
                                    [--links 4] [--json]
 
-Starts ``--nodes`` processes, each one node of wattmesh.exchange.p2p on 127.0.0.1, links
+Starts ``--nodes`` processes, each one node of wattmesh.exchange.node.p2p on 127.0.0.1, links
 them in a random mesh (each dials ``--links`` others, so every node has at least that
 many), then every node publishes ``--rate`` messages a second for ``--seconds``, each
 message a batch of ``--batch`` 100-byte dummy orders. Figures: deliveries/s and orders/s
@@ -33,7 +33,7 @@ def child() -> None:
     """One node. stdin: "connect <addr>", "run <rate> <batch> <seconds>"; stdout: replies."""
     import trio
 
-    from wattmesh.exchange.p2p import Message, open_node
+    from wattmesh.exchange.node.p2p import Message, open_node
     from wattmesh.settlement.keys import generate_key
 
     latencies: list[float] = []

@@ -4,7 +4,7 @@
     python benchmarks/replay.py [--events 1000000] [--log PATH] [--modes call,cda]
                                 [--repeat 1] [--outputs] [--json]
 
-The log is `wattmesh.exchange.sample_log.benchmark_log(PATH, events=N)` (1000 households,
+The log is `wattmesh.exchange.replay.sample_log.benchmark_log(PATH, events=N)` (1000 households,
 unsigned), written once and cached: by default in the temp directory under a name that
 carries the event count, or at `--log PATH` (reused if it exists and has N lines).
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import orjson
 
-from wattmesh.exchange.sample_log import benchmark_log
+from wattmesh.exchange.replay.sample_log import benchmark_log
 
 
 def cached_log(events: int, path: str | None) -> Path:

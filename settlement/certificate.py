@@ -7,7 +7,7 @@ interval only from a certified set, and ``ledger verify`` checks the certificate
 beside every ``interval_close`` that names a set.
 
 Rounds exist so that members whose first votes split can vote again without signing two
-digests in one round (equivocation); :mod:`wattmesh.exchange.quorum` holds the rule for
+digests in one round (equivocation); :mod:`wattmesh.exchange.node.quorum` holds the rule for
 when a member may vote what in a later round, which is what makes two certificates of
 one interval impossible without an equivocator.
 """

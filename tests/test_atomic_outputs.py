@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from wattmesh.exchange.atomic_file import StagedFiles, atomic_output, write_atomic
-from wattmesh.exchange.cli import app
-from wattmesh.exchange.sample_log import benchmark_log
+from wattmesh.exchange.cli.app import app
+from wattmesh.exchange.replay.sample_log import benchmark_log
 from wattmesh.settlement.keys import generate_key, save_key
 
 OUTPUTS = ("trades.csv", "intervals.csv", "accounts.csv", "rejects.jsonl", "summary.json")

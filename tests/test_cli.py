@@ -1,4 +1,4 @@
-"""The ``wattmesh`` command line: ``wattmesh replay`` (wattmesh.exchange.cli)."""
+"""The ``wattmesh`` command line: ``wattmesh replay`` (wattmesh.exchange.cli.app)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from wattmesh.exchange.cli import main
+from wattmesh.exchange.cli.app import main
 from wattmesh.settlement.records import Order
 
 T0 = 1_718_928_000_000

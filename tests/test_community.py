@@ -1,5 +1,5 @@
 """The Energo community simulation (wattmesh.agents.community, with the profiles of
-wattmesh.meters.profiles) and its command (wattmesh.exchange.simulate_community):
+wattmesh.meters.profiles) and its command (wattmesh.exchange.cli.simulate_community):
 Bmax from Cu, caps never exceeded, energy and money conserved exactly, determinism under a
 seed, the report and the command line."""
 
@@ -21,7 +21,7 @@ from wattmesh.agents.community import (
     bmax_wh,
     simulate,
 )
-from wattmesh.exchange.simulate_community import PLOTS, community
+from wattmesh.exchange.cli.simulate_community import PLOTS, community
 from wattmesh.meters.profiles import INTERVALS_PER_DAY, household_profile, weather
 
 SMALL = CommunityConfig(households=12, prosumers=5, days=2, seed=7)

@@ -1,4 +1,4 @@
-"""``wattmesh demo`` (exchange/demo.py): a real run of three node processes through the
+"""``wattmesh demo`` (exchange/demo/run.py): a real run of three node processes through the
 CLI, and the ledger fold behind its savings (a hand-made ledger)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec
-from wattmesh.exchange.demo import (
+from wattmesh.exchange.demo.run import (
     Contention,
     DemoError,
     bootstrap_peers,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from wattmesh.agents import gode_sunder as gs
 from wattmesh.agents import metrics
-from wattmesh.exchange.simulate_gode_sunder import gode_sunder
+from wattmesh.exchange.cli.simulate_gode_sunder import gode_sunder
 from wattmesh.matching import ASK, BID
 
 # -- test doubles ---------------------------------------------------------------------

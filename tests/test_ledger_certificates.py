@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from wattmesh.exchange.community_file import Community, MemberSpec
-from wattmesh.exchange.settle_interval import settle_interval
-from wattmesh.exchange.wire import set_digest
+from wattmesh.exchange.node.settle_interval import settle_interval
+from wattmesh.exchange.node.wire import set_digest
 from wattmesh.settlement.certificate import Certificate, IntervalVote
 from wattmesh.settlement.keys import generate_key, peer_id_of
 from wattmesh.settlement.ledger import Ledger, LedgerError

@@ -1,4 +1,4 @@
-"""``wattmesh ledger ...`` (wattmesh.exchange.ledger_cli), mounted here the way the main CLI
+"""``wattmesh ledger ...`` (wattmesh.exchange.cli.ledger), mounted here the way the main CLI
 mounts it: ``app.add_typer(ledger_app, name="ledger")``."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from wattmesh.exchange.ledger_cli import ledger_app
+from wattmesh.exchange.cli.ledger import ledger_app
 from wattmesh.settlement.ledger import Ledger
 
 T0 = 1_718_928_000_000

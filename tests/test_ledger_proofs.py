@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from wattmesh.exchange.ledger_cli import ledger_app
+from wattmesh.exchange.cli.ledger import ledger_app
 from wattmesh.settlement.canonical import canonical
 from wattmesh.settlement.ledger import (
     ZERO_HASH,

@@ -1,4 +1,4 @@
-"""The C line scanner (wattmesh.exchange._logscan) against the Python path of replay.
+"""The C line scanner (wattmesh.exchange.replay._logscan) against the Python path of replay.
 
 The Python path (every line through orjson and settlement.records) is the reference: with
 the scanner on, a replay must give exactly the same fills, refusals (line, code, reason,
@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wattmesh.exchange import replay as replay_module
-from wattmesh.exchange.replay import ReplayOptions, ReplayResult, replay
-from wattmesh.exchange.sample_log import write_log
+from wattmesh.exchange.replay import replay as replay_module
+from wattmesh.exchange.replay.replay import ReplayOptions, ReplayResult, replay
+from wattmesh.exchange.replay.sample_log import write_log
 from wattmesh.settlement.records import Cancel, Order
 
 L = 900_000

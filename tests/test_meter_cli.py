@@ -1,4 +1,4 @@
-"""``wattmesh meter keygen|read|verify`` (exchange/meter_cli.py)."""
+"""``wattmesh meter keygen|read|verify`` (exchange/cli/meter.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from wattmesh.exchange.cli import app
+from wattmesh.exchange.cli.app import app
 from wattmesh.settlement.keys import load_key, peer_id_of
 from wattmesh.settlement.records import Reading
 

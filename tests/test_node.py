@@ -1,4 +1,4 @@
-"""Household nodes in one process (exchange/node.py): 3 or 4 HouseholdNodes on 127.0.0.1
+"""Household nodes in one process (exchange/node/household.py): 3 or 4 HouseholdNodes on 127.0.0.1
 with an accelerated community clock (one 15-minute interval per 2 wall seconds).
 
 Each test is bounded by ``trio.fail_after``; leaving the cluster's block stops every node
@@ -21,12 +21,12 @@ import pytest
 import trio
 
 from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec
-from wattmesh.exchange.message_store import MessageStore
-from wattmesh.exchange.node import HouseholdNode
-from wattmesh.exchange.node_config import MeterConfig
-from wattmesh.exchange.p2p import open_node
-from wattmesh.exchange.settle_interval import settle_interval
-from wattmesh.exchange.wire import DIGESTS, ORDERS, Batch, IntervalDigest, set_digest
+from wattmesh.exchange.node.config import MeterConfig
+from wattmesh.exchange.node.household import HouseholdNode
+from wattmesh.exchange.node.message_store import MessageStore
+from wattmesh.exchange.node.p2p import open_node
+from wattmesh.exchange.node.settle_interval import settle_interval
+from wattmesh.exchange.node.wire import DIGESTS, ORDERS, Batch, IntervalDigest, set_digest
 from wattmesh.settlement.canonical import canonical
 from wattmesh.settlement.certificate import IntervalVote
 from wattmesh.settlement.keys import Ed25519PrivateKey, generate_key, peer_id_of, sign

@@ -1,4 +1,4 @@
-"""``wattmesh init`` and node.toml (exchange/node_config.py, exchange/node_cli.py)."""
+"""``wattmesh init`` and node.toml (exchange/node/config.py, exchange/cli/node.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from wattmesh.exchange.cli import app
+from wattmesh.exchange.cli.app import app
 from wattmesh.exchange.community_file import (
     Community,
     CommunityError,
@@ -22,7 +22,7 @@ from wattmesh.exchange.community_file import (
     dump_community,
     parse_community,
 )
-from wattmesh.exchange.node_config import (
+from wattmesh.exchange.node.config import (
     BotConfig,
     InitError,
     MeterConfig,

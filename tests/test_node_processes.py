@@ -1,4 +1,4 @@
-"""Household nodes as separate processes: ``python -m wattmesh.exchange.cli node`` on data
+"""Household nodes as separate processes: ``python -m wattmesh.exchange.cli.app node`` on data
 directories made by ``init_data_dir``, three on 127.0.0.1 with fixed ports, bots and
 simulated meters on, an accelerated clock (one 15-minute interval per 2 wall seconds).
 
@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 
 from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec, dump_community
-from wattmesh.exchange.message_store import MessageStore
-from wattmesh.exchange.node_config import (
+from wattmesh.exchange.node.config import (
     BotConfig,
     MeterConfig,
     init_data_dir,
     write_node_config,
 )
+from wattmesh.exchange.node.message_store import MessageStore
 from wattmesh.settlement.keys import generate_key, peer_id_of, save_key
 from wattmesh.settlement.ledger import Ledger
 

@@ -19,7 +19,7 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
-from wattmesh.exchange.p2p import (
+from wattmesh.exchange.node.p2p import (
     FrameTooLarge,
     Message,
     P2PNode,
@@ -257,7 +257,7 @@ async def test_peers_see_a_closed_node_leave_quickly():
 # It stops on SIGTERM/SIGINT, or when stdin closes so that it never outlives the test.
 CHILD = r"""
 import os, signal, sys, trio
-from wattmesh.exchange.p2p import open_node
+from wattmesh.exchange.node.p2p import open_node
 from wattmesh.settlement.keys import generate_key
 
 TOPIC = sys.argv[1]

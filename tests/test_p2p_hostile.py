@@ -19,7 +19,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.pb import rpc_pb2
 from multiaddr import Multiaddr
 
-from wattmesh.exchange.p2p import open_node
+from wattmesh.exchange.node.p2p import open_node
 from wattmesh.settlement.keys import generate_key
 
 TOPIC = "wattmesh/test/orders"

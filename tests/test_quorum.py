@@ -1,4 +1,4 @@
-"""The vote book and the quorum rule (exchange/quorum.py, docs/node.md "Certificates").
+"""The vote book and the quorum rule (exchange/node/quorum.py, docs/node.md "Certificates").
 
 The rule, as docs/node.md states it: a certificate is a strict majority of members voting
 one set digest in one round; a digest is *possible* in a round while its votes there plus
@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from wattmesh.exchange.quorum import ANY, VoteBook
+from wattmesh.exchange.node.quorum import ANY, VoteBook
 from wattmesh.settlement.certificate import (
     MAX_ROUND,
     Certificate,

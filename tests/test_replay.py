@@ -1,4 +1,4 @@
-"""Replay of order logs (wattmesh.exchange.replay): the rules of docs/replay.md."""
+"""Replay of order logs (wattmesh.exchange.replay.replay): the rules of docs/replay.md."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wattmesh.exchange import replay as replay_module
-from wattmesh.exchange.replay import (
+from wattmesh.exchange.replay import replay as replay_module
+from wattmesh.exchange.replay.replay import (
     BadLineError,
     ReplayOptions,
     ReplayResult,
@@ -23,7 +23,7 @@ from wattmesh.exchange.replay import (
     write_outputs,
     write_trades,
 )
-from wattmesh.exchange.sample_log import _key, write_log
+from wattmesh.exchange.replay.sample_log import _key, write_log
 from wattmesh.settlement.keys import peer_id_of, sign
 from wattmesh.settlement.records import Cancel, Order, RecordError, parse_record
 

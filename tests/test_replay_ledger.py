@@ -1,4 +1,4 @@
-"""``wattmesh replay LOG --ledger FILE`` (wattmesh.exchange.replay_ledger; docs/replay.md)."""
+"""``wattmesh replay LOG --ledger FILE`` (wattmesh.exchange.replay.to_ledger; docs/replay.md)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from wattmesh.exchange.cli import main
-from wattmesh.exchange.replay import ReplayOptions, ReplayResult, replay
-from wattmesh.exchange.replay_ledger import (
+from wattmesh.exchange.cli.app import main
+from wattmesh.exchange.replay.replay import ReplayOptions, ReplayResult, replay
+from wattmesh.exchange.replay.to_ledger import (
     NO_BMAX,
     ReplayLedgerError,
     genesis_body,

@@ -8,8 +8,8 @@ import io
 import orjson
 import pytest
 
-from wattmesh.exchange import replay as replay_module
-from wattmesh.exchange.replay import ReplayOptions, ReplayResult, replay
+from wattmesh.exchange.replay import replay as replay_module
+from wattmesh.exchange.replay.replay import ReplayOptions, ReplayResult, replay
 from wattmesh.settlement.records import Cancel, Order
 
 

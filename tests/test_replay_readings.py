@@ -9,14 +9,14 @@ from typing import Any
 import orjson
 import pytest
 
-from wattmesh.exchange.replay import (
+from wattmesh.exchange.replay.replay import (
     DEFAULT_FEEDIN_PRICE,
     DEFAULT_RETAIL_PRICE,
     ReplayOptions,
     ReplayResult,
     replay,
 )
-from wattmesh.exchange.replay_ledger import settle_into_ledger
+from wattmesh.exchange.replay.to_ledger import settle_into_ledger
 from wattmesh.settlement.keys import generate_key, peer_id_of
 from wattmesh.settlement.ledger import Ledger
 from wattmesh.settlement.records import Order, Reading

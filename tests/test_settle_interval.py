@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wattmesh.exchange import settle_interval as si
-from wattmesh.exchange.settle_interval import IntervalOutcome, settle_interval
+from wattmesh.exchange.node import settle_interval as si
+from wattmesh.exchange.node.settle_interval import IntervalOutcome, settle_interval
 from wattmesh.settlement.keys import generate_key, peer_id_of
 from wattmesh.settlement.ledger import Ledger
 from wattmesh.settlement.records import Cancel, Order, Reading

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from wattmesh.exchange.terminal import fail, progress_bar
+from wattmesh.exchange.cli.terminal import fail, progress_bar
 
 WATTMESH = str(Path(sys.executable).parent / "wattmesh")
 

@@ -1,5 +1,5 @@
-"""Gossip messages by themselves (exchange/wire.py ``parse``) and against time and state
-(exchange/admission.py ``Admission.gossip`` / ``Admission.fetched``).
+"""Gossip messages by themselves (exchange/node/wire.py ``parse``) and against time and state
+(exchange/node/admission.py ``Admission.gossip`` / ``Admission.fetched``).
 
 No network: a two-member community (plus an outsider), a clock the test sets, a
 MessageStore and a ledger in tmp_path. Every refusal is checked for its reason and for
@@ -15,11 +15,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from wattmesh.exchange.admission import Admission
 from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec
-from wattmesh.exchange.message_store import MessageStore
-from wattmesh.exchange.settle_interval import settle_interval
-from wattmesh.exchange.wire import (
+from wattmesh.exchange.node.admission import Admission
+from wattmesh.exchange.node.message_store import MessageStore
+from wattmesh.exchange.node.settle_interval import settle_interval
+from wattmesh.exchange.node.wire import (
     DIGESTS,
     MAX_MESSAGE_BYTES,
     ORDERS,

@@ -27,9 +27,9 @@ from collections import Counter
 from collections.abc import Callable
 
 from wattmesh.exchange.community_file import Community
-from wattmesh.exchange.message_store import MessageStore
-from wattmesh.exchange.quorum import VoteBook
-from wattmesh.exchange.wire import DIGESTS, ORDERS, READINGS, Inbound, Refused, parse
+from wattmesh.exchange.node.message_store import MessageStore
+from wattmesh.exchange.node.quorum import VoteBook
+from wattmesh.exchange.node.wire import DIGESTS, ORDERS, READINGS, Inbound, Refused, parse
 
 __all__ = ["Admission", "TOPIC_OF_KIND", "check_set_rule"]
 

@@ -1,7 +1,7 @@
 """Run a household node as a process: ``wattmesh node`` (docs/node.md, "Running a node").
 
 Loads the data directory's node.toml, community file, key, ledger and message store,
-then runs :class:`~wattmesh.exchange.node.HouseholdNode` under trio until SIGINT or
+then runs :class:`~wattmesh.exchange.node.household.HouseholdNode` under trio until SIGINT or
 SIGTERM, and closes it cleanly (peers see it leave within a fraction of a second).
 """
 
@@ -20,9 +20,9 @@ from typing import IO
 import trio
 
 from wattmesh.exchange.community_file import load_community
-from wattmesh.exchange.message_store import MessageStore
-from wattmesh.exchange.node import HouseholdNode
-from wattmesh.exchange.node_config import NodeConfig
+from wattmesh.exchange.node.config import NodeConfig
+from wattmesh.exchange.node.household import HouseholdNode
+from wattmesh.exchange.node.message_store import MessageStore
 from wattmesh.settlement.keys import load_key, peer_id_of
 from wattmesh.settlement.ledger import Ledger
 

@@ -47,14 +47,14 @@ from typing import IO, Any
 
 from wattmesh.exchange import clock
 from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec, dump_community
-from wattmesh.exchange.node_config import (
+from wattmesh.exchange.node.config import (
     DEFAULT_FILES,
     BotConfig,
     MeterConfig,
     init_data_dir,
     write_node_config,
 )
-from wattmesh.exchange.simulate_community import MICRO, NANO, _price
+from wattmesh.exchange.units import MICRO, NANO, price_text
 from wattmesh.meters.simulated import DEFAULT_SITE, SITES
 from wattmesh.settlement.keys import generate_key, peer_id_of, save_key
 from wattmesh.settlement.ledger import Ledger, LedgerEntry
@@ -86,7 +86,7 @@ OPENING_MONEY = 50 * NANO  # 50.00 each: far more than two hours of bids and bil
 FULL_MESH_MAX = 8  # up to this many nodes every node dials every other
 MESH_DEGREE = 4  # above it, each node dials this many others (its ring neighbour included)
 STOP_TIMEOUT_S = 20.0  # how long a node may take to exit after SIGTERM
-STATUS = "status.json"  # the node's status file (exchange/node.py writes it)
+STATUS = "status.json"  # the node's status file (exchange/node/household.py writes it)
 STDERR = "node.stderr"  # the node's stderr: its log lines (as node.log) and any traceback
 
 
@@ -886,7 +886,7 @@ def _money(nano: int) -> str:
 def format_interval(iv: IntervalReport) -> str:
     """One progress line: community time, price per kWh, volume, trades, readings."""
     market = (
-        f"price {_price(iv.price)}/kWh  volume {iv.volume / 1000:6.3f} kWh  "
+        f"price {price_text(iv.price)}/kWh  volume {iv.volume / 1000:6.3f} kWh  "
         f"{iv.trades} trade{'s' if iv.trades != 1 else ''}"
         if iv.trades
         else "no trades"
@@ -913,7 +913,7 @@ def format_report(result: DemoResult) -> list[Any]:
         digest = next((d for d in iv.digests.values() if d), None)
         agreeing = sum(1 for d in iv.digests.values() if d is not None and d == digest)
         ivt.add_row(
-            _clock_text(iv.interval), _price(iv.price), _kwh(iv.volume), str(iv.trades),
+            _clock_text(iv.interval), price_text(iv.price), _kwh(iv.volume), str(iv.trades),
             str(iv.readings), (digest or "-")[:12],
             f"{agreeing}/{len(iv.digests)}" if iv.agree else f"[red]{agreeing}/{len(iv.digests)}",
         )  # fmt: skip
@@ -959,7 +959,7 @@ def format_report(result: DemoResult) -> list[Any]:
             " no market\n"
             "cost: grid bill - feed-in credit + paid for trades - received + fees\n"
             "held value: the energy held at the end beyond the twin's, at the run's\n"
-            f"  average trade price {_price(price)}/kWh\n"
+            f"  average trade price {price_text(price)}/kWh\n"
             "savings: alone cost - market cost + held value\n",
         ]
 
@@ -989,7 +989,7 @@ def format_report(result: DemoResult) -> list[Any]:
         trades = sum(s.trades for s in accounts.intervals.values())
         lines.append(
             f"traded: {accounts.volume / 1000:,.3f} kWh in {trades} trades at an average "
-            f"{_price(price)}/kWh"
+            f"{price_text(price)}/kWh"
         )
         lines.append(
             f"savings against the grid alone: {_money(total.savings(price))} for the community"

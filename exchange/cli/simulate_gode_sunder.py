@@ -19,8 +19,8 @@ import orjson
 import typer
 
 from wattmesh.agents import gode_sunder as gs
-from wattmesh.exchange.terminal import fail as _fail
-from wattmesh.exchange.terminal import progress_bar
+from wattmesh.exchange.cli.terminal import fail as _fail
+from wattmesh.exchange.cli.terminal import progress_bar
 
 # The period lengths of the efficiency-against-shouts plot (shouts per period).
 SWEEP_SHOUTS = (50, 100, 200, 500, 1000, 2000, 4000)

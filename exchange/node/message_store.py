@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 import sqlite_utils
 
-from wattmesh.exchange.wire import Inbound, set_digest
+from wattmesh.exchange.node.wire import Inbound, set_digest
 
 __all__ = ["IntervalRecord", "MessageStore"]
 

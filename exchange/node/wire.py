@@ -54,7 +54,7 @@ __all__ = [
     "topics",
 ]
 
-MAX_MESSAGE_BYTES = 512 * 1024  # the transport's limit (exchange/p2p.py) and ours
+MAX_MESSAGE_BYTES = 512 * 1024  # the transport's limit (exchange/node/p2p.py) and ours
 
 # Why a message was refused; a node counts its refusals by these names.
 REASONS = (

@@ -8,7 +8,7 @@ docs/replay.md).
 :func:`replay` applies them to the engine in one of two modes and returns a
 :class:`ReplayResult`: the fills, the per-interval statistics, the final balances and every
 refused line with its line number and reason. The ``write_*`` functions turn a result into
-files. Nothing here prints; the command line lives in ``wattmesh.exchange.cli``.
+files. Nothing here prints; the command line lives in ``wattmesh.exchange.cli.app``.
 
 - ``cda``: a continuous double auction, events applied in order, one ``Book`` per market,
   all in one ``Markets`` over one ``Accounts`` (a fill in one market re-crosses the
@@ -21,7 +21,7 @@ files. Nothing here prints; the command line lives in ``wattmesh.exchange.cli``.
 The engine speaks integers, so owners map to ``uint32`` handles (in order of first
 appearance) and order ids to ``uint64`` keys (:func:`order_key`).
 
-Speed: ``wattmesh.exchange._logscan.Scanner`` (Cython) applies order and cancel lines in
+Speed: ``wattmesh.exchange.replay._logscan.Scanner`` (Cython) applies order and cancel lines in
 their usual canonical shape straight from the bytes, keeping the id, owner and market
 tables, call mode's pending auctions and cda mode's ``Book.run`` batches in C. Anything
 unusual (an account line, a new owner or market, escapes or whitespace, a non-hex id, a
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import gc
-import hashlib
 import io
 import os
 import re
@@ -47,9 +46,10 @@ from typing import IO, Any, NamedTuple
 
 import orjson
 
-from wattmesh.exchange._logscan import CLEAR, DONE, FLUSH, Scanner, cda_buckets
 from wattmesh.exchange.atomic_file import StagedFiles
 from wattmesh.exchange.clock import check_interval, is_late
+from wattmesh.exchange.engine_keys import order_key
+from wattmesh.exchange.replay._logscan import CLEAR, DONE, FLUSH, Scanner, cda_buckets
 from wattmesh.matching import (
     ASK,
     BID,
@@ -127,20 +127,6 @@ _BALANCE_LIMIT = 2**62  # Accounts.set refuses balances at or above this
 _NEVER = 2**63  # "no pending interval": above every valid ts
 # False sends every line down the Python path (the reference; tests compare the two).
 _FAST_SCAN = True
-_is_hex64 = re.compile("[0-9a-f]{64}").fullmatch
-
-
-def order_key(order_id: str) -> int:
-    """The engine's uint64 key of an order id.
-
-    A 64-hex id (a SHA-256) maps to the integer of its first 16 hex digits, so ordering by
-    key is ordering by id, which the call auction uses to break ties; any other id string
-    maps to the first 8 bytes of its SHA-256, big-endian.
-    """
-    if _is_hex64(order_id):
-        return int(order_id[:16], 16)
-    digest = hashlib.sha256(order_id.encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest[:8], "big")
 
 
 class Reject(NamedTuple):
@@ -325,7 +311,7 @@ class ReplayResult:
 
 def bundled_sample() -> resources.abc.Traversable:
     """The sample day shipped with the package (docs/replay.md, "The sample")."""
-    return resources.files("wattmesh.exchange").joinpath(SAMPLE_RESOURCE)
+    return resources.files("wattmesh.exchange.replay").joinpath(SAMPLE_RESOURCE)
 
 
 def replay(

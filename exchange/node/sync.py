@@ -40,13 +40,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
-from wattmesh.exchange.p2p import RequestFailed, RequestTimeout
-from wattmesh.exchange.wire import DIGESTS, Refused, parse, set_digest
+from wattmesh.exchange.node.p2p import RequestFailed, RequestTimeout
+from wattmesh.exchange.node.wire import DIGESTS, Refused, parse, set_digest
 from wattmesh.settlement.canonical import CanonicalError, canonical
 from wattmesh.settlement.certificate import Certificate, IntervalVote, check_certificate
 
 if TYPE_CHECKING:
-    from wattmesh.exchange.node import HouseholdNode
+    from wattmesh.exchange.node.household import HouseholdNode
 
 __all__ = ["MAX_IDS_PER_GET", "fetch_certified", "gather", "pull_votes", "serve"]
 

@@ -30,17 +30,17 @@ import orjson
 import trio
 
 from wattmesh.agents.threshold import ThresholdAgent
-from wattmesh.exchange import sync
-from wattmesh.exchange.admission import TOPIC_OF_KIND, Admission
 from wattmesh.exchange.atomic_file import write_atomic
 from wattmesh.exchange.clock import interval_start
 from wattmesh.exchange.community_file import Community
-from wattmesh.exchange.message_store import IntervalRecord, MessageStore
-from wattmesh.exchange.node_config import BotConfig, MeterConfig
-from wattmesh.exchange.p2p import Message, P2PNode, open_node
-from wattmesh.exchange.quorum import VoteBook
-from wattmesh.exchange.settle_interval import IntervalOutcome, settle_interval
-from wattmesh.exchange.wire import (
+from wattmesh.exchange.node import sync
+from wattmesh.exchange.node.admission import TOPIC_OF_KIND, Admission
+from wattmesh.exchange.node.config import BotConfig, MeterConfig
+from wattmesh.exchange.node.message_store import IntervalRecord, MessageStore
+from wattmesh.exchange.node.p2p import Message, P2PNode, open_node
+from wattmesh.exchange.node.quorum import VoteBook
+from wattmesh.exchange.node.settle_interval import IntervalOutcome, settle_interval
+from wattmesh.exchange.node.wire import (
     DIGESTS,
     ORDERS,
     READINGS,

@@ -20,7 +20,7 @@ import orjson
 import typer
 
 from wattmesh.exchange.atomic_file import atomic_output
-from wattmesh.exchange.terminal import fail, progress_bar
+from wattmesh.exchange.cli.terminal import fail, progress_bar
 from wattmesh.meters.measurement import (
     DEFAULT_INTERVAL_MS,
     Measurement,

@@ -25,13 +25,12 @@ from wattmesh.agents.community import (
     CommunityResult,
     simulate,
 )
-from wattmesh.exchange.terminal import fail, progress_bar
+from wattmesh.exchange.cli.terminal import fail, progress_bar
+from wattmesh.exchange.units import MICRO, NANO, price_text
 from wattmesh.meters.profiles import INTERVALS_PER_DAY
 
 __all__ = ["community", "format_summary", "write_plots"]
 
-NANO = 10**9  # nano-currency per currency unit
-MICRO = 10**6  # micro-currency per currency unit
 PLOTS = ("community-prices.png", "community-balance.png", "community-savings.png")
 
 
@@ -127,10 +126,6 @@ def _money(nano: int) -> str:
     return f"{nano / NANO:,.2f}"
 
 
-def _price(micro: int | None) -> str:
-    return "-" if micro is None else f"{micro / MICRO:.4f}"
-
-
 def format_summary(result: CommunityResult) -> list[Any]:
     """The human report as a list of rich renderables (text and tables)."""
     from rich.table import Table
@@ -146,7 +141,7 @@ def format_summary(result: CommunityResult) -> list[Any]:
         f"Bmax {sc['bmax_wh']:,} Wh per household (Cu {sc['bmax_cost']} at "
         f"{sc['storage_price_per_kwh']}/kWh: Bmax = Cu/150 kWh); agents buy below "
         f"{sc['lower_threshold_wh']:,} Wh and sell above {sc['upper_threshold_wh']:,} Wh\n"
-        f"grid: retail {_price(sc['retail'])}, feed-in {_price(sc['feed_in'])} per kWh"
+        f"grid: retail {price_text(sc['retail'])}, feed-in {price_text(sc['feed_in'])} per kWh"
     )
 
     market = Table(title="Market", show_header=False, title_justify="left")
@@ -156,9 +151,9 @@ def format_summary(result: CommunityResult) -> list[Any]:
     market.add_row(
         "intervals with trades", f"{tot['intervals_with_trades']:,} of {sc['intervals']:,}"
     )
-    market.add_row("volume-weighted price", f"{_price(tot['vwap'])} per kWh")
+    market.add_row("volume-weighted price", f"{price_text(tot['vwap'])} per kWh")
     if prices:
-        market.add_row("clearing prices", f"{_price(min(prices))} .. {_price(max(prices))}")
+        market.add_row("clearing prices", f"{price_text(min(prices))} .. {price_text(max(prices))}")
     market.add_row(
         "bids posted / withdrawn", f"{orders['bids_posted']:,} / {orders['bids_withdrawn']:,}"
     )
@@ -227,7 +222,7 @@ def format_summary(result: CommunityResult) -> list[Any]:
         day.add_row(
             f"{hour:02d}:00",
             f"{vol / 1000 / sc['days']:,.1f}",
-            _price(money // vol if vol else None),
+            price_text(money // vol if vol else None),
             f"{held / sc['days']:,.1f}",
             f"{bal / 4 / sc['days'] / 1000:,.1f}",
         )

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from wattmesh.exchange.replay import order_key
+from wattmesh.exchange.engine_keys import order_key
 from wattmesh.matching import ASK, BID, MAX_PRICE, MAX_QTY, Accounts, CallAuction
 from wattmesh.settlement.certificate import Certificate
 from wattmesh.settlement.ledger import Ledger, LedgerEntry, LedgerError

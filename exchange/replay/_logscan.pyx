@@ -1,11 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The replay's line scanner and id tables, in C (used by ``wattmesh.exchange.replay``).
+"""The replay's line scanner and id tables, in C (used by ``wattmesh.exchange.replay.replay``).
 
 Contract
 --------
 :class:`Scanner` reads a buffer of order-log lines and applies, in C, the lines it can
 prove are ordinary; it hands every other line back to the Python path in
-``exchange/replay.py``, which stays the reference for behaviour and refusal reasons.
+``exchange/replay/replay.py``, which stays the reference for behaviour and refusal reasons.
 
 A line is applied here (the *fast path*) only when all of this holds:
 

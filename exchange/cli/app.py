@@ -1,5 +1,5 @@
 """The ``wattmesh`` command line. Thin: parsing, printing and exit codes; the work happens
-in the library modules (``wattmesh.exchange.replay``)."""
+in the library modules (``wattmesh.exchange.replay.replay``)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from wattmesh.exchange import replay as replaying
 from wattmesh.exchange.atomic_file import atomic_output, committed
-from wattmesh.exchange.ledger_cli import ledger_app
-from wattmesh.exchange.meter_cli import meter_app
-from wattmesh.exchange.node_cli import node_app
-from wattmesh.exchange.replay_ledger import ReplayLedgerError, settle_into_ledger
-from wattmesh.exchange.simulate_community import community
-from wattmesh.exchange.simulate_gode_sunder import gode_sunder
-from wattmesh.exchange.terminal import fail as _fail
-from wattmesh.exchange.terminal import progress_bar
+from wattmesh.exchange.cli.ledger import ledger_app
+from wattmesh.exchange.cli.meter import meter_app
+from wattmesh.exchange.cli.node import node_app
+from wattmesh.exchange.cli.simulate_community import community
+from wattmesh.exchange.cli.simulate_gode_sunder import gode_sunder
+from wattmesh.exchange.cli.terminal import fail as _fail
+from wattmesh.exchange.cli.terminal import progress_bar
+from wattmesh.exchange.replay import replay as replaying
+from wattmesh.exchange.replay.to_ledger import ReplayLedgerError, settle_into_ledger
 from wattmesh.settlement.ledger import LedgerError
 
 # A progress bar is worth drawing only for logs that take more than a moment.

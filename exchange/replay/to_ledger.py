@@ -1,6 +1,6 @@
 """Settle a replay into a ledger: ``wattmesh replay LOG --ledger FILE`` (docs/replay.md).
 
-:func:`settle_into_ledger` turns a :class:`~wattmesh.exchange.replay.ReplayResult` into a
+:func:`settle_into_ledger` turns a :class:`~wattmesh.exchange.replay.replay.ReplayResult` into a
 fresh ledger file (``wattmesh.settlement.ledger``, docs/ledger.md), so an auditor can rebuild
 a ledger from an order log. Everything written is a function of the log and the replay
 options (no clock, no randomness), so the same log gives the same entry hashes.
@@ -44,7 +44,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from wattmesh.exchange.replay import ReplayResult
+from wattmesh.exchange.replay.replay import ReplayResult
 from wattmesh.settlement.ledger import FUNDS, STORAGE_FUNDS, Ledger
 from wattmesh.settlement.records import MarketSpec
 

@@ -10,7 +10,7 @@ interval and is placed before that interval's gate, so the log replays in both m
 Everything follows from ``seed``, Ed25519 keys included, so the same arguments always give
 the same bytes::
 
-    python -m wattmesh.exchange.sample_log --households 24 --seed 1 --out sample_day.jsonl
+    python -m wattmesh.exchange.replay.sample_log --households 24 --seed 1 --out sample_day.jsonl
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import IO, Any
 import orjson
 
 from wattmesh.exchange.atomic_file import atomic_output
+from wattmesh.exchange.units import NANO
 from wattmesh.settlement.keys import Ed25519PrivateKey, peer_id_of
 from wattmesh.settlement.records import Account, Cancel, Order
 
@@ -52,7 +53,6 @@ MARKET = "energy"
 PROSUMER_SHARE = 0.4
 IOC_SHARE = 0.1
 CANCEL_SHARE = 0.04
-NANO = 10**9  # nano-currency per currency unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +243,7 @@ def benchmark_log(
 
     The days are ``ceil(events / (30 * households))`` (a day has about 45 lines per
     household, so they suffice); 1M events from 1000 households is the same log as
-    ``python -m wattmesh.exchange.sample_log --households 1000 --days 34 --events 1000000
+    ``python -m wattmesh.exchange.replay.sample_log --households 1000 --days 34 --events 1000000
     --no-sign``.
     """
     days = max(1, -(-events // (30 * households)))
@@ -251,9 +251,9 @@ def benchmark_log(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m wattmesh.exchange.sample_log``: write a generated log."""
+    """``python -m wattmesh.exchange.replay.sample_log``: write a generated log."""
     parser = argparse.ArgumentParser(
-        prog="python -m wattmesh.exchange.sample_log", description=__doc__.split("\n\n")[0]
+        prog="python -m wattmesh.exchange.replay.sample_log", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--households", type=int, default=24, help="default: 24")
     parser.add_argument("--seed", type=int, default=1, help="default: 1")

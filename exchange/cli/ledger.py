@@ -17,7 +17,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from wattmesh.exchange.terminal import fail
+from wattmesh.exchange.cli.terminal import fail
 from wattmesh.settlement.ledger import (
     KINDS,
     Ledger,

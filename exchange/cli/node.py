@@ -4,7 +4,7 @@ of nodes on this machine.
 
 Mounted by the main CLI with ``app.add_typer(node_app)``: without a name, typer puts these
 commands at the top level (``wattmesh init``, not ``wattmesh node init``). The work is in
-``wattmesh.exchange.node_config``, ``node_process`` and ``demo``; this module parses
+``wattmesh.exchange.node.config``, ``node_process`` and ``demo``; this module parses
 options and prints. Errors are one ``wattmesh: error: ...`` line and exit code 1.
 
 Exit codes of ``init``: 0 the node is set up (its ledger exists), 2 the household's key is
@@ -21,8 +21,9 @@ from typing import Annotated
 
 import typer
 
+from wattmesh.exchange.cli.terminal import fail
 from wattmesh.exchange.community_file import CommunityError
-from wattmesh.exchange.node_config import (
+from wattmesh.exchange.node.config import (
     InitError,
     NodeConfigError,
     default_data_dir,
@@ -31,7 +32,6 @@ from wattmesh.exchange.node_config import (
     parse_bootstrap,
     parse_listen,
 )
-from wattmesh.exchange.terminal import fail
 from wattmesh.settlement.ledger import LedgerError
 
 node_app = typer.Typer(
@@ -128,7 +128,7 @@ def node(
     interval into its ledger after reconciling with them, and writes status.json and
     node.log in the data directory.
     """
-    from wattmesh.exchange.node_process import run_node
+    from wattmesh.exchange.node.process import run_node
 
     target = data_dir if data_dir is not None else default_data_dir()
     try:
@@ -188,7 +188,7 @@ def demo(
 
     from rich.console import Console
 
-    from wattmesh.exchange.demo import DemoError, format_interval, format_report, run_demo
+    from wattmesh.exchange.demo.run import DemoError, format_interval, format_report, run_demo
 
     def on_term(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt  # stop the nodes on the way out, as for Ctrl-C

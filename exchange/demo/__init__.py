@@ -1,0 +1,2 @@
+"""``wattmesh demo``: N household node processes on loopback, checked and summarised
+(``run``)."""
