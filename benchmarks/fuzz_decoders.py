@@ -7,8 +7,8 @@ Each input goes to every target below, which may refuse it only in its documente
 any other exception, and any input that takes more than a second, is a crash. Inputs are
 random bytes and mutations (bit flips, cuts, splices, repeats) of valid seeds. Prints the
 inputs run, the crashes (0 is the bound) and the throughput; exits 1 on a crash, with the
-first crashing input in hex. tests/test_fuzz_decoders.py runs the same loop on a bounded
-number of inputs.
+first crashing input in hex. tests/exchange/node/test_fuzz_decoders.py runs the same loop
+on a bounded number of inputs.
 
 Targets:
 - ``wire.parse`` on the orders, readings and digests topics (refuses with ``Refused``);

@@ -27,7 +27,7 @@ tables, call mode's pending auctions and cda mode's ``Book.run`` batches in C. A
 unusual (an account line, a new owner or market, escapes or whitespace, a non-hex id, a
 line that will be refused, ``verify_signatures``) comes back to the Python path here,
 which validates through ``settlement.records`` itself and writes the refusal reasons; it
-is the reference the scanner is tested against (tests/test_logscan.py).
+is the reference the scanner is tested against (tests/exchange/replay/test_logscan.py).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 _SPEC = importlib.util.spec_from_file_location(
-    "fuzz_decoders", Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_decoders.py"
+    "fuzz_decoders", Path(__file__).resolve().parents[3] / "benchmarks" / "fuzz_decoders.py"
 )
 fuzz = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(fuzz)  # type: ignore[union-attr]

@@ -1,6 +1,6 @@
 """DSMR P1 telegrams -> register samples -> interval measurements (wattmesh.meters.dsmr).
 
-The real telegrams in tests/data/dsmr/ come from dsmr-parser's test suite (see the README
+The real telegrams in tests/meters/data/dsmr/ come from dsmr-parser's test suite (see the README
 there); the two sequence files are derived from them by make_sequence.py.
 """
 

@@ -3,7 +3,7 @@
 A real P1 capture over an hour is not available, so each sequence takes one real telegram,
 changes its timestamp (0-0:1.0.0) and energy registers (1-0:1.8.1/2, 1-0:2.8.1/2) and
 recomputes the CRC16 (dsmr-parser's own function), leaving every other line as the meter
-wrote it. Run ``python tests/data/dsmr/make_sequence.py`` to rewrite the files; the DSMR
+wrote it. Run ``python tests/meters/data/dsmr/make_sequence.py`` to rewrite the files; the DSMR
 tests check that the committed files are exactly what this script builds.
 """
 

@@ -12,7 +12,7 @@ from wattmesh.exchange.cli.app import app
 from wattmesh.settlement.keys import load_key, peer_id_of
 from wattmesh.settlement.records import Reading
 
-DATA = Path(__file__).parent / "data" / "dsmr"
+DATA = Path(__file__).resolve().parents[2] / "meters" / "data" / "dsmr"
 
 
 def run(*args: str) -> tuple[int, str, str]:

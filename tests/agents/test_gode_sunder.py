@@ -70,7 +70,7 @@ def test_package_data_is_a_copy_of_the_shared_file() -> None:
     from importlib import resources
     from pathlib import Path
 
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "gode_sunder_1993.json"
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "gode_sunder_1993.json"
     if not shared.is_file():
         pytest.skip("shared data folder not present")
     packaged = resources.files("wattmesh.agents").joinpath("data", gs.DATA_FILE).read_bytes()
