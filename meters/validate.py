@@ -34,25 +34,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from wattmesh.settlement.records import Meter, Reading, RecordError
+from wattmesh.settlement.refusals import codes_of
 
 __all__ = ["DEFAULT_CLOCK_SKEW_MS", "REASONS", "ReadingRefused", "ReadingValidator"]
 
 DEFAULT_CLOCK_SKEW_MS = 60_000  # a meter's clock may run a minute ahead of ours
-REASONS = (
-    "malformed",
-    "unknown-meter",
-    "bad-signature",
-    "out-of-order",
-    "overlap",
-    "future",
-    "impossible",
-)
+REASONS = codes_of("meter")  # the shared table: settlement/refusals.py
 
 
 class ReadingRefused(ValueError):
     """A reading that must not be applied: ``reason`` is one of :data:`REASONS`."""
 
     def __init__(self, reason: str, message: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"{reason!r} is not a meter refusal code")
         self.reason = reason
         super().__init__(f"{reason}: {message}")
 

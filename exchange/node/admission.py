@@ -26,6 +26,7 @@ from bisect import insort
 from collections import Counter
 from collections.abc import Callable
 
+from wattmesh.exchange.clock import is_late
 from wattmesh.exchange.community_file import Community
 from wattmesh.exchange.node.message_store import MessageStore
 from wattmesh.exchange.node.quorum import VoteBook
@@ -53,7 +54,7 @@ def check_set_rule(inbound: Inbound, interval: int) -> None:
     """Refuse (``late``) an order, batch or cancel of ``interval`` whose signed ``ts`` is
     not before the interval's gate. The one home of the rule that makes an interval's set
     depend only on its messages, never on when a node heard them."""
-    if inbound.kind in _BUDGETED and inbound.ts >= interval:
+    if inbound.kind in _BUDGETED and is_late(inbound.ts, interval):
         raise Refused("late", f"ts {inbound.ts} is not before interval {interval}'s gate")
 
 

@@ -36,6 +36,7 @@ from wattmesh.matching import ASK, BID, MAX_PRICE, MAX_QTY, Accounts, CallAuctio
 from wattmesh.settlement.certificate import Certificate
 from wattmesh.settlement.ledger import Ledger, LedgerEntry, LedgerError
 from wattmesh.settlement.records import Cancel, Order, Reading
+from wattmesh.settlement.refusals import refusal_text
 
 __all__ = ["STP", "IntervalOutcome", "settle_interval"]
 
@@ -135,7 +136,7 @@ def _apply_readings(
         try:
             ledger.append_batch([("reading", r.to_dict())], ts=interval)
         except LedgerError as exc:  # its savepoint is rolled back; the block goes on
-            refused.append((rid, _reason(exc)))
+            refused.append((rid, refusal_text("reading-refused", _reason(exc))))
         else:
             applied += 1
     return applied
@@ -166,15 +167,17 @@ def _auction_orders(
         if (o.id, o.owner) in cancelled:
             continue
         if o.id != o.computed_id():  # checked first: every later reason is about the content
-            refused[o.id] = "id: does not name the order's content"
+            refused[o.id] = refusal_text("bad-signature", "id: does not name the order's content")
         elif o.tif == "fok":
-            refused[o.id] = "tif: fok has no meaning in a call auction"
+            refused[o.id] = refusal_text("unsupported-tif", "fok has no meaning in a call auction")
         elif o.owner not in members:
-            refused[o.id] = f"owner: {o.owner} is not a member"
+            refused[o.id] = refusal_text("not-member", f"owner {o.owner} is not a member")
         elif not lo <= o.price <= hi:
-            refused[o.id] = f"price: {o.price} is outside [{lo}, {hi}]"
+            refused[o.id] = refusal_text("malformed", f"price {o.price} is outside [{lo}, {hi}]")
         elif o.qty > MAX_QTY:
-            refused[o.id] = f"qty: {o.qty} is above the engine's maximum {MAX_QTY}"
+            refused[o.id] = refusal_text(
+                "malformed", f"qty {o.qty} is above the engine's maximum {MAX_QTY}"
+            )
         else:
             by_id[o.id] = o  # the same id twice is the same content: one record
     # Two orders with one engine key (a crafted 64-bit prefix collision): the smaller id
@@ -184,7 +187,9 @@ def _auction_orders(
     for oid in sorted(by_id):
         key = order_key(oid)
         if key in keys:
-            refused[oid] = "id: its engine key (first 16 hex digits) is taken by a smaller id"
+            refused[oid] = refusal_text(
+                "id-collision", "its engine key (first 16 hex digits) is taken by a smaller id"
+            )
         else:
             keys.add(key)
             kept.append(by_id[oid])

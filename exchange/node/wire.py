@@ -37,6 +37,7 @@ from wattmesh.settlement.records import (
     Reading,
     RecordError,
 )
+from wattmesh.settlement.refusals import codes_of
 
 if TYPE_CHECKING:
     from wattmesh.exchange.community_file import Community
@@ -56,20 +57,9 @@ __all__ = [
 
 MAX_MESSAGE_BYTES = 512 * 1024  # the transport's limit (exchange/node/p2p.py) and ours
 
-# Why a message was refused; a node counts its refusals by these names.
-REASONS = (
-    "malformed",  # not JSON, wrong schema, bad field, above a size limit
-    "bad-signature",  # not signed by its owner (or meter, or node)
-    "not-member",  # the signer is not a member of the community
-    "unknown-meter",  # a reading from a meter no member registered
-    "wrong-market",  # an order for a market this community does not run
-    "late",  # its interval's gate has passed (or the timestamp is too old)
-    "future",  # its timestamp or interval is too far ahead
-    "duplicate",  # already accepted
-    "over-budget",  # beyond its member's budget for the interval (admission's rule)
-    "unknown-order",  # a cancel of an order this node has not accepted
-    "out-of-order",  # a reading whose seq the ledger has already passed
-)
+# Why a message was refused; a node counts its refusals by these names (the shared table:
+# settlement/refusals.py).
+REASONS = codes_of("gossip")
 
 ORDERS, READINGS, DIGESTS = "orders", "readings", "digests"
 
@@ -85,7 +75,8 @@ class Refused(ValueError):
     """A message that must not be accepted; ``reason`` is one of :data:`REASONS`."""
 
     def __init__(self, reason: str, detail: str) -> None:
-        assert reason in REASONS, reason
+        if reason not in REASONS:
+            raise ValueError(f"{reason!r} is not a gossip refusal code")
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}")

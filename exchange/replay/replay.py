@@ -74,6 +74,7 @@ from wattmesh.settlement.records import (
     parse_record,
     verify_signature,
 )
+from wattmesh.settlement.refusals import codes_of
 
 __all__ = [
     "BAD_LINE_CODES",
@@ -117,6 +118,7 @@ READING_REFUSED = "reading-refused"
 DEFAULT_RETAIL_PRICE = 230_000  # 0.23 per kWh (DESIGN.md's example), micro-currency/kWh
 DEFAULT_FEEDIN_PRICE = 80_000  # 0.08 per kWh
 BAD_LINE_CODES = frozenset({BAD_JSON, BAD_RECORD, BAD_SIGNATURE})
+CODES = frozenset(codes_of("replay"))  # the shared table: settlement/refusals.py
 
 _SIDE_CODES = {"bid": BID, "ask": ASK}
 _TIF_CODES = {"gtc": GTC, "ioc": IOC, "fok": FOK}
@@ -857,6 +859,8 @@ class _Replay:
         )
 
     def _reject(self, code: str, reason: str, raw: bytes) -> None:
+        if code not in CODES:
+            raise ValueError(f"{code!r} is not a replay refusal code")
         text = raw.decode("utf-8", "replace").rstrip("\r")
         reject = Reject(self.lineno, code, reason, text)
         self.rejects.append(reject)

@@ -160,6 +160,10 @@ def test_other_intervals_and_markets_are_ignored_and_bad_orders_refused(tmp_path
         assert out.orders == 1
         reasons = dict(out.refused)
         assert set(reasons) == {fok.id, stranger.id, too_dear.id, forged.id}
+        # Each reason is "code: detail" with a code of the shared table.
+        codes = {i: r.split(": ", 1)[0] for i, r in reasons.items()}
+        assert codes == {fok.id: "unsupported-tif", stranger.id: "not-member",
+                         too_dear.id: "malformed", forged.id: "bad-signature"}  # fmt: skip
         assert "fok" in reasons[fok.id]
         assert "not a member" in reasons[stranger.id]
         assert "price" in reasons[too_dear.id]
@@ -195,6 +199,7 @@ def test_readings_are_applied_before_clearing_and_refused_ones_skipped(tmp_path:
         assert out.readings_applied == 4
         reasons = dict(out.refused)
         assert set(reasons) == {stray.computed_id(), second.computed_id()}
+        assert all(r.startswith("reading-refused: ") for r in reasons.values())
         assert "not registered" in reasons[stray.computed_id()]
         assert "seq" in reasons[second.computed_id()]
         sold = 800 - first.consumed  # cat's energy: this interval's readings only
@@ -367,4 +372,4 @@ def test_an_engine_key_collision_keeps_the_smaller_id(tmp_path: Path, monkeypatc
         ids = sorted(o.id for o in orders)
         assert out.orders == 1
         assert [i for i, _ in out.refused] == ids[1:]
-        assert all("engine key" in r for _, r in out.refused)
+        assert all(r.startswith("id-collision: ") and "engine key" in r for _, r in out.refused)
