@@ -64,6 +64,7 @@ from typing import Any, NoReturn
 from wattmesh.exchange import clock
 from wattmesh.matching import MAX_PRICE
 from wattmesh.settlement.canonical import canonical, sha256_hex
+from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.keys import public_key_from_peer_id
 from wattmesh.settlement.ledger import FUNDS, STORAGE_FUNDS
 from wattmesh.settlement.records import MAX_NAME, MarketSpec
@@ -87,7 +88,7 @@ _MARKET = MarketSpec()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class ConfigError(ValueError):
+class ConfigError(WattmeshError, ValueError):
     """A TOML settings file (or a value meant for one) that does not validate.
 
     ``key`` is the TOML key (``member[2].bmax``; None: the file as a whole), ``problem``

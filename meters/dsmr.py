@@ -40,6 +40,8 @@ from dsmr_parser.clients.telegram_buffer import TelegramBuffer
 from dsmr_parser.exceptions import InvalidChecksumError, ParseError
 from dsmr_parser.parsers import TelegramParser
 
+from wattmesh.settlement.errors import WattmeshError
+
 from .measurement import MeasurementError, RegisterSample
 
 __all__ = [
@@ -93,7 +95,7 @@ class DsmrError(MeasurementError):
             super().__init__(f"telegram {number} (line {line}): {problem}")
 
 
-class P1PortError(OSError):
+class P1PortError(WattmeshError, OSError):
     """The P1 serial device cannot be opened or read."""
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from wattmesh.settlement.errors import WattmeshError
+
 __all__ = [
     "DEFAULT_INTERVAL_MS",
     "Measurement",
@@ -25,7 +27,7 @@ __all__ = [
 DEFAULT_INTERVAL_MS = 15 * 60 * 1000
 
 
-class MeasurementError(ValueError):
+class MeasurementError(WattmeshError, ValueError):
     """A source's input that cannot become a measurement; the message names where."""
 
 

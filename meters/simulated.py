@@ -29,6 +29,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from wattmesh.settlement.errors import WattmeshError
+
 from . import profiles
 from .measurement import DEFAULT_INTERVAL_MS, Measurement
 
@@ -68,7 +70,7 @@ PRODUCTION_NOISE = (900, 1100)  # variability within an hour that hourly weather
 CONSUMPTION_NOISE = profiles.INTERVAL_NOISE  # appliances switching on and off
 
 
-class SimulationError(ValueError):
+class SimulationError(WattmeshError, ValueError):
     """Options a simulated meter cannot run with, or a backend that is not installed."""
 
 

@@ -31,6 +31,8 @@ from typing import Protocol
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from wattmesh.settlement.errors import WattmeshError
+
 from .measurement import MeasurementError, RegisterSample
 
 __all__ = [
@@ -58,7 +60,7 @@ class SunSpecError(MeasurementError):
     """The device answers but its SunSpec map cannot give a reading."""
 
 
-class SunSpecConnectionError(ConnectionError):
+class SunSpecConnectionError(WattmeshError, ConnectionError):
     """The Modbus TCP device cannot be reached or does not answer."""
 
 

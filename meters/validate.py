@@ -5,7 +5,7 @@ it accepted. :meth:`ReadingValidator.check` accepts a reading or raises
 :class:`ReadingRefused` with a stable ``reason`` code (for counting, as the node does for
 gossip) and a message naming the field. A refused reading leaves the validator as it
 was; nothing it refuses may reach a balance. The ledger checks the same rules again when
-a reading is settled (settlement/ledger.py), so a writer cannot skip them.
+a reading is settled (settlement/ledger/fold.py), so a writer cannot skip them.
 
 Reasons, in the order they are checked:
 
@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.records import Meter, Reading, RecordError
 from wattmesh.settlement.refusals import codes_of
 
@@ -42,7 +43,7 @@ DEFAULT_CLOCK_SKEW_MS = 60_000  # a meter's clock may run a minute ahead of ours
 REASONS = codes_of("meter")  # the shared table: settlement/refusals.py
 
 
-class ReadingRefused(ValueError):
+class ReadingRefused(WattmeshError, ValueError):
     """A reading that must not be applied: ``reason`` is one of :data:`REASONS`."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from wattmesh.settlement.errors import WattmeshError
+
 __all__ = ["CanonicalError", "canonical", "record_id", "sha256_hex"]
 
 # orjson refuses containers nested this deep or deeper ("Recursion limit reached").
@@ -29,7 +31,7 @@ _SCALARS = frozenset({str, int, bool, type(None)})
 _all_scalars = _SCALARS.issuperset
 
 
-class CanonicalError(ValueError):
+class CanonicalError(WattmeshError, ValueError):
     """A value that has no canonical JSON form; the message starts with its path."""
 
 

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from wattmesh.settlement.errors import WattmeshError
+
 from .canonical import CanonicalError, record_id
 from .keys import Ed25519PrivateKey, peer_id_of, sign, verify
 
@@ -54,7 +56,7 @@ def _is_sig_hex(value: Any) -> bool:
         return False
 
 
-class RecordError(ValueError):
+class RecordError(WattmeshError, ValueError):
     """A record that does not validate. ``field`` names the culprit (None: the whole record)."""
 
     def __init__(self, field: str | None, problem: str) -> None:

@@ -24,6 +24,7 @@ from wattmesh.exchange.cli.terminal import fail as _fail
 from wattmesh.exchange.cli.terminal import progress_bar
 from wattmesh.exchange.replay import replay as replaying
 from wattmesh.exchange.replay.to_ledger import ReplayLedgerError, settle_into_ledger
+from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.ledger import LedgerError
 
 # A progress bar is worth drawing only for logs that take more than a moment.
@@ -290,6 +291,9 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         sys.stderr.write("wattmesh: aborted\n")
         sys.exit(1)
+    except WattmeshError as exc:  # any of ours a command did not word itself: one line
+        sys.stderr.write(f"wattmesh: error: {exc}\n")
+        sys.exit(2)
     finally:
         if previous is not None:  # main() called in-process (tests): leave SIGINT as it was
             signal.signal(signal.SIGINT, previous)

@@ -56,6 +56,7 @@ from wattmesh.exchange.node.config import (
 )
 from wattmesh.exchange.units import MICRO, NANO, price_text
 from wattmesh.meters.simulated import DEFAULT_SITE, SITES
+from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.keys import generate_key, peer_id_of, save_key
 from wattmesh.settlement.ledger import Ledger, LedgerEntry
 from wattmesh.settlement.readings import apply_reading
@@ -90,7 +91,7 @@ STATUS = "status.json"  # the node's status file (exchange/node/household.py wri
 STDERR = "node.stderr"  # the node's stderr: its log lines (as node.log) and any traceback
 
 
-class DemoError(RuntimeError):
+class DemoError(WattmeshError, RuntimeError):
     """The demo could not run to the end (a node died, a timeout, a bad option). ``tail``:
     the last lines a node wrote, when one is to blame."""
 

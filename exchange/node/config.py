@@ -38,6 +38,7 @@ from wattmesh.exchange.community_file import (
 )
 from wattmesh.matching import MAX_PRICE, MAX_QTY
 from wattmesh.meters.simulated import BACKENDS as METER_BACKENDS
+from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.keys import (
     Ed25519PrivateKey,
     generate_key,
@@ -83,7 +84,7 @@ class NodeConfigError(ConfigError):
     line: ``source: key: problem``."""
 
 
-class InitError(ValueError):
+class InitError(WattmeshError, ValueError):
     """``wattmesh init`` refused (the message says why); nothing was changed."""
 
 

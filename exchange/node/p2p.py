@@ -40,6 +40,8 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
+from wattmesh.settlement.errors import WattmeshError
+
 logger = logging.getLogger(__name__)
 
 # --- Tunings, all here but the yamux variable above: each default loses messages silently.
@@ -128,15 +130,15 @@ def _guard(protocol: str, handler: Callable[[INetStream], Awaitable[None]],
     return guarded
 
 
-class FrameTooLarge(ValueError):
+class FrameTooLarge(WattmeshError, ValueError):
     """A request or response frame is larger than the limit."""
 
 
-class RequestFailed(ConnectionError):
+class RequestFailed(WattmeshError, ConnectionError):
     """The peer could not be reached, or reset the stream (for example its handler failed)."""
 
 
-class RequestTimeout(TimeoutError):
+class RequestTimeout(WattmeshError, TimeoutError):
     """No complete response arrived in time."""
 
 

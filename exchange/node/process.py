@@ -23,6 +23,7 @@ from wattmesh.exchange.community_file import load_community
 from wattmesh.exchange.node.config import NodeConfig
 from wattmesh.exchange.node.household import HouseholdNode
 from wattmesh.exchange.node.message_store import MessageStore
+from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.keys import load_key, peer_id_of
 from wattmesh.settlement.ledger import Ledger
 
@@ -31,7 +32,7 @@ __all__ = ["NodeStartError", "check_port_free", "lock_data_dir", "open_node", "r
 LOCK_FILE = "node.lock"
 
 
-class NodeStartError(ValueError):
+class NodeStartError(WattmeshError, ValueError):
     """The node cannot start (the message says why); nothing was changed."""
 
 

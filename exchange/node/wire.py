@@ -28,6 +28,7 @@ import orjson
 from wattmesh.exchange.clock import interval_start
 from wattmesh.settlement.canonical import canonical, record_id, sha256_hex
 from wattmesh.settlement.certificate import IntervalVote
+from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.keys import Ed25519PrivateKey, peer_id_of, sign, verify_bytes
 from wattmesh.settlement.records import (
     MAX_NAME,
@@ -71,7 +72,7 @@ def topics(community: Community) -> dict[str, str]:
     return {kind: f"{base}/{kind}" for kind in (ORDERS, READINGS, DIGESTS)}
 
 
-class Refused(ValueError):
+class Refused(WattmeshError, ValueError):
     """A message that must not be accepted; ``reason`` is one of :data:`REASONS`."""
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -62,6 +62,7 @@ from wattmesh.matching import (
     Markets,
 )
 from wattmesh.meters.validate import ReadingRefused, ReadingValidator
+from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.readings import apply_reading
 from wattmesh.settlement.records import (
     Account,
@@ -140,7 +141,7 @@ class Reject(NamedTuple):
     text: str
 
 
-class BadLineError(ValueError):
+class BadLineError(WattmeshError, ValueError):
     """Raised under ``strict`` for the first bad line (bad JSON, record or signature)."""
 
     def __init__(self, reject: Reject) -> None:

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wattmesh.exchange.replay.replay import ReplayResult
+from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.ledger import FUNDS, STORAGE_FUNDS, Ledger
 from wattmesh.settlement.records import MarketSpec
 
@@ -62,7 +63,7 @@ NO_BMAX = 2**63 - 1  # an account line without bmax: no storage cap (the ledger'
 _MARKET = MarketSpec()
 
 
-class ReplayLedgerError(ValueError):
+class ReplayLedgerError(WattmeshError, ValueError):
     """The replay cannot be settled into a ledger (the message says why)."""
 
 

@@ -420,9 +420,9 @@ def test_truncated_tail_caught_with_expect_head(led: Ledger) -> None:
 
 def fix_cache(led: Ledger) -> None:
     """Recompute the caches from the entries, as an attacker would."""
-    from wattmesh.settlement.ledger import _State
+    from wattmesh.settlement.ledger.fold import LedgerState
 
-    s = _State()
+    s = LedgerState()
     for e in Ledger.entries(led):
         s.apply(e.seq, e.ts, e.kind, e.body)
     c = raw(led)
