@@ -66,7 +66,7 @@ from wattmesh.matching import MAX_PRICE
 from wattmesh.settlement.canonical import canonical, sha256_hex
 from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.keys import public_key_from_peer_id
-from wattmesh.settlement.ledger import FUNDS, STORAGE_FUNDS
+from wattmesh.settlement.ledger.bodies import Opening, genesis_body, opening_items
 from wattmesh.settlement.records import MAX_NAME, MarketSpec
 
 __all__ = [
@@ -447,22 +447,16 @@ class Community:
         """The ledger's opening batch (``Ledger.append_batch(items, ts=genesis_ts)``):
         genesis, then per member in peer id order its ``member`` entry and (when it brings
         energy or money) its ``opening``, then each meter in meter id order."""
-        genesis: dict[str, Any] = {
-            "community": self.name, "interval_ms": self.interval_ms,
-            "price_min": self.price_min, "price_max": self.price_max,
-            "fee_rate_ppm": self.fee_rate_ppm, "retail_price": self.retail_price,
-            "feedin_price": self.feedin_price, "funds": dict(FUNDS),
-        }  # fmt: skip
-        if self.storage_rate:  # the ledger spells a rate of 0 by leaving it out
-            genesis["storage_rate"] = self.storage_rate
-            genesis["funds"] = dict(STORAGE_FUNDS)
-        items: list[tuple[str, dict[str, Any]]] = [("genesis", genesis)]
-        for m in sorted(self.members, key=lambda m: m.peer_id):
-            items.append(("member", {"owner": m.peer_id, "bmax": m.bmax, "storage": m.storage}))
-            if m.energy or m.money:
-                items.append(
-                    ("opening", {"owner": m.peer_id, "energy": m.energy, "money": m.money})
-                )
+        genesis = genesis_body(
+            community=self.name, interval_ms=self.interval_ms, price_min=self.price_min,
+            price_max=self.price_max, fee_rate_ppm=self.fee_rate_ppm,
+            retail_price=self.retail_price, feedin_price=self.feedin_price,
+            storage_rate=self.storage_rate,
+        )  # fmt: skip
+        members = sorted(self.members, key=lambda m: m.peer_id)
+        items = [("genesis", genesis)] + opening_items(
+            Opening(m.peer_id, m.bmax, m.storage, m.energy, m.money) for m in members
+        )
         meters = [(meter, m.peer_id) for m in self.members for meter in m.meters]
         for meter, owner in sorted(meters, key=lambda x: x[0].meter):
             body: dict[str, Any] = {"meter": meter.meter, "owner": owner}

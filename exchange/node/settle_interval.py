@@ -35,6 +35,7 @@ from wattmesh.exchange.engine_keys import order_key
 from wattmesh.matching import ASK, BID, MAX_PRICE, MAX_QTY, Accounts, CallAuction
 from wattmesh.settlement.certificate import Certificate
 from wattmesh.settlement.ledger import Ledger, LedgerEntry, LedgerError
+from wattmesh.settlement.ledger.bodies import trade_body
 from wattmesh.settlement.records import Cancel, Order, Reading
 from wattmesh.settlement.refusals import refusal_text
 
@@ -227,10 +228,10 @@ def _clear(
     ):
         if buyer == seller:  # STP forbids it; the ledger would refuse it anyway
             raise RuntimeError(f"the call auction paired {owners[buyer]} with itself")
-        trades.append({
-            "buyer": owners[buyer], "seller": owners[seller], "qty": qty,
-            "price": result.price, "bid": ids[bid], "ask": ids[ask], "interval": interval,
-        })  # fmt: skip
+        trades.append(trade_body(
+            buyer=owners[buyer], seller=owners[seller], qty=qty, price=result.price,
+            bid=ids[bid], ask=ids[ask], interval=interval,
+        ))  # fmt: skip
     return result.price, result.volume, trades
 
 

@@ -46,7 +46,9 @@ from pathlib import Path
 
 from wattmesh.exchange.replay.replay import ReplayResult
 from wattmesh.settlement.errors import WattmeshError
-from wattmesh.settlement.ledger import FUNDS, STORAGE_FUNDS, Ledger
+from wattmesh.settlement.ledger import Ledger
+from wattmesh.settlement.ledger.bodies import Opening, opening_items, trade_body
+from wattmesh.settlement.ledger.bodies import genesis_body as ledger_genesis
 from wattmesh.settlement.records import MarketSpec
 
 __all__ = [
@@ -94,20 +96,16 @@ def genesis_body(result: ReplayResult, storage_rate: int = 0) -> dict:
     """The genesis of a replay ledger: the replay's interval length, the markets' default
     price bounds and the replay's grid prices (for its readings); no trade fees. With
     ``storage_rate`` > 0 also that rate and the education and network funds."""
-    body = {
-        "community": COMMUNITY,
-        "interval_ms": result.options.interval_ms,
-        "price_min": _MARKET.min_price,
-        "price_max": _MARKET.max_price,
-        "fee_rate_ppm": 0,
-        "retail_price": result.options.retail_price,
-        "feedin_price": result.options.feedin_price,
-        "funds": dict(FUNDS),
-    }
-    if storage_rate:
-        body["storage_rate"] = storage_rate
-        body["funds"] = dict(STORAGE_FUNDS)
-    return body
+    return ledger_genesis(
+        community=COMMUNITY,
+        interval_ms=result.options.interval_ms,
+        price_min=_MARKET.min_price,
+        price_max=_MARKET.max_price,
+        fee_rate_ppm=0,
+        retail_price=result.options.retail_price,
+        feedin_price=result.options.feedin_price,
+        storage_rate=storage_rate,
+    )
 
 
 def _check_owners(result: ReplayResult) -> tuple[str, ...]:
@@ -183,14 +181,16 @@ def _write(
     if len(t):
         ts0 = min(ts0, t.ts[0])
     items: list = [("genesis", genesis_body(result, storage_rate))]
-    for h in sorted(result.opening):
-        energy, money, bmax = result.opening[h]
-        owner = owners[h]
-        cap = NO_BMAX if bmax is None else bmax
-        storage = bool(storage_rate) and bool(bmax)
-        items.append(("member", {"owner": owner, "bmax": cap, "storage": storage}))
-        if energy or money:
-            items.append(("opening", {"owner": owner, "energy": energy, "money": money}))
+    items += opening_items(
+        Opening(
+            owners[h],
+            NO_BMAX if bmax is None else bmax,
+            bool(storage_rate) and bool(bmax),
+            energy,
+            money,
+        )
+        for h, (energy, money, bmax) in sorted(result.opening.items())
+    )
     for m in result.meters:  # the ledger's meter entry is the meter line without its type
         items.append(("meter", {k: v for k, v in m.to_dict().items() if k != "type"}))
     led.append_batch(items, ts=ts0)
@@ -219,10 +219,10 @@ def _write(
                 continue
             if ts_of is not None:
                 clock = max(clock, ts_of[i])
-            body = {
-                "buyer": owners[b], "seller": owners[s], "qty": t.qty[i], "price": t.price[i],
-                "bid": t.bid[i], "ask": t.ask[i], "interval": interval,
-            }  # fmt: skip
+            body = trade_body(
+                buyer=owners[b], seller=owners[s], qty=t.qty[i], price=t.price[i],
+                bid=t.bid[i], ask=t.ask[i], interval=interval,
+            )  # fmt: skip
             batch.append(("trade", body, clock))
         led.append_batch(batch)
         trades += len(batch)
