@@ -17,8 +17,10 @@ Layout in memory (a `Book`):
 
 cimport cpython.array as carray
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memmove, memset
+
+from _buffers cimport grow, next_cap, resize  # matching/_buffers.pxd
 
 import weakref
 from array import array
@@ -148,29 +150,6 @@ cdef int _stp_code(object stp) except -1:
     raise ValueError(f"stp: must be one of none, cancel-resting, cancel-incoming; got {stp!r}")
 
 
-# ----------------------------------------------------------------------------- growable buffers
-cdef inline size_t _next_cap(size_t cap, size_t need) noexcept nogil:
-    """The capacity to grow to for `need` items: doubling from `cap` (16 at first)."""
-    cap = cap if cap else 16
-    while cap < need:
-        cap *= 2
-    return cap
-
-
-cdef void* _resize(void* ptr, size_t cap, size_t item) except NULL:
-    """realloc to `cap` items, or MemoryError."""
-    cdef void* p = realloc(ptr, cap * item)
-    if p == NULL:
-        raise MemoryError()
-    return p
-
-
-cdef void* _grow(void* ptr, size_t* cap, size_t need, size_t item) except NULL:
-    """Grow one malloc'd array to hold at least `need` items; updates `cap`."""
-    cdef size_t new_cap = _next_cap(cap[0], need)
-    cdef void* p = _resize(ptr, new_cap, item)
-    cap[0] = new_cap
-    return p
 
 
 ctypedef struct FillRec:
@@ -202,7 +181,7 @@ cdef class _FillBuffer:
                          uint32_t buyer, uint32_t seller, uint8_t aggressor,
                          int64_t event, uint32_t market=0) except -1:
         if self.n == self.cap:
-            self.recs = <FillRec*>_grow(self.recs, &self.cap, self.n + 1, sizeof(FillRec))
+            self.recs = <FillRec*>grow(self.recs, &self.cap, self.n + 1, sizeof(FillRec))
         cdef FillRec* r = &self.recs[self.n]
         r.bid = bid
         r.ask = ask
@@ -449,15 +428,15 @@ cdef class Accounts:
             return 0
         if handle >= self.cap:
             # The per-owner columns grow together, to one capacity.
-            new_cap = _next_cap(self.cap, handle + 1)
-            self.energy = <int64_t*>_resize(self.energy, new_cap, 8)
-            self.money = <int64_t*>_resize(self.money, new_cap, 8)
-            self.bmax = <int64_t*>_resize(self.bmax, new_cap, 8)
-            self.s_energy = <int64_t*>_resize(self.s_energy, new_cap, 8)
-            self.s_money = <int64_t*>_resize(self.s_money, new_cap, 8)
-            self.stamp = <uint32_t*>_resize(self.stamp, new_cap, 4)
-            self.owner_version = <uint64_t*>_resize(self.owner_version, new_cap, 8)
-            self.present = <uint8_t*>_resize(self.present, new_cap, 1)
+            new_cap = next_cap(self.cap, handle + 1)
+            self.energy = <int64_t*>resize(self.energy, new_cap, 8)
+            self.money = <int64_t*>resize(self.money, new_cap, 8)
+            self.bmax = <int64_t*>resize(self.bmax, new_cap, 8)
+            self.s_energy = <int64_t*>resize(self.s_energy, new_cap, 8)
+            self.s_money = <int64_t*>resize(self.s_money, new_cap, 8)
+            self.stamp = <uint32_t*>resize(self.stamp, new_cap, 4)
+            self.owner_version = <uint64_t*>resize(self.owner_version, new_cap, 8)
+            self.present = <uint8_t*>resize(self.present, new_cap, 1)
             self.cap = new_cap
             memset(self.present + old, 0, new_cap - old)
             memset(self.stamp + old, 0, (new_cap - old) * 4)
@@ -665,7 +644,7 @@ cdef class Book:
             self.free_head = self.pool[i].next
             return i
         if self.n_slots == self.cap_slots:
-            self.pool = <Order*>_grow(self.pool, &self.cap_slots, self.n_slots + 1,
+            self.pool = <Order*>grow(self.pool, &self.cap_slots, self.n_slots + 1,
                                         sizeof(Order))
         i = <int32_t>self.n_slots
         self.n_slots += 1
@@ -699,7 +678,7 @@ cdef class Book:
         if li < 0:
             li = -li - 1
             if self.n_levels[side] == self.cap_levels[side]:
-                self.levels[side] = <Level*>_grow(self.levels[side], &self.cap_levels[side],
+                self.levels[side] = <Level*>grow(self.levels[side], &self.cap_levels[side],
                                                   self.n_levels[side] + 1, sizeof(Level))
             lv = self.levels[side]
             if <size_t>li < self.n_levels[side]:
@@ -1566,7 +1545,7 @@ cdef class CallAuction:
         if self.index.get(oid) != NIL:
             return 1
         if self.n == self.cap:
-            self.rows = <CallOrder*>_grow(self.rows, &self.cap, self.n + 1,
+            self.rows = <CallOrder*>grow(self.rows, &self.cap, self.n + 1,
                                             sizeof(CallOrder))
         o = &self.rows[self.n]
         o.oid = oid
@@ -1628,7 +1607,7 @@ cdef class CallAuction:
 
     cdef int _ensure_keys(self) except -1:
         if self.keys_cap < self.n + 1:
-            self.keys = <wm_key*>_grow(self.keys, &self.keys_cap, self.n + 1, sizeof(wm_key))
+            self.keys = <wm_key*>grow(self.keys, &self.keys_cap, self.n + 1, sizeof(wm_key))
         return 0
 
     cdef int64_t _commit(self, wm_key* k, size_t nk, int side) noexcept:
@@ -1766,7 +1745,7 @@ cdef class CallAuction:
         self.n = 0
         self.index.clear()
         if self.cap < n:
-            self.rows = <CallOrder*>_grow(self.rows, &self.cap, n, sizeof(CallOrder))
+            self.rows = <CallOrder*>grow(self.rows, &self.cap, n, sizeof(CallOrder))
         cdef CallOrder* o
         for i in range(n):
             o = &self.rows[i]

@@ -54,8 +54,10 @@ strings are made only for outputs (fills, refusals).
 cimport cpython.array as carray
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memset
+
+from _buffers cimport grow, next_cap, resize  # matching/_buffers.pxd
 
 from array import array
 
@@ -192,28 +194,6 @@ cdef inline uint64_t _hash_bytes(const unsigned char* p, Py_ssize_t n) noexcept 
     return _mix(h)
 
 
-cdef inline size_t _next_cap(size_t cap, size_t need) noexcept nogil:
-    """The capacity to grow to for `need` items: doubling from `cap` (64 at first)."""
-    cap = cap if cap else 64
-    while cap < need:
-        cap *= 2
-    return cap
-
-
-cdef void* _resize(void* ptr, size_t cap, size_t item) except NULL:
-    """realloc to `cap` items, or MemoryError."""
-    cdef void* p = realloc(ptr, cap * item)
-    if p == NULL:
-        raise MemoryError()
-    return p
-
-
-cdef void* _grow(void* ptr, size_t* cap, size_t need, size_t item) except NULL:
-    """Grow one array to hold at least `need` items; updates `cap`."""
-    cdef size_t new_cap = _next_cap(cap[0], need)
-    cdef void* p = _resize(ptr, new_cap, item)
-    cap[0] = new_cap
-    return p
 
 
 # -- parsing (pure C) -----------------------------------------------------------------------
@@ -570,7 +550,7 @@ cdef class Scanner:
             if (self.n_entries + 1) * 2 > self.slot_mask + 1:
                 self._rehash_slots((self.slot_mask + 1) * 2)
             if self.n_entries + 1 > self.ent_cap:
-                self.entries = <Entry*>_grow(self.entries, &self.ent_cap, self.n_entries + 1,
+                self.entries = <Entry*>grow(self.entries, &self.ent_cap, self.n_entries + 1,
                                              sizeof(Entry))
             i = <int32_t>self.n_entries
             self.n_entries += 1
@@ -580,7 +560,7 @@ cdef class Scanner:
             self.slots[h].key = key
             self.slots[h].idx = i
         if self.ids_n + oid_len > self.ids_cap:
-            self.id_arena = <unsigned char*>_grow(self.id_arena, &self.ids_cap, self.ids_n + oid_len, 1)
+            self.id_arena = <unsigned char*>grow(self.id_arena, &self.ids_cap, self.ids_n + oid_len, 1)
         memcpy(self.id_arena + self.ids_n, oid, oid_len)
         e = &self.entries[i]
         e.key = key
@@ -697,10 +677,10 @@ cdef class Scanner:
                 self.last_auction = i
                 return i
         if self.n_auctions + 1 > self.auc_cap:
-            self.auctions = <Auction*>_grow(self.auctions, &self.auc_cap, self.n_auctions + 1,
+            self.auctions = <Auction*>grow(self.auctions, &self.auc_cap, self.n_auctions + 1,
                                             sizeof(Auction))
         if self.n_pend + 1 > self.pend_cap:
-            self.pend = <int32_t*>_grow(self.pend, &self.pend_cap, self.n_pend + 1,
+            self.pend = <int32_t*>grow(self.pend, &self.pend_cap, self.n_pend + 1,
                                         sizeof(int32_t))
         i = <int32_t>self.n_auctions
         self.n_auctions += 1
@@ -724,17 +704,17 @@ cdef class Scanner:
         cdef size_t cap
         if a.n == a.cap:
             cap = a.cap
-            a.side = <uint8_t*>_grow(a.side, &cap, a.n + 1, sizeof(uint8_t))
+            a.side = <uint8_t*>grow(a.side, &cap, a.n + 1, sizeof(uint8_t))
             cap = a.cap
-            a.price = <int64_t*>_grow(a.price, &cap, a.n + 1, sizeof(int64_t))
+            a.price = <int64_t*>grow(a.price, &cap, a.n + 1, sizeof(int64_t))
             cap = a.cap
-            a.qty = <int64_t*>_grow(a.qty, &cap, a.n + 1, sizeof(int64_t))
+            a.qty = <int64_t*>grow(a.qty, &cap, a.n + 1, sizeof(int64_t))
             cap = a.cap
-            a.key = <uint64_t*>_grow(a.key, &cap, a.n + 1, sizeof(uint64_t))
+            a.key = <uint64_t*>grow(a.key, &cap, a.n + 1, sizeof(uint64_t))
             cap = a.cap
-            a.owner = <uint32_t*>_grow(a.owner, &cap, a.n + 1, sizeof(uint32_t))
+            a.owner = <uint32_t*>grow(a.owner, &cap, a.n + 1, sizeof(uint32_t))
             cap = a.cap
-            a.ts = <int64_t*>_grow(a.ts, &cap, a.n + 1, sizeof(int64_t))
+            a.ts = <int64_t*>grow(a.ts, &cap, a.n + 1, sizeof(int64_t))
             a.cap = cap
         a.side[a.n] = <uint8_t>side
         a.price[a.n] = price
@@ -759,18 +739,18 @@ cdef class Scanner:
         cdef size_t need = self.b_n + 1
         if need > self.b_cap:
             # The batch's columns grow together, to one capacity.
-            cap = _next_cap(self.b_cap, need)
-            self.b_kind = <uint8_t*>_resize(self.b_kind, cap, 1)
-            self.b_side = <uint8_t*>_resize(self.b_side, cap, 1)
-            self.b_price = <int64_t*>_resize(self.b_price, cap, 8)
-            self.b_qty = <int64_t*>_resize(self.b_qty, cap, 8)
-            self.b_oid = <uint64_t*>_resize(self.b_oid, cap, 8)
-            self.b_owner = <uint32_t*>_resize(self.b_owner, cap, 4)
-            self.b_tif = <uint8_t*>_resize(self.b_tif, cap, 1)
-            self.b_ts = <int64_t*>_resize(self.b_ts, cap, 8)
-            self.b_line = <int64_t*>_resize(self.b_line, cap, 8)
-            self.b_start = <Py_ssize_t*>_resize(self.b_start, cap, sizeof(Py_ssize_t))
-            self.b_end = <Py_ssize_t*>_resize(self.b_end, cap, sizeof(Py_ssize_t))
+            cap = next_cap(self.b_cap, need)
+            self.b_kind = <uint8_t*>resize(self.b_kind, cap, 1)
+            self.b_side = <uint8_t*>resize(self.b_side, cap, 1)
+            self.b_price = <int64_t*>resize(self.b_price, cap, 8)
+            self.b_qty = <int64_t*>resize(self.b_qty, cap, 8)
+            self.b_oid = <uint64_t*>resize(self.b_oid, cap, 8)
+            self.b_owner = <uint32_t*>resize(self.b_owner, cap, 4)
+            self.b_tif = <uint8_t*>resize(self.b_tif, cap, 1)
+            self.b_ts = <int64_t*>resize(self.b_ts, cap, 8)
+            self.b_line = <int64_t*>resize(self.b_line, cap, 8)
+            self.b_start = <Py_ssize_t*>resize(self.b_start, cap, sizeof(Py_ssize_t))
+            self.b_end = <Py_ssize_t*>resize(self.b_end, cap, sizeof(Py_ssize_t))
             self.b_cap = cap
         cdef size_t i = self.b_n
         self.b_kind[i] = kind
@@ -920,13 +900,13 @@ cdef class Scanner:
         if (self.n_owners + 1) * 2 > self.own_mask + 1:
             self._rehash_owners((self.own_mask + 1) * 2)
         if self.n_owners + 1 > self.own_cap:
-            cap = _next_cap(self.own_cap, self.n_owners + 1)
-            self.own_off = <size_t*>_resize(self.own_off, cap, sizeof(size_t))
-            self.own_len = <uint32_t*>_resize(self.own_len, cap, 4)
-            self.own_hash = <uint64_t*>_resize(self.own_hash, cap, 8)
+            cap = next_cap(self.own_cap, self.n_owners + 1)
+            self.own_off = <size_t*>resize(self.own_off, cap, sizeof(size_t))
+            self.own_len = <uint32_t*>resize(self.own_len, cap, 4)
+            self.own_hash = <uint64_t*>resize(self.own_hash, cap, 8)
             self.own_cap = cap
         if self.names_n + n > self.names_cap:
-            self.names = <unsigned char*>_grow(self.names, &self.names_cap, self.names_n + n, 1)
+            self.names = <unsigned char*>grow(self.names, &self.names_cap, self.names_n + n, 1)
         memcpy(self.names + self.names_n, <const unsigned char*>b, n)
         i = self.n_owners
         self.own_off[i] = self.names_n
@@ -946,12 +926,12 @@ cdef class Scanner:
         cdef Py_ssize_t n = len(b)
         cdef size_t cap
         if self.n_markets + 1 > self.mk_cap:
-            cap = _next_cap(self.mk_cap, self.n_markets + 1)
-            self.mk_off = <size_t*>_resize(self.mk_off, cap, sizeof(size_t))
-            self.mk_len = <uint32_t*>_resize(self.mk_len, cap, 4)
+            cap = next_cap(self.mk_cap, self.n_markets + 1)
+            self.mk_off = <size_t*>resize(self.mk_off, cap, sizeof(size_t))
+            self.mk_len = <uint32_t*>resize(self.mk_len, cap, 4)
             self.mk_cap = cap
         if self.names_n + n > self.names_cap:
-            self.names = <unsigned char*>_grow(self.names, &self.names_cap, self.names_n + n, 1)
+            self.names = <unsigned char*>grow(self.names, &self.names_cap, self.names_n + n, 1)
         memcpy(self.names + self.names_n, <const unsigned char*>b, n)
         self.mk_off[self.n_markets] = self.names_n
         self.mk_len[self.n_markets] = <uint32_t>n
