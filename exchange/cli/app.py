@@ -20,8 +20,8 @@ from wattmesh.exchange.cli.meter import meter_app
 from wattmesh.exchange.cli.node import node_app
 from wattmesh.exchange.cli.simulate_community import community
 from wattmesh.exchange.cli.simulate_gode_sunder import gode_sunder
+from wattmesh.exchange.cli.terminal import command_group, progress_bar
 from wattmesh.exchange.cli.terminal import fail as _fail
-from wattmesh.exchange.cli.terminal import progress_bar
 from wattmesh.exchange.replay import replay as replaying
 from wattmesh.exchange.replay.to_ledger import ReplayLedgerError, settle_into_ledger
 from wattmesh.settlement.errors import WattmeshError
@@ -30,12 +30,7 @@ from wattmesh.settlement.ledger import LedgerError
 # A progress bar is worth drawing only for logs that take more than a moment.
 PROGRESS_MIN_BYTES = 16 << 20
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="wattmesh: a peer-to-peer energy exchange for a neighbourhood.",
-)
+app = command_group("wattmesh: a peer-to-peer energy exchange for a neighbourhood.")
 
 
 @app.callback()
@@ -205,10 +200,7 @@ def replay(
         stream.write(format_summary(result.summary()))
 
 
-simulate = typer.Typer(
-    no_args_is_help=True,
-    help="Market simulations: Gode and Sunder's ZI markets, the Energo community.",
-)
+simulate = command_group("Market simulations: Gode and Sunder's ZI markets, the Energo community.")
 app.add_typer(simulate, name="simulate")
 simulate.command("gode-sunder")(gode_sunder)
 simulate.command("community")(community)

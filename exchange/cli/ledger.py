@@ -17,7 +17,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from wattmesh.exchange.cli.terminal import fail
+from wattmesh.exchange.cli.terminal import command_group, fail
 from wattmesh.settlement.ledger import (
     KINDS,
     Ledger,
@@ -27,12 +27,7 @@ from wattmesh.settlement.ledger import (
     parse_proof,
 )
 
-ledger_app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Inspect and verify a node's hash-linked ledger (SQLite file).",
-)
+ledger_app = command_group("Inspect and verify a node's hash-linked ledger (SQLite file).")
 
 FileArg = Annotated[Path, typer.Argument(metavar="FILE", help="The ledger's SQLite file.")]
 

@@ -20,7 +20,7 @@ import orjson
 import typer
 
 from wattmesh.exchange.atomic_file import atomic_output
-from wattmesh.exchange.cli.terminal import fail, progress_bar
+from wattmesh.exchange.cli.terminal import command_group, fail, progress_bar
 from wattmesh.meters.measurement import (
     DEFAULT_INTERVAL_MS,
     Measurement,
@@ -40,11 +40,8 @@ from wattmesh.settlement.keys import (
 )
 from wattmesh.settlement.records import Meter, RecordError
 
-meter_app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Meter keys and signed readings: simulated, CSV, DSMR P1 and SunSpec sources.",
+meter_app = command_group(
+    "Meter keys and signed readings: simulated, CSV, DSMR P1 and SunSpec sources."
 )
 
 DEFAULT_KEY = Path("meter.key")

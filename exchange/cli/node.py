@@ -21,7 +21,7 @@ from typing import Annotated
 
 import typer
 
-from wattmesh.exchange.cli.terminal import fail
+from wattmesh.exchange.cli.terminal import command_group, fail
 from wattmesh.exchange.community_file import CommunityError
 from wattmesh.exchange.node.config import (
     InitError,
@@ -34,11 +34,10 @@ from wattmesh.exchange.node.config import (
 )
 from wattmesh.settlement.ledger import LedgerError
 
-node_app = typer.Typer(
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    help="The household node: set up its data directory (init), run it (node), or run a "
+node_app = command_group(
+    "The household node: set up its data directory (init), run it (node), or run a "
     "small community of nodes on this machine (demo).",
+    no_args_is_help=False,
 )
 
 EXIT_NOT_MEMBER = 2  # init: the key is not a member (errors exit 1)

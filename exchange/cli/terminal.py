@@ -13,6 +13,18 @@ from typing import NoReturn
 import typer
 
 
+def command_group(help: str, *, no_args_is_help: bool = True) -> typer.Typer:
+    """A group of ``wattmesh`` commands, every one made the same way: no shell-completion
+    commands, help when called bare, and no rich tracebacks (errors are one line, see
+    :func:`fail` and ``app.main``)."""
+    return typer.Typer(
+        add_completion=False,
+        no_args_is_help=no_args_is_help,
+        pretty_exceptions_enable=False,
+        help=help,
+    )
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Report an error as one line on stderr and exit with ``code`` (2 unless told)."""
     sys.stderr.write(f"wattmesh: error: {message}\n")
