@@ -9,10 +9,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-import typer
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 from wattmesh.agents.community import (
     DEPOSIT,
@@ -21,7 +19,7 @@ from wattmesh.agents.community import (
     bmax_wh,
     simulate,
 )
-from wattmesh.exchange.cli.simulate_community import PLOTS, community
+from wattmesh.exchange.cli.simulate_community import PLOTS
 from wattmesh.meters.profiles import INTERVALS_PER_DAY, household_profile, weather
 
 SMALL = CommunityConfig(households=12, prosumers=5, days=2, seed=7)
@@ -209,44 +207,41 @@ def test_bad_configs_are_refused():
 # -- the command line ------------------------------------------------------------------
 
 
-def cli(*args: str):
-    app = typer.Typer()
-    simulate_app = typer.Typer()
-    app.add_typer(simulate_app, name="simulate")
-    simulate_app.command("community")(community)
-    return CliRunner().invoke(app, ["simulate", "community", *args])
+COMMAND = ("simulate", "community")
 
 
-def test_cli_json_is_one_object_and_the_same_bytes_for_the_same_seed():
+def test_cli_json_is_one_object_and_the_same_bytes_for_the_same_seed(cli):
     args = ("--households", "10", "--prosumers", "4", "--days", "1", "--seed", "5", "--json")
-    first, second = cli(*args), cli(*args)
-    assert first.exit_code == 0, first.output
-    assert first.stdout == second.stdout
-    report = orjson.loads(first.stdout)
+    (code, out, err), again = cli(*COMMAND, *args), cli(*COMMAND, *args)
+    assert code == 0, err
+    assert out == again[1]
+    report = orjson.loads(out)
     assert report["scenario"]["households"] == 10 and report["scenario"]["seed"] == 5
     assert len(report["households"]) == 10
     assert len(report["intervals"]["price"]) == INTERVALS_PER_DAY
-    assert first.stdout.count("\n") == 1
+    assert out.count("\n") == 1
 
 
-def test_cli_summary_and_plots(tmp_path: Path):
-    result = cli("--households", "10", "--prosumers", "4", "--days", "1", "--plot", str(tmp_path))
-    assert result.exit_code == 0, result.output
+def test_cli_summary_and_plots(cli, tmp_path: Path):
+    code, out, err = cli(*COMMAND, "--households", 10, "--prosumers", 4, "--days", 1,
+                         "--plot", tmp_path)  # fmt: skip
+    assert code == 0, err
     for words in ("Bmax 2,000 Wh", "grid alone", "held by the Bmax cap", "prosumers"):
-        assert words in result.stdout
+        assert words in out
     for name in PLOTS:
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
 
 
-def test_cli_bmax_cost_and_prices_reach_the_model():
-    result = cli("--households", "3", "--prosumers", "1", "--days", "1", "--bmax-cost", "600",
-                 "--retail", "250000", "--feed-in", "50000", "--json")  # fmt: skip
-    assert result.exit_code == 0, result.output
-    s = orjson.loads(result.stdout)["scenario"]
+def test_cli_bmax_cost_and_prices_reach_the_model(cli):
+    code, out, err = cli(*COMMAND, "--households", "3", "--prosumers", "1", "--days", "1",
+                         "--bmax-cost", "600", "--retail", "250000", "--feed-in", "50000",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    s = orjson.loads(out)["scenario"]
     assert (s["bmax_wh"], s["retail"], s["feed_in"]) == (4000, 250_000, 50_000)
 
 
-def test_cli_refuses_a_bad_scenario_with_a_clear_error():
-    result = cli("--households", "5", "--prosumers", "9")
-    assert result.exit_code == 2
-    assert "prosumers" in result.stderr and result.stdout == ""
+def test_cli_refuses_a_bad_scenario_with_a_clear_error(cli):
+    code, out, err = cli(*COMMAND, "--households", "5", "--prosumers", "9")
+    assert code == 2
+    assert "prosumers" in err and out == ""

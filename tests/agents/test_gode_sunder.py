@@ -8,12 +8,9 @@ import math
 from random import Random
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from wattmesh.agents import gode_sunder as gs
 from wattmesh.agents import metrics
-from wattmesh.exchange.cli.simulate_gode_sunder import gode_sunder
 from wattmesh.matching import ASK, BID
 
 # -- test doubles ---------------------------------------------------------------------
@@ -278,23 +275,11 @@ def test_worker_processes_give_the_same_results_in_seed_order() -> None:
 # -- the command ---------------------------------------------------------------------------
 
 
-def cli() -> typer.Typer:
-    app = typer.Typer()
-    app.command("gode-sunder")(gode_sunder)
-
-    @app.callback()
-    def _root() -> None:
-        """Keeps gode-sunder a subcommand."""
-
-    return app
+COMMAND = ("simulate", "gode-sunder")
 
 
-runner = CliRunner()
-
-
-def test_json_output_has_the_documented_keys_and_is_reproducible() -> None:
+def test_json_output_has_the_documented_keys_and_is_reproducible(cli) -> None:
     args = [
-        "gode-sunder",
         "--market",
         "3",
         "--strategy",
@@ -305,10 +290,10 @@ def test_json_output_has_the_documented_keys_and_is_reproducible() -> None:
         "3",
         "--json",
     ]
-    first = runner.invoke(cli(), args)
-    assert first.exit_code == 0, first.output
-    assert runner.invoke(cli(), args).stdout == first.stdout
-    data = json.loads(first.stdout)
+    code, out, err = cli(*COMMAND, *args)
+    assert code == 0, err
+    assert cli(*COMMAND, *args)[1] == out
+    data = json.loads(out)
     assert list(data) == [
         "market",
         "strategy",
@@ -329,51 +314,45 @@ def test_json_output_has_the_documented_keys_and_is_reproducible() -> None:
     assert data["efficiency"] == pytest.approx(mean, abs=1e-4)
 
 
-def test_text_output_reports_each_period_and_overall() -> None:
-    result = runner.invoke(
-        cli(),
-        [
-            "gode-sunder",
-            "--market",
-            "1",
-            "--strategy",
-            "zi-u",
-            "--seeds",
-            "2",
-            "--periods",
-            "3",
-            "--shouts",
-            "2000",
-        ],
+def test_text_output_reports_each_period_and_overall(cli) -> None:
+    code, out, err = cli(
+        *COMMAND,
+        "--market",
+        "1",
+        "--strategy",
+        "zi-u",
+        "--seeds",
+        "2",
+        "--periods",
+        "3",
+        "--shouts",
+        "2000",
     )
-    assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
+    assert code == 0, err
+    lines = out.splitlines()
     assert "equilibrium price 82" in lines[0]
     rows = [line.split() for line in lines if line[:1].isdigit() or line.startswith("overall")]
     assert [row[0] for row in rows] == ["1", "2", "3", "overall"]
     assert all(row[1] == "90.00" for row in rows)
 
 
-def test_plot_writes_the_three_pngs(tmp_path) -> None:
-    result = runner.invoke(
-        cli(),
-        [
-            "gode-sunder",
-            "--market",
-            "2",
-            "--strategy",
-            "zi-c",
-            "--seeds",
-            "2",
-            "--periods",
-            "1",
-            "--shouts",
-            "100",
-            "--plot",
-            str(tmp_path / "img"),
-        ],
+def test_plot_writes_the_three_pngs(cli, tmp_path) -> None:
+    code, out, err = cli(
+        *COMMAND,
+        "--market",
+        "2",
+        "--strategy",
+        "zi-c",
+        "--seeds",
+        "2",
+        "--periods",
+        "1",
+        "--shouts",
+        "100",
+        "--plot",
+        str(tmp_path / "img"),
     )
-    assert result.exit_code == 0, result.output
+    assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "img").iterdir())
     assert names == [
         "gode-sunder-market2-efficiency-by-shouts.png",
@@ -391,6 +370,6 @@ def test_plot_writes_the_three_pngs(tmp_path) -> None:
         ["--market", "1", "--strategy", "zi-c", "--shouts", "0"],
     ],
 )
-def test_bad_options_are_refused_with_exit_code_2(args: list[str]) -> None:
-    result = runner.invoke(cli(), ["gode-sunder", *args])
-    assert result.exit_code == 2
+def test_bad_options_are_refused_with_exit_code_2(cli, args: list[str]) -> None:
+    code, _out, _err = cli(*COMMAND, *args)
+    assert code == 2

@@ -11,42 +11,19 @@ pair of orders never self-fills more than once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from wattmesh.matching import Accounts, Book, CallAuction, Markets
 from wattmesh.matching.reference import (
     ASK,
     BID,
     FOK,
     GTC,
     IOC,
-    RefAccounts,
-    RefBook,
-    RefCallAuction,
-    RefMarkets,
 )
 
-
-@dataclass(frozen=True)
-class Impl:
-    name: str
-    Accounts: type
-    Book: type
-    CallAuction: type
-    Markets: type
-
-
-IMPLS = [
-    pytest.param(Impl("engine", Accounts, Book, CallAuction, Markets), id="engine"),
-    pytest.param(
-        Impl("reference", RefAccounts, RefBook, RefCallAuction, RefMarkets), id="reference"
-    ),
-]
 # One bug reported per test, shrunk without the (slow) explain phase.
 SETTINGS = settings(
     max_examples=150,
@@ -79,7 +56,7 @@ EVENT = st.tuples(
 )
 
 
-def make_accounts(impl: Impl, rows: list) -> Any:
+def make_accounts(impl, rows: list) -> Any:
     acc = impl.Accounts()
     for owner, row in enumerate(rows):
         if row is not None:
@@ -136,7 +113,6 @@ def check_uncrossed(book: Any, acc: Any) -> None:
     assert quote.exec_ask == (min(asks) if asks else None)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @SETTINGS
 @given(
     events=st.lists(EVENT, min_size=5, max_size=50),
@@ -145,7 +121,7 @@ def check_uncrossed(book: Any, acc: Any) -> None:
     stp=STP,
 )
 def test_book_invariants_after_every_event(
-    impl: Impl, events: list, rows: list, caps: bool, stp: str
+    impl, events: list, rows: list, caps: bool, stp: str
 ) -> None:
     acc = make_accounts(impl, rows) if caps else None
     book = impl.Book(acc, stp=stp)
@@ -197,7 +173,6 @@ def test_book_invariants_after_every_event(
 MARKETS = ("spot", "day", "heat")
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @SETTINGS
 @given(
     events=st.lists(st.tuples(st.integers(0, 2), EVENT), min_size=5, max_size=50),
@@ -205,7 +180,7 @@ MARKETS = ("spot", "day", "heat")
     stp=STP,
 )
 def test_markets_invariants_after_every_event(
-    impl: Impl, events: list, rows: list, stp: str
+    impl, events: list, rows: list, stp: str
 ) -> None:
     acc = make_accounts(impl, rows)
     markets = impl.Markets(acc, stp=stp)
@@ -258,7 +233,6 @@ AUCTION_ORDER = st.tuples(
 )
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @SETTINGS
 @given(
     rounds=st.lists(st.lists(AUCTION_ORDER, max_size=25), min_size=1, max_size=3),
@@ -266,7 +240,7 @@ AUCTION_ORDER = st.tuples(
     stp=STP,
 )
 def test_call_auction_invariants_after_every_clearing(
-    impl: Impl, rounds: list, rows: list, stp: str
+    impl, rounds: list, rows: list, stp: str
 ) -> None:
     acc = make_accounts(impl, rows)
     auction = impl.CallAuction(acc, stp=stp)

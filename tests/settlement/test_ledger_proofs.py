@@ -9,7 +9,6 @@ from pathlib import Path
 import orjson
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from wattmesh.exchange.cli.ledger import ledger_app
 from wattmesh.settlement.canonical import canonical
@@ -44,11 +43,6 @@ app.add_typer(ledger_app, name="ledger")
 @app.callback()
 def _root() -> None:
     """test root"""
-
-
-def run(*args: str, input: bytes | None = None) -> tuple[int, str, str]:
-    res = CliRunner().invoke(app, ["ledger", *map(str, args)], input=input)
-    return res.exit_code, res.stdout, res.stderr
 
 
 def trade(i: int, interval: int) -> tuple[str, dict]:
@@ -188,7 +182,7 @@ def rewrite(path: Path, seq: int, change) -> None:
 
 
 @pytest.mark.parametrize("field", ["merkle_root", "digest"])
-def test_verify_names_a_close_with_a_wrong_root(led: Ledger, field: str) -> None:
+def test_verify_names_a_close_with_a_wrong_root(cli, led: Ledger, field: str) -> None:
     close = closes(led)[3]
     rewrite(led.path, close.seq, lambda b: {**b, field: "ab" * 32})
     res = led.verify()
@@ -196,11 +190,11 @@ def test_verify_names_a_close_with_a_wrong_root(led: Ledger, field: str) -> None
     assert f"{field} {'ab' * 32} is not the one of the {close.body['entries']} entries" in (
         res.problem
     )
-    code, out, _ = run("verify", led.path)
+    code, out, _ = cli("ledger", "verify", led.path)
     assert code == 1 and out.startswith(f"bad entry {close.seq}: interval_close")
 
 
-def test_tampered_entry_inside_an_interval(led: Ledger) -> None:
+def test_tampered_entry_inside_an_interval(cli, led: Ledger) -> None:
     old_head = led.head_text()
     close = closes(led)[5]
     victim = close.seq - 3  # a trade inside that interval
@@ -210,21 +204,21 @@ def test_tampered_entry_inside_an_interval(led: Ledger) -> None:
     res = led.verify(old_head)
     assert not res.ok and res.bad_seq == close.seq
     # and the stored root now refuses to prove anything of that interval
-    code, _, err = run("prove", led.path, "--entry", victim)
+    code, _, err = cli("ledger", "prove", led.path, "--entry", victim)
     assert code == 2 and "does not match" in err
 
 
 # -- prove / check-proof ------------------------------------------------------------------
 
 
-def test_proof_round_trip_for_every_covered_entry(led: Ledger) -> None:
+def test_proof_round_trip_for_every_covered_entry(cli, led: Ledger) -> None:
     cs = closes(led)
     roots = {c.seq: c.body for c in cs}
     checked = 0
     for e in led.entries():
         if e.kind == "interval_close" or e.seq > cs[-1].seq:
             continue
-        code, out, err = run("prove", led.path, "--entry", e.seq)
+        code, out, err = cli("ledger", "prove", led.path, "--entry", e.seq)
         assert code == 0, err
         assert out.endswith("\n") and out.count("\n") == 1
         p = orjson.loads(out)
@@ -237,20 +231,20 @@ def test_proof_round_trip_for_every_covered_entry(led: Ledger) -> None:
         assert p["close_seq"] - p["tree_size"] + p["index"] == e.seq
         assert p == led.prove(e.seq)
         assert check_proof(parse_proof(p)) == ""
-        code, out, _ = run("check-proof", "-", input=out.encode())
+        code, out, _ = cli("ledger", "check-proof", "-", input=out.encode())
         assert (code, out) == (0, "ok\n")
         checked += 1
     assert checked == sum(SIZES)
 
 
-def test_check_proof_reads_a_file(led: Ledger, tmp_path: Path) -> None:
+def test_check_proof_reads_a_file(cli, led: Ledger, tmp_path: Path) -> None:
     f = tmp_path / "p.json"
     f.write_bytes(orjson.dumps(led.prove(20)))
-    assert run("check-proof", f)[:2] == (0, "ok\n")
+    assert cli("ledger", "check-proof", f)[:2] == (0, "ok\n")
 
 
 @pytest.mark.parametrize("seq", [1, 8, 20, 35])
-def test_a_flipped_byte_fails_check_proof(led: Ledger, tmp_path: Path, seq: int) -> None:
+def test_a_flipped_byte_fails_check_proof(cli, led: Ledger, tmp_path: Path, seq: int) -> None:
     good = led.prove(seq)
 
     def flip_hex(h: str, at: int = 0) -> str:
@@ -271,20 +265,22 @@ def test_a_flipped_byte_fails_check_proof(led: Ledger, tmp_path: Path, seq: int)
         bads["proof short"] = {**good, "proof": good["proof"][:-1]}
     bads["proof long"] = {**good, "proof": [*good["proof"], good["root"]]}
     for what, doc in bads.items():
-        code, out, err = run("check-proof", "-", input=orjson.dumps(doc))
+        code, out, err = cli("ledger", "check-proof", "-", input=orjson.dumps(doc))
         assert code == 1, (what, out, err)
         assert out.startswith("bad proof: ") and out.count("\n") == 1, what
         assert check_proof(parse_proof(doc)) != ""
 
 
-def test_bad_proof_messages_name_the_problem(led: Ledger) -> None:
+def test_bad_proof_messages_name_the_problem(cli, led: Ledger) -> None:
     good = led.prove(20)
     root = "0" * 64
-    out = run("check-proof", "-", input=orjson.dumps({**good, "root": root}))[1]
+    out = cli("ledger", "check-proof", "-", input=orjson.dumps({**good, "root": root}))[1]
     assert f"does not lead to root {root}" in out
-    out = run("check-proof", "-", input=orjson.dumps({**good, "index": 98, "tree_size": 99}))[1]
+    out = cli(
+        "ledger", "check-proof", "-", input=orjson.dumps({**good, "index": 98, "tree_size": 99})
+    )[1]
     assert "is not index 98" in out
-    out = run("check-proof", "-", input=orjson.dumps({**good, "index": 99}))[1]
+    out = cli("ledger", "check-proof", "-", input=orjson.dumps({**good, "index": 99}))[1]
     assert "outside a tree" in out
 
 
@@ -304,17 +300,17 @@ def test_bad_proof_messages_name_the_problem(led: Ledger) -> None:
         (lambda p: [p], "must be a JSON object"),
     ],
 )
-def test_malformed_proof_exits_2_naming_the_field(led: Ledger, change, field: str) -> None:
+def test_malformed_proof_exits_2_naming_the_field(cli, led: Ledger, change, field: str) -> None:
     doc = change(led.prove(20))
-    code, out, err = run("check-proof", "-", input=orjson.dumps(doc))
+    code, out, err = cli("ledger", "check-proof", "-", input=orjson.dumps(doc))
     assert (code, out) == (2, "")
     assert err.startswith("wattmesh: error: ") and field in err and err.count("\n") == 1
 
 
-def test_check_proof_bad_input_exits_2(tmp_path: Path) -> None:
-    code, _, err = run("check-proof", "-", input=b"{not json")
+def test_check_proof_bad_input_exits_2(cli, tmp_path: Path) -> None:
+    code, _, err = cli("ledger", "check-proof", "-", input=b"{not json")
     assert code == 2 and "not JSON" in err
-    code, _, err = run("check-proof", tmp_path / "missing.json")
+    code, _, err = cli("ledger", "check-proof", tmp_path / "missing.json")
     assert code == 2 and "cannot read" in err
 
 
@@ -323,16 +319,16 @@ def test_check_proof_bad_input_exits_2(tmp_path: Path) -> None:
     [(47, "not covered by an interval_close yet"), (7, "is an interval_close"),
      (999, "no entry 999"), (0, "no entry 0")],
 )  # fmt: skip
-def test_prove_refuses_uncovered_entries(led: Ledger, seq: int, words: str) -> None:
+def test_prove_refuses_uncovered_entries(cli, led: Ledger, seq: int, words: str) -> None:
     assert [c.seq for c in closes(led)][:1] == [7] and len(led) == 47
-    code, out, err = run("prove", led.path, "--entry", seq)
+    code, out, err = cli("ledger", "prove", led.path, "--entry", seq)
     assert (code, out) == (2, "")
     assert err.startswith("wattmesh: error: --entry: ") and words in err
     assert err.count("\n") == 1
 
 
-def test_prove_needs_an_existing_ledger(tmp_path: Path) -> None:
-    code, _, err = run("prove", tmp_path / "none.db", "--entry", 1)
+def test_prove_needs_an_existing_ledger(cli, tmp_path: Path) -> None:
+    code, _, err = cli("ledger", "prove", tmp_path / "none.db", "--entry", 1)
     assert code == 2 and "no ledger file" in err
     assert not (tmp_path / "none.db").exists()
 

@@ -9,18 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from wattmesh.exchange.cli.app import main
 from wattmesh.settlement.records import Order
 
 T0 = 1_718_928_000_000
-
-
-def wattmesh(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the console script's main() in-process; returns (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def write_log(path: Path, *lines: dict | str) -> Path:
@@ -34,8 +25,8 @@ def order(owner: str, side: str, price: int, ts: int, interval: int | None = T0)
     return Order("energy", side, price, 100, owner, ts, interval).to_dict()
 
 
-def test_replay_without_a_log_replays_the_bundled_sample_in_call_mode(capsys):
-    code, out, err = wattmesh(capsys, "replay")
+def test_replay_without_a_log_replays_the_bundled_sample_in_call_mode(console):
+    code, out, err = console("replay")
     assert code == 0 and err == ""
     assert "call mode" in out
     fills = int(out.split("fills")[1].split()[0].replace(",", ""))
@@ -44,9 +35,9 @@ def test_replay_without_a_log_replays_the_bundled_sample_in_call_mode(capsys):
         assert word in out
 
 
-def test_help_says_call_is_the_default_mode(capsys, monkeypatch):
+def test_help_says_call_is_the_default_mode(console, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps help to the terminal's width
-    code, out, _err = wattmesh(capsys, "replay", "--help")
+    code, out, _err = console("replay", "--help")
     assert code == 0
     text = " ".join(out.split())
     assert "Default mode: call" in text
@@ -67,32 +58,34 @@ def test_help_says_call_is_the_default_mode(capsys, monkeypatch):
         (["nonsense"], "No such command"),
     ],
 )
-def test_a_wrong_flag_or_a_missing_file_is_one_error_line_and_exit_code_2(capsys, args, message):
-    code, out, err = wattmesh(capsys, *args)
+def test_a_wrong_flag_or_a_missing_file_is_one_error_line_and_exit_code_2(
+    console, args, message
+):
+    code, out, err = console(*args)
     assert code == 2
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("wattmesh: error: ")
     assert message in err
 
 
-def test_strict_exits_2_at_the_first_bad_line_naming_it(capsys, tmp_path):
+def test_strict_exits_2_at_the_first_bad_line_naming_it(console, tmp_path):
     log = write_log(
         tmp_path / "bad.jsonl",
         order("s", "ask", 200_000, T0 - 10),
         '{"type": "order", "price": 1}',
         "not json",
     )
-    code, out, err = wattmesh(capsys, "replay", str(log), "--strict")
+    code, out, err = console("replay", str(log), "--strict")
     assert code == 2 and out == ""
     assert err == "wattmesh: error: line 2: bad-record: market: missing\n"
 
-    code, out, err = wattmesh(capsys, "replay", str(log))  # without --strict: refused, go on
+    code, out, err = console("replay", str(log))  # without --strict: refused, go on
     assert code == 0 and "refused   2 (bad-json 1, bad-record 1)" in out
 
 
-def test_trades_and_out_files_are_written_and_agree(capsys, tmp_path):
-    code, out, _err = wattmesh(
-        capsys, "replay", "--mode", "cda", "--trades", str(tmp_path / "t.jsonl"),
+def test_trades_and_out_files_are_written_and_agree(console, tmp_path):
+    code, out, _err = console(
+        "replay", "--mode", "cda", "--trades", str(tmp_path / "t.jsonl"),
         "--out", str(tmp_path / "out"),
     )  # fmt: skip
     assert code == 0
@@ -106,25 +99,25 @@ def test_trades_and_out_files_are_written_and_agree(capsys, tmp_path):
     assert f"fills     {len(trades):,}" in out
 
 
-def test_trades_to_stdout_keep_stdout_pure_json_lines(capsys):
-    code, out, err = wattmesh(capsys, "replay", "--trades", "-")
+def test_trades_to_stdout_keep_stdout_pure_json_lines(console):
+    code, out, err = console("replay", "--trades", "-")
     assert code == 0
     trades = [orjson.loads(line) for line in out.splitlines()]
     assert len(trades) > 0 and [t["seq"] for t in trades] == list(range(1, len(trades) + 1))
     assert "fills" in err  # the summary moved to stderr
 
 
-def test_json_summary(capsys, tmp_path):
-    code, out, _err = wattmesh(capsys, "replay", "--json", "--out", str(tmp_path))
+def test_json_summary(console, tmp_path):
+    code, out, _err = console("replay", "--json", "--out", str(tmp_path))
     assert code == 0
     assert orjson.loads(out) == orjson.loads((tmp_path / "summary.json").read_bytes())
 
 
-def test_the_same_log_gives_the_same_bytes_out(capsys, tmp_path):
+def test_the_same_log_gives_the_same_bytes_out(console, tmp_path):
     outputs = []
     for name in ("one", "two"):
-        code, out, _err = wattmesh(
-            capsys, "replay", "--trades", str(tmp_path / f"{name}.jsonl"),
+        code, out, _err = console(
+            "replay", "--trades", str(tmp_path / f"{name}.jsonl"),
             "--out", str(tmp_path / name),
         )  # fmt: skip
         assert code == 0
@@ -135,13 +128,13 @@ def test_the_same_log_gives_the_same_bytes_out(capsys, tmp_path):
     assert outputs[0] == outputs[1]
 
 
-def test_verify_signatures_on_the_sample_refuses_nothing(capsys):
-    code, out, _err = wattmesh(capsys, "replay", "--verify-signatures")
+def test_verify_signatures_on_the_sample_refuses_nothing(console):
+    code, out, _err = console("replay", "--verify-signatures")
     assert code == 0 and "refused   0\n" in out
 
 
-def test_no_progress_bar_garbles_captured_output(capsys, tmp_path):
-    code, _out, err = wattmesh(capsys, "replay", "--mode", "cda")
+def test_no_progress_bar_garbles_captured_output(console, tmp_path):
+    code, _out, err = console("replay", "--mode", "cda")
     assert code == 0 and err == ""
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import orjson
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from wattmesh.exchange.cli.ledger import ledger_app
 from wattmesh.settlement.ledger import Ledger
@@ -35,11 +34,6 @@ app.add_typer(ledger_app, name="ledger")
 @app.callback()
 def _root() -> None:
     """test root"""
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    res = CliRunner().invoke(app, ["ledger", *map(str, args)])
-    return res.exit_code, res.stdout, res.stderr
 
 
 @pytest.fixture
@@ -68,90 +62,90 @@ def ledger_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_verify_ok_and_head(ledger_file: Path) -> None:
-    code, out, _ = run("head", ledger_file)
+def test_verify_ok_and_head(cli, ledger_file: Path) -> None:
+    code, out, _ = cli("ledger", "head", ledger_file)
     assert code == 0
     head = out.strip()
     seq, h = head.split(":")
     assert seq == "8" and len(h) == 64
-    code, out, _ = run("verify", ledger_file)
+    code, out, _ = cli("ledger", "verify", ledger_file)
     assert code == 0 and out.strip() == f"ok: 8 entries, head {head}"
-    code, out, _ = run("verify", ledger_file, "--expect-head", head)
+    code, out, _ = cli("ledger", "verify", ledger_file, "--expect-head", head)
     assert code == 0
 
 
-def test_verify_names_the_first_bad_entry(ledger_file: Path) -> None:
+def test_verify_names_the_first_bad_entry(cli, ledger_file: Path) -> None:
     c = sqlite3.connect(ledger_file, isolation_level=None)
     c.execute("UPDATE entries SET ts = ts + 1 WHERE seq = 5")
     c.close()
-    code, out, _ = run("verify", ledger_file)
+    code, out, _ = cli("ledger", "verify", ledger_file)
     assert code == 1
     assert out.startswith("bad entry 5: hash mismatch")
 
 
-def test_verify_expect_head_catches_truncation(ledger_file: Path) -> None:
-    _, head, _ = run("head", ledger_file)
+def test_verify_expect_head_catches_truncation(cli, ledger_file: Path) -> None:
+    _, head, _ = cli("ledger", "head", ledger_file)
     c = sqlite3.connect(ledger_file, isolation_level=None)
     c.execute("DELETE FROM entries WHERE seq = 8")
     c.close()
-    code, out, _ = run("verify", ledger_file, "--expect-head", head.strip())
+    code, out, _ = cli("ledger", "verify", ledger_file, "--expect-head", head.strip())
     assert code == 1 and "truncated" in out
 
 
-def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, ledger_file: Path) -> None:
-    code, _, err = run("verify", tmp_path / "missing.db")
+def test_bad_input_is_one_line_and_exit_2(cli, tmp_path: Path, ledger_file: Path) -> None:
+    code, _, err = cli("ledger", "verify", tmp_path / "missing.db")
     assert code == 2 and err.startswith("wattmesh: error: no ledger file")
     assert err.count("\n") == 1
     assert not (tmp_path / "missing.db").exists()  # never created by a read command
-    code, _, err = run("verify", ledger_file, "--expect-head", "nonsense")
+    code, _, err = cli("ledger", "verify", ledger_file, "--expect-head", "nonsense")
     assert code == 2 and err.startswith("wattmesh: error: --expect-head:")
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"x" * 4096)
-    code, _, err = run("balances", junk)
+    code, _, err = cli("ledger", "balances", junk)
     assert code == 2 and err.startswith("wattmesh: error:") and err.count("\n") == 1
-    code, _, err = run("show", ledger_file, "--kind", "mint")
+    code, _, err = cli("ledger", "show", ledger_file, "--kind", "mint")
     assert code == 2 and "unknown kind 'mint'" in err
 
 
-def test_balances_table_and_json(ledger_file: Path) -> None:
-    code, out, _ = run("balances", ledger_file, "--json")
+def test_balances_table_and_json(cli, ledger_file: Path) -> None:
+    code, out, _ = cli("ledger", "balances", ledger_file, "--json")
     assert code == 0
     bal = orjson.loads(out)
     assert bal["alice"] == {"kind": "member", "energy": 100, "money": 10**9 - 20_000_000 - 40}
     assert bal["fund:fees"]["money"] == 40
     assert sum(b["money"] for b in bal.values()) == 0
-    code, out, _ = run("balances", ledger_file)
+    code, out, _ = cli("ledger", "balances", ledger_file)
     lines = out.splitlines()
     assert lines[0].split() == ["account", "kind", "energy_wh", "money_nano"]
     assert any(line.split() == ["bob", "member", "900", str(10**9 - 300_000_000 + 20_000_000)]
                for line in lines)  # fmt: skip
 
 
-def test_show_filters(ledger_file: Path) -> None:
-    code, out, _ = run("show", ledger_file)
+def test_show_filters(cli, ledger_file: Path) -> None:
+    code, out, _ = cli("ledger", "show", ledger_file)
     rows = [orjson.loads(x) for x in out.splitlines()]
     assert code == 0 and [r["seq"] for r in rows] == list(range(1, 9))
     assert rows[1]["prev"] == rows[0]["hash"]
-    _, out, _ = run("show", ledger_file, "--kind", "deposit")
+    _, out, _ = cli("ledger", "show", ledger_file, "--kind", "deposit")
     assert [orjson.loads(x)["seq"] for x in out.splitlines()] == [4, 5]
-    _, out, _ = run("show", ledger_file, "--owner", "bob")
+    _, out, _ = cli("ledger", "show", ledger_file, "--owner", "bob")
     assert [orjson.loads(x)["seq"] for x in out.splitlines()] == [3, 5, 6, 7]
-    _, out, _ = run("show", ledger_file, "--owner", "fund:fees")
+    _, out, _ = cli("ledger", "show", ledger_file, "--owner", "fund:fees")
     assert [orjson.loads(x)["seq"] for x in out.splitlines()] == [1]
-    _, out, _ = run("show", ledger_file, "--since", "7", "--owner", "alice")
+    _, out, _ = cli("ledger", "show", ledger_file, "--since", "7", "--owner", "alice")
     assert [orjson.loads(x)["kind"] for x in out.splitlines()] == ["trade", "fee"]
 
 
-def test_export_csv_and_jsonl(ledger_file: Path) -> None:
-    code, out, _ = run("export", ledger_file, "--format", "csv")
+def test_export_csv_and_jsonl(cli, ledger_file: Path) -> None:
+    code, out, _ = cli("ledger", "export", ledger_file, "--format", "csv")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["seq"] for r in rows] == [str(i) for i in range(1, 9)]
     assert orjson.loads(rows[6]["body"])["qty"] == 100
     assert rows[0]["prev"] == "0" * 64 and rows[1]["prev"] == rows[0]["hash"]
-    code, out, _ = run("export", ledger_file, "--format", "jsonl")
+    code, out, _ = cli("ledger", "export", ledger_file, "--format", "jsonl")
     lines = [orjson.loads(x) for x in out.splitlines()]
     assert code == 0 and len(lines) == 8 and lines[-1]["kind"] == "fee"
     assert [x["hash"] for x in lines] == [r["hash"] for r in rows]
-    code, _, _ = run("export", ledger_file, "--format", "xml")
+    code, _, _ = cli("ledger", "export", ledger_file, "--format", "xml")
     assert code == 2

@@ -11,9 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from wattmesh.exchange.cli.app import app
 from wattmesh.exchange.community_file import (
     Community,
     CommunityError,
@@ -310,29 +308,24 @@ def test_default_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 # -- the command --
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    res = CliRunner().invoke(app, list(args))
-    return res.exit_code, res.stdout, res.stderr
-
-
-def test_cli_init_member_then_rerun(files: dict[str, Path]) -> None:
+def test_cli_init_member_then_rerun(cli, files: dict[str, Path]) -> None:
     data = files["data"]
     args = ("init", "--community", str(files["community"]), "--data-dir", str(data))
-    code, out, err = run(*args, "--key", str(files["key"]))
+    code, out, err = cli(*args, "--key", str(files["key"]))
     assert (code, err) == (0, ""), err
     for name in ("household.key", "community.toml", "node.toml", "ledger.sqlite"):
         assert f"created {data / name}" in out
     assert f"peer id {A}" in out
     assert f"next: wattmesh node --data-dir {data} --bootstrap" in out
-    code, out, _ = run(*args)
+    code, out, _ = cli(*args)
     assert code == 0 and "created" not in out and f"kept    {data / 'ledger.sqlite'}" in out
 
 
 def test_cli_default_data_dir_and_non_member(
-    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    cli, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    code, out, err = run("init", "--community", str(files["community"]))
+    code, out, err = cli("init", "--community", str(files["community"]))
     data = tmp_path / "xdg" / "wattmesh"
     assert code == 2 and err == ""
     peer = peer_id_of(load_key(data / "household.key"))
@@ -350,13 +343,13 @@ def test_cli_default_data_dir_and_non_member(
     ],
 )
 def test_cli_errors_are_one_line_and_exit_1(
-    files: dict[str, Path], tmp_path: Path, args: tuple[str, ...], problem: str
+    cli, files: dict[str, Path], tmp_path: Path, args: tuple[str, ...], problem: str
 ) -> None:
     (tmp_path / "bad.toml").write_text(
         files["community"].read_text().replace("horizon = 4", "horizon = 0")
     )
     argv = [a.format(tmp=tmp_path, com=files["community"]) for a in args]
-    code, out, err = run("init", *argv, "--data-dir", str(files["data"]))
+    code, out, err = cli("init", *argv, "--data-dir", str(files["data"]))
     assert code == 1 and out == ""
     [line] = err.splitlines()
     assert line.startswith("wattmesh: error: ") and problem in line

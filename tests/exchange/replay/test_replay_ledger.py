@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 import pytest
 
-from wattmesh.exchange.cli.app import main
 from wattmesh.exchange.replay.replay import ReplayOptions, ReplayResult, replay
 from wattmesh.exchange.replay.to_ledger import (
     NO_BMAX,
@@ -164,27 +163,20 @@ def test_an_existing_file_is_refused_unless_empty(tmp_path):
     assert_matches_replay(sample("call"), empty)
 
 
-def wattmesh(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
-
-
-def test_cli_writes_the_ledger_and_keeps_the_summary(capsys, tmp_path):
-    code, plain, _ = wattmesh(capsys, "replay", "--json")
+def test_cli_writes_the_ledger_and_keeps_the_summary(console, tmp_path):
+    code, plain, _ = console("replay", "--json")
     assert code == 0
-    code, out, err = wattmesh(capsys, "replay", "--json", "--ledger", str(tmp_path / "l.db"))
+    code, out, err = console("replay", "--json", "--ledger", str(tmp_path / "l.db"))
     assert code == 0 and out == plain  # stdout unchanged; the ledger line goes to stderr
     assert err.startswith(f"ledger {tmp_path / 'l.db'}: 562 entries") and err.count("\n") == 1
-    code, out, err = wattmesh(capsys, "ledger", "verify", str(tmp_path / "l.db"))
+    code, out, err = console("ledger", "verify", str(tmp_path / "l.db"))
     assert code == 0 and out.startswith("ok: 562 entries")
 
 
-def test_cli_refuses_an_existing_ledger_and_an_uncapped_trader(capsys, tmp_path):
+def test_cli_refuses_an_existing_ledger_and_an_uncapped_trader(console, tmp_path):
     target = tmp_path / "l.db"
-    assert wattmesh(capsys, "replay", "--ledger", str(target))[0] == 0
-    code, _out, err = wattmesh(capsys, "replay", "--ledger", str(target))
+    assert console("replay", "--ledger", str(target))[0] == 0
+    code, _out, err = console("replay", "--ledger", str(target))
     assert code == 2
     assert err.startswith("wattmesh: error: --ledger: ") and err.count("\n") == 1
     log = tmp_path / "log.jsonl"
@@ -194,7 +186,7 @@ def test_cli_refuses_an_existing_ledger_and_an_uncapped_trader(capsys, tmp_path)
             order("dave", "bid", 200_000, 100, T0 - 4, T0),
         )
     )
-    code, _out, err = wattmesh(capsys, "replay", str(log), "--ledger", str(tmp_path / "n.db"))
+    code, _out, err = console("replay", str(log), "--ledger", str(tmp_path / "n.db"))
     assert code == 2 and "without an account line" in err and err.count("\n") == 1
     assert not (tmp_path / "n.db").exists()
 
@@ -262,11 +254,11 @@ def test_storage_rate_refusals(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_cli_storage_rate(capsys, tmp_path):
+def test_cli_storage_rate(console, tmp_path):
     target = tmp_path / "l.db"
-    code, _out, err = wattmesh(capsys, "replay", "--ledger", str(target), "--storage-rate", "2000")
+    code, _out, err = console("replay", "--ledger", str(target), "--storage-rate", "2000")
     assert code == 0 and "storage fees" in err
-    code, out, _err = wattmesh(capsys, "ledger", "verify", str(target))
+    code, out, _err = console("ledger", "verify", str(target))
     assert code == 0 and out.startswith("ok: ")
-    code, _out, err = wattmesh(capsys, "replay", "--storage-rate", "5")
+    code, _out, err = console("replay", "--storage-rate", "5")
     assert code == 2 and "--storage-rate needs --ledger" in err

@@ -1,0 +1,35 @@
+"""The two implementations of the matching API, for tests that hold both to one rule:
+the Cython engine and the pure-Python reference model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from wattmesh.matching import Accounts, Book, CallAuction, Markets
+from wattmesh.matching.reference import RefAccounts, RefBook, RefCallAuction, RefMarkets
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation of the matching API."""
+
+    name: str
+    Accounts: type
+    Book: type
+    CallAuction: type
+    Markets: type
+
+
+IMPLS = {
+    "engine": Impl("engine", Accounts, Book, CallAuction, Markets),
+    "reference": Impl("reference", RefAccounts, RefBook, RefCallAuction, RefMarkets),
+}
+
+
+# Session scope: hypothesis's @given tests may use it (their examples share one impl).
+@pytest.fixture(scope="session", params=list(IMPLS))
+def impl(request: pytest.FixtureRequest) -> Impl:
+    """Each implementation in turn: ``impl.Book(...)``, ``impl.Accounts()``, ..."""
+    return IMPLS[request.param]
