@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, fields
 from wattmesh.agents.threshold import OpenOrder, ThresholdAgent
 from wattmesh.matching import ASK, BID, MAX_PRICE, Accounts, CallAuction
 from wattmesh.meters.profiles import INTERVALS_PER_DAY, household_days, weather
+from wattmesh.settlement.readings import net_to_balance
 
 __all__ = [
     "CONSUMER",
@@ -440,28 +441,18 @@ def simulate(
                 consumed[h] += c
                 q_produced += p
                 q_consumed += c
-                e = energy[h] + p - c
-                if e > bmax:
-                    exported[h] += e - bmax
-                    q_exported += e - bmax
-                    money[h] += (e - bmax) * feed_in
-                    e = bmax
-                elif e < 0:
-                    imported[h] -= e
-                    q_imported -= e
-                    money[h] += e * retail
-                    if money[h] < 0:
-                        raise RuntimeError(f"household {h}: the deposit ran out")
-                    e = 0
-                energy[h] = e
-                g = grid_energy[h] + p - c
-                if g > bmax:
-                    grid_exported[h] += g - bmax
-                    g = bmax
-                elif g < 0:
-                    grid_imported[h] -= g
-                    g = 0
-                grid_energy[h] = g
+                # (settlement/readings.py: the rule the ledger applies to real readings)
+                energy[h], out, into = net_to_balance(energy[h], bmax, p - c)
+                exported[h] += out
+                q_exported += out
+                imported[h] += into
+                q_imported += into
+                money[h] += out * feed_in - into * retail
+                if money[h] < 0:
+                    raise RuntimeError(f"household {h}: the deposit ran out")
+                grid_energy[h], out, into = net_to_balance(grid_energy[h], bmax, p - c)
+                grid_exported[h] += out
+                grid_imported[h] += into
 
             # 3. The call auction of interval t, under the caps, with the balances after
             # the reading. Open orders carry their remaining quantity and first `ts`.

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wattmesh.settlement.errors import WattmeshError
+from wattmesh.settlement.readings import sequence_problem
 from wattmesh.settlement.records import Meter, Reading, RecordError
 from wattmesh.settlement.refusals import codes_of
 
@@ -102,31 +103,19 @@ class ReadingValidator:
             what = "missing" if reading.sig is None else f"not the signature of {reading.meter}"
             raise ReadingRefused("bad-signature", f"sig: {what}")
         last = self._last[reading.meter]
-        if reading.seq <= last.seq:
-            raise ReadingRefused(
-                "out-of-order", f"seq: {reading.seq} is not above the last accepted {last.seq}"
-            )
-        if reading.start < last.end:
-            raise ReadingRefused(
-                "overlap",
-                f"start: {reading.start} is before the end of the last accepted reading "
-                f"({last.end})",
-            )
+        problem = sequence_problem(
+            reading.seq, reading.start, reading.end, reading.produced, reading.consumed,
+            last_seq=last.seq, last_end=last.end, max_power_w=meter.max_power_w,
+        )  # fmt: skip
+        if problem is not None and problem.code != "impossible":
+            raise ReadingRefused(problem.code, f"{problem.field}: {problem.message}")
         if now_ms is not None and reading.end > now_ms + self.clock_skew_ms:
             raise ReadingRefused(
                 "future",
                 f"end: {reading.end} is {reading.end - now_ms} ms ahead of now "
                 f"(allowed skew {self.clock_skew_ms} ms)",
             )
-        most = meter.max_wh(reading.end - reading.start)
-        if most is not None:
-            for name in ("produced", "consumed"):
-                value = getattr(reading, name)
-                if value > most:
-                    raise ReadingRefused(
-                        "impossible",
-                        f"{name}: {value} Wh in {reading.end - reading.start} ms is more than "
-                        f"the meter's {meter.max_power_w} W can give ({most} Wh)",
-                    )
+        if problem is not None:  # impossible: after the clock, as documented
+            raise ReadingRefused(problem.code, f"{problem.field}: {problem.message}")
         last.seq, last.end = reading.seq, reading.end
         return reading

@@ -18,10 +18,17 @@ All integers: energy in Wh, prices in micro-currency/kWh (= nano/Wh), money in n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .records import RecordError
 
-__all__ = ["ReadingEffect", "apply_reading"]
+__all__ = [
+    "ReadingEffect",
+    "SequenceProblem",
+    "apply_reading",
+    "net_to_balance",
+    "sequence_problem",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +76,63 @@ def apply_reading(
     _need_count(retail, "retail")
     _need_count(feed_in, "feed_in")
 
-    e = balance + produced - consumed
-    exported = imported = 0
-    if bmax is not None and e > bmax:
-        exported, e = e - bmax, bmax
-    elif e < 0:
-        imported, e = -e, 0
+    e, exported, imported = net_to_balance(balance, bmax, produced - consumed)
     return ReadingEffect(e, exported, imported, exported * feed_in, imported * retail)
+
+
+def net_to_balance(balance: int, bmax: int | None, net: int) -> tuple[int, int, int]:
+    """The rule itself, on integers already checked: the net (produced - consumed Wh)
+    moves ``balance`` within ``[0, bmax]``; returns (new balance, exported Wh, imported
+    Wh). :func:`apply_reading` checks its inputs and calls it; a simulation that made its
+    own integers calls it directly."""
+    e = balance + net
+    if bmax is not None and e > bmax:
+        return bmax, e - bmax, 0
+    if e < 0:
+        return 0, 0, -e
+    return e, 0, 0
+
+
+class SequenceProblem(NamedTuple):
+    """How a reading breaks its meter's sequence: a refusal code of the shared table
+    (settlement/refusals.py), the field, and what is wrong."""
+
+    code: str
+    field: str
+    message: str
+
+
+def sequence_problem(
+    seq: int,
+    start: int,
+    end: int,
+    produced: int,
+    consumed: int,
+    *,
+    last_seq: int,
+    last_end: int,
+    max_power_w: int | None,
+) -> SequenceProblem | None:
+    """The first rule a meter's next reading breaks, or None: its ``seq`` must be above
+    the last accepted one (``out-of-order``), it must not start before the last one ended
+    (``overlap``), and neither ``produced`` nor ``consumed`` may exceed what the meter's
+    ``max_power_w`` gives over ``[start, end)`` (``impossible``). The one home of these
+    rules: the meters' validator and the ledger both call it."""
+    if seq <= last_seq:
+        return SequenceProblem(
+            "out-of-order", "seq", f"{seq} is not above the meter's last applied seq {last_seq}"
+        )
+    if start < last_end:
+        return SequenceProblem(
+            "overlap", "start", f"{start} overlaps the meter's previous reading, which ended "
+            f"at {last_end}",
+        )  # fmt: skip
+    if max_power_w is not None:
+        most = max_power_w * (end - start) // 3_600_000
+        for name, value in (("produced", produced), ("consumed", consumed)):
+            if value > most:
+                return SequenceProblem(
+                    "impossible", name, f"{value} Wh is impossible: the meter's {max_power_w} W "
+                    f"over {end - start} ms give at most {most} Wh",
+                )  # fmt: skip
+    return None

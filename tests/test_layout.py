@@ -117,3 +117,26 @@ def test_there_are_no_import_cycles():
             visit(m, [])
     assert cycles == []
     assert len(mods) > 60  # every part was read
+
+
+# What each part may import of the others (docs/architecture.md, "Layout").
+MAY_USE = {
+    "matching": set(),
+    "settlement": set(),
+    "meters": {"settlement"},
+    "agents": {"matching", "meters", "settlement"},
+    "exchange": {"matching", "meters", "settlement", "agents"},
+}
+
+
+def test_dependencies_point_one_way():
+    bad = []
+    for module, path in modules().items():
+        part = module.split(".")[1]
+        for source, name, _top in imports(module, path):
+            if not source.startswith("wattmesh."):
+                continue
+            other = source.split(".")[1]
+            if other != part and other not in MAY_USE[part]:
+                bad.append(f"{module} imports {source}")
+    assert bad == []

@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 from ..fees import split_fees, storage_fee
 from ..keys import verify as verify_sig
-from ..readings import apply_reading
+from ..readings import apply_reading, sequence_problem
 from .schema import (
     BANK,
     EXTERNAL,
@@ -284,24 +284,14 @@ class LedgerState:
         if end <= start:
             raise LedgerError("must be after start", "end", k)
         rseq = int_field(b, "seq", k, 1)
-        if rseq <= last_seq:
-            raise LedgerError(f"must be above the meter's last applied seq {last_seq}", "seq", k)
-        if start < last_end:
-            raise LedgerError(
-                f"overlaps the meter's previous reading, which ended at {last_end}", "start", k
-            )
         produced = int_field(b, "produced", k)
         consumed = int_field(b, "consumed", k)
-        if max_w is not None:
-            most = max_w * (end - start) // 3_600_000
-            for f, v in (("produced", produced), ("consumed", consumed)):
-                if v > most:
-                    raise LedgerError(
-                        f"{v} Wh is impossible: the meter's {max_w} W over "
-                        f"{end - start} ms give at most {most} Wh",
-                        f,
-                        k,
-                    )
+        problem = sequence_problem(
+            rseq, start, end, produced, consumed,
+            last_seq=last_seq, last_end=last_end, max_power_w=max_w,
+        )  # fmt: skip
+        if problem is not None:
+            raise LedgerError(problem.message, problem.field, k)
         if type(b["sig"]) is not str:
             raise LedgerError("must be a hex signature", "sig", k)
         energy = self.bal[owner][0]
