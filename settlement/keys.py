@@ -26,14 +26,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .canonical import CanonicalError, canonical
+from .errors import WattmeshError
 
 __all__ = [
     "Ed25519PrivateKey",
+    "KeyFileError",
     "generate_key",
     "load_key",
     "peer_id",
     "peer_id_of",
     "public_key_from_peer_id",
+    "read_key_file",
     "save_key",
     "sign",
     "verify",
@@ -173,6 +176,21 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class KeyFileError(WattmeshError, ValueError):
+    """A key file that cannot be used: missing, unreadable, too open, or not a key."""
+
+
+def read_key_file(path: str | os.PathLike[str], what: str) -> Ed25519PrivateKey:
+    """:func:`load_key`, with one error that names ``what`` asked for it (an option such
+    as ``--key``, or a setting) and the file: the one way the commands read a key."""
+    try:
+        return load_key(path)
+    except FileNotFoundError:
+        raise KeyFileError(f"{what}: no key file {path}") from None
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"{what}: {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def load_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:

@@ -133,7 +133,7 @@ def test_dependencies_point_one_way():
     bad = []
     for module, path in modules().items():
         part = module.split(".")[1]
-        for source, name, _top in imports(module, path):
+        for source, _name, _top in imports(module, path):
             if not source.startswith("wattmesh."):
                 continue
             other = source.split(".")[1]

@@ -32,10 +32,11 @@ from wattmesh.meters.signer import sign_measurements
 from wattmesh.meters.validate import ReadingRefused, ReadingValidator
 from wattmesh.settlement.keys import (
     Ed25519PrivateKey,
+    KeyFileError,
     generate_key,
-    load_key,
     peer_id_of,
     public_key_from_peer_id,
+    read_key_file,
     save_key,
 )
 from wattmesh.settlement.records import Meter, RecordError
@@ -206,12 +207,11 @@ def verify(
 
 
 def _load_key(path: Path) -> Ed25519PrivateKey:
-    if not path.exists():
-        fail(f"--key: no key file {path}; make one with: wattmesh meter keygen --out {path}")
     try:
-        return load_key(path)
-    except (OSError, ValueError) as exc:
-        fail(f"--key: {path}: {exc}")
+        return read_key_file(path, "--key")
+    except KeyFileError as exc:
+        hint = "" if path.exists() else f"; make one with: wattmesh meter keygen --out {path}"
+        fail(f"{exc}{hint}")
 
 
 def _meter_id(text: str) -> str:

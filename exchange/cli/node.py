@@ -22,17 +22,14 @@ from typing import Annotated
 import typer
 
 from wattmesh.exchange.cli.terminal import command_group, fail
-from wattmesh.exchange.community_file import CommunityError
 from wattmesh.exchange.node.config import (
-    InitError,
-    NodeConfigError,
     default_data_dir,
     init_data_dir,
     load_node_config,
     parse_bootstrap,
     parse_listen,
 )
-from wattmesh.settlement.ledger import LedgerError
+from wattmesh.settlement.errors import WattmeshError
 
 node_app = command_group(
     "The household node: set up its data directory (init), run it (node), or run a "
@@ -83,7 +80,7 @@ def init(
     target = data_dir if data_dir is not None else default_data_dir()
     try:
         result = init_data_dir(community, target, key_path=key)
-    except (CommunityError, NodeConfigError, InitError, LedgerError) as exc:
+    except WattmeshError as exc:  # a bad community file, node.toml, key or ledger
         fail(str(exc), code=1)
     except (OSError, sqlite3.Error) as exc:
         where = getattr(exc, "filename", None) or target
@@ -214,7 +211,7 @@ def demo(
         for line in exc.tail:
             sys.stderr.write(f"  | {line}\n")
         raise typer.Exit(1) from None
-    except (CommunityError, NodeConfigError, InitError, LedgerError) as exc:
+    except WattmeshError as exc:  # a bad community file, node.toml, key or ledger
         fail(str(exc), code=1)
     console = Console()
     for part in format_report(result):

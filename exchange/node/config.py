@@ -42,9 +42,9 @@ from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.keys import (
     Ed25519PrivateKey,
     generate_key,
-    load_key,
     peer_id_of,
     public_key_from_peer_id,
+    read_key_file,
     save_key,
 )
 from wattmesh.settlement.ledger import Ledger
@@ -369,15 +369,6 @@ def _read_community(path: Path) -> tuple[bytes, Community]:
     return data, parse_community(data, str(path))
 
 
-def _load_key(path: Path, what: str) -> Ed25519PrivateKey:
-    try:
-        return load_key(path)
-    except FileNotFoundError:
-        raise InitError(f"{what}: no key file {path}") from None
-    except (OSError, ValueError) as exc:
-        raise InitError(f"{what}: {getattr(exc, 'strerror', None) or exc}") from None
-
-
 def _ledger_problem(path: Path, community: Community) -> str | None:
     """None if the ledger at ``path`` is empty; '' if its opening batch is the one
     ``community`` gives; else what differs."""
@@ -450,9 +441,9 @@ def init_data_dir(
     # Every check before the first write.
     key: Ed25519PrivateKey | None = None
     if paths["key"].exists():
-        key = _load_key(paths["key"], "household key")
+        key = read_key_file(paths["key"], "household key")
         if key_path is not None:
-            given = _load_key(Path(key_path), "--key")
+            given = read_key_file(Path(key_path), "--key")
             if peer_id_of(given) != peer_id_of(key):
                 raise InitError(
                     f"--key: {data_dir} already has the key of {peer_id_of(key)} "
@@ -460,7 +451,7 @@ def init_data_dir(
                     "directory is one household: use another --data-dir"
                 )
     elif key_path is not None:
-        key = _load_key(Path(key_path), "--key")
+        key = read_key_file(Path(key_path), "--key")
     ledger_state = None  # None: no ledger (or an empty one); "": this community's
     if paths["ledger"].exists():
         ledger_state = _ledger_problem(paths["ledger"], community)

@@ -32,6 +32,7 @@ from wattmesh.exchange.node.config import (
 )
 from wattmesh.settlement.keys import (
     Ed25519PrivateKey,
+    KeyFileError,
     load_key,
     peer_id_of,
     save_key,
@@ -222,7 +223,7 @@ def test_key_problems(files: dict[str, Path], tmp_path: Path) -> None:
     # The same key again is fine.
     assert init_data_dir(files["community"], data, key_path=files["key"]).member
     os.chmod(bob, 0o644)
-    with pytest.raises(InitError, match="chmod 600"):
+    with pytest.raises(KeyFileError, match="--key: .*chmod 600"):
         init_data_dir(files["community"], tmp_path / "d2", key_path=bob)
     assert not (tmp_path / "d2").exists()
 
