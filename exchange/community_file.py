@@ -101,6 +101,24 @@ class ConfigError(WattmeshError, ValueError):
         self.source = source
         super().__init__(": ".join(p for p in (source, key, problem) if p))
 
+    # The field checks every settings file shares, raising the caller's own kind of error.
+
+    @classmethod
+    def bad(cls, key: str, what: str, value: Any) -> NoReturn:
+        """Refuse ``value`` at ``key``: it must be ``what``."""
+        raise cls(key, f"must be {what}, got {show_value(value)}")
+
+    @classmethod
+    def integer(cls, key: str, value: Any, lo: int = 0, hi: int = _I64) -> int:
+        """``value`` if it is an integer in ``lo..hi`` (a bool is not), else refuse it."""
+        if type(value) is not int or not lo <= value <= hi:
+            if type(value) is int and value > hi:
+                raise cls(key, f"must be at most {hi}, got {value}")
+            cls.bad(
+                key, f"an integer >= {lo}" if hi == _I64 else f"an integer in {lo}..{hi}", value
+            )
+        return value
+
 
 class CommunityError(ConfigError):
     """A community file (or a value meant for one) that does not validate."""
@@ -158,31 +176,19 @@ def _toml_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _bad(key: str, what: str, value: Any) -> NoReturn:
-    raise CommunityError(key, f"must be {what}, got {show_value(value)}")
-
-
-def _int(key: str, value: Any, lo: int = 0, hi: int = _I64) -> int:
-    if type(value) is not int or not lo <= value <= hi:  # type(): a bool is no integer here
-        if type(value) is int and value > hi:
-            raise CommunityError(key, f"must be at most {hi}, got {value}")
-        _bad(key, f"an integer >= {lo}", value)
-    return value
-
-
 def _name(key: str, value: Any) -> str:
     if type(value) is not str or not 0 < len(value) <= MAX_NAME:
-        _bad(key, f"a non-empty string of at most {MAX_NAME} characters", value)
+        CommunityError.bad(key, f"a non-empty string of at most {MAX_NAME} characters", value)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        _bad(key, "valid Unicode text", value)
+        CommunityError.bad(key, "valid Unicode text", value)
     return value
 
 
 def _peer_id(key: str, value: Any) -> str:
     if type(value) is not str:
-        _bad(key, "a peer id string (12D3KooW...)", value)
+        CommunityError.bad(key, "a peer id string (12D3KooW...)", value)
     try:
         public_key_from_peer_id(value)
     except ValueError as exc:
@@ -202,8 +208,8 @@ def _ms(key: str, value: Any) -> int:
             raise CommunityError(key, f"{value.isoformat()} is not a whole millisecond")
         value = ms
     elif isinstance(value, date | time):
-        _bad(key, "integer ms or an offset datetime like 2026-11-21T00:00:00Z", value)
-    return _int(key, value)
+        CommunityError.bad(key, "integer ms or an offset datetime like 2026-11-21T00:00:00Z", value)
+    return CommunityError.integer(key, value)
 
 
 # -- the records --------------------------------------------------------------------------
@@ -220,7 +226,7 @@ class MeterSpec:
     def __post_init__(self) -> None:
         _peer_id("id", self.meter)
         if self.max_power_w is not None:
-            _int("max_power_w", self.max_power_w, 1)
+            CommunityError.integer("max_power_w", self.max_power_w, 1)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.meter}
@@ -245,19 +251,19 @@ class MemberSpec:
 
     def __post_init__(self) -> None:
         _peer_id("peer_id", self.peer_id)
-        _int("bmax", self.bmax)
-        _int("money", self.money)
-        _int("energy", self.energy)
+        CommunityError.integer("bmax", self.bmax)
+        CommunityError.integer("money", self.money)
+        CommunityError.integer("energy", self.energy)
         if self.energy > self.bmax:
             raise CommunityError("energy", f"{self.energy} Wh is above bmax {self.bmax} Wh")
         if type(self.storage) is not bool:
-            _bad("storage", "true or false", self.storage)
+            CommunityError.bad("storage", "true or false", self.storage)
         if self.name is not None:
             _name("name", self.name)
         object.__setattr__(self, "meters", tuple(self.meters))
         for i, m in enumerate(self.meters, 1):
             if not isinstance(m, MeterSpec):
-                _bad(f"meter[{i}]", "a MeterSpec", m)
+                CommunityError.bad(f"meter[{i}]", "a MeterSpec", m)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -304,8 +310,8 @@ class Community:
 
     def __post_init__(self) -> None:
         _name("name", self.name)
-        _int("start_ms", self.start_ms)
-        length = _int("interval_ms", self.interval_ms, 1)
+        CommunityError.integer("start_ms", self.start_ms)
+        length = CommunityError.integer("interval_ms", self.interval_ms, 1)
         if self.start_ms % length:
             raise CommunityError(
                 "start_ms",
@@ -314,31 +320,31 @@ class Community:
             )
         if self.grace_ms is None:
             object.__setattr__(self, "grace_ms", min(60_000, length // 5))
-        if _int("grace_ms", self.grace_ms) >= length:
+        if CommunityError.integer("grace_ms", self.grace_ms) >= length:
             raise CommunityError("grace_ms", f"{self.grace_ms} must be below interval_ms {length}")
         _name("market", self.market)
-        _int("price_min", self.price_min, 1, MAX_PRICE)
-        _int("price_max", self.price_max, 1, MAX_PRICE)
+        CommunityError.integer("price_min", self.price_min, 1, MAX_PRICE)
+        CommunityError.integer("price_max", self.price_max, 1, MAX_PRICE)
         if self.price_max < self.price_min:
             raise CommunityError(
                 "price_max", f"{self.price_max} is below price_min {self.price_min}"
             )
-        _int("retail_price", self.retail_price)
-        _int("feedin_price", self.feedin_price)
-        _int("fee_rate_ppm", self.fee_rate_ppm, 0, 1_000_000)
-        _int("storage_rate", self.storage_rate)
-        _int("max_skew_ms", self.max_skew_ms)
+        CommunityError.integer("retail_price", self.retail_price)
+        CommunityError.integer("feedin_price", self.feedin_price)
+        CommunityError.integer("fee_rate_ppm", self.fee_rate_ppm, 0, 1_000_000)
+        CommunityError.integer("storage_rate", self.storage_rate)
+        CommunityError.integer("max_skew_ms", self.max_skew_ms)
         if self.max_age_ms is None:
             object.__setattr__(self, "max_age_ms", length * 2)
-        _int("max_age_ms", self.max_age_ms, 1)
-        _int("horizon", self.horizon, 1)
-        _int("max_batch", self.max_batch, 1)
-        _int("max_orders_per_interval", self.max_orders_per_interval, 1)
-        _int("max_messages_per_interval", self.max_messages_per_interval, 1)
-        _int("max_bytes_per_interval", self.max_bytes_per_interval, 1)
-        _int("clock.speed", self.clock_speed, 1)
+        CommunityError.integer("max_age_ms", self.max_age_ms, 1)
+        CommunityError.integer("horizon", self.horizon, 1)
+        CommunityError.integer("max_batch", self.max_batch, 1)
+        CommunityError.integer("max_orders_per_interval", self.max_orders_per_interval, 1)
+        CommunityError.integer("max_messages_per_interval", self.max_messages_per_interval, 1)
+        CommunityError.integer("max_bytes_per_interval", self.max_bytes_per_interval, 1)
+        CommunityError.integer("clock.speed", self.clock_speed, 1)
         if self.clock_origin_ms is not None:
-            _int("clock.origin_ms", self.clock_origin_ms)
+            CommunityError.integer("clock.origin_ms", self.clock_origin_ms)
         elif self.clock_speed != 1:
             # Without an origin community time is wall time, so a speed would be ignored.
             raise CommunityError(
@@ -356,7 +362,7 @@ class Community:
         meters: dict[str, str] = {}
         for i, m in enumerate(self.members, 1):
             if not isinstance(m, MemberSpec):
-                _bad(f"member[{i}]", "a MemberSpec", m)
+                CommunityError.bad(f"member[{i}]", "a MemberSpec", m)
             if m.peer_id in seen:
                 raise CommunityError(
                     f"member[{i}].peer_id",
@@ -502,7 +508,7 @@ def check_keys(
 
 def _tables(key: str, value: Any) -> list[dict[str, Any]]:
     if type(value) is not list or not all(type(t) is dict for t in value):
-        _bad(key, f"[[{key}]] tables", value)
+        CommunityError.bad(key, f"[[{key}]] tables", value)
     return value
 
 
@@ -531,7 +537,7 @@ def _community(doc: dict[str, Any]) -> Community:
     if "clock" in doc:
         ck = doc["clock"]
         if type(ck) is not dict:
-            _bad("clock", "a [clock] table", ck)
+            CommunityError.bad("clock", "a [clock] table", ck)
         with _under("clock"):
             check_keys(ck, _CLOCK_KEYS)
             if "origin_ms" in ck:

@@ -22,7 +22,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from multiaddr import Multiaddr
 
@@ -88,25 +88,15 @@ class InitError(WattmeshError, ValueError):
     """``wattmesh init`` refused (the message says why); nothing was changed."""
 
 
-def _bad(key: str, what: str, value: Any) -> NoReturn:
-    raise NodeConfigError(key, f"must be {what}, got {show_value(value)}")
-
-
-def _int(key: str, value: Any, lo: int, hi: int = _I64) -> int:
-    if type(value) is not int or not lo <= value <= hi:  # type(): a bool is no integer here
-        _bad(key, f"an integer in {lo}..{hi}", value)
-    return value
-
-
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices or type(value) is not str:
-        _bad(key, " or ".join(f'"{c}"' for c in choices), value)
+        NodeConfigError.bad(key, " or ".join(f'"{c}"' for c in choices), value)
     return value
 
 
 def _relpath(key: str, value: Any) -> str:
     if type(value) is not str or not value or "\0" in value:
-        _bad(key, "a file path (relative to the data directory)", value)
+        NodeConfigError.bad(key, "a file path (relative to the data directory)", value)
     return value
 
 
@@ -127,11 +117,11 @@ class BotConfig:
 
     def __post_init__(self) -> None:
         if type(self.enabled) is not bool:
-            _bad("bot.enabled", "true or false", self.enabled)
-        _int("bot.buy_price", self.buy_price, 1, MAX_PRICE)
-        _int("bot.sell_price", self.sell_price, 1, MAX_PRICE)
-        _int("bot.lower_wh", self.lower_wh, 0, MAX_QTY)
-        _int("bot.upper_wh", self.upper_wh, 0, MAX_QTY)
+            NodeConfigError.bad("bot.enabled", "true or false", self.enabled)
+        NodeConfigError.integer("bot.buy_price", self.buy_price, 1, MAX_PRICE)
+        NodeConfigError.integer("bot.sell_price", self.sell_price, 1, MAX_PRICE)
+        NodeConfigError.integer("bot.lower_wh", self.lower_wh, 0, MAX_QTY)
+        NodeConfigError.integer("bot.upper_wh", self.upper_wh, 0, MAX_QTY)
         if self.upper_wh <= self.lower_wh:
             raise NodeConfigError(
                 "bot.upper_wh", f"{self.upper_wh} must be above lower_wh {self.lower_wh}"
@@ -153,9 +143,9 @@ class MeterConfig:
     def __post_init__(self) -> None:
         _choice("meter.source", self.source, METER_SOURCES)
         _relpath("meter.key", self.key)
-        _int("meter.peak_w", self.peak_w, 0)
-        _int("meter.annual_kwh", self.annual_kwh, 0)
-        _int("meter.seed", self.seed, -_I64)
+        NodeConfigError.integer("meter.peak_w", self.peak_w, 0)
+        NodeConfigError.integer("meter.annual_kwh", self.annual_kwh, 0)
+        NodeConfigError.integer("meter.seed", self.seed, -_I64)
         _choice("meter.backend", self.backend, METER_BACKENDS)
 
 
@@ -182,7 +172,7 @@ class NodeConfig:
 
 def parse_listen(value: Any) -> str:
     if type(value) is not str:
-        _bad("listen", "a multiaddr like /ip4/0.0.0.0/tcp/4001", value)
+        NodeConfigError.bad("listen", "a multiaddr like /ip4/0.0.0.0/tcp/4001", value)
     try:
         Multiaddr(value)
     except Exception as exc:  # multiaddr raises several kinds of errors for a bad string
@@ -192,11 +182,11 @@ def parse_listen(value: Any) -> str:
 
 def parse_bootstrap(value: Any) -> tuple[str, ...]:
     if type(value) not in (list, tuple):
-        _bad("bootstrap", "a list of multiaddrs", value)
+        NodeConfigError.bad("bootstrap", "a list of multiaddrs", value)
     for i, addr in enumerate(value, 1):
         key = f"bootstrap[{i}]"
         if type(addr) is not str:
-            _bad(key, "a multiaddr string", addr)
+            NodeConfigError.bad(key, "a multiaddr string", addr)
         try:
             peer = Multiaddr(addr).value_for_protocol("p2p")
         except Exception as exc:  # a bad string, or no /p2p/ part
@@ -221,7 +211,7 @@ _METER_KEYS = ("source", "key", "peak_w", "annual_kwh", "seed", "backend")
 def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
     t = doc.get(key, {})
     if type(t) is not dict:
-        _bad(key, f"a [{key}] table", t)
+        NodeConfigError.bad(key, f"a [{key}] table", t)
     return t
 
 

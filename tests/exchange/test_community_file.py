@@ -199,7 +199,7 @@ ERRORS = [
     (_set("start_ms", "2026-11-21"), "start_ms", "got 2026-11-21"),
     (_set("grace_ms", "900000"), "grace_ms", "must be below interval_ms 900000"),
     (_set("member.0.energy", "10001"), "member[1].energy", "above bmax 10000"),
-    (_set("price_max", "0"), "price_max", "must be an integer >= 1"),
+    (_set("price_max", "0"), "price_max", "must be an integer in 1..2147483647"),
     (_set("price_min", "20000000"), "price_max", "below price_min 20000000"),
     (_set("price_max", "3000000000"), "price_max", "must be at most 2147483647"),
     (_set("fee_rate_ppm", "1000001"), "fee_rate_ppm", "at most 1000000"),
