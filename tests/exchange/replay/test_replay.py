@@ -32,42 +32,6 @@ T0 = 1_718_928_000_000  # an interval start (2024-06-21 00:00 UTC)
 
 
 # -- building logs ---------------------------------------------------------------------------
-def order(
-    owner: str,
-    side: str,
-    price: int,
-    qty: int,
-    ts: int,
-    interval: int | None = None,
-    tif: str = "gtc",
-    market: str = "energy",
-) -> dict[str, Any]:
-    """An order line with its computed id."""
-    return Order(market, side, price, qty, owner, ts, interval, tif).to_dict()
-
-
-def cancel(order_id: str, owner: str, ts: int) -> dict[str, Any]:
-    return Cancel(order_id, owner, ts).to_dict()
-
-
-def account(owner: str, energy: int, money: int, bmax: int | None = None) -> dict[str, Any]:
-    return {"type": "account", "owner": owner, "energy": energy, "money": money, "bmax": bmax}
-
-
-def log_bytes(*events: dict[str, Any] | bytes | str) -> bytes:
-    lines = []
-    for e in events:
-        if isinstance(e, bytes):
-            lines.append(e)
-        elif isinstance(e, str):
-            lines.append(e.encode())
-        else:
-            lines.append(orjson.dumps(e))
-    return b"\n".join(lines) + b"\n"
-
-
-def run(*events: dict[str, Any] | bytes | str, **options: Any) -> ReplayResult:
-    return replay(io.BytesIO(log_bytes(*events)), ReplayOptions(**options))
 
 
 def fills(result: ReplayResult) -> list[dict[str, Any]]:
@@ -79,10 +43,10 @@ def codes(result: ReplayResult) -> list[tuple[int, str]]:
 
 
 # -- continuous double auction ---------------------------------------------------------------
-def test_cda_applies_events_in_order_and_fills_at_the_resting_price():
-    ask = order("seller", "ask", 200_000, 500, T0 + 1)
-    bid = order("buyer", "bid", 250_000, 300, T0 + 2)
-    result = run(ask, bid, mode="cda")
+def test_cda_applies_events_in_order_and_fills_at_the_resting_price(order_log):
+    ask = order_log.order("seller", "ask", 200_000, 500, T0 + 1)
+    bid = order_log.order("buyer", "bid", 250_000, 300, T0 + 2)
+    result = order_log.replay(ask, bid, mode="cda")
     [fill] = fills(result)
     assert fill["price"] == 200_000  # the resting ask's price
     assert (fill["bid"], fill["ask"], fill["qty"]) == (bid["id"], ask["id"], 300)
@@ -90,33 +54,42 @@ def test_cda_applies_events_in_order_and_fills_at_the_resting_price():
     assert fill["interval"] is None and fill["ts"] == T0 + 2  # the causing event's time
 
     # The other way round the bid rests, so the fill is at the bid's price.
-    [fill] = fills(run(bid, ask, mode="cda"))
+    [fill] = fills(order_log.replay(bid, ask, mode="cda"))
     assert fill["price"] == 250_000 and fill["ts"] == T0 + 1
 
 
-def test_cda_order_matters_a_cancel_before_the_cross_prevents_the_fill():
-    ask = order("seller", "ask", 200_000, 500, T0 + 1)
-    bid = order("buyer", "bid", 250_000, 300, T0 + 3)
-    assert len(fills(run(ask, cancel(ask["id"], "seller", T0 + 2), bid, mode="cda"))) == 0
-    result = run(ask, bid, cancel(ask["id"], "seller", T0 + 4), mode="cda")
+def test_cda_order_matters_a_cancel_before_the_cross_prevents_the_fill(order_log):
+    ask = order_log.order("seller", "ask", 200_000, 500, T0 + 1)
+    bid = order_log.order("buyer", "bid", 250_000, 300, T0 + 3)
+    assert (
+        len(
+            fills(
+                order_log.replay(
+                    ask, order_log.cancel(ask["id"], "seller", T0 + 2), bid, mode="cda"
+                )
+            )
+        )
+        == 0
+    )
+    result = order_log.replay(ask, bid, order_log.cancel(ask["id"], "seller", T0 + 4), mode="cda")
     assert len(fills(result)) == 1
     assert result.accepted["cancels"] == 1  # 200 Wh of the ask were still live
 
 
-def test_cda_ioc_rest_is_dropped_and_gtc_rest_stays():
-    ask = order("seller", "ask", 200_000, 100, T0 + 1)
-    ioc = order("buyer", "bid", 250_000, 300, T0 + 2, tif="ioc")
-    late_ask = order("seller", "ask", 200_000, 100, T0 + 3)
-    assert sum(f["qty"] for f in fills(run(ask, ioc, late_ask, mode="cda"))) == 100
-    gtc = order("buyer", "bid", 250_000, 300, T0 + 2)
-    assert sum(f["qty"] for f in fills(run(ask, gtc, late_ask, mode="cda"))) == 200
+def test_cda_ioc_rest_is_dropped_and_gtc_rest_stays(order_log):
+    ask = order_log.order("seller", "ask", 200_000, 100, T0 + 1)
+    ioc = order_log.order("buyer", "bid", 250_000, 300, T0 + 2, tif="ioc")
+    late_ask = order_log.order("seller", "ask", 200_000, 100, T0 + 3)
+    assert sum(f["qty"] for f in fills(order_log.replay(ask, ioc, late_ask, mode="cda"))) == 100
+    gtc = order_log.order("buyer", "bid", 250_000, 300, T0 + 2)
+    assert sum(f["qty"] for f in fills(order_log.replay(ask, gtc, late_ask, mode="cda"))) == 200
 
 
 # -- call auction ----------------------------------------------------------------------------
-def test_call_clears_one_interval_at_one_price():
-    bid = order("buyer", "bid", 250_000, 400, T0 - 10, interval=T0)
-    ask = order("seller", "ask", 200_000, 300, T0 - 5, interval=T0)
-    result = run(bid, ask)  # call is the default mode
+def test_call_clears_one_interval_at_one_price(order_log):
+    bid = order_log.order("buyer", "bid", 250_000, 400, T0 - 10, interval=T0)
+    ask = order_log.order("seller", "ask", 200_000, 300, T0 - 5, interval=T0)
+    result = order_log.replay(bid, ask)  # call is the default mode
     [fill] = fills(result)
     assert fill["price"] == (250_000 + 200_000) // 2
     assert fill["qty"] == 300 and fill["interval"] == T0 and fill["ts"] == T0  # at the gate
@@ -124,11 +97,13 @@ def test_call_clears_one_interval_at_one_price():
     assert (stats.interval, stats.price, stats.volume, stats.orders) == (T0, 225_000, 300, 2)
 
 
-def test_call_refuses_orders_and_cancels_at_or_after_the_gate():
-    on_time = order("seller", "ask", 200_000, 300, T0 - 1, interval=T0)
-    at_gate = order("buyer", "bid", 250_000, 300, T0, interval=T0)
-    after = order("buyer", "bid", 250_000, 300, T0 + 5, interval=T0)
-    result = run(on_time, at_gate, after, cancel(on_time["id"], "seller", T0 + 6))
+def test_call_refuses_orders_and_cancels_at_or_after_the_gate(order_log):
+    on_time = order_log.order("seller", "ask", 200_000, 300, T0 - 1, interval=T0)
+    at_gate = order_log.order("buyer", "bid", 250_000, 300, T0, interval=T0)
+    after = order_log.order("buyer", "bid", 250_000, 300, T0 + 5, interval=T0)
+    result = order_log.replay(
+        on_time, at_gate, after, order_log.cancel(on_time["id"], "seller", T0 + 6)
+    )
     assert codes(result) == [(2, "late"), (3, "late"), (4, "late")]
     assert "gate" in result.rejects[0].reason
     assert result.rejects[2].reason.startswith(f"cancel at ts {T0 + 6} is at or after the gate")
@@ -136,24 +111,24 @@ def test_call_refuses_orders_and_cancels_at_or_after_the_gate():
     assert result.intervals[0].orders == 1  # only the order on time was in the auction
 
 
-def test_call_refuses_an_order_for_an_interval_already_cleared():
+def test_call_refuses_an_order_for_an_interval_already_cleared(order_log):
     # The log reached T0 + L (clearing T0) before an order for T0 with an earlier ts came.
-    first = order("seller", "ask", 200_000, 300, T0 + 10, interval=T0 + L)
-    stale = order("buyer", "bid", 250_000, 300, T0 - 100, interval=T0)
-    result = run(first, stale)
+    first = order_log.order("seller", "ask", 200_000, 300, T0 + 10, interval=T0 + L)
+    stale = order_log.order("buyer", "bid", 250_000, 300, T0 - 100, interval=T0)
+    result = order_log.replay(first, stale)
     assert codes(result) == [(2, "late")]
     assert "already cleared" in result.rejects[0].reason
 
 
-def test_call_clears_pending_intervals_in_ascending_order_before_the_event():
+def test_call_clears_pending_intervals_in_ascending_order_before_the_event(order_log):
     # Orders for T0 + L arrive before the orders for T0; both intervals are pending until
     # an event at T0 + L clears T0 and then T0 + L, in that order.
-    b2 = order("b2", "bid", 260_000, 100, T0 - 30, interval=T0 + L)
-    a2 = order("a2", "ask", 100_000, 100, T0 - 20, interval=T0 + L)
-    b1 = order("b1", "bid", 250_000, 100, T0 - 10, interval=T0)
-    a1 = order("a1", "ask", 150_000, 100, T0 - 5, interval=T0)
-    trigger = order("x", "bid", 1, 1, T0 + L, interval=T0 + 2 * L)
-    result = run(b2, a2, b1, a1, trigger)
+    b2 = order_log.order("b2", "bid", 260_000, 100, T0 - 30, interval=T0 + L)
+    a2 = order_log.order("a2", "ask", 100_000, 100, T0 - 20, interval=T0 + L)
+    b1 = order_log.order("b1", "bid", 250_000, 100, T0 - 10, interval=T0)
+    a1 = order_log.order("a1", "ask", 150_000, 100, T0 - 5, interval=T0)
+    trigger = order_log.order("x", "bid", 1, 1, T0 + L, interval=T0 + 2 * L)
+    result = order_log.replay(b2, a2, b1, a1, trigger)
     rows = fills(result)
     assert [(f["seq"], f["interval"], f["buyer"]) for f in rows] == [
         (1, T0, "b1"),
@@ -162,10 +137,12 @@ def test_call_clears_pending_intervals_in_ascending_order_before_the_event():
     assert [s.interval for s in result.intervals] == [T0, T0 + L, T0 + 2 * L]
 
 
-def test_call_unmatched_orders_expire_when_their_interval_clears():
-    bid = order("buyer", "bid", 250_000, 100, T0 - 10, interval=T0)
-    ask = order("seller", "ask", 200_000, 100, T0 + 10, interval=T0 + L)  # after T0 cleared
-    result = run(bid, ask, cancel(bid["id"], "buyer", T0 + 20))
+def test_call_unmatched_orders_expire_when_their_interval_clears(order_log):
+    bid = order_log.order("buyer", "bid", 250_000, 100, T0 - 10, interval=T0)
+    ask = order_log.order(
+        "seller", "ask", 200_000, 100, T0 + 10, interval=T0 + L
+    )  # after T0 cleared
+    result = order_log.replay(bid, ask, order_log.cancel(bid["id"], "buyer", T0 + 20))
     assert fills(result) == []  # the bid expired at T0; the ask is alone in T0 + L
     assert codes(result) == [(3, "late")]  # cancelling the expired bid is refused
     assert [(s.interval, s.orders, s.volume) for s in result.intervals] == [
@@ -174,78 +151,84 @@ def test_call_unmatched_orders_expire_when_their_interval_clears():
     ]
 
 
-def test_call_clears_everything_pending_at_the_end_of_the_log():
-    events = [order("b", "bid", 250_000, 100, T0 - 10, interval=T0 + k * L) for k in range(3)]
-    events += [order("s", "ask", 200_000, 100, T0 - 5, interval=T0 + k * L) for k in range(3)]
-    result = run(*events)
+def test_call_clears_everything_pending_at_the_end_of_the_log(order_log):
+    events = [
+        order_log.order("b", "bid", 250_000, 100, T0 - 10, interval=T0 + k * L) for k in range(3)
+    ]
+    events += [
+        order_log.order("s", "ask", 200_000, 100, T0 - 5, interval=T0 + k * L) for k in range(3)
+    ]
+    result = order_log.replay(*events)
     assert [f["interval"] for f in fills(result)] == [T0, T0 + L, T0 + 2 * L]
 
 
-def test_call_refuses_orders_without_a_valid_interval():
-    no_interval = order("b", "bid", 250_000, 100, T0 - 10)
-    misaligned = order("b", "bid", 250_000, 100, T0 - 10, interval=T0 + 1)
-    fok = order("b", "bid", 250_000, 100, T0 - 10, interval=T0, tif="fok")
-    result = run(no_interval, misaligned, fok)
+def test_call_refuses_orders_without_a_valid_interval(order_log):
+    no_interval = order_log.order("b", "bid", 250_000, 100, T0 - 10)
+    misaligned = order_log.order("b", "bid", 250_000, 100, T0 - 10, interval=T0 + 1)
+    fok = order_log.order("b", "bid", 250_000, 100, T0 - 10, interval=T0, tif="fok")
+    result = order_log.replay(no_interval, misaligned, fok)
     assert codes(result) == [(1, "no-interval"), (2, "no-interval"), (3, "unsupported-tif")]
     assert "is not the start of a 900000 ms interval" in result.rejects[1].reason
     # The same orders are fine in cda, where intervals play no part.
-    assert run(no_interval, misaligned, fok, mode="cda").rejects == []
+    assert order_log.replay(no_interval, misaligned, fok, mode="cda").rejects == []
 
 
-def test_call_interval_length_is_an_option():
-    bid = order("b", "bid", 250_000, 100, T0 - 10, interval=T0 + 60_000)
-    ask = order("s", "ask", 200_000, 100, T0 - 5, interval=T0 + 60_000)
-    assert codes(run(bid, ask)) == [(1, "no-interval"), (2, "no-interval")]
-    assert len(fills(run(bid, ask, interval_ms=60_000))) == 1
+def test_call_interval_length_is_an_option(order_log):
+    bid = order_log.order("b", "bid", 250_000, 100, T0 - 10, interval=T0 + 60_000)
+    ask = order_log.order("s", "ask", 200_000, 100, T0 - 5, interval=T0 + 60_000)
+    assert codes(order_log.replay(bid, ask)) == [(1, "no-interval"), (2, "no-interval")]
+    assert len(fills(order_log.replay(bid, ask, interval_ms=60_000))) == 1
 
 
-def test_call_breaks_ties_by_order_id():
+def test_call_breaks_ties_by_order_id(order_log):
     # Two asks at one price and one ts: the call auction takes the smaller key first, and
     # the key of a hex id orders as the id does.
-    asks = [order(f"s{i}", "ask", 200_000, 100, T0 - 5, interval=T0) for i in range(6)]
-    bid = order("b", "bid", 250_000, 100, T0 - 1, interval=T0)
-    [fill] = fills(run(*asks, bid))
+    asks = [order_log.order(f"s{i}", "ask", 200_000, 100, T0 - 5, interval=T0) for i in range(6)]
+    bid = order_log.order("b", "bid", 250_000, 100, T0 - 1, interval=T0)
+    [fill] = fills(order_log.replay(*asks, bid))
     assert fill["ask"] == min(a["id"] for a in asks)
 
 
 @pytest.mark.parametrize("mode", ["cda", "call"])
-def test_self_trade_prevention_reaches_the_engine(mode):
-    ask = order("home", "ask", 200_000, 100, T0 - 10, interval=T0)
-    bid = order("home", "bid", 250_000, 100, T0 - 5, interval=T0)
-    assert len(fills(run(ask, bid, mode=mode))) == 1  # stp none: a household may self-trade
-    assert fills(run(ask, bid, mode=mode, stp="cancel-resting")) == []
-    assert fills(run(ask, bid, mode=mode, stp="cancel-incoming")) == []
+def test_self_trade_prevention_reaches_the_engine(order_log, mode):
+    ask = order_log.order("home", "ask", 200_000, 100, T0 - 10, interval=T0)
+    bid = order_log.order("home", "bid", 250_000, 100, T0 - 5, interval=T0)
+    assert (
+        len(fills(order_log.replay(ask, bid, mode=mode))) == 1
+    )  # stp none: a household may self-trade
+    assert fills(order_log.replay(ask, bid, mode=mode, stp="cancel-resting")) == []
+    assert fills(order_log.replay(ask, bid, mode=mode, stp="cancel-incoming")) == []
 
 
 # -- cancels ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["cda", "call"])
-def test_a_cancel_by_anyone_but_the_owner_is_refused(mode):
-    ask = order("seller", "ask", 200_000, 100, T0 - 10, interval=T0)
-    bid = order("buyer", "bid", 250_000, 100, T0 - 5, interval=T0)
-    result = run(ask, cancel(ask["id"], "mallory", T0 - 8), bid, mode=mode)
+def test_a_cancel_by_anyone_but_the_owner_is_refused(order_log, mode):
+    ask = order_log.order("seller", "ask", 200_000, 100, T0 - 10, interval=T0)
+    bid = order_log.order("buyer", "bid", 250_000, 100, T0 - 5, interval=T0)
+    result = order_log.replay(ask, order_log.cancel(ask["id"], "mallory", T0 - 8), bid, mode=mode)
     assert codes(result) == [(2, "not-owner")]
     assert len(fills(result)) == 1  # the order stayed live and traded
 
 
 @pytest.mark.parametrize("mode", ["cda", "call"])
-def test_a_cancel_of_an_order_that_is_not_live_is_refused(mode):
-    ask = order("seller", "ask", 200_000, 100, T0 - 10, interval=T0)
+def test_a_cancel_of_an_order_that_is_not_live_is_refused(order_log, mode):
+    ask = order_log.order("seller", "ask", 200_000, 100, T0 - 10, interval=T0)
     unknown = "f" * 64
-    result = run(
+    result = order_log.replay(
         ask,
-        cancel(ask["id"], "seller", T0 - 9),
-        cancel(ask["id"], "seller", T0 - 8),  # already cancelled
-        cancel(unknown, "seller", T0 - 7),  # never seen
+        order_log.cancel(ask["id"], "seller", T0 - 9),
+        order_log.cancel(ask["id"], "seller", T0 - 8),  # already cancelled
+        order_log.cancel(unknown, "seller", T0 - 7),  # never seen
         mode=mode,
     )
     assert codes(result) == [(3, "not-live"), (4, "not-live")]
     assert result.accepted["cancels"] == 1
 
 
-def test_a_cancel_of_a_filled_order_is_refused():
-    ask = order("seller", "ask", 200_000, 100, T0 + 1)
-    bid = order("buyer", "bid", 250_000, 100, T0 + 2)
-    result = run(ask, bid, cancel(ask["id"], "seller", T0 + 3), mode="cda")
+def test_a_cancel_of_a_filled_order_is_refused(order_log):
+    ask = order_log.order("seller", "ask", 200_000, 100, T0 + 1)
+    bid = order_log.order("buyer", "bid", 250_000, 100, T0 + 2)
+    result = order_log.replay(ask, bid, order_log.cancel(ask["id"], "seller", T0 + 3), mode="cda")
     assert codes(result) == [(3, "not-live")]
 
 
@@ -258,84 +241,108 @@ def test_order_key_of_a_hex_id_is_its_first_16_hex_digits():
     assert order_key(oid.upper()) != int(oid[:16], 16)  # upper case is not a hex id
 
 
-def test_only_lower_case_hex_ids_map_to_their_prefix_on_the_fast_path():
+def test_only_lower_case_hex_ids_map_to_their_prefix_on_the_fast_path(order_log):
     # "A" * 64 and "a" * 64 differ as ids; only the second is a hex id, so their keys differ
     # and both stay live. A 64-character id that is not hex is hashed, not parsed.
-    warmup = order("s", "ask", 300_000, 1, T0 + 1)
-    lower = order("s", "ask", 200_000, 100, T0 + 2) | {"id": "a" * 64}
-    upper = order("s", "ask", 210_000, 100, T0 + 3) | {"id": "A" * 64}
-    not_hex = order("s", "ask", 220_000, 100, T0 + 4) | {"id": "g" * 64}
-    bid = order("b", "bid", 250_000, 300, T0 + 5)
-    result = run(warmup, lower, upper, not_hex, bid, mode="cda")
+    warmup = order_log.order("s", "ask", 300_000, 1, T0 + 1)
+    lower = order_log.order("s", "ask", 200_000, 100, T0 + 2) | {"id": "a" * 64}
+    upper = order_log.order("s", "ask", 210_000, 100, T0 + 3) | {"id": "A" * 64}
+    not_hex = order_log.order("s", "ask", 220_000, 100, T0 + 4) | {"id": "g" * 64}
+    bid = order_log.order("b", "bid", 250_000, 300, T0 + 5)
+    result = order_log.replay(warmup, lower, upper, not_hex, bid, mode="cda")
     assert result.rejects == []
     assert [f["ask"] for f in fills(result)] == ["a" * 64, "A" * 64, "g" * 64]
 
 
-def test_a_given_id_is_used_as_it_is():
-    ask = order("seller", "ask", 200_000, 100, T0 + 1) | {"id": "my-ask"}
-    bid = order("buyer", "bid", 250_000, 100, T0 + 2)
+def test_a_given_id_is_used_as_it_is(order_log):
+    ask = order_log.order("seller", "ask", 200_000, 100, T0 + 1) | {"id": "my-ask"}
+    bid = order_log.order("buyer", "bid", 250_000, 100, T0 + 2)
     bid["id"] = "0" * 64  # a hex id that does not name the body: fine without verification
-    result = run(ask, bid, mode="cda")
+    result = order_log.replay(ask, bid, mode="cda")
     [fill] = fills(result)
     assert (fill["ask"], fill["bid"]) == ("my-ask", "0" * 64)
     # ... and a cancel names the order by the given id.
-    assert run(ask, cancel("my-ask", "seller", T0 + 2), mode="cda").accepted["cancels"] == 1
+    assert (
+        order_log.replay(ask, order_log.cancel("my-ask", "seller", T0 + 2), mode="cda").accepted[
+            "cancels"
+        ]
+        == 1
+    )
 
 
-def test_a_missing_id_is_computed_from_the_body():
-    ask = order("seller", "ask", 200_000, 100, T0 + 1)
+def test_a_missing_id_is_computed_from_the_body(order_log):
+    ask = order_log.order("seller", "ask", 200_000, 100, T0 + 1)
     computed = ask.pop("id")
-    bid = order("buyer", "bid", 250_000, 100, T0 + 2)
+    bid = order_log.order("buyer", "bid", 250_000, 100, T0 + 2)
     del bid["id"], bid["tif"], bid["interval"]  # defaults: tif gtc, interval null
-    result = run(ask, bid, mode="cda")
+    result = order_log.replay(ask, bid, mode="cda")
     [fill] = fills(result)
     assert fill["ask"] == computed
     assert fill["bid"] == Order("energy", "bid", 250_000, 100, "buyer", T0 + 2).computed_id()
-    assert run(ask, cancel(computed, "seller", T0 + 2), mode="cda").accepted["cancels"] == 1
+    assert (
+        order_log.replay(ask, order_log.cancel(computed, "seller", T0 + 2), mode="cda").accepted[
+            "cancels"
+        ]
+        == 1
+    )
 
 
-def test_a_reused_order_id_is_refused():
-    ask = order("seller", "ask", 200_000, 100, T0 + 1)
-    result = run(ask, ask, mode="cda")
+def test_a_reused_order_id_is_refused(order_log):
+    ask = order_log.order("seller", "ask", 200_000, 100, T0 + 1)
+    result = order_log.replay(ask, ask, mode="cda")
     assert codes(result) == [(2, "duplicate-id")]
 
 
 @pytest.mark.parametrize("mode", ["cda", "call"])
-def test_a_key_collision_between_live_orders_refuses_the_later_one(mode):
+def test_a_key_collision_between_live_orders_refuses_the_later_one(order_log, mode):
     prefix = "ab" * 8  # both ids start with the same 16 hex digits: the same engine key
-    first = order("s1", "ask", 200_000, 100, T0 - 10, interval=T0) | {"id": prefix + "1" * 48}
-    second = order("s2", "ask", 210_000, 100, T0 - 9, interval=T0) | {"id": prefix + "2" * 48}
-    result = run(first, second, mode=mode)
+    first = order_log.order("s1", "ask", 200_000, 100, T0 - 10, interval=T0) | {
+        "id": prefix + "1" * 48
+    }
+    second = order_log.order("s2", "ask", 210_000, 100, T0 - 9, interval=T0) | {
+        "id": prefix + "2" * 48
+    }
+    result = order_log.replay(first, second, mode=mode)
     assert codes(result) == [(2, "id-collision")]
     assert first["id"] in result.rejects[0].reason
 
 
-def test_a_key_may_be_reused_once_its_order_is_no_longer_live():
+def test_a_key_may_be_reused_once_its_order_is_no_longer_live(order_log):
     prefix = "cd" * 8
-    first = order("s1", "ask", 200_000, 100, T0 + 1) | {"id": prefix + "1" * 48}
-    bid = order("b", "bid", 250_000, 100, T0 + 2)  # fills the first ask completely
-    second = order("s2", "ask", 210_000, 100, T0 + 3) | {"id": prefix + "2" * 48}
-    bid2 = order("b", "bid", 250_000, 100, T0 + 4)
-    result = run(first, bid, second, bid2, mode="cda")
+    first = order_log.order("s1", "ask", 200_000, 100, T0 + 1) | {"id": prefix + "1" * 48}
+    bid = order_log.order("b", "bid", 250_000, 100, T0 + 2)  # fills the first ask completely
+    second = order_log.order("s2", "ask", 210_000, 100, T0 + 3) | {"id": prefix + "2" * 48}
+    bid2 = order_log.order("b", "bid", 250_000, 100, T0 + 4)
+    result = order_log.replay(first, bid, second, bid2, mode="cda")
     assert result.rejects == []
     assert [f["ask"] for f in fills(result)] == [first["id"], second["id"]]
 
 
-def test_call_a_cancelled_order_keeps_its_key_until_its_interval_clears():
+def test_call_a_cancelled_order_keeps_its_key_until_its_interval_clears(order_log):
     # The auction drops a cancelled key's rows at clearing, so another order may not take
     # the key before then: it is refused, never accepted and silently lost.
     prefix = "ef" * 8
-    first = order("s1", "ask", 200_000, 100, T0 - 10, interval=T0) | {"id": prefix + "1" * 48}
-    second = order("s2", "ask", 210_000, 100, T0 - 8, interval=T0) | {"id": prefix + "2" * 48}
-    bid = order("b", "bid", 250_000, 100, T0 - 7, interval=T0)
-    result = run(first, cancel(first["id"], "s1", T0 - 9), second, bid, mode="call")
+    first = order_log.order("s1", "ask", 200_000, 100, T0 - 10, interval=T0) | {
+        "id": prefix + "1" * 48
+    }
+    second = order_log.order("s2", "ask", 210_000, 100, T0 - 8, interval=T0) | {
+        "id": prefix + "2" * 48
+    }
+    bid = order_log.order("b", "bid", 250_000, 100, T0 - 7, interval=T0)
+    result = order_log.replay(
+        first, order_log.cancel(first["id"], "s1", T0 - 9), second, bid, mode="call"
+    )
     assert codes(result) == [(3, "id-collision")]
     assert fills(result) == []
     # Once the interval has cleared, the key is free for a later interval.
     later = T0 + 900_000
-    third = order("s2", "ask", 210_000, 100, later - 8, interval=later) | {"id": prefix + "3" * 48}
-    bid2 = order("b", "bid", 250_000, 100, later - 7, interval=later)
-    result = run(first, cancel(first["id"], "s1", T0 - 9), third, bid2, mode="call")
+    third = order_log.order("s2", "ask", 210_000, 100, later - 8, interval=later) | {
+        "id": prefix + "3" * 48
+    }
+    bid2 = order_log.order("b", "bid", 250_000, 100, later - 7, interval=later)
+    result = order_log.replay(
+        first, order_log.cancel(first["id"], "s1", T0 - 9), third, bid2, mode="call"
+    )
     assert result.rejects == []
     assert [f["ask"] for f in fills(result)] == [third["id"]]
 
@@ -350,39 +357,41 @@ def signed_order(key, side: str, price: int, ts: int, **fields: Any) -> dict[str
     return o.signed(key).to_dict()
 
 
-def test_verify_signatures_accepts_orders_and_cancels_signed_by_their_owners():
+def test_verify_signatures_accepts_orders_and_cancels_signed_by_their_owners(order_log):
     ask = signed_order(KEY_A, "ask", 200_000, T0 - 10)
     bid = signed_order(KEY_B, "bid", 250_000, T0 - 5)
     gone = signed_order(KEY_B, "bid", 240_000, T0 - 4)
     cancel_gone = Cancel(gone["id"], BOB, T0 - 3).signed(KEY_B).to_dict()
-    result = run(ask, bid, gone, cancel_gone, verify_signatures=True)
+    result = order_log.replay(ask, bid, gone, cancel_gone, verify_signatures=True)
     assert result.rejects == [] and len(fills(result)) == 1
     assert result.accepted["cancels"] == 1
 
 
-def test_verify_signatures_refuses_a_forged_signature_a_tampered_body_and_no_signature():
+def test_verify_signatures_refuses_a_forged_signature_a_tampered_body_and_no_signature(order_log):
     forged_order = Order("energy", "ask", 200_000, 100, ALICE, T0 - 10, T0)
     forged = forged_order.to_dict() | {"sig": sign(KEY_B, forged_order.body())}  # Bob signed
     tampered = signed_order(KEY_A, "ask", 200_000, T0 - 9) | {"price": 100_000}
     tampered_with_id = dict(tampered)
     tampered_with_id.pop("id")  # the id is then computed from the tampered body...
-    unsigned = order(ALICE, "ask", 200_000, 100, T0 - 8, interval=T0)
+    unsigned = order_log.order(ALICE, "ask", 200_000, 100, T0 - 8, interval=T0)
     alice_cancel = Cancel(unsigned["id"], ALICE, T0 - 7)
     bad_cancel = alice_cancel.to_dict() | {"sig": sign(KEY_B, alice_cancel.body())}
-    result = run(forged, tampered, tampered_with_id, unsigned, bad_cancel, verify_signatures=True)
+    result = order_log.replay(
+        forged, tampered, tampered_with_id, unsigned, bad_cancel, verify_signatures=True
+    )
     assert codes(result) == [(i, "bad-signature") for i in range(1, 6)]
     assert result.rejects[1].reason.startswith("id: does not match")
     assert result.rejects[2].reason.startswith("sig: not a valid signature")  # ...sig fails
     assert result.rejects[3].reason.startswith("sig: missing")
     # Without verification all of them are accepted as they are.
-    assert run(forged, tampered, tampered_with_id, unsigned, mode="cda").rejects == []
+    assert order_log.replay(forged, tampered, tampered_with_id, unsigned, mode="cda").rejects == []
 
 
-def test_strict_stops_at_a_bad_signature():
-    unsigned = order(ALICE, "ask", 200_000, 100, T0 - 8, interval=T0)
+def test_strict_stops_at_a_bad_signature(order_log):
+    unsigned = order_log.order(ALICE, "ask", 200_000, 100, T0 - 8, interval=T0)
     with pytest.raises(BadLineError) as err:
-        run(
-            order(ALICE, "ask", 1, 1, 0) | {"sig": "0" * 128},
+        order_log.replay(
+            order_log.order(ALICE, "ask", 1, 1, 0) | {"sig": "0" * 128},
             unsigned,
             strict=True,
             verify_signatures=True,
@@ -391,6 +400,9 @@ def test_strict_stops_at_a_bad_signature():
 
 
 # -- bad lines -------------------------------------------------------------------------------
+# A valid order line and account line, each made bad by one field below.
+_GOOD_ORDER = Order("energy", "bid", 5, 5, "b", 5, None).to_dict()
+_GOOD_ACCOUNT = {"type": "account", "owner": "z", "energy": 0, "money": 0, "bmax": None}
 BAD_LINES = [
     ("not json at all", "bad-json", "not JSON"),
     ('{"type": "order", "side": ', "bad-json", "not JSON"),
@@ -398,39 +410,39 @@ BAD_LINES = [
     ('{"type": "trade", "owner": "x"}', "bad-record", "type"),
     ('{"owner": "x", "energy": 1, "money": 1, "bmax": null}', "bad-record", "type: missing"),
     (
-        orjson.dumps({k: v for k, v in order("b", "bid", 5, 5, 5).items() if k != "qty"}),
+        orjson.dumps({k: v for k, v in _GOOD_ORDER.items() if k != "qty"}),
         "bad-record",
         "qty: missing",
     ),
-    (orjson.dumps(order("b", "bid", 5, 5, 5) | {"price": "5"}), "bad-record", "price:"),
-    (orjson.dumps(order("b", "bid", 5, 5, 5) | {"price": 5.0}), "bad-record", "price:"),
-    (orjson.dumps(order("b", "bid", 5, 5, 5) | {"price": True}), "bad-record", "price:"),
-    (orjson.dumps(order("b", "bid", 5, 5, 5) | {"price": 10**7 + 1}), "bad-record", "price:"),
-    (orjson.dumps(order("b", "bid", 5, 5, 5) | {"qty": 0}), "bad-record", "qty:"),
-    (orjson.dumps(order("b", "bid", 5, 5, 5) | {"qty": 2**31}), "bad-record", "qty:"),
-    (orjson.dumps(order("b", "bid", 5, 5, 5) | {"side": "buy"}), "bad-record", "side:"),
-    (orjson.dumps(order("b", "bid", 5, 5, 5) | {"side": ["bid"]}), "bad-record", "side:"),
-    (orjson.dumps(order("b", "bid", 5, 5, 5) | {"tif": "day"}), "bad-record", "tif:"),
-    (orjson.dumps(order("b", "bid", 5, 5, 5) | {"ts": -1}), "bad-record", "ts:"),
-    (orjson.dumps(order("b", "bid", 5, 5, 5) | {"owner": ""}), "bad-record", "owner:"),
-    (orjson.dumps(order("b", "bid", 5, 5, 5) | {"colour": "red"}), "bad-record", "colour:"),
-    (orjson.dumps(order("b", "bid", 5, 5, 5) | {"sig": "xyz"}), "bad-record", "sig:"),
+    (orjson.dumps(_GOOD_ORDER | {"price": "5"}), "bad-record", "price:"),
+    (orjson.dumps(_GOOD_ORDER | {"price": 5.0}), "bad-record", "price:"),
+    (orjson.dumps(_GOOD_ORDER | {"price": True}), "bad-record", "price:"),
+    (orjson.dumps(_GOOD_ORDER | {"price": 10**7 + 1}), "bad-record", "price:"),
+    (orjson.dumps(_GOOD_ORDER | {"qty": 0}), "bad-record", "qty:"),
+    (orjson.dumps(_GOOD_ORDER | {"qty": 2**31}), "bad-record", "qty:"),
+    (orjson.dumps(_GOOD_ORDER | {"side": "buy"}), "bad-record", "side:"),
+    (orjson.dumps(_GOOD_ORDER | {"side": ["bid"]}), "bad-record", "side:"),
+    (orjson.dumps(_GOOD_ORDER | {"tif": "day"}), "bad-record", "tif:"),
+    (orjson.dumps(_GOOD_ORDER | {"ts": -1}), "bad-record", "ts:"),
+    (orjson.dumps(_GOOD_ORDER | {"owner": ""}), "bad-record", "owner:"),
+    (orjson.dumps(_GOOD_ORDER | {"colour": "red"}), "bad-record", "colour:"),
+    (orjson.dumps(_GOOD_ORDER | {"sig": "xyz"}), "bad-record", "sig:"),
     ('{"type": "cancel", "id": "x", "owner": "b"}', "bad-record", "ts: missing"),
-    (orjson.dumps(account("z", -1, 0)), "bad-record", "energy:"),
-    (orjson.dumps(account("z", 0, 2**62)), "bad-record", "money:"),
+    (orjson.dumps(_GOOD_ACCOUNT | {"energy": -1}), "bad-record", "energy:"),
+    (orjson.dumps(_GOOD_ACCOUNT | {"money": 2**62}), "bad-record", "money:"),
 ]
 
 
 @pytest.mark.parametrize(("line", "code", "reason"), BAD_LINES)
 @pytest.mark.parametrize("mode", ["cda", "call"])
 def test_a_bad_line_is_refused_with_its_line_number_and_reason_and_replay_goes_on(
-    line, code, reason, mode
+    order_log, line, code, reason, mode
 ):
-    ask = order("seller", "ask", 200_000, 100, T0 - 10, interval=T0)
-    bid = order("buyer", "bid", 250_000, 100, T0 - 5, interval=T0)
+    ask = order_log.order("seller", "ask", 200_000, 100, T0 - 10, interval=T0)
+    bid = order_log.order("buyer", "bid", 250_000, 100, T0 - 5, interval=T0)
     # A known owner and market first, so the bad order line meets the fast path too.
-    warmup = order("b", "bid", 5, 5, 5, interval=T0)
-    result = run(warmup, ask, line, bid, mode=mode)
+    warmup = order_log.order("b", "bid", 5, 5, 5, interval=T0)
+    result = order_log.replay(warmup, ask, line, bid, mode=mode)
     [reject] = result.rejects
     assert (reject.line, reject.code) == (3, code)
     assert reason in reject.reason
@@ -438,30 +450,32 @@ def test_a_bad_line_is_refused_with_its_line_number_and_reason_and_replay_goes_o
     assert len(fills(result)) == 1  # the good lines around it still trade
 
 
-def test_strict_stops_at_the_first_bad_line():
-    ask = order("seller", "ask", 200_000, 100, T0 - 10, interval=T0)
+def test_strict_stops_at_the_first_bad_line(order_log):
+    ask = order_log.order("seller", "ask", 200_000, 100, T0 - 10, interval=T0)
     with pytest.raises(BadLineError) as err:
-        run(ask, "{oops", '{"type": "nope"}', strict=True)
+        order_log.replay(ask, "{oops", '{"type": "nope"}', strict=True)
     assert err.value.reject.line == 2 and err.value.reject.code == "bad-json"
     assert str(err.value).startswith("line 2: bad-json: not JSON")
 
 
-def test_strict_goes_on_past_refusals_under_the_market_rules():
-    ask = order("seller", "ask", 200_000, 100, T0 - 10, interval=T0)
-    late = order("buyer", "bid", 250_000, 100, T0 + 1, interval=T0)
-    result = run(ask, late, cancel(ask["id"], "mallory", T0 + 2), strict=True)
+def test_strict_goes_on_past_refusals_under_the_market_rules(order_log):
+    ask = order_log.order("seller", "ask", 200_000, 100, T0 - 10, interval=T0)
+    late = order_log.order("buyer", "bid", 250_000, 100, T0 + 1, interval=T0)
+    result = order_log.replay(
+        ask, late, order_log.cancel(ask["id"], "mallory", T0 + 2), strict=True
+    )
     assert [code for _line, code in codes(result)] == ["late", "not-owner"]
 
 
-def test_blank_lines_are_skipped_and_not_counted():
-    ask = order("seller", "ask", 200_000, 100, T0 + 1)
-    result = run("", ask, "   ", "\r", mode="cda")
+def test_blank_lines_are_skipped_and_not_counted(order_log):
+    ask = order_log.order("seller", "ask", 200_000, 100, T0 + 1)
+    result = order_log.replay("", ask, "   ", "\r", mode="cda")
     assert result.rejects == [] and result.events == 1
 
 
-def test_crlf_line_ends_and_a_byte_order_mark_are_accepted():
-    ask = orjson.dumps(order("seller", "ask", 200_000, 100, T0 + 1))
-    bid = orjson.dumps(order("buyer", "bid", 250_000, 100, T0 + 2))
+def test_crlf_line_ends_and_a_byte_order_mark_are_accepted(order_log):
+    ask = orjson.dumps(order_log.order("seller", "ask", 200_000, 100, T0 + 1))
+    bid = orjson.dumps(order_log.order("buyer", "bid", 250_000, 100, T0 + 2))
     data = b"\xef\xbb\xbf" + ask + b"\r\n" + bid + b"\r\n"
     result = replay(io.BytesIO(data), ReplayOptions(mode="cda"))
     assert result.rejects == [] and len(fills(result)) == 1
@@ -503,13 +517,15 @@ _fields = ["type", "market", "side", "price", "qty", "owner", "ts", "interval", 
     changes=st.dictionaries(st.sampled_from([*_fields, "sig", "extra"]), _values, max_size=3),
     drop=st.sets(st.sampled_from(_fields), max_size=2),
 )
-def test_a_line_is_refused_as_a_bad_record_exactly_when_records_refuses_it(changes, drop):
-    line = order("b", "bid", 250_000, 100, T0 - 5, interval=T0) | {"id": "e" * 64}
+def test_a_line_is_refused_as_a_bad_record_exactly_when_records_refuses_it(
+    order_log, changes, drop
+):
+    line = order_log.order("b", "bid", 250_000, 100, T0 - 5, interval=T0) | {"id": "e" * 64}
     line.update(changes)
     for name in drop:
         line.pop(name, None)
-    warmup = order("b", "ask", 300_000, 1, T0 - 10, interval=T0)  # known owner and market
-    result = run(warmup, line, mode="cda")
+    warmup = order_log.order("b", "ask", 300_000, 1, T0 - 10, interval=T0)  # known owner and market
+    result = order_log.replay(warmup, line, mode="cda")
     try:
         record = parse_record(orjson.loads(orjson.dumps(line)))
         refused_by_records = isinstance(record, Order) and record.qty > 2**31 - 1
@@ -519,13 +535,13 @@ def test_a_line_is_refused_as_a_bad_record_exactly_when_records_refuses_it(chang
 
 
 # -- accounts --------------------------------------------------------------------------------
-def test_accounts_cap_trading_and_owners_without_one_trade_freely():
-    result = run(
-        account("seller", 50, 0, bmax=1_000),
-        account("buyer", 0, 10 * 200_000, bmax=None),  # money for 10 Wh at 200000
-        order("seller", "ask", 200_000, 100, T0 + 1),
-        order("buyer", "bid", 200_000, 100, T0 + 2),
-        order("free", "bid", 200_000, 100, T0 + 3),  # no account: no caps
+def test_accounts_cap_trading_and_owners_without_one_trade_freely(order_log):
+    result = order_log.replay(
+        order_log.account("seller", 50, 0, bmax=1_000),
+        order_log.account("buyer", 0, 10 * 200_000, bmax=None),  # money for 10 Wh at 200000
+        order_log.order("seller", "ask", 200_000, 100, T0 + 1),
+        order_log.order("buyer", "bid", 200_000, 100, T0 + 2),
+        order_log.order("free", "bid", 200_000, 100, T0 + 3),  # no account: no caps
         mode="cda",
     )
     rows = fills(result)
@@ -535,12 +551,12 @@ def test_accounts_cap_trading_and_owners_without_one_trade_freely():
     assert result.closing[handles["buyer"]] == (10, 0, None)
 
 
-def test_an_account_line_after_the_owners_first_order_or_twice_is_refused():
-    result = run(
-        account("a", 100, 0),
-        order("b", "bid", 200_000, 100, T0 + 1),
-        account("b", 0, 0),
-        account("a", 5, 5),
+def test_an_account_line_after_the_owners_first_order_or_twice_is_refused(order_log):
+    result = order_log.replay(
+        order_log.account("a", 100, 0),
+        order_log.order("b", "bid", 200_000, 100, T0 + 1),
+        order_log.account("b", 0, 0),
+        order_log.account("a", 5, 5),
         mode="cda",
     )
     assert codes(result) == [(3, "account-refused"), (4, "account-refused")]
@@ -646,11 +662,11 @@ def test_call_intervals_report_the_clearing_price_of_their_fills(tmp_path):
         assert stats.executable_orders <= stats.orders
 
 
-def test_outputs_escape_odd_owner_and_id_strings_like_orjson_and_csv(tmp_path):
+def test_outputs_escape_odd_owner_and_id_strings_like_orjson_and_csv(order_log, tmp_path):
     odd_owner = 'Ann "the sun", Flat 3\nNorth – ☀'
-    ask = order(odd_owner, "ask", 200_000, 100, T0 + 1) | {"id": 'a,"b"\\c\td'}
-    bid = order("plain", "bid", 250_000, 100, T0 + 2)
-    result = run(ask, bid, mode="cda")
+    ask = order_log.order(odd_owner, "ask", 200_000, 100, T0 + 1) | {"id": 'a,"b"\\c\td'}
+    bid = order_log.order("plain", "bid", 250_000, 100, T0 + 2)
+    result = order_log.replay(ask, bid, mode="cda")
     out = io.BytesIO()
     write_trades(result, out)
     assert out.getvalue() == b"".join(orjson.dumps(row) + b"\n" for row in result.trade_rows())

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 
 from wattmesh.exchange.replay.replay import ReplayOptions, ReplayResult, replay
@@ -17,26 +14,9 @@ from wattmesh.exchange.replay.to_ledger import (
     settle_into_ledger,
 )
 from wattmesh.settlement.ledger import Ledger
-from wattmesh.settlement.records import Order
 
 L = 900_000
 T0 = 1_718_928_000_000
-
-
-def order(owner: str, side: str, price: int, qty: int, ts: int, interval: int | None = None):
-    return Order("energy", side, price, qty, owner, ts, interval).to_dict()
-
-
-def account(owner: str, energy: int, money: int, bmax: int | None = None) -> dict[str, Any]:
-    return {"type": "account", "owner": owner, "energy": energy, "money": money, "bmax": bmax}
-
-
-def log_bytes(*events: dict[str, Any]) -> bytes:
-    return b"".join(orjson.dumps(e) + b"\n" for e in events)
-
-
-def run(*events: dict[str, Any], **options: Any) -> ReplayResult:
-    return replay(io.BytesIO(log_bytes(*events)), ReplayOptions(**options))
 
 
 def sample(mode: str) -> ReplayResult:
@@ -72,16 +52,16 @@ def test_the_same_log_gives_the_same_head_and_a_verified_ledger(tmp_path, mode):
         assert led.genesis() == genesis_body(sample(mode))
 
 
-def test_call_mode_books_each_interval_then_closes_it(tmp_path):
+def test_call_mode_books_each_interval_then_closes_it(order_log, tmp_path):
     log = (
-        account("alice", 0, 10**12, 5_000),
-        account("bob", 1_000, 0),
-        order("alice", "bid", 200_000, 300, T0 - 10, T0 + L),
-        order("bob", "ask", 150_000, 300, T0 - 5, T0 + L),
-        order("alice", "bid", 210_000, 200, T0 + L + 1, T0 + 2 * L),
-        order("bob", "ask", 160_000, 200, T0 + L + 2, T0 + 2 * L),
+        order_log.account("alice", 0, 10**12, 5_000),
+        order_log.account("bob", 1_000, 0),
+        order_log.order("alice", "bid", 200_000, 300, T0 - 10, T0 + L),
+        order_log.order("bob", "ask", 150_000, 300, T0 - 5, T0 + L),
+        order_log.order("alice", "bid", 210_000, 200, T0 + L + 1, T0 + 2 * L),
+        order_log.order("bob", "ask", 160_000, 200, T0 + L + 2, T0 + 2 * L),
     )
-    result = run(*log, mode="call")
+    result = order_log.replay(*log, mode="call")
     s = settle_into_ledger(result, tmp_path / "l.db")
     assert s.trades == len(result.trades) == 2 and s.closes == 2 and s.self_fills == 0
     # alice opens with money only, bob with energy only
@@ -103,18 +83,18 @@ def test_call_mode_books_each_interval_then_closes_it(tmp_path):
         assert led.balances()["@bank"]["money"] == -(10**12)
 
 
-def test_cda_buckets_fills_by_interval_and_stamps_each_at_its_fill(tmp_path):
+def test_cda_buckets_fills_by_interval_and_stamps_each_at_its_fill(order_log, tmp_path):
     log = (
-        account("alice", 0, 10**12),
-        account("bob", 1_000, 0),
-        order("bob", "ask", 150_000, 100, T0 + 1),
-        order("alice", "bid", 200_000, 100, T0 + 2),
-        order("bob", "ask", 150_000, 100, T0 + 3),
-        order("alice", "bid", 200_000, 100, T0 + 4),
-        order("bob", "ask", 150_000, 100, T0 + L + 7),
-        order("alice", "bid", 200_000, 100, T0 + L + 8),
+        order_log.account("alice", 0, 10**12),
+        order_log.account("bob", 1_000, 0),
+        order_log.order("bob", "ask", 150_000, 100, T0 + 1),
+        order_log.order("alice", "bid", 200_000, 100, T0 + 2),
+        order_log.order("bob", "ask", 150_000, 100, T0 + 3),
+        order_log.order("alice", "bid", 200_000, 100, T0 + 4),
+        order_log.order("bob", "ask", 150_000, 100, T0 + L + 7),
+        order_log.order("alice", "bid", 200_000, 100, T0 + L + 8),
     )
-    result = run(*log, mode="cda")
+    result = order_log.replay(*log, mode="cda")
     s = settle_into_ledger(result, tmp_path / "l.db")
     assert s.trades == len(result.trades) == 3 and s.closes == 2
     assert_matches_replay(result, tmp_path / "l.db")
@@ -133,11 +113,13 @@ def test_self_fills_are_counted_not_booked(tmp_path):
     assert_matches_replay(result, tmp_path / "l.db")
 
 
-def test_a_fill_by_an_owner_without_an_account_line_is_refused_and_nothing_written(tmp_path):
-    result = run(
-        account("alice", 0, 10**12),
-        order("carol", "ask", 150_000, 100, T0 - 5, T0),
-        order("alice", "bid", 200_000, 100, T0 - 4, T0),
+def test_a_fill_by_an_owner_without_an_account_line_is_refused_and_nothing_written(
+    order_log, tmp_path
+):
+    result = order_log.replay(
+        order_log.account("alice", 0, 10**12),
+        order_log.order("carol", "ask", 150_000, 100, T0 - 5, T0),
+        order_log.order("alice", "bid", 200_000, 100, T0 - 4, T0),
     )
     assert len(result.trades) == 1
     with pytest.raises(ReplayLedgerError, match="carol traded without an account line"):
@@ -145,8 +127,11 @@ def test_a_fill_by_an_owner_without_an_account_line_is_refused_and_nothing_writt
     assert not (tmp_path / "l.db").exists()
 
 
-def test_an_uncapped_owner_without_fills_is_left_out(tmp_path):
-    result = run(account("alice", 0, 10**12), order("carol", "ask", 150_000, 100, T0 - 5, T0))
+def test_an_uncapped_owner_without_fills_is_left_out(order_log, tmp_path):
+    result = order_log.replay(
+        order_log.account("alice", 0, 10**12),
+        order_log.order("carol", "ask", 150_000, 100, T0 - 5, T0),
+    )
     s = settle_into_ledger(result, tmp_path / "l.db")
     assert s.left_out == ("carol",) and s.members == 1
 
@@ -173,7 +158,7 @@ def test_cli_writes_the_ledger_and_keeps_the_summary(console, tmp_path):
     assert code == 0 and out.startswith("ok: 562 entries")
 
 
-def test_cli_refuses_an_existing_ledger_and_an_uncapped_trader(console, tmp_path):
+def test_cli_refuses_an_existing_ledger_and_an_uncapped_trader(order_log, console, tmp_path):
     target = tmp_path / "l.db"
     assert console("replay", "--ledger", str(target))[0] == 0
     code, _out, err = console("replay", "--ledger", str(target))
@@ -181,9 +166,9 @@ def test_cli_refuses_an_existing_ledger_and_an_uncapped_trader(console, tmp_path
     assert err.startswith("wattmesh: error: --ledger: ") and err.count("\n") == 1
     log = tmp_path / "log.jsonl"
     log.write_bytes(
-        log_bytes(
-            order("carol", "ask", 150_000, 100, T0 - 5, T0),
-            order("dave", "bid", 200_000, 100, T0 - 4, T0),
+        order_log.to_bytes(
+            order_log.order("carol", "ask", 150_000, 100, T0 - 5, T0),
+            order_log.order("dave", "bid", 200_000, 100, T0 - 4, T0),
         )
     )
     code, _out, err = console("replay", str(log), "--ledger", str(tmp_path / "n.db"))
@@ -243,10 +228,12 @@ def test_storage_rate_zero_is_todays_ledger(tmp_path):
     assert "storage_rate" not in genesis_body(sample("call"))
 
 
-def test_storage_rate_refusals(tmp_path):
+def test_storage_rate_refusals(order_log, tmp_path):
     with pytest.raises(ReplayLedgerError, match="needs call mode"):
         settle_into_ledger(sample("cda"), tmp_path / "c.db", storage_rate=1)
-    no_bmax = run(account("alice", 10, 10**12), account("bob", 1_000, 0), mode="call")
+    no_bmax = order_log.replay(
+        order_log.account("alice", 10, 10**12), order_log.account("bob", 1_000, 0), mode="call"
+    )
     with pytest.raises(ReplayLedgerError, match="storage provider"):
         settle_into_ledger(no_bmax, tmp_path / "n.db", storage_rate=1)
     with pytest.raises(ReplayLedgerError, match="integer >= 0"):

@@ -2,37 +2,25 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from wattmesh.exchange.replay.replay import (
     DEFAULT_FEEDIN_PRICE,
     DEFAULT_RETAIL_PRICE,
-    ReplayOptions,
     ReplayResult,
-    replay,
 )
 from wattmesh.exchange.replay.to_ledger import settle_into_ledger
 from wattmesh.settlement.keys import generate_key, peer_id_of
 from wattmesh.settlement.ledger import Ledger
-from wattmesh.settlement.records import Order, Reading
+from wattmesh.settlement.records import Reading
 
 L = 900_000
 T0 = 1_718_928_000_000
 ANN_METER = generate_key()
 BOB_METER = generate_key()
-
-
-def order(owner: str, side: str, price: int, qty: int, ts: int, interval: int | None = None):
-    return Order("energy", side, price, qty, owner, ts, interval).to_dict()
-
-
-def account(owner: str, energy: int, money: int, bmax: int | None) -> dict[str, Any]:
-    return {"type": "account", "owner": owner, "energy": energy, "money": money, "bmax": bmax}
 
 
 def meter(key, owner: str, max_power_w: int | None = None) -> dict[str, Any]:
@@ -45,11 +33,6 @@ def meter(key, owner: str, max_power_w: int | None = None) -> dict[str, Any]:
 def reading(key, seq: int, produced: int, consumed: int, start: int = T0 - L) -> dict[str, Any]:
     start += (seq - 1) * L
     return Reading(peer_id_of(key), start, start + L, produced, consumed, seq).signed(key).to_dict()
-
-
-def run(*events: dict[str, Any], **options: Any) -> ReplayResult:
-    data = b"".join(orjson.dumps(e) + b"\n" for e in events)
-    return replay(io.BytesIO(data), ReplayOptions(**options))
 
 
 def closing(result: ReplayResult, owner: str) -> tuple[int, int]:
@@ -70,16 +53,16 @@ def settled(result: ReplayResult, path: Path) -> Ledger:
     return led
 
 
-HOUSES = (
-    account("ann", 1_000, 10**12, 5_000),
-    account("bob", 0, 10**12, 20_000),
+HOUSES = (  # two account lines and their meters
+    {"type": "account", "owner": "ann", "energy": 1_000, "money": 10**12, "bmax": 5_000},
+    {"type": "account", "owner": "bob", "energy": 0, "money": 10**12, "bmax": 20_000},
     meter(ANN_METER, "ann", max_power_w=20_000),
     meter(BOB_METER, "bob"),
 )
 
 
-def test_readings_change_balances_as_design_says() -> None:
-    result = run(
+def test_readings_change_balances_as_design_says(order_log) -> None:
+    result = order_log.replay(
         *HOUSES,
         reading(ANN_METER, 1, 4_700, 200),  # 1000 + 4500 -> 5000 at Bmax, 500 exported
         reading(BOB_METER, 1, 0, 300),  # bob holds nothing: 300 imported
@@ -91,33 +74,39 @@ def test_readings_change_balances_as_design_says() -> None:
     assert (s["readings"], s["exported_wh"], s["imported_wh"]) == (2, 500, 300)
 
 
-def test_a_reading_before_the_gate_lets_a_household_sell_what_it_produced(tmp_path) -> None:
+def test_a_reading_before_the_gate_lets_a_household_sell_what_it_produced(
+    order_log, tmp_path
+) -> None:
     # ann holds 1000 Wh and asks 3000; her panels produce 2500 more before the gate.
     events = [
         *HOUSES,
-        order("ann", "ask", 100_000, 3_000, T0 + 1, T0 + L),
-        order("bob", "bid", 200_000, 3_000, T0 + 2, T0 + L),
+        order_log.order("ann", "ask", 100_000, 3_000, T0 + 1, T0 + L),
+        order_log.order("bob", "bid", 200_000, 3_000, T0 + 2, T0 + L),
         reading(ANN_METER, 1, 2_500, 0, start=T0),
-        order("bob", "bid", 200_000, 1, T0 + L + 5, T0 + 2 * L),  # moves the clock past T0+L
+        order_log.order(
+            "bob", "bid", 200_000, 1, T0 + L + 5, T0 + 2 * L
+        ),  # moves the clock past T0+L
     ]
-    result = run(*events)
+    result = order_log.replay(*events)
     assert sum(result.trades.qty) == 3_000  # without the reading only 1000 could clear
-    without = run(*events[:-2], events[-1])
+    without = order_log.replay(*events[:-2], events[-1])
     assert sum(without.trades.qty) == 1_000
     led = settled(result, tmp_path / "l.db")
     kinds = [e.kind for e in led.entries()]
     assert kinds.index("reading") < kinds.index("trade")
 
 
-def test_cda_a_reading_makes_a_resting_order_executable_and_the_ledger_agrees(tmp_path):
+def test_cda_a_reading_makes_a_resting_order_executable_and_the_ledger_agrees(order_log, tmp_path):
     events = [
         *HOUSES,
-        order("bob", "bid", 200_000, 1_500, T0 + 1),
-        order("ann", "ask", 150_000, 1_500, T0 + 2),  # ann holds 1000: 1000 fill, 500 rest
+        order_log.order("bob", "bid", 200_000, 1_500, T0 + 1),
+        order_log.order(
+            "ann", "ask", 150_000, 1_500, T0 + 2
+        ),  # ann holds 1000: 1000 fill, 500 rest
         reading(ANN_METER, 1, 900, 100, start=T0),  # +800: the resting 500 can now fill
-        order("bob", "bid", 100_000, 10, T0 + 3),
+        order_log.order("bob", "bid", 100_000, 10, T0 + 3),
     ]
-    result = run(*events, mode="cda")
+    result = order_log.replay(*events, mode="cda")
     assert result.trades.qty == [1_000, 500]
     assert closing(result, "ann") == (300, 10**12 + 1_500 * 200_000)
     led = settled(result, tmp_path / "l.db")
@@ -125,13 +114,13 @@ def test_cda_a_reading_makes_a_resting_order_executable_and_the_ledger_agrees(tm
     assert kinds == ["trade", "reading", "trade"]
 
 
-def test_the_same_log_with_readings_gives_the_same_ledger(tmp_path) -> None:
+def test_the_same_log_with_readings_gives_the_same_ledger(order_log, tmp_path) -> None:
     events = [*HOUSES, reading(ANN_METER, 1, 4_700, 200), reading(BOB_METER, 1, 0, 300),
-              order("ann", "ask", 100_000, 100, T0 + 1, T0 + L),
-              order("bob", "bid", 200_000, 100, T0 + 2, T0 + L)]  # fmt: skip
+              order_log.order("ann", "ask", 100_000, 100, T0 + 1, T0 + L),
+              order_log.order("bob", "bid", 200_000, 100, T0 + 2, T0 + L)]  # fmt: skip
     heads = []
     for name in ("a.db", "b.db"):
-        with settled(run(*events), tmp_path / name) as led:
+        with settled(order_log.replay(*events), tmp_path / name) as led:
             heads.append(led.head_text())
             assert {"grid_export", "grid_import"} <= {e.kind for e in led.entries()}
     assert heads[0] == heads[1]
@@ -148,17 +137,17 @@ def test_the_same_log_with_readings_gives_the_same_ledger(tmp_path) -> None:
         (meter(ANN_METER, "bob"), "meter-refused", "already registered"),
     ],
 )  # fmt: skip
-def test_refused_meter_and_reading_lines_change_nothing(line, code, reason) -> None:
-    before = run(*HOUSES)
-    result = run(*HOUSES, line)
+def test_refused_meter_and_reading_lines_change_nothing(order_log, line, code, reason) -> None:
+    before = order_log.replay(*HOUSES)
+    result = order_log.replay(*HOUSES, line)
     [reject] = result.rejects
     assert reject.code == code and reason in reject.reason
     assert result.closing == before.closing
 
 
-def test_a_replayed_reading_is_refused() -> None:
+def test_a_replayed_reading_is_refused(order_log) -> None:
     r = reading(ANN_METER, 1, 100, 0)
-    result = run(*HOUSES, r, r)
+    result = order_log.replay(*HOUSES, r, r)
     [reject] = result.rejects
     assert "out-of-order" in reject.reason and result.accepted["readings"] == 1
     assert closing(result, "ann")[0] == 1_100
