@@ -73,8 +73,8 @@ class _Store:
     def ids(self, _t: int) -> list[str]:
         return ["a" * 64, "b" * 64]
 
-    def messages(self, ids: Any) -> list[tuple[str, bytes]]:
-        return [("order", b"{}") for i in ids if i == "a" * 64]
+    def messages(self, ids: Any) -> list[tuple[str, str, bytes]]:
+        return [(i, "order", b"{}") for i in ids if i == "a" * 64]
 
 
 class _Node:

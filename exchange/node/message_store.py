@@ -183,8 +183,8 @@ class MessageStore:
         """The set digest of ``interval`` as held now."""
         return set_digest(self.ids(interval))
 
-    def messages(self, ids: Iterable[str]) -> list[tuple[str, bytes]]:
-        """(kind, canonical bytes) of the held messages among ``ids``."""
+    def messages(self, ids: Iterable[str]) -> list[tuple[str, str, bytes]]:
+        """(id, kind, canonical bytes) of the held messages among ``ids``, in their order."""
         wanted = list(ids)
         found: dict[str, tuple[str, bytes]] = {}
         for k in range(0, len(wanted), 500):  # SQLite's limit on bound parameters
@@ -195,7 +195,7 @@ class MessageStore:
             )
             for message_id, kind, data in rows:
                 found[message_id] = (kind, bytes(data))
-        return [found[i] for i in wanted if i in found]
+        return [(i, *found[i]) for i in wanted if i in found]
 
     # -- votes and the sets they name --
 

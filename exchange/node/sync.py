@@ -6,9 +6,10 @@ request/response (:mod:`.p2p`). Four requests, JSON in, JSON out:
 - ``{"op": "set", "interval": t}`` -> ``{"interval", "state", "set", "ids", "close"}``:
   the peer's message ids for ``t`` (sorted) and their digest; ``state`` is ``settled``
   (``close`` is then the hash of its interval_close entry) or ``open``;
-- ``{"op": "get", "interval": t, "ids": [...]}`` -> ``{"messages": [[kind, text], ...]}``:
-  the canonical bytes of the messages it holds among ``ids`` (at most
-  :data:`MAX_IDS_PER_GET` per request);
+- ``{"op": "get", "interval": t, "ids": [...]}`` -> ``{"messages": [[kind, text], ...],
+  "rest": [...]}``: the canonical bytes of the messages it holds among ``ids`` (at most
+  :data:`MAX_IDS_PER_GET` per request), up to :data:`MAX_ANSWER_BYTES` of them so the
+  answer fits one frame; ``rest`` names the ones it holds but left for another request;
 - ``{"op": "votes", "interval": t}`` -> ``{"votes": [text, ...], "certificate": ...}``:
   the signed votes it holds for ``t``, and once it has settled ``t`` the certificate it
   settled by;
@@ -48,11 +49,21 @@ from wattmesh.settlement.certificate import Certificate, IntervalVote, check_cer
 if TYPE_CHECKING:
     from wattmesh.exchange.node.household import HouseholdNode
 
-__all__ = ["MAX_IDS_PER_GET", "fetch_certified", "gather", "pull_votes", "serve"]
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "MAX_IDS_PER_GET",
+    "fetch_certified",
+    "gather",
+    "pull_votes",
+    "serve",
+]
 
 logger = logging.getLogger("wattmesh.sync")
 
 MAX_IDS_PER_GET = 2000
+# The messages in one get answer: a JSON string may double a message's bytes (every quote
+# escaped), so 6 MiB of them stay well inside the transport's 16 MiB frame.
+MAX_ANSWER_BYTES = 6 * 1024 * 1024
 MAX_SET_IDS = 100_000  # far above any interval's budget (docs/node.md); a set is ~66 B/id
 MAX_VOTES = 4096  # in one answer: every member's votes over many rounds
 REQUEST_TIMEOUT_S = 5.0
@@ -89,7 +100,14 @@ def serve(node: HouseholdNode, peer: str, request: bytes) -> bytes:
         if type(ids) is not list or len(ids) > MAX_IDS_PER_GET:
             raise ValueError(f"ids: a list of at most {MAX_IDS_PER_GET} message ids")
         found = node.store.messages(i for i in ids if type(i) is str)
-        return orjson.dumps({"messages": [[kind, data.decode()] for kind, data in found]})
+        sent, rest, size = [], [], 0
+        for message_id, kind, data in found:
+            if sent and size + len(data) > MAX_ANSWER_BYTES:
+                rest.append(message_id)  # at least one message goes in every answer
+            else:
+                sent.append([kind, data.decode()])
+                size += len(data)
+        return orjson.dumps({"messages": sent, "rest": rest})
     if op == "votes":
         cert = node.ledger.certificate(t) if t in node.closes else None
         votes = [v.to_dict() for v in node.admission.votes.votes(t)][:MAX_VOTES]
@@ -126,14 +144,25 @@ def reachable_members(node: HouseholdNode) -> list[str]:
 async def _get(node: HouseholdNode, peer: str, t: int, ids: list[str]) -> list[tuple[str, bytes]]:
     """The messages among ``ids`` that ``peer`` serves for ``t``, orders before cancels."""
     got: list[tuple[str, bytes]] = []
-    for k in range(0, len(ids), MAX_IDS_PER_GET):
-        answer = await _ask(node, peer, {"op": "get", "interval": t,
-                                         "ids": ids[k:k + MAX_IDS_PER_GET]})  # fmt: skip
+    asks = [ids[k : k + MAX_IDS_PER_GET] for k in range(0, len(ids), MAX_IDS_PER_GET)]
+    while asks:
+        chunk = asks.pop()
+        answer = await _ask(node, peer, {"op": "get", "interval": t, "ids": chunk})
         if type(answer) is not dict or type(answer.get("messages")) is not list:
             continue
+        served = 0
         for item in answer["messages"]:
             if type(item) is list and len(item) == 2 and all(type(x) is str for x in item):
                 got.append((item[0], item[1].encode()))
+                served += 1
+        # What did not fit the answer's bytes is asked for again; only ids we asked for,
+        # and only while every answer brings something, so a peer cannot keep us asking.
+        rest = answer.get("rest")
+        if served and type(rest) is list:
+            wanted = set(chunk)
+            again = [i for i in rest if type(i) is str and i in wanted][: len(chunk) - 1]
+            if again:
+                asks.append(again)
     got.sort(key=lambda kd: kd[0] == "cancel")  # the orders a cancel names come first
     return got
 
