@@ -184,7 +184,8 @@ def demo(
 
     from rich.console import Console
 
-    from wattmesh.exchange.demo.run import DemoError, format_interval, format_report, run_demo
+    from wattmesh.exchange.demo.report import format_interval, format_report
+    from wattmesh.exchange.demo.run import DemoError, run_demo
 
     def on_term(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt  # stop the nodes on the way out, as for Ctrl-C

@@ -13,15 +13,8 @@ every node. It returns a :class:`DemoResult` (data only); :func:`format_interval
 
 Every process it starts is stopped again on every way out (SIGTERM, SIGKILL after a
 timeout), Ctrl-C and errors included; on Linux a node also gets SIGTERM if the demo
-process itself dies.
-
-Savings: each household is compared with a grid-alone twin that has the same meter
-readings and the same ``bmax`` storage, starting from the same opening energy, but no
-market (:func:`fold_ledger`). Cost = grid imports at retail - exports at feed-in + money
-paid for trades - money received + fees. A run of a few hours leaves the market household
-and its twin with different amounts of energy in storage (a buyer has filled its storage, a
-seller has emptied it), so the savings also count that difference at the run's average
-trade price: energy bought and still held is worth what it cost in the market.
+process itself dies. What it sets up is :mod:`.plan`, the savings :mod:`.accounts`, the
+text :mod:`.report`.
 """
 
 from __future__ import annotations
@@ -32,63 +25,57 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from wattmesh.exchange import clock
 from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec, dump_community
+from wattmesh.exchange.demo.accounts import (
+    HouseholdAccount,
+    IntervalStats,
+    LedgerAccounts,
+    fold_ledger,
+)
+from wattmesh.exchange.demo.plan import (
+    INTERVAL_MS,
+    SITE_OFFSET_MS,
+    STATUS,
+    STDERR,
+    STOP_TIMEOUT_S,
+    SUNNY_START_MS,
+    HouseholdSetup,
+    bootstrap_peers,
+    clock_text,
+    free_ports,
+    plan_households,
+)
 from wattmesh.exchange.node.config import (
     DEFAULT_FILES,
-    BotConfig,
-    MeterConfig,
     init_data_dir,
     write_node_config,
 )
-from wattmesh.exchange.units import MICRO, NANO, price_text
-from wattmesh.meters.simulated import DEFAULT_SITE, SITES
 from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.keys import generate_key, peer_id_of, save_key
-from wattmesh.settlement.ledger import Ledger, LedgerEntry
-from wattmesh.settlement.readings import apply_reading
+from wattmesh.settlement.ledger import Ledger
 
 __all__ = [
     "Contention",
     "DemoError",
     "DemoResult",
-    "HouseholdAccount",
-    "HouseholdSetup",
     "IntervalReport",
-    "LedgerAccounts",
     "NodeReport",
-    "SUNNY_START_MS",
-    "fold_ledger",
-    "format_interval",
-    "format_report",
-    "plan_households",
+    "clock_speed",
     "run_demo",
+    "startup_seconds",
 ]
-
-INTERVAL_MS = clock.DEFAULT_INTERVAL_MS  # 15-minute intervals
-# 2026-06-21 15:00 UTC: 10:00 at the simulated meters' site (Greensboro, UTC-5, docs/
-# meters-sim.md), a sunny June morning, so the PV households have energy to sell.
-SUNNY_START_MS = int(datetime(2026, 6, 21, 15, 0, tzinfo=UTC).timestamp() * 1000)
-SITE_OFFSET_MS = SITES[DEFAULT_SITE].utc_offset_h * 3_600_000  # the builtin meter's site
-OPENING_MONEY = 50 * NANO  # 50.00 each: far more than two hours of bids and bills
-FULL_MESH_MAX = 8  # up to this many nodes every node dials every other
-MESH_DEGREE = 4  # above it, each node dials this many others (its ring neighbour included)
-STOP_TIMEOUT_S = 20.0  # how long a node may take to exit after SIGTERM
-STATUS = "status.json"  # the node's status file (exchange/node/household.py writes it)
-STDERR = "node.stderr"  # the node's stderr: its log lines (as node.log) and any traceback
 
 
 class DemoError(WattmeshError, RuntimeError):
@@ -99,271 +86,6 @@ class DemoError(WattmeshError, RuntimeError):
         super().__init__(message)
         self.tail = tuple(tail)
         self.root: Path | None = None  # the kept data directories, once known
-
-
-# -- the households -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HouseholdSetup:
-    """One demo household: its meter, storage, opening balances and bot."""
-
-    name: str
-    pv_peak_w: int  # 0: no PV
-    annual_kwh: int
-    meter_seed: int
-    bmax: int  # Wh
-    energy: int  # opening energy, Wh
-    money: int  # opening money, nano
-    bot: BotConfig
-
-    @property
-    def meter(self) -> MeterConfig:
-        return MeterConfig(
-            source="simulated",
-            peak_w=self.pv_peak_w,
-            annual_kwh=self.annual_kwh,
-            seed=self.meter_seed,
-            backend="builtin",
-        )
-
-    def describe(self) -> str:
-        pv = f"PV {self.pv_peak_w / 1000:.1f} kWp" if self.pv_peak_w else "no PV     "
-        b = self.bot
-        return (
-            f"{pv}  uses {self.annual_kwh:,} kWh/yr  storage {self.bmax / 1000:.1f} kWh, "
-            f"opens with {self.energy / 1000:.1f}; bot buys below {b.lower_wh / 1000:.1f} kWh "
-            f"at {b.buy_price / MICRO:.2f}, sells above {b.upper_wh / 1000:.1f} kWh at "
-            f"{b.sell_price / MICRO:.2f}"
-        )
-
-
-def plan_households(n: int, seed: int = 0) -> list[HouseholdSetup]:
-    """``n`` households, the same for the same seed. Even indexes (house-1, house-3, ...)
-    have PV and open with storage 85% full, above their bot's upper threshold (60% of
-    bmax), so they offer energy at once; the others have no PV and open with empty
-    storage, below the lower threshold (30%), so they bid at once. Bid prices (0.15-0.20)
-    are all above ask prices (0.10-0.14): the first auction with both sides trades."""
-    rng = random.Random(f"wattmesh-demo:{seed}")
-    out = []
-    for i in range(n):
-        pv = i % 2 == 0
-        bmax = rng.randrange(6000, 10_001, 500)
-        lower, upper = bmax * 30 // 100, bmax * 60 // 100
-        energy = bmax * 85 // 100 if pv else 0
-        out.append(
-            HouseholdSetup(
-                name=f"house-{i + 1}",
-                pv_peak_w=rng.randrange(4000, 6001, 100) if pv else 0,
-                annual_kwh=rng.randrange(3000, 4501, 100),
-                meter_seed=seed * 1000 + i,
-                bmax=bmax,
-                energy=energy,
-                money=OPENING_MONEY,
-                bot=BotConfig(
-                    enabled=True,
-                    buy_price=rng.randrange(150_000, 200_001, 5_000),
-                    sell_price=rng.randrange(100_000, 140_001, 5_000),
-                    lower_wh=lower,
-                    upper_wh=upper,
-                ),
-            )
-        )
-    return out
-
-
-def bootstrap_peers(n: int, seed: int = 0) -> list[list[int]]:
-    """Whom each node dials: every other node for ``n <= 8``; above that its ring
-    neighbour and 3 others drawn with ``seed`` (the ring keeps the mesh connected)."""
-    if n <= FULL_MESH_MAX:
-        return [[j for j in range(n) if j != i] for i in range(n)]
-    rng = random.Random(f"wattmesh-demo-mesh:{seed}")
-    out = []
-    for i in range(n):
-        ring = (i + 1) % n
-        others = [j for j in range(n) if j not in (i, ring)]
-        out.append([ring, *sorted(rng.sample(others, MESH_DEGREE - 1))])
-    return out
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on 127.0.0.1 (bound together, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-# -- reading a ledger: per household, per interval, and the grid-alone twin ---------------
-
-
-@dataclass
-class HouseholdAccount:
-    """One household's flows over the run, from the ledger (Wh and nano), and its
-    grid-alone twin's: the same readings folded into the same ``bmax`` storage from the
-    same opening energy, without trades."""
-
-    owner: str
-    bmax: int = 0
-    opening_energy: int = 0
-    produced: int = 0
-    consumed: int = 0
-    bought: int = 0
-    sold: int = 0
-    paid: int = 0
-    received: int = 0
-    imported: int = 0
-    exported: int = 0
-    import_cost: int = 0  # imported * retail
-    export_credit: int = 0  # exported * feed-in
-    fees: int = 0
-    energy: int = 0  # held at the end
-    alone_imported: int = 0
-    alone_exported: int = 0
-    alone_import_cost: int = 0
-    alone_export_credit: int = 0
-    alone_energy: int = 0
-
-    @property
-    def cost(self) -> int:
-        """With the market: grid bill less feed-in credit, plus trades and fees (nano)."""
-        return self.import_cost - self.export_credit + self.paid - self.received + self.fees
-
-    @property
-    def alone_cost(self) -> int:
-        """The grid-alone twin's grid bill less its feed-in credit (nano)."""
-        return self.alone_import_cost - self.alone_export_credit
-
-    def held_value(self, price: int) -> int:
-        """What the energy held above the twin's at the end is worth at ``price``
-        (micro-currency per kWh = nano per Wh); negative when the twin holds more."""
-        return (self.energy - self.alone_energy) * price
-
-    def savings(self, price: int) -> int:
-        """The twin's cost less the market cost, plus :meth:`held_value` (nano)."""
-        return self.alone_cost - self.cost + self.held_value(price)
-
-
-@dataclass
-class IntervalStats:
-    """One settled interval of a ledger."""
-
-    interval: int
-    price: int | None = None  # the clearing price (micro per kWh); None: no trade
-    volume: int = 0  # Wh
-    money: int = 0  # nano
-    trades: int = 0
-    readings: int = 0
-    digest: str | None = None  # the interval_close hash, hex
-
-    def count(self, kind: str, body: dict[str, Any]) -> None:
-        """Count one of the interval's ledger entries: a trade or a reading (others: no-op)."""
-        if kind == "reading":
-            self.readings += 1
-        elif kind == "trade":
-            self.price = body["price"]
-            self.volume += body["qty"]
-            self.money += body["qty"] * body["price"]
-            self.trades += 1
-
-
-@dataclass
-class LedgerAccounts:
-    """:func:`fold_ledger`'s result."""
-
-    retail: int
-    feedin: int
-    households: dict[str, HouseholdAccount]  # by peer id, in ledger (peer id) order
-    intervals: dict[int, IntervalStats]
-
-    @property
-    def volume(self) -> int:
-        return sum(s.volume for s in self.intervals.values())
-
-    @property
-    def value_price(self) -> int:
-        """The run's volume-weighted trade price (micro per kWh); 0 without trades (then
-        every household holds what its twin holds)."""
-        vol = self.volume
-        return sum(s.money for s in self.intervals.values()) // vol if vol else 0
-
-
-def fold_ledger(entries: Iterable[LedgerEntry], through: int | None = None) -> LedgerAccounts:
-    """Fold a ledger's entries (up to the interval ``through``, or all) into per-household
-    flows, each with its grid-alone twin, and per-interval trade statistics."""
-    g: dict[str, Any] | None = None
-    hs: dict[str, HouseholdAccount] = {}
-    meters: dict[str, str] = {}
-    ivs: dict[int, IntervalStats] = {}
-
-    def interval(t: int) -> IntervalStats:
-        return ivs.setdefault(t, IntervalStats(t))
-
-    for e in entries:
-        if through is not None and e.ts > through:
-            break
-        b, kind = e.body, e.kind
-        if kind == "genesis":
-            g = b
-        elif kind == "member":
-            hs[b["owner"]] = HouseholdAccount(b["owner"], bmax=b["bmax"])
-        elif kind == "opening":
-            h = hs[b["owner"]]
-            h.opening_energy = h.energy = h.alone_energy = b["energy"]
-        elif kind == "meter":
-            meters[b["meter"]] = b["owner"]
-        elif kind == "reading":
-            assert g is not None
-            h = hs[meters[b["meter"]]]
-            p, c = b["produced"], b["consumed"]
-            h.produced += p
-            h.consumed += c
-            retail, feedin = g["retail_price"], g["feedin_price"]
-            # The market household: its grid entry (if any) follows as the next entry.
-            h.energy = apply_reading(h.energy, h.bmax, p, c, retail, feedin).balance
-            twin = apply_reading(h.alone_energy, h.bmax, p, c, retail, feedin)
-            h.alone_energy = twin.balance
-            h.alone_imported += twin.imported_wh
-            h.alone_exported += twin.exported_wh
-            h.alone_import_cost += twin.import_charge
-            h.alone_export_credit += twin.export_credit
-            interval(e.ts).count(kind, b)
-        elif kind == "grid_import":
-            h = hs[b["owner"]]
-            h.imported += b["qty"]
-            h.import_cost += b["qty"] * b["price"]
-            if "reading" not in b:  # bought into storage, not consumed at once
-                h.energy += b["qty"]
-        elif kind == "grid_export":
-            h = hs[b["owner"]]
-            h.exported += b["qty"]
-            h.export_credit += b["qty"] * b["price"]
-            if "reading" not in b:  # sold out of storage
-                h.energy -= b["qty"]
-        elif kind == "trade":
-            qty, money = b["qty"], b["qty"] * b["price"]
-            buyer, seller = hs[b["buyer"]], hs[b["seller"]]
-            buyer.bought += qty
-            buyer.paid += money
-            buyer.energy += qty
-            seller.sold += qty
-            seller.received += money
-            seller.energy -= qty
-            interval(b["interval"]).count(kind, b)
-        elif kind == "fee":
-            if b["owner"] in hs:
-                hs[b["owner"]].fees += b["amount"]
-        elif kind == "interval_close":
-            interval(b["interval"]).digest = e.hash.hex()
-    if g is None:
-        raise ValueError("the ledger has no genesis entry")
-    return LedgerAccounts(g["retail_price"], g["feedin_price"], hs, dict(sorted(ivs.items())))
 
 
 # -- the node processes -------------------------------------------------------------------
@@ -610,10 +332,6 @@ def _interval_from_db(path: Path, t: int) -> IntervalReport:
     return report
 
 
-def _clock_text(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M")
-
-
 def run_demo(
     households: int = 4,
     hours: int = 2,
@@ -721,9 +439,9 @@ def _follow(
         if time.monotonic() > deadline:
             behind = min(range(n), key=lambda i: -1 if settled[i] is None else settled[i])
             x = nodes[behind]
-            got = "nothing" if settled[behind] is None else _clock_text(settled[behind])
+            got = "nothing" if settled[behind] is None else clock_text(settled[behind])
             raise DemoError(
-                f"timed out: interval {_clock_text(t)} is not settled by every node "
+                f"timed out: interval {clock_text(t)} is not settled by every node "
                 f"({x.name} settled through {got}); the end of {x.data_dir / STDERR}:",
                 x.tail(),
             )
@@ -790,7 +508,7 @@ def _run(
     when = datetime.fromtimestamp(start_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
     say(
         f"wattmesh demo: {n} households, {hours} h = {count} intervals of 15 min from "
-        f"{when} ({_clock_text(start_ms + SITE_OFFSET_MS)} at the simulated meters' site), "
+        f"{when} ({clock_text(start_ms + SITE_OFFSET_MS)} at the simulated meters' site), "
         f"{spi:.2f} s per interval (clock x{speed}), seed {seed}"
     )
     say(f"data directories in {root}")
@@ -811,7 +529,7 @@ def _run(
         finally:
             if contention is not None:
                 contention.stop()
-        say(f"every node settled {_clock_text(last)}; stopping the nodes (SIGTERM)")
+        say(f"every node settled {clock_text(last)}; stopping the nodes (SIGTERM)")
         procs.stop()
 
     # The checks, on the stopped nodes' files.
@@ -858,7 +576,7 @@ def _run(
         shown = ", ".join(f"{k} {(v or 'none')[:12]}" for k, v in first.digests.items())
         problems.append(
             f"digests differ in {len(differ)} of {len(intervals)} intervals, first at "
-            f"{_clock_text(first.interval)}: {shown}"
+            f"{clock_text(first.interval)}: {shown}"
         )
     return DemoResult(
         root=root,
@@ -871,129 +589,3 @@ def _run(
         wall_seconds=0.0,
         problems=problems,
     )
-
-
-# -- text ---------------------------------------------------------------------------------
-
-
-def _kwh(wh: int) -> str:
-    return f"{wh / 1000:,.2f}"
-
-
-def _money(nano: int) -> str:
-    return f"{nano / NANO:,.4f}"
-
-
-def format_interval(iv: IntervalReport) -> str:
-    """One progress line: community time, price per kWh, volume, trades, readings."""
-    market = (
-        f"price {price_text(iv.price)}/kWh  volume {iv.volume / 1000:6.3f} kWh  "
-        f"{iv.trades} trade{'s' if iv.trades != 1 else ''}"
-        if iv.trades
-        else "no trades"
-    )
-    return f"  {_clock_text(iv.interval)} UTC  {market:<44}  {iv.readings} readings"
-
-
-_SUMMED = tuple(f for f in HouseholdAccount.__dataclass_fields__ if f not in ("owner", "bmax"))
-
-
-def format_report(result: DemoResult) -> list[Any]:
-    """The report as rich renderables: intervals, energy, money, nodes, the verdict."""
-    from rich.table import Table
-
-    accounts = result.accounts
-    price = accounts.value_price if accounts is not None else 0
-    total = HouseholdAccount("all")  # the households' sums
-    out: list[Any] = []
-
-    ivt = Table(title="Intervals", title_justify="left")
-    for name in ("UTC", "price/kWh", "kWh", "trades", "readings", "digest", "agree"):
-        ivt.add_column(name, justify="left" if name in ("digest", "UTC") else "right")
-    for iv in result.intervals:
-        digest = next((d for d in iv.digests.values() if d), None)
-        agreeing = sum(1 for d in iv.digests.values() if d is not None and d == digest)
-        ivt.add_row(
-            _clock_text(iv.interval), price_text(iv.price), _kwh(iv.volume), str(iv.trades),
-            str(iv.readings), (digest or "-")[:12],
-            f"{agreeing}/{len(iv.digests)}" if iv.agree else f"[red]{agreeing}/{len(iv.digests)}",
-        )  # fmt: skip
-    out.append(ivt)
-
-    if accounts is not None:
-        energy = Table(title="Energy per household (kWh)", title_justify="left")
-        for name in ("", "PV kWp", "produced", "consumed", "bought", "sold", "imported",
-                     "exported"):  # fmt: skip
-            energy.add_column(name, justify="left" if not name else "right")
-        money = Table(title="Money per household (currency units)", title_justify="left")
-        for name in ("", "market\ncost", "alone\ncost", "held\nkWh", "alone\nheld",
-                     "held\nvalue", "savings"):  # fmt: skip
-            money.add_column(name, justify="left" if not name else "right")
-        for h in result.households:
-            a = result.account(h.name)
-            if a is None:
-                continue
-            pv = f"{h.pv_peak_w / 1000:.1f}" if h.pv_peak_w else "-"
-            energy.add_row(
-                h.name, pv, _kwh(a.produced), _kwh(a.consumed), _kwh(a.bought), _kwh(a.sold),
-                _kwh(a.imported), _kwh(a.exported),
-            )  # fmt: skip
-            money.add_row(
-                h.name, _money(a.cost), _money(a.alone_cost), _kwh(a.energy),
-                _kwh(a.alone_energy), _money(a.held_value(price)), _money(a.savings(price)),
-            )  # fmt: skip
-            for f in _SUMMED:
-                setattr(total, f, getattr(total, f) + getattr(a, f))
-        energy.add_row(
-            "all", "", _kwh(total.produced), _kwh(total.consumed), _kwh(total.bought),
-            _kwh(total.sold), _kwh(total.imported), _kwh(total.exported), style="bold",
-        )  # fmt: skip
-        money.add_row(
-            "all", _money(total.cost), _money(total.alone_cost), _kwh(total.energy),
-            _kwh(total.alone_energy), _money(total.held_value(price)),
-            _money(total.savings(price)), style="bold",
-        )  # fmt: skip
-        out += [
-            energy,
-            money,
-            "alone: the household's grid-alone twin: the same readings and storage,"
-            " no market\n"
-            "cost: grid bill - feed-in credit + paid for trades - received + fees\n"
-            "held value: the energy held at the end beyond the twin's, at the run's\n"
-            f"  average trade price {price_text(price)}/kWh\n"
-            "savings: alone cost - market cost + held value\n",
-        ]
-
-    nodes = Table(title="Nodes", title_justify="left")
-    for name in ("", "pid", "exit", "peers", "agreements", "disputed", "refusals", "ledger"):
-        nodes.add_column(name, justify="left" if name in ("", "refusals", "ledger") else "right")
-    for r in result.nodes:
-        refusals = ", ".join(f"{k} {v}" for k, v in sorted(r.refusals.items())) or "0"
-        nodes.add_row(
-            r.name, str(r.pid), "killed" if r.killed else str(r.exit_code), str(r.peers),
-            str(r.agreements), str(len(r.disputed)), refusals,
-            "verified" if r.verified else f"[red]{r.verify}",
-        )  # fmt: skip
-    out.append(nodes)
-
-    n = len(result.nodes)
-    verified = sum(1 for r in result.nodes if r.verified)
-    agreeing = sum(1 for iv in result.intervals if iv.agree)
-    stopped = sum(1 for r in result.nodes if r.exit_code == 0 and not r.killed)
-    head = result.nodes[0].head[:24] if verified else "-"
-    lines = [
-        f"ledgers: {verified} of {n} verified (head {head}...)",
-        f"digests: {agreeing} of {len(result.intervals)} intervals identical at all {n} nodes",
-        f"nodes: {stopped} of {n} exited 0 on SIGTERM",
-    ]
-    if accounts is not None:
-        trades = sum(s.trades for s in accounts.intervals.values())
-        lines.append(
-            f"traded: {accounts.volume / 1000:,.3f} kWh in {trades} trades at an average "
-            f"{price_text(price)}/kWh"
-        )
-        lines.append(
-            f"savings against the grid alone: {_money(total.savings(price))} for the community"
-        )
-    out.append("\n".join(lines))
-    return out

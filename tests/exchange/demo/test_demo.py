@@ -14,15 +14,9 @@ from pathlib import Path
 import pytest
 
 from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec
-from wattmesh.exchange.demo.run import (
-    Contention,
-    DemoError,
-    bootstrap_peers,
-    clock_speed,
-    fold_ledger,
-    plan_households,
-    run_demo,
-)
+from wattmesh.exchange.demo.accounts import fold_ledger
+from wattmesh.exchange.demo.plan import bootstrap_peers, plan_households
+from wattmesh.exchange.demo.run import Contention, DemoError, clock_speed, run_demo
 from wattmesh.settlement.keys import generate_key, peer_id_of
 from wattmesh.settlement.ledger import Ledger
 from wattmesh.settlement.records import Reading
