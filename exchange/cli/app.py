@@ -22,6 +22,7 @@ from wattmesh.exchange.cli.simulate_community import community
 from wattmesh.exchange.cli.simulate_gode_sunder import gode_sunder
 from wattmesh.exchange.cli.terminal import command_group, progress_bar
 from wattmesh.exchange.cli.terminal import fail as _fail
+from wattmesh.exchange.replay import outputs
 from wattmesh.exchange.replay import replay as replaying
 from wattmesh.exchange.replay.to_ledger import ReplayLedgerError, settle_into_ledger
 from wattmesh.settlement.errors import WattmeshError
@@ -175,13 +176,13 @@ def replay(
         _fail(f"cannot read {log}: {exc.strerror or exc}")
     try:
         if trades == "-":
-            replaying.write_trades(result, sys.stdout.buffer)
+            outputs.write_trades(result, sys.stdout.buffer)
             sys.stdout.flush()
         elif trades is not None:
             with atomic_output(trades) as fp:
-                replaying.write_trades(result, fp)
+                outputs.write_trades(result, fp)
         if out is not None:
-            replaying.write_outputs(result, out)
+            outputs.write_outputs(result, out)
     except OSError as exc:
         _fail(f"cannot write {exc.filename or trades or out}: {exc.strerror or exc}")
     if ledger is not None:

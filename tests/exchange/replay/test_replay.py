@@ -13,15 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wattmesh.exchange.replay import outputs
 from wattmesh.exchange.replay import replay as replay_module
+from wattmesh.exchange.replay.outputs import write_outputs, write_trades
 from wattmesh.exchange.replay.replay import (
     BadLineError,
     ReplayOptions,
     ReplayResult,
     order_key,
     replay,
-    write_outputs,
-    write_trades,
 )
 from wattmesh.exchange.replay.sample_log import _key, write_log
 from wattmesh.settlement.keys import peer_id_of, sign
@@ -622,7 +622,7 @@ def test_out_files_have_their_columns_and_agree_with_the_trades_file(tmp_path, m
     files = write_all(result, tmp_path)
     with open(tmp_path / "trades.csv", newline="") as fp:
         rows = list(csv.DictReader(fp))
-    assert list(rows[0]) == list(replay_module.TRADE_COLUMNS)
+    assert list(rows[0]) == list(outputs.TRADE_COLUMNS)
     jsonl = [orjson.loads(line) for line in files["trades.jsonl"].splitlines()]
     assert len(rows) == len(jsonl) == len(result.trades)
     for row, trade in zip(rows, jsonl, strict=True):
@@ -630,13 +630,13 @@ def test_out_files_have_their_columns_and_agree_with_the_trades_file(tmp_path, m
 
     with open(tmp_path / "intervals.csv", newline="") as fp:
         intervals = list(csv.DictReader(fp))
-    assert list(intervals[0]) == list(replay_module.INTERVAL_COLUMNS)
+    assert list(intervals[0]) == list(outputs.INTERVAL_COLUMNS)
     assert sum(int(r["volume"]) for r in intervals) == sum(t["qty"] for t in jsonl)
     assert sum(int(r["fills"]) for r in intervals) == len(jsonl)
 
     with open(tmp_path / "accounts.csv", newline="") as fp:
         accounts = list(csv.DictReader(fp))
-    assert list(accounts[0]) == list(replay_module.ACCOUNT_COLUMNS)
+    assert list(accounts[0]) == list(outputs.ACCOUNT_COLUMNS)
     for row in accounts:
         assert int(row["energy"]) == int(row["energy_start"]) + int(row["bought"]) - int(
             row["sold"]
