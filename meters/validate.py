@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wattmesh.settlement.errors import WattmeshError
-from wattmesh.settlement.readings import sequence_problem
+from wattmesh.settlement.readings import order_problem, power_problem
 from wattmesh.settlement.records import Meter, Reading, RecordError
 from wattmesh.settlement.refusals import codes_of
 
@@ -103,11 +103,8 @@ class ReadingValidator:
             what = "missing" if reading.sig is None else f"not the signature of {reading.meter}"
             raise ReadingRefused("bad-signature", f"sig: {what}")
         last = self._last[reading.meter]
-        problem = sequence_problem(
-            reading.seq, reading.start, reading.end, reading.produced, reading.consumed,
-            last_seq=last.seq, last_end=last.end, max_power_w=meter.max_power_w,
-        )  # fmt: skip
-        if problem is not None and problem.code != "impossible":
+        problem = order_problem(reading.seq, reading.start, last_seq=last.seq, last_end=last.end)
+        if problem is not None:
             raise ReadingRefused(problem.code, f"{problem.field}: {problem.message}")
         if now_ms is not None and reading.end > now_ms + self.clock_skew_ms:
             raise ReadingRefused(
@@ -115,7 +112,10 @@ class ReadingValidator:
                 f"end: {reading.end} is {reading.end - now_ms} ms ahead of now "
                 f"(allowed skew {self.clock_skew_ms} ms)",
             )
-        if problem is not None:  # impossible: after the clock, as documented
+        problem = power_problem(
+            reading.start, reading.end, reading.produced, reading.consumed, meter.max_power_w
+        )
+        if problem is not None:
             raise ReadingRefused(problem.code, f"{problem.field}: {problem.message}")
         last.seq, last.end = reading.seq, reading.end
         return reading

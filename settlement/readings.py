@@ -27,7 +27,8 @@ __all__ = [
     "SequenceProblem",
     "apply_reading",
     "net_to_balance",
-    "sequence_problem",
+    "order_problem",
+    "power_problem",
 ]
 
 
@@ -94,7 +95,7 @@ def net_to_balance(balance: int, bmax: int | None, net: int) -> tuple[int, int, 
 
 
 class SequenceProblem(NamedTuple):
-    """How a reading breaks its meter's sequence: a refusal code of the shared table
+    """How a reading breaks its meter's rules: a refusal code of the shared table
     (settlement/refusals.py), the field, and what is wrong."""
 
     code: str
@@ -102,37 +103,35 @@ class SequenceProblem(NamedTuple):
     message: str
 
 
-def sequence_problem(
-    seq: int,
-    start: int,
-    end: int,
-    produced: int,
-    consumed: int,
-    *,
-    last_seq: int,
-    last_end: int,
-    max_power_w: int | None,
-) -> SequenceProblem | None:
-    """The first rule a meter's next reading breaks, or None: its ``seq`` must be above
-    the last accepted one (``out-of-order``), it must not start before the last one ended
-    (``overlap``), and neither ``produced`` nor ``consumed`` may exceed what the meter's
-    ``max_power_w`` gives over ``[start, end)`` (``impossible``). The one home of these
-    rules: the meters' validator and the ledger both call it."""
+def order_problem(seq: int, start: int, *, last_seq: int, last_end: int) -> SequenceProblem | None:
+    """A meter's next reading must have a ``seq`` above the last accepted one
+    (``out-of-order``) and must not start before the last one ended (``overlap``). The one
+    home of these rules: the meters' validator and the ledger both call it."""
     if seq <= last_seq:
         return SequenceProblem(
-            "out-of-order", "seq", f"{seq} is not above the meter's last applied seq {last_seq}"
+            "out-of-order", "seq", f"{seq} is not above the last accepted {last_seq}"
         )
     if start < last_end:
         return SequenceProblem(
-            "overlap", "start", f"{start} overlaps the meter's previous reading, which ended "
-            f"at {last_end}",
+            "overlap", "start",
+            f"{start} is before the end of the last accepted reading ({last_end})",
         )  # fmt: skip
-    if max_power_w is not None:
-        most = max_power_w * (end - start) // 3_600_000
-        for name, value in (("produced", produced), ("consumed", consumed)):
-            if value > most:
-                return SequenceProblem(
-                    "impossible", name, f"{value} Wh is impossible: the meter's {max_power_w} W "
-                    f"over {end - start} ms give at most {most} Wh",
-                )  # fmt: skip
+    return None
+
+
+def power_problem(
+    start: int, end: int, produced: int, consumed: int, max_power_w: int | None
+) -> SequenceProblem | None:
+    """Neither ``produced`` nor ``consumed`` may exceed what a meter of ``max_power_w`` can
+    give over ``[start, end)`` (``impossible``); None means no limit."""
+    if max_power_w is None:
+        return None
+    most = max_power_w * (end - start) // 3_600_000
+    for name, value in (("produced", produced), ("consumed", consumed)):
+        if value > most:
+            return SequenceProblem(
+                "impossible", name,
+                f"{value} Wh in {end - start} ms is more than the meter's {max_power_w} W "
+                f"can give ({most} Wh)",
+            )  # fmt: skip
     return None

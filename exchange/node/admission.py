@@ -172,9 +172,9 @@ class Admission:
 
         The rule: sort the member's messages for the interval by (ts, id) and keep the
         longest prefix whose messages, orders and bytes fit its budget. The kept set then
-        depends only on the messages seen, and a message outside it stays outside
-        whatever else arrives, so nodes that exchange their sets converge on one.
-        """
+        depends only on the messages held, whatever order they came in, so nodes that
+        exchange their sets converge on one (a message refused here can fit again once
+        one before it is dropped, and gathering brings it back)."""
         if inbound.kind not in _BUDGETED:
             return []
         c = self.community
@@ -203,14 +203,12 @@ class Admission:
         dropping from the store what it pushes out (counted ``over-budget``) and the later
         copies of its orders (counted ``duplicate``, see :meth:`_check_not_held`); False if
         it was held already."""
-        if self.store.has(inbound.id):
-            return False
         later = self._copies(inbound)
-        if later:
-            self.drop(later, interval)
-            self.refusals["duplicate"] += len(later)
         if not self.store.add(inbound, interval):
             return False
+        if later:  # after the add: its orders stay held, so their cancels stay too
+            self.drop(later, interval)
+            self.refusals["duplicate"] += len(later)
         self.spend(inbound, interval)
         return True
 
@@ -219,17 +217,21 @@ class Admission:
         budgets, and with them every held cancel whose order is no longer held (a cancel
         is kept only beside its order, so that nodes converge on one set whichever of
         them heard the order)."""
-        self.store.remove(ids)
+        dropped = [m for m in map(self.store.held, ids) if m is not None]
+        self.store.remove([m.id for m in dropped])
         orphans = [
-            m.id
-            for m in self.store.pending(interval)
-            if m.kind == "cancel" and self.store.order(m.record.id) is None  # type: ignore[union-attr]
+            cancel
+            for m in dropped
+            for o in m.orders()
+            if self.store.order(o.id) is None
+            for cancel in self.store.cancels_of(o.id)
         ]
         self.store.remove(orphans)
-        gone = set(ids) | set(orphans)
-        for key, entries in self.spent.items():
-            if key[0] == interval and any(e[1] in gone for e in entries):
-                self.spent[key] = [e for e in entries if e[1] not in gone]
+        gone = {m.id for m in dropped} | set(orphans)
+        for signer in {m.signer for m in dropped}:  # a cancel's signer is its order's
+            entries = self.spent.get((interval, signer))
+            if entries:
+                self.spent[(interval, signer)] = [e for e in entries if e[1] not in gone]
 
     def spend(self, inbound: Inbound, interval: int) -> None:
         """Count a held message against its member's budget, and drop from the store the
@@ -260,19 +262,19 @@ class Admission:
         if self.store.has(inbound.id):
             raise Refused("duplicate", f"{inbound.kind} {inbound.id[:16]} is already held")
         for order in inbound.orders():
-            copy = self.store.carrier(order.id)
-            if copy is not None and (copy.ts, copy.id) < (inbound.ts, inbound.id):
-                raise Refused("duplicate", f"order {order.id[:16]} is already held, in "
-                              f"{copy.kind} {copy.id[:16]} which comes first")  # fmt: skip
+            for copy in self.store.carriers(order.id):
+                if (copy.ts, copy.id) < (inbound.ts, inbound.id):
+                    raise Refused("duplicate", f"order {order.id[:16]} is already held, in "
+                                  f"{copy.kind} {copy.id[:16]} which comes first")  # fmt: skip
 
     def _copies(self, inbound: Inbound) -> list[str]:
         """Held messages that carry an order of ``inbound`` (later copies, once
         :meth:`_check_not_held` let it in)."""
         found = {}
         for order in inbound.orders():
-            copy = self.store.carrier(order.id)
-            if copy is not None and copy.id != inbound.id:
-                found[copy.id] = None
+            for copy in self.store.carriers(order.id):
+                if copy.id != inbound.id:
+                    found[copy.id] = None
         return list(found)
 
     def interval_of(self, inbound: Inbound) -> int:

@@ -153,7 +153,7 @@ class HouseholdNode:
                     try:
                         self.admission.spend(inbound, t)
                     except Refused:  # the community file's budget shrank under the store
-                        store.remove([inbound.id])
+                        self.admission.drop([inbound.id], t)
 
     # -- running --
 

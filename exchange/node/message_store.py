@@ -46,8 +46,11 @@ class MessageStore:
         self.path = path
         self.conn = conn
         self._open: dict[int, dict[str, Inbound]] = {}  # unsettled interval -> id -> message
-        # order id -> (owner, interval, id of the message that carries it)
-        self._orders: dict[str, tuple[str, int, str]] = {}
+        self._orders: dict[str, tuple[str, int]] = {}  # order id -> (owner, interval)
+        # order id -> the held messages that carry it (two copies can be held at once: a
+        # certified set's, and a restart reloads what was held) and the cancels naming it
+        self._carriers: dict[str, list[str]] = {}
+        self._cancels: dict[str, list[str]] = {}
         self._where: dict[str, int] = {}  # message id -> interval, for unsettled intervals
 
     @classmethod
@@ -107,14 +110,21 @@ class MessageStore:
 
     def order(self, order_id: str) -> tuple[str, int] | None:
         """(owner, interval) of an accepted order of an unsettled interval."""
-        held = self._orders.get(order_id)
-        return None if held is None else held[:2]
+        return self._orders.get(order_id)
 
-    def carrier(self, order_id: str) -> Inbound | None:
-        """The held message (an order, or a batch) that carries an accepted order of an
-        unsettled interval."""
-        held = self._orders.get(order_id)
-        return None if held is None else self._open[held[1]][held[2]]
+    def held(self, message_id: str) -> Inbound | None:
+        """A held message of an unsettled interval."""
+        interval = self._where.get(message_id)
+        return None if interval is None else self._open[interval][message_id]
+
+    def carriers(self, order_id: str) -> list[Inbound]:
+        """The held messages (orders, batches) that carry an order of an unsettled
+        interval."""
+        return [self.held(i) for i in self._carriers.get(order_id, ())]  # type: ignore[misc]
+
+    def cancels_of(self, order_id: str) -> list[str]:
+        """The ids of the held cancels that name ``order_id``."""
+        return list(self._cancels.get(order_id, ()))
 
     def add(self, inbound: Inbound, interval: int) -> bool:
         """Store ``inbound`` under ``interval`` (committed before this returns); False if
@@ -135,7 +145,25 @@ class MessageStore:
         self._open.setdefault(interval, {})[inbound.id] = inbound
         self._where[inbound.id] = interval
         for o in inbound.orders():
-            self._orders[o.id] = (o.owner, interval, inbound.id)
+            self._orders[o.id] = (o.owner, interval)
+            self._carriers.setdefault(o.id, []).append(inbound.id)
+        if inbound.kind == "cancel":
+            self._cancels.setdefault(inbound.record.id, []).append(inbound.id)  # type: ignore[union-attr]
+
+    def _unremember(self, inbound: Inbound) -> None:
+        for o in inbound.orders():
+            carriers = self._carriers.get(o.id, [])
+            if inbound.id in carriers:
+                carriers.remove(inbound.id)
+            if not carriers:  # no copy left: the order is no longer held
+                self._carriers.pop(o.id, None)
+                self._orders.pop(o.id, None)
+        if inbound.kind == "cancel":
+            named = self._cancels.get(inbound.record.id, [])  # type: ignore[union-attr]
+            if inbound.id in named:
+                named.remove(inbound.id)
+            if not named:
+                self._cancels.pop(inbound.record.id, None)  # type: ignore[union-attr]
 
     def remove(self, ids: Iterable[str]) -> None:
         """Drop held messages of unsettled intervals (pushed out of a member's budget, a
@@ -144,11 +172,7 @@ class MessageStore:
             interval = self._where.pop(message_id, None)
             if interval is None:
                 continue
-            inbound = self._open[interval].pop(message_id)
-            for o in inbound.orders():
-                held = self._orders.get(o.id)
-                if held is not None and held[2] == message_id:  # not another copy's
-                    del self._orders[o.id]
+            self._unremember(self._open[interval].pop(message_id))
             self.conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
 
     def open_intervals(self) -> list[int]:
@@ -163,8 +187,7 @@ class MessageStore:
         """Drop the in-memory copy of a settled interval (SQLite keeps it)."""
         for inbound in self._open.pop(interval, {}).values():
             self._where.pop(inbound.id, None)
-            for o in inbound.orders():
-                self._orders.pop(o.id, None)
+            self._unremember(inbound)
         # The interval's pages are cold now: give back SQLite's page cache (up to 2 MiB,
         # filled by a flood's inserts and by deleting what the budget pushed out).
         self.conn.execute("PRAGMA shrink_memory")

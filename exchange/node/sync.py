@@ -42,7 +42,7 @@ import orjson
 import trio
 
 from wattmesh.exchange.node.p2p import RequestFailed, RequestTimeout
-from wattmesh.exchange.node.wire import DIGESTS, Refused, parse, set_digest
+from wattmesh.exchange.node.wire import DIGESTS, MAX_MESSAGE_BYTES, Refused, parse, set_digest
 from wattmesh.settlement.canonical import CanonicalError, canonical
 from wattmesh.settlement.certificate import Certificate, IntervalVote, check_certificate
 
@@ -145,22 +145,24 @@ async def _get(node: HouseholdNode, peer: str, t: int, ids: list[str]) -> list[t
     """The messages among ``ids`` that ``peer`` serves for ``t``, orders before cancels."""
     got: list[tuple[str, bytes]] = []
     asks = [ids[k : k + MAX_IDS_PER_GET] for k in range(0, len(ids), MAX_IDS_PER_GET)]
-    while asks:
+    while asks and len(got) < len(ids):
         chunk = asks.pop()
         answer = await _ask(node, peer, {"op": "get", "interval": t, "ids": chunk})
         if type(answer) is not dict or type(answer.get("messages")) is not list:
             continue
-        served = 0
-        for item in answer["messages"]:
-            if type(item) is list and len(item) == 2 and all(type(x) is str for x in item):
+        served = size = 0
+        for item in answer["messages"][: len(chunk)]:
+            if (type(item) is list and len(item) == 2 and all(type(x) is str for x in item)
+                    and len(item[1]) <= MAX_MESSAGE_BYTES):  # fmt: skip
                 got.append((item[0], item[1].encode()))
-                served += 1
-        # What did not fit the answer's bytes is asked for again; only ids we asked for,
-        # and only while every answer brings something, so a peer cannot keep us asking.
+                served, size = served + 1, size + len(item[1])
+        # The rest that did not fit is asked for again, only while the answer was as full
+        # as an honest one that names a rest must be (a member's next message did not
+        # fit), and only for ids we asked for: a peer cannot keep us asking.
         rest = answer.get("rest")
-        if served and type(rest) is list:
+        if served and type(rest) is list and size >= MAX_ANSWER_BYTES - MAX_MESSAGE_BYTES:
             wanted = set(chunk)
-            again = [i for i in rest if type(i) is str and i in wanted][: len(chunk) - 1]
+            again = [i for i in rest if type(i) is str and i in wanted][: len(chunk) - served]
             if again:
                 asks.append(again)
     got.sort(key=lambda kd: kd[0] == "cancel")  # the orders a cancel names come first

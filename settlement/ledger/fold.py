@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 from ..fees import split_fees, storage_fee
 from ..keys import verify as verify_sig
-from ..readings import apply_reading, sequence_problem
+from ..readings import apply_reading, order_problem, power_problem
 from .schema import (
     BANK,
     EXTERNAL,
@@ -284,12 +284,12 @@ class LedgerState:
         if end <= start:
             raise LedgerError("must be after start", "end", k)
         rseq = int_field(b, "seq", k, 1)
+        problem = order_problem(rseq, start, last_seq=last_seq, last_end=last_end)
+        if problem is not None:
+            raise LedgerError(problem.message, problem.field, k)
         produced = int_field(b, "produced", k)
         consumed = int_field(b, "consumed", k)
-        problem = sequence_problem(
-            rseq, start, end, produced, consumed,
-            last_seq=last_seq, last_end=last_end, max_power_w=max_w,
-        )  # fmt: skip
+        problem = power_problem(start, end, produced, consumed, max_w)
         if problem is not None:
             raise LedgerError(problem.message, problem.field, k)
         if type(b["sig"]) is not str:

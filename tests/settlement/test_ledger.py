@@ -269,7 +269,7 @@ def test_readings_are_signed_by_a_registered_meter(led: Ledger) -> None:
     e0 = led.balances()["alice"]["energy"]
     led.append_batch([("reading", signed_reading(key, m, 1, 700, 200))], ts=T0 + 4)
     assert led.balances()["alice"]["energy"] == e0 + 500
-    with pytest.raises(LedgerError, match="above the meter's last applied seq 1"):
+    with pytest.raises(LedgerError, match="not above the last accepted 1"):
         led.append_batch([("reading", signed_reading(key, m, 1, 700, 200))], ts=T0 + 4)
     forged = {**signed_reading(key, m, 2, 700, 200), "produced": 9_000}
     with pytest.raises(LedgerError) as exc:

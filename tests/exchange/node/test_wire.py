@@ -347,30 +347,50 @@ def test_two_copies_of_an_order_leave_the_same_copy_whichever_came_first(tmp_pat
     item = {"market": "energy", "side": "ask", "price": o.price, "qty": o.qty}
     for first_is_batch in (True, False):
         batch = batch_after(o.id, o.ts, item, before=first_is_batch)
+        # A cancel of the batch's other order, valid only while the batch is held, and
+        # one of the shared order, valid whichever copy stays.
+        filler = msg(Cancel(batch.orders[0].id, A, NOW).signed(KEY_A))
+        shared = msg(Cancel(o.id, A, NOW + 1).signed(KEY_A))
         first, later = (batch.message(), msg(o)) if first_is_batch else (msg(o), batch.message())
-        sets = []
-        for n, arrival in enumerate(((first, later), (later, first))):
+        nodes = []
+        for n, arrival in enumerate(((first, later, filler, shared),
+                                     (later, filler, shared, first))):  # fmt: skip
             store = MessageStore.open(tmp_path / f"copies-{first_is_batch}-{n}.sqlite")
             admission = Admission(c, store, ledger.meter_seq, Clock(NOW))
             for data in arrival:
+                kind = "batch" if data == batch.message() else None
                 try:
-                    inbound = admission.fetched(data, "batch" if data == batch.message()
-                                                else "order", T0)  # fmt: skip
+                    if kind is None:
+                        inbound = admission.gossip(ORDERS, data)
+                    else:
+                        inbound = admission.fetched(data, kind, T0)
                 except Refused as exc:
-                    assert exc.reason == "duplicate" and data == later
+                    assert exc.reason in ("duplicate", "unknown-order"), exc
                     continue
-                # A cancel of the batch's filler, valid only while the batch is held.
                 assert admission.keep(inbound, T0)
-                if data == batch.message():
-                    filler = Cancel(batch.orders[0].id, A, NOW).signed(KEY_A)
-                    assert admission.keep(admission.gossip(ORDERS, msg(filler)), T0)
-            sets.append(store.ids(T0))
+            # Heard before the first copy displaced the later one: the shared order's
+            # cancel stays all the same, at a node alone (no gathering needed).
+            assert store.has(parse(ORDERS, shared, c).id), n
+            nodes.append((admission, store))
+        # Gathering: each node fetches what the other holds and it lacks, until nothing new.
+        for _ in range(3):
+            for (mine, store), (_other, theirs) in (nodes, nodes[::-1]):
+                for held in theirs.pending(T0):
+                    if store.has(held.id):
+                        continue
+                    try:
+                        mine.keep(mine.fetched(held.data, held.kind, T0), T0)
+                    except Refused as exc:
+                        assert exc.reason in ("duplicate", "unknown-order"), exc
+        sets = [store.ids(T0) for _a, store in nodes]
+        for _a, store in nodes:
             assert store.order(o.id) == (A, T0)
+            assert [m.id for m in store.carriers(o.id)] == [parse(ORDERS, first, c).id]
             store.close()
         assert sets[0] == sets[1], first_is_batch
-        want = parse(ORDERS, first, c).id
-        assert want in sets[0] and parse(ORDERS, later, c).id not in sets[0]
-        assert len(sets[0]) == (2 if first_is_batch else 1)  # the cancel stays beside it
+        ids = {parse(ORDERS, data, c).id: data for data in (first, later, filler, shared)}
+        kept = {ids[i] for i in sets[0]}
+        assert kept == ({first, shared, filler} if first_is_batch else {first, shared})
 
 
 def test_a_cancel_goes_with_its_order_when_a_budget_pushes_the_order_out(tmp_path, ledger):
