@@ -8,6 +8,7 @@ import csv
 import io
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,26 +56,33 @@ def write_trades(result: ReplayResult, fp: IO[bytes]) -> None:
     owners = _json_inner(result.owners)
     mode = result.options.mode
     bids, asks = _json_inner(t.bid), _json_inner(t.ask)
-    for start in range(0, len(t), _ROWS_PER_WRITE):
-        end = min(start + _ROWS_PER_WRITE, len(t))
+    for rows in _trade_blocks(t, bids, asks):
         lines = [
             f'{{"seq":{i + 1},"mode":"{mode}","interval":{"null" if iv is None else iv},'
             f'"ts":{ts},"buyer":"{owners[b]}","seller":"{owners[s]}","bid":"{bid}",'
             f'"ask":"{ask}","qty":{q},"price":{p}}}\n'
-            for i, iv, ts, b, s, bid, ask, q, p in zip(
-                range(start, end),
-                t.interval[start:end],
-                t.ts[start:end],
-                t.buyer[start:end],
-                t.seller[start:end],
-                bids[start:end],
-                asks[start:end],
-                t.qty[start:end],
-                t.price[start:end],
-                strict=True,
-            )
+            for i, iv, ts, b, s, bid, ask, q, p in rows
         ]
         fp.write("".join(lines).encode())
+
+
+def _trade_blocks(t: Any, bids: list[str], asks: list[str]) -> Iterator[Iterator[tuple]]:
+    """The trades' columns, a block of rows at a time: (index, interval, ts, buyer handle,
+    seller handle, bid text, ask text, qty, price), so each writer formats only."""
+    for start in range(0, len(t), _ROWS_PER_WRITE):
+        end = min(start + _ROWS_PER_WRITE, len(t))
+        yield zip(
+            range(start, end),
+            t.interval[start:end],
+            t.ts[start:end],
+            t.buyer[start:end],
+            t.seller[start:end],
+            bids[start:end],
+            asks[start:end],
+            t.qty[start:end],
+            t.price[start:end],
+            strict=True,
+        )
 
 
 def write_outputs(result: ReplayResult, out_dir: str | os.PathLike[str]) -> None:
@@ -94,23 +102,11 @@ def _write_outputs(result: ReplayResult, files: StagedFiles) -> None:
     bids, asks = _csv_fields(t.bid), _csv_fields(t.ask)
     with files.open("trades.csv") as fp:
         fp.write((",".join(TRADE_COLUMNS) + "\n").encode())
-        for start in range(0, len(t), _ROWS_PER_WRITE):
-            end = min(start + _ROWS_PER_WRITE, len(t))
+        for rows in _trade_blocks(t, bids, asks):
             lines = [
                 f"{i + 1},{mode},{'' if iv is None else iv},{ts},{owners[b]},{owners[s]},"
                 f"{bid},{ask},{q},{p}\n"
-                for i, iv, ts, b, s, bid, ask, q, p in zip(
-                    range(start, end),
-                    t.interval[start:end],
-                    t.ts[start:end],
-                    t.buyer[start:end],
-                    t.seller[start:end],
-                    bids[start:end],
-                    asks[start:end],
-                    t.qty[start:end],
-                    t.price[start:end],
-                    strict=True,
-                )
+                for i, iv, ts, b, s, bid, ask, q, p in rows
             ]
             fp.write("".join(lines).encode())
     _write_csv(
