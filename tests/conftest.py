@@ -44,3 +44,28 @@ def console(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str,
         return exc.value.code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def street_opening() -> Callable[..., list]:
+    """The opening batch of the test street's ledger (elm-street: 15-minute intervals,
+    prices 0..1,000,000, retail 0.30, feed-in 0.08, a 0.2% trade fee): alice, and bob who
+    provides storage, each with ``money`` deposited, and bob's ``bob_energy`` Wh bought
+    from the grid. ``street_opening(money=..., bob_energy=..., **genesis_changes)``."""
+
+    def opening(*, money: int, bob_energy: int, **genesis_changes: object) -> list:
+        genesis = {
+            "community": "elm-street", "interval_ms": 900_000, "price_min": 0,
+            "price_max": 1_000_000, "fee_rate_ppm": 2_000, "retail_price": 300_000,
+            "feedin_price": 80_000, "funds": {"fees": "fund:fees"}, **genesis_changes,
+        }  # fmt: skip
+        return [
+            ("genesis", genesis),
+            ("member", {"owner": "alice", "bmax": 10_000, "storage": False}),
+            ("member", {"owner": "bob", "bmax": 10_000, "storage": True}),
+            ("deposit", {"owner": "alice", "amount": money}),
+            ("deposit", {"owner": "bob", "amount": money}),
+            ("grid_import", {"owner": "bob", "qty": bob_energy, "price": 300_000}),
+        ]
+
+    return opening

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-import typer
 
-from wattmesh.exchange.cli.ledger import ledger_app
 from wattmesh.settlement.canonical import canonical
 from wattmesh.settlement.ledger import (
     ZERO_HASH,
@@ -24,26 +22,7 @@ from wattmesh.settlement.merkle import chain_digest, merkle_root
 
 T0 = 1_718_928_000_000
 IV = 900_000
-GENESIS = {
-    "community": "elm-street",
-    "interval_ms": IV,
-    "price_min": 0,
-    "price_max": 1_000_000,
-    "fee_rate_ppm": 2_000,
-    "retail_price": 300_000,
-    "feedin_price": 80_000,
-    "funds": {"fees": "fund:fees"},
-}
 SIZES = (6, 1, 2, 3, 5, 8, 13)  # entries per interval (the first one includes genesis)
-
-app = typer.Typer()
-app.add_typer(ledger_app, name="ledger")
-
-
-@app.callback()
-def _root() -> None:
-    """test root"""
-
 
 def trade(i: int, interval: int) -> tuple[str, dict]:
     return (
@@ -53,20 +32,13 @@ def trade(i: int, interval: int) -> tuple[str, dict]:
     )  # fmt: skip
 
 
-def build(path: Path, sizes: tuple[int, ...] = SIZES, tail: int = 2) -> Ledger:
-    """Intervals of ``sizes`` entries, each closed, then ``tail`` entries not closed yet."""
+def build(
+    path: Path, opening: list, sizes: tuple[int, ...] = SIZES, tail: int = 2
+) -> Ledger:
+    """After ``opening`` (6 entries), intervals of ``sizes`` entries, each closed, then
+    ``tail`` entries not closed yet."""
     led = Ledger.open(path)
-    led.append_batch(
-        [
-            ("genesis", GENESIS),
-            ("member", {"owner": "alice", "bmax": 10_000, "storage": False}),
-            ("member", {"owner": "bob", "bmax": 10_000, "storage": True}),
-            ("deposit", {"owner": "alice", "amount": 10**12}),
-            ("deposit", {"owner": "bob", "amount": 10**12}),
-            ("grid_import", {"owner": "bob", "qty": 10_000, "price": 300_000}),
-        ],
-        ts=T0,
-    )
+    led.append_batch(opening, ts=T0)
     n = 0
     for k, size in enumerate(sizes):
         iv = T0 + k * IV
@@ -82,8 +54,13 @@ def build(path: Path, sizes: tuple[int, ...] = SIZES, tail: int = 2) -> Ledger:
 
 
 @pytest.fixture
-def led(tmp_path: Path) -> Ledger:
-    with build(tmp_path / "node.db") as ledger:
+def opening(street_opening) -> list:
+    return street_opening(money=10**12, bob_energy=10_000)
+
+
+@pytest.fixture
+def led(tmp_path: Path, opening: list) -> Ledger:
+    with build(tmp_path / "node.db", opening) as ledger:
         yield ledger
 
 
@@ -113,8 +90,8 @@ def test_close_covers_the_entries_since_the_previous_close(led: Ledger) -> None:
     assert led.verify().ok
 
 
-def test_empty_interval_closes_with_the_empty_root(tmp_path: Path) -> None:
-    with build(tmp_path / "x.db", sizes=(6,), tail=0) as led:
+def test_empty_interval_closes_with_the_empty_root(tmp_path: Path, opening: list) -> None:
+    with build(tmp_path / "x.db", opening, sizes=(6,), tail=0) as led:
         c = led.close_interval(T0 + IV, ts=T0 + IV)
         assert c.body["entries"] == 0
         assert c.body["digest"] == ZERO_HASH.hex()
@@ -132,8 +109,8 @@ def test_close_for_an_interval_not_after_the_last_is_refused(led: Ledger, interv
     assert led.verify().ok
 
 
-def test_interval_order_survives_reopening(tmp_path: Path) -> None:
-    build(tmp_path / "x.db").close()
+def test_interval_order_survives_reopening(tmp_path: Path, opening: list) -> None:
+    build(tmp_path / "x.db", opening).close()
     with Ledger.open(tmp_path / "x.db") as led:
         with pytest.raises(LedgerError, match="must be after the previous close's interval"):
             led.close_interval(T0 + 6 * IV, ts=T0 + 10 * IV)

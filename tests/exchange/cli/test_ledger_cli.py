@@ -1,5 +1,4 @@
-"""``wattmesh ledger ...`` (wattmesh.exchange.cli.ledger), mounted here the way the main CLI
-mounts it: ``app.add_typer(ledger_app, name="ledger")``."""
+"""``wattmesh ledger ...`` (wattmesh.exchange.cli.ledger), run through the root command."""
 
 from __future__ import annotations
 
@@ -10,47 +9,16 @@ from pathlib import Path
 
 import orjson
 import pytest
-import typer
 
-from wattmesh.exchange.cli.ledger import ledger_app
 from wattmesh.settlement.ledger import Ledger
 
 T0 = 1_718_928_000_000
-GENESIS = {
-    "community": "elm-street",
-    "interval_ms": 900_000,
-    "price_min": 0,
-    "price_max": 1_000_000,
-    "fee_rate_ppm": 2_000,
-    "retail_price": 300_000,
-    "feedin_price": 80_000,
-    "funds": {"fees": "fund:fees"},
-}
-
-app = typer.Typer()
-app.add_typer(ledger_app, name="ledger")
-
-
-@app.callback()
-def _root() -> None:
-    """test root"""
-
 
 @pytest.fixture
-def ledger_file(tmp_path: Path) -> Path:
+def ledger_file(tmp_path: Path, street_opening) -> Path:
     path = tmp_path / "node.db"
     with Ledger.open(path) as led:
-        led.append_batch(
-            [
-                ("genesis", GENESIS),
-                ("member", {"owner": "alice", "bmax": 10_000, "storage": False}),
-                ("member", {"owner": "bob", "bmax": 10_000, "storage": True}),
-                ("deposit", {"owner": "alice", "amount": 10**9}),
-                ("deposit", {"owner": "bob", "amount": 10**9}),
-                ("grid_import", {"owner": "bob", "qty": 1_000, "price": 300_000}),
-            ],
-            ts=T0,
-        )
+        led.append_batch(street_opening(money=10**9, bob_energy=1_000), ts=T0)
         led.append_batch(
             [
                 ("trade", {"buyer": "alice", "seller": "bob", "qty": 100, "price": 200_000,
