@@ -69,3 +69,19 @@ def street_opening() -> Callable[..., list]:
         ]
 
     return opening
+
+
+@pytest.fixture(scope="session")
+def ledger_rows() -> Callable[[object], list[tuple]]:
+    """``ledger_rows(path)``: every row of a ledger file's ``entries`` table, read with
+    plain sqlite3 (the bytes on disk, not what :class:`Ledger` makes of them)."""
+    import sqlite3
+
+    def read(path: object) -> list[tuple]:
+        conn = sqlite3.connect(path)  # type: ignore[arg-type]
+        try:
+            return conn.execute("SELECT * FROM entries ORDER BY seq").fetchall()
+        finally:
+            conn.close()
+
+    return read

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -44,18 +43,10 @@ def trade(qty: int, interval: int = T0, buyer: str = "bob", seller: str = "ann")
     return ("trade", body)
 
 
-def rows(path: Path) -> list[tuple]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("SELECT * FROM entries ORDER BY seq").fetchall()
-    finally:
-        conn.close()
-
-
-def test_the_block_commits_everything_at_its_end_and_only_then(tmp_path: Path) -> None:
+def test_the_block_commits_everything_at_its_end_and_only_then(ledger_rows, tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     with community(path) as led:
-        before = len(rows(path))
+        before = len(ledger_rows(path))
         with led.atomic():
             led.append_batch([trade(100)], ts=T0)
             led.append_batch([trade(50)], ts=T0)
@@ -64,8 +55,8 @@ def test_the_block_commits_everything_at_its_end_and_only_then(tmp_path: Path) -
             # The handle sees its own writes; another connection sees nothing yet.
             assert led.balances()["bob"]["energy"] == 1_150
             assert led.head() == (close.seq, close.hash)
-            assert len(rows(path)) == before
-        assert [k for _s, _t, k, *_ in rows(path)[before:]] == (
+            assert len(ledger_rows(path)) == before
+        assert [k for _s, _t, k, *_ in ledger_rows(path)[before:]] == (
             ["trade", "trade"] + [e.kind for e in fees] + ["interval_close"]
         )
         assert fees and fees[-1].kind == "fee_split"
@@ -77,10 +68,12 @@ def test_the_block_commits_everything_at_its_end_and_only_then(tmp_path: Path) -
         assert again.last_interval() == T0
 
 
-def test_an_exception_leaving_the_block_writes_nothing_and_restores_the_state(tmp_path):
+def test_an_exception_leaving_the_block_writes_nothing_and_restores_the_state(
+    ledger_rows, tmp_path
+):
     path = tmp_path / "l.db"
     with community(path) as led:
-        head, bal, file_rows = led.head(), led.balances(), rows(path)
+        head, bal, file_rows = led.head(), led.balances(), ledger_rows(path)
         with pytest.raises(RuntimeError, match="boom"):
             with led.atomic():
                 led.append_batch([trade(100)], ts=T0)
@@ -91,7 +84,7 @@ def test_an_exception_leaving_the_block_writes_nothing_and_restores_the_state(tm
         assert led.head() == head
         assert led.balances() == bal
         assert led.last_interval() is None
-        assert rows(path) == file_rows
+        assert ledger_rows(path) == file_rows
         assert led.verify(expect_head=head).ok
         # No transaction was left open: the handle appends as usual afterwards.
         (e,) = led.append_batch([trade(7)], ts=T0)
@@ -99,7 +92,7 @@ def test_an_exception_leaving_the_block_writes_nothing_and_restores_the_state(tm
         assert led.verify().ok
 
 
-def test_a_refused_inner_append_is_rolled_back_alone(tmp_path: Path) -> None:
+def test_a_refused_inner_append_is_rolled_back_alone(ledger_rows, tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     with community(path) as led:
         start = led.head()[0]
@@ -112,7 +105,7 @@ def test_a_refused_inner_append_is_rolled_back_alone(tmp_path: Path) -> None:
                 led.append_batch([("deposit", {"owner": "nobody", "amount": 5})], ts=T0)
             assert led.head()[0] == start + 1  # nothing of the refused batches
             led.append_batch([trade(20)], ts=T0)
-        kinds = [(s, b) for s, _t, _k, b, *_ in rows(path)[start:]]
+        kinds = [(s, b) for s, _t, _k, b, *_ in ledger_rows(path)[start:]]
         assert [s for s, _ in kinds] == [start + 1, start + 2]  # no gap where refusals were
         assert ['"qty":100' in b for _, b in kinds] == [True, False]
         assert ['"qty":20' in b for _, b in kinds] == [False, True]
@@ -120,7 +113,7 @@ def test_a_refused_inner_append_is_rolled_back_alone(tmp_path: Path) -> None:
         assert led.verify().ok
 
 
-def test_a_refused_close_inside_the_block_leaves_the_rest(tmp_path: Path) -> None:
+def test_a_refused_close_inside_the_block_leaves_the_rest(ledger_rows, tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     with community(path) as led:
         start = led.head()[0]
@@ -131,7 +124,7 @@ def test_a_refused_close_inside_the_block_leaves_the_rest(tmp_path: Path) -> Non
             led.charge_storage(T0, T0)
             close = led.close_interval(T0, T0)
         assert close.body["entries"] == led.head()[0] - 1
-        assert rows(path)[start][2] == "trade"
+        assert ledger_rows(path)[start][2] == "trade"
         assert led.verify().ok
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 import uuid
 from pathlib import Path
 
@@ -75,14 +74,6 @@ def reading(
 def bal(led: Ledger, who: str) -> tuple[int, int]:
     b = led.balances()[who]
     return b["energy"], b["money"]
-
-
-def rows(path: Path) -> list[tuple]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("SELECT * FROM entries ORDER BY seq").fetchall()
-    finally:
-        conn.close()
 
 
 def kinds_after(led: Ledger, seq: int) -> list[str]:
@@ -268,29 +259,33 @@ def test_the_scenario_trades_and_refuses_what_it_should(tmp_path: Path) -> None:
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(seed=st.integers(0, 2**32 - 1))
-def test_the_order_of_the_records_never_changes_a_byte(tmp_path: Path, seed: int) -> None:
+def test_the_order_of_the_records_never_changes_a_byte(
+    ledger_rows, tmp_path: Path, seed: int
+) -> None:
     ref_path = tmp_path / "reference.db"
     if not ref_path.exists():
         settle_two(ref_path, None)
     path = tmp_path / f"{uuid.uuid4().hex}.db"  # another node's ledger file
     outs = settle_two(path, random.Random(seed))
-    assert rows(path) == rows(ref_path)  # same bytes, same hashes, same head
+    assert ledger_rows(path) == ledger_rows(ref_path)  # same bytes, same hashes, same head
     with Ledger.open(ref_path) as ref:
         assert outs[-1].digest == ref.head()[1].hex()
 
 
-def test_settling_an_interval_twice_or_a_bad_interval_is_refused_and_writes_nothing(tmp_path):
+def test_settling_an_interval_twice_or_a_bad_interval_is_refused_and_writes_nothing(
+    ledger_rows, tmp_path
+):
     path = tmp_path / "l.db"
     with community(path) as led:
         settle_interval(led, T0, [order(ANN, "ask", 100_000, 5, ts=1),
                                   order(BOB, "bid", 300_000, 5, ts=2)], [], [])  # fmt: skip
-        before, head = rows(path), led.head()
+        before, head = ledger_rows(path), led.head()
         again = [order(ANN, "ask", 100_000, 7, ts=3), order(BOB, "bid", 300_000, 7, ts=4)]
         for iv, match in ((T0, "not after the last closed"), (T0 - IV, "not after"),
                           (T0 + IV + 1, "multiple"), (-IV, "non-negative")):  # fmt: skip
             with pytest.raises(ValueError, match=match):
                 settle_interval(led, iv, again, [], [reading(CAT_METER, 1, 10, 0)])
-        assert rows(path) == before and led.head() == head
+        assert ledger_rows(path) == before and led.head() == head
         assert bal(led, CAT) == (0, MONEY)
         assert led.verify(expect_head=head).ok
 
@@ -303,12 +298,12 @@ def test_an_interval_before_the_ledgers_last_entry_is_refused(tmp_path: Path) ->
         assert led.last_interval() is None
 
 
-def test_a_failure_midway_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+def test_a_failure_midway_writes_nothing(ledger_rows, tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "l.db"
     orders = [order(ANN, "ask", 100_000, 500, ts=1), order(BOB, "bid", 300_000, 100, ts=2)]
     readings = [reading(CAT_METER, 1, 800, 0)]
     with community(path) as led:
-        before, head, balances = rows(path), led.head(), led.balances()
+        before, head, balances = ledger_rows(path), led.head(), led.balances()
 
         def boom(self: Ledger, interval: int, ts: int, certificate: object = None) -> None:
             raise RuntimeError("disk on fire")
@@ -316,7 +311,7 @@ def test_a_failure_midway_writes_nothing(tmp_path: Path, monkeypatch) -> None:
         monkeypatch.setattr(Ledger, "close_interval", boom)
         with pytest.raises(RuntimeError, match="disk on fire"):
             settle_interval(led, T0, orders, [], readings)
-        assert rows(path) == before  # not the reading, not the trade
+        assert ledger_rows(path) == before  # not the reading, not the trade
         assert led.head() == head and led.balances() == balances
         assert led.verify(expect_head=head).ok
         monkeypatch.undo()

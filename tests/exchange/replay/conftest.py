@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from wattmesh.exchange.replay.replay import ReplayOptions, ReplayResult, replay
+from wattmesh.settlement.ledger import Ledger
 from wattmesh.settlement.records import Cancel, Order
 
 
@@ -60,3 +63,22 @@ class OrderLog:
 def order_log() -> OrderLog:
     """The log-line builders (:class:`OrderLog`)."""
     return OrderLog()
+
+
+@pytest.fixture(scope="session")
+def ledger_agrees() -> Callable[[ReplayResult, Path], Ledger]:
+    """``ledger_agrees(result, path)``: the replay ledger at ``path``, open, once it
+    verifies and holds every owner's closing balances of ``result`` (the caller closes
+    it)."""
+
+    def check(result: ReplayResult, path: Path) -> Ledger:
+        led = Ledger.open(path, create=False)
+        check = led.verify()
+        assert check.ok, str(check)
+        bal = led.balances()
+        for h, (energy, money, _bmax) in result.closing.items():
+            owner = result.owners[h]
+            assert (bal[owner]["energy"], bal[owner]["money"]) == (energy, money), owner
+        return led
+
+    return check

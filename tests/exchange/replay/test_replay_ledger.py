@@ -28,21 +28,25 @@ def kinds(path: Path) -> list[str]:
         return [e.kind for e in led.entries()]
 
 
-def assert_matches_replay(result: ReplayResult, path: Path) -> None:
-    with Ledger.open(path, create=False) as led:
-        check = led.verify()
-        assert check.ok, str(check)
-        bal = led.balances()
-        for h, (energy, money, _bmax) in result.closing.items():
-            owner = result.owners[h]
-            assert (bal[owner]["energy"], bal[owner]["money"]) == (energy, money), owner
-        trades = list(led.entries(kind="trade"))
-    self_fills = sum(b == s for b, s in zip(result.trades.buyer, result.trades.seller, strict=True))
-    assert len(trades) == len(result.trades) - self_fills
+@pytest.fixture
+def assert_matches_replay(ledger_agrees):
+    """``assert_matches_replay(result, path)``: the ledger verifies, holds the closing
+    balances and books every fill but the self-fills."""
+
+    def check(result: ReplayResult, path: Path) -> None:
+        with ledger_agrees(result, path) as led:
+            trades = list(led.entries(kind="trade"))
+        t = result.trades
+        self_fills = sum(b == s for b, s in zip(t.buyer, t.seller, strict=True))
+        assert len(trades) == len(result.trades) - self_fills
+
+    return check
 
 
 @pytest.mark.parametrize("mode", ["call", "cda"])
-def test_the_same_log_gives_the_same_head_and_a_verified_ledger(tmp_path, mode):
+def test_the_same_log_gives_the_same_head_and_a_verified_ledger(
+    assert_matches_replay, tmp_path, mode
+):
     a = settle_into_ledger(sample(mode), tmp_path / "a.db")
     b = settle_into_ledger(sample(mode), tmp_path / "b.db")
     assert a.head == b.head and a.entries == b.entries
@@ -52,7 +56,7 @@ def test_the_same_log_gives_the_same_head_and_a_verified_ledger(tmp_path, mode):
         assert led.genesis() == genesis_body(sample(mode))
 
 
-def test_call_mode_books_each_interval_then_closes_it(order_log, tmp_path):
+def test_call_mode_books_each_interval_then_closes_it(assert_matches_replay, order_log, tmp_path):
     log = (
         order_log.account("alice", 0, 10**12, 5_000),
         order_log.account("bob", 1_000, 0),
@@ -83,7 +87,9 @@ def test_call_mode_books_each_interval_then_closes_it(order_log, tmp_path):
         assert led.balances()["@bank"]["money"] == -(10**12)
 
 
-def test_cda_buckets_fills_by_interval_and_stamps_each_at_its_fill(order_log, tmp_path):
+def test_cda_buckets_fills_by_interval_and_stamps_each_at_its_fill(
+    assert_matches_replay, order_log, tmp_path
+):
     log = (
         order_log.account("alice", 0, 10**12),
         order_log.account("bob", 1_000, 0),
@@ -106,7 +112,7 @@ def test_cda_buckets_fills_by_interval_and_stamps_each_at_its_fill(order_log, tm
         assert [c.body["interval"] for c in closes] == [T0, T0 + L]
 
 
-def test_self_fills_are_counted_not_booked(tmp_path):
+def test_self_fills_are_counted_not_booked(assert_matches_replay, tmp_path):
     result = sample("cda")  # the sample has self-fills under --stp none
     s = settle_into_ledger(result, tmp_path / "l.db")
     assert s.self_fills == 10
@@ -136,7 +142,7 @@ def test_an_uncapped_owner_without_fills_is_left_out(order_log, tmp_path):
     assert s.left_out == ("carol",) and s.members == 1
 
 
-def test_an_existing_file_is_refused_unless_empty(tmp_path):
+def test_an_existing_file_is_refused_unless_empty(assert_matches_replay, tmp_path):
     full = tmp_path / "full.db"
     full.write_bytes(b"x")
     with pytest.raises(ReplayLedgerError, match="exists and is not empty"):

@@ -40,17 +40,16 @@ def closing(result: ReplayResult, owner: str) -> tuple[int, int]:
     return energy, money
 
 
-def settled(result: ReplayResult, path: Path) -> Ledger:
-    """Settle into a ledger and check what every replay ledger must satisfy."""
-    settle_into_ledger(result, path)
-    led = Ledger.open(path, create=False)
-    check = led.verify()
-    assert check.ok, str(check)
-    bal = led.balances()
-    for h, (energy, money, _bmax) in result.closing.items():
-        owner = result.owners[h]
-        assert (bal[owner]["energy"], bal[owner]["money"]) == (energy, money), owner
-    return led
+@pytest.fixture
+def settled(ledger_agrees):
+    """``settled(result, path)``: settle into a ledger and check what every replay ledger
+    must satisfy; the ledger, open."""
+
+    def settle(result: ReplayResult, path: Path) -> Ledger:
+        settle_into_ledger(result, path)
+        return ledger_agrees(result, path)
+
+    return settle
 
 
 HOUSES = (  # two account lines and their meters
@@ -75,7 +74,7 @@ def test_readings_change_balances_as_design_says(order_log) -> None:
 
 
 def test_a_reading_before_the_gate_lets_a_household_sell_what_it_produced(
-    order_log, tmp_path
+    settled, order_log, tmp_path
 ) -> None:
     # ann holds 1000 Wh and asks 3000; her panels produce 2500 more before the gate.
     events = [
@@ -96,7 +95,9 @@ def test_a_reading_before_the_gate_lets_a_household_sell_what_it_produced(
     assert kinds.index("reading") < kinds.index("trade")
 
 
-def test_cda_a_reading_makes_a_resting_order_executable_and_the_ledger_agrees(order_log, tmp_path):
+def test_cda_a_reading_makes_a_resting_order_executable_and_the_ledger_agrees(
+    settled, order_log, tmp_path
+):
     events = [
         *HOUSES,
         order_log.order("bob", "bid", 200_000, 1_500, T0 + 1),
@@ -114,7 +115,7 @@ def test_cda_a_reading_makes_a_resting_order_executable_and_the_ledger_agrees(or
     assert kinds == ["trade", "reading", "trade"]
 
 
-def test_the_same_log_with_readings_gives_the_same_ledger(order_log, tmp_path) -> None:
+def test_the_same_log_with_readings_gives_the_same_ledger(settled, order_log, tmp_path) -> None:
     events = [*HOUSES, reading(ANN_METER, 1, 4_700, 200), reading(BOB_METER, 1, 0, 300),
               order_log.order("ann", "ask", 100_000, 100, T0 + 1, T0 + L),
               order_log.order("bob", "bid", 200_000, 100, T0 + 2, T0 + L)]  # fmt: skip
