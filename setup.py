@@ -44,7 +44,7 @@ setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
-        include_path=["matching"],  # matching/_buffers.pxd, shared by both extensions
+        include_path=["matching"],  # matching/_native.pxd, shared by both extensions
         compiler_directives={
             "boundscheck": False,
             "wraparound": False,

@@ -20,7 +20,7 @@ from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memmove, memset
 
-from _buffers cimport grow, next_cap, resize  # matching/_buffers.pxd
+from _native cimport grow, mix, next_cap, resize  # matching/_native.pxd
 
 import weakref
 from array import array
@@ -270,16 +270,6 @@ cdef carray.array _array(str typecode, void* data, size_t n):
 
 
 # ----------------------------------------------------------------------------- hash map
-cdef inline uint64_t _mix(uint64_t x) noexcept nogil:
-    # splitmix64 finaliser: sequential keys spread over the table.
-    x ^= x >> 30
-    x *= <uint64_t>0xbf58476d1ce4e5b9
-    x ^= x >> 27
-    x *= <uint64_t>0x94d049bb133111eb
-    x ^= x >> 31
-    return x
-
-
 cdef class _KeyMap:
     """uint64 key -> int32 slot, open addressing with linear probing and backward-shift
     deletion (no tombstones, so lookups stay short after many cancels)."""
@@ -322,7 +312,7 @@ cdef class _KeyMap:
         return 0
 
     cdef inline int32_t get(self, uint64_t key) noexcept nogil:
-        cdef size_t h = _mix(key) & self.mask
+        cdef size_t h = mix(key) & self.mask
         while self.vals[h] != NIL:
             if self.keys[h] == key:
                 return self.vals[h]
@@ -333,7 +323,7 @@ cdef class _KeyMap:
         """Insert a key known to be absent."""
         if (self.count + 1) * 2 > self.mask + 1:
             self._rehash()
-        cdef size_t h = _mix(key) & self.mask
+        cdef size_t h = mix(key) & self.mask
         while self.vals[h] != NIL:
             h = (h + 1) & self.mask
         self.keys[h] = key
@@ -357,7 +347,7 @@ cdef class _KeyMap:
         return 0
 
     cdef inline void remove(self, uint64_t key) noexcept nogil:
-        cdef size_t h = _mix(key) & self.mask
+        cdef size_t h = mix(key) & self.mask
         cdef size_t j, home
         while self.vals[h] != NIL:
             if self.keys[h] == key:
@@ -372,7 +362,7 @@ cdef class _KeyMap:
             j = (j + 1) & self.mask
             if self.vals[j] == NIL:
                 break
-            home = _mix(self.keys[j]) & self.mask
+            home = mix(self.keys[j]) & self.mask
             # Move entry j into hole h unless its home lies cyclically in (h, j].
             if (j > h and (home <= h or home > j)) or (j < h and (home <= h and home > j)):
                 self.keys[h] = self.keys[j]

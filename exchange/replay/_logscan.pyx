@@ -57,7 +57,7 @@ from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 
-from _buffers cimport grow, next_cap, resize  # matching/_buffers.pxd
+from _native cimport grow, mix, next_cap, resize  # matching/_native.pxd
 
 from array import array
 
@@ -170,15 +170,6 @@ ctypedef struct Auction:    # call: the orders of one (interval, market), as col
     int64_t* ts
 
 
-cdef inline uint64_t _mix(uint64_t x) noexcept nogil:
-    x ^= x >> 33
-    x *= <uint64_t>0xff51afd7ed558ccd
-    x ^= x >> 33
-    x *= <uint64_t>0xc4ceb9fe1a85ec53
-    x ^= x >> 33
-    return x
-
-
 cdef inline uint64_t _hash_bytes(const unsigned char* p, Py_ssize_t n) noexcept nogil:
     """A hash of n bytes, a word at a time."""
     cdef uint64_t h = <uint64_t>n * <uint64_t>0x9e3779b97f4a7c15
@@ -191,7 +182,7 @@ cdef inline uint64_t _hash_bytes(const unsigned char* p, Py_ssize_t n) noexcept 
     if i < n:
         memcpy(&w, p + i, n - i)
         h = (h ^ w) * <uint64_t>0xff51afd7ed558ccd
-    return _mix(h)
+    return mix(h)
 
 
 
@@ -521,7 +512,7 @@ cdef class Scanner:
         for i in range(cap):
             s[i].idx = -1
         for i in range(self.n_entries):
-            h = _mix(self.entries[i].key) & (cap - 1)
+            h = mix(self.entries[i].key) & (cap - 1)
             while s[h].idx != -1:
                 h = (h + 1) & (cap - 1)
             s[h].key = self.entries[i].key
@@ -532,7 +523,7 @@ cdef class Scanner:
         return 0
 
     cdef inline int32_t _find(self, uint64_t key) noexcept nogil:
-        cdef size_t h = _mix(key) & self.slot_mask
+        cdef size_t h = mix(key) & self.slot_mask
         cdef Slot* s
         while True:
             s = &self.slots[h]
@@ -554,7 +545,7 @@ cdef class Scanner:
                                              sizeof(Entry))
             i = <int32_t>self.n_entries
             self.n_entries += 1
-            h = _mix(key) & self.slot_mask
+            h = mix(key) & self.slot_mask
             while self.slots[h].idx != -1:
                 h = (h + 1) & self.slot_mask
             self.slots[h].key = key
@@ -613,7 +604,7 @@ cdef class Scanner:
         if self.cx != NULL:
             for i in range(self.cx_mask + 1):
                 if self.cx[i].idx != -1:
-                    h = _mix(self.cx[i].key) & (cap - 1)
+                    h = mix(self.cx[i].key) & (cap - 1)
                     while s[h].idx != -1:
                         h = (h + 1) & (cap - 1)
                     s[h] = self.cx[i]
@@ -627,7 +618,7 @@ cdef class Scanner:
         cdef size_t h
         if self.auctions[auction].n_cancelled == 0:
             return False
-        h = _mix(key) & self.cx_mask
+        h = mix(key) & self.cx_mask
         while self.cx[h].idx != -1:
             if self.cx[h].key == key and self.cx[h].idx == auction:
                 return True
@@ -638,7 +629,7 @@ cdef class Scanner:
         cdef size_t h
         if (self.cx_n + 1) * 2 > self.cx_mask + 1:
             self._rehash_cx((self.cx_mask + 1) * 2)
-        h = _mix(key) & self.cx_mask
+        h = mix(key) & self.cx_mask
         while self.cx[h].idx != -1:
             h = (h + 1) & self.cx_mask
         self.cx[h].key = key
@@ -781,7 +772,7 @@ cdef class Scanner:
         if not self.have_first_ts:
             return S_SLOW
         key = _hex_key(L.oid)
-        wm_prefetch(&self.slots[_mix(key) & self.slot_mask])  # a cache miss, mostly
+        wm_prefetch(&self.slots[mix(key) & self.slot_mask])  # a cache miss, mostly
         h = self._owner(L.owner, L.owner_len)
         if h == NO_OWNER:
             return S_SLOW

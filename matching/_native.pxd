@@ -1,8 +1,20 @@
-# Growable C arrays: one home for the engine (_engine.pyx) and the replay scanner
-# (exchange/replay/_logscan.pyx), which cimport these inline functions (no module is
-# imported at run time). setup.py puts this folder on Cython's include path.
+# The C helpers the engine (_engine.pyx) and the replay scanner
+# (exchange/replay/_logscan.pyx) share: growable arrays and the 64-bit mix their hash
+# tables use. Both cimport these inline functions (no module is imported at run time);
+# setup.py puts this folder on Cython's include path.
 
+from libc.stdint cimport uint64_t
 from libc.stdlib cimport realloc
+
+
+cdef inline uint64_t mix(uint64_t x) noexcept nogil:
+    """The splitmix64 finaliser: spreads keys (sequential ones too) over a hash table."""
+    x ^= x >> 30
+    x *= <uint64_t>0xbf58476d1ce4e5b9
+    x ^= x >> 27
+    x *= <uint64_t>0x94d049bb133111eb
+    x ^= x >> 31
+    return x
 
 
 cdef inline size_t next_cap(size_t cap, size_t need) noexcept nogil:
