@@ -46,9 +46,9 @@ class MessageStore:
         self.path = path
         self.conn = conn
         self._open: dict[int, dict[str, Inbound]] = {}  # unsettled interval -> id -> message
-        self._orders: dict[str, tuple[str, int]] = {}  # order id -> (owner, interval)
         # order id -> the held messages that carry it (two copies can be held at once: a
-        # certified set's, and a restart reloads what was held) and the cancels naming it
+        # certified set's, and a restart reloads what was held) and the cancels naming it;
+        # an order is held while some message carries it
         self._carriers: dict[str, list[str]] = {}
         self._cancels: dict[str, list[str]] = {}
         self._where: dict[str, int] = {}  # message id -> interval, for unsettled intervals
@@ -110,7 +110,12 @@ class MessageStore:
 
     def order(self, order_id: str) -> tuple[str, int] | None:
         """(owner, interval) of an accepted order of an unsettled interval."""
-        return self._orders.get(order_id)
+        carriers = self._carriers.get(order_id)
+        if not carriers:
+            return None
+        # every copy is signed by the order's owner and filed under the order's interval
+        first = self.held(carriers[0])
+        return first.signer, self._where[first.id]  # type: ignore[union-attr]
 
     def held(self, message_id: str) -> Inbound | None:
         """A held message of an unsettled interval."""
@@ -145,7 +150,6 @@ class MessageStore:
         self._open.setdefault(interval, {})[inbound.id] = inbound
         self._where[inbound.id] = interval
         for o in inbound.orders():
-            self._orders[o.id] = (o.owner, interval)
             self._carriers.setdefault(o.id, []).append(inbound.id)
         if inbound.kind == "cancel":
             self._cancels.setdefault(inbound.record.id, []).append(inbound.id)  # type: ignore[union-attr]
@@ -157,7 +161,6 @@ class MessageStore:
                 carriers.remove(inbound.id)
             if not carriers:  # no copy left: the order is no longer held
                 self._carriers.pop(o.id, None)
-                self._orders.pop(o.id, None)
         if inbound.kind == "cancel":
             named = self._cancels.get(inbound.record.id, [])  # type: ignore[union-attr]
             if inbound.id in named:
