@@ -47,6 +47,48 @@ def console(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str,
 
 
 @pytest.fixture(scope="session")
+def make_order() -> Callable[..., object]:
+    """``make_order(owner, side, price, qty, ts, interval=None, market="energy",
+    tif="gtc")`` -> :class:`Order`. ``owner`` is a private key (the order is signed by it,
+    as gossip carries it) or an owner id (unsigned, as an order log may hold it)."""
+    from wattmesh.settlement.keys import peer_id_of
+    from wattmesh.settlement.records import Order
+
+    def build(
+        owner: object,
+        side: str,
+        price: int,
+        qty: int,
+        ts: int,
+        interval: int | None = None,
+        *,
+        market: str = "energy",
+        tif: str = "gtc",
+    ) -> Order:
+        if isinstance(owner, str):
+            return Order(market, side, price, qty, owner, ts, interval, tif)
+        order = Order(market, side, price, qty, peer_id_of(owner), ts, interval, tif)
+        return order.signed(owner)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def make_reading() -> Callable[..., object]:
+    """``make_reading(meter_key, start, produced, consumed, seq, length=900_000)`` -> a
+    :class:`Reading` of ``[start, start + length)`` signed by the meter's key."""
+    from wattmesh.settlement.keys import peer_id_of
+    from wattmesh.settlement.records import Reading
+
+    def build(meter: object, start: int, produced: int, consumed: int, seq: int,
+              length: int = 900_000) -> Reading:  # fmt: skip
+        reading = Reading(peer_id_of(meter), start, start + length, produced, consumed, seq)
+        return reading.signed(meter)
+
+    return build
+
+
+@pytest.fixture(scope="session")
 def street_opening() -> Callable[..., list]:
     """The opening batch of the test street's ledger (elm-street: 15-minute intervals,
     prices 0..1,000,000, retail 0.30, feed-in 0.08, a 0.2% trade fee): alice, and bob who

@@ -25,10 +25,15 @@ GENESIS = {
 METER = generate_key()
 
 
-def reading(seq: int, produced: int, consumed: int, start: int | None = None) -> tuple:
-    start = T0 + (seq - 1) * IV if start is None else start
-    r = Reading(peer_id_of(METER), start, start + IV, produced, consumed, seq).signed(METER)
-    return ("reading", r.to_dict())
+@pytest.fixture
+def reading(make_reading):
+    """The ledger item of METER's ``seq``-th reading (one interval each, from T0)."""
+
+    def build(seq: int, produced: int, consumed: int, start: int | None = None) -> tuple:
+        start = T0 + (seq - 1) * IV if start is None else start
+        return ("reading", make_reading(METER, start, produced, consumed, seq, IV).to_dict())
+
+    return build
 
 
 def household(path: Path, energy: int = 1_000, money: int = 10**9) -> Ledger:
@@ -48,7 +53,7 @@ def ann(led: Ledger) -> tuple[int, int]:
     return b["energy"], b["money"]
 
 
-def test_production_above_bmax_is_exported_at_the_feed_in_price(tmp_path: Path) -> None:
+def test_production_above_bmax_is_exported_at_the_feed_in_price(reading, tmp_path: Path) -> None:
     with household(tmp_path / "l.db") as led:
         entries = led.append_batch([reading(1, 4_700, 200)], ts=T0 + IV)
         assert [e.kind for e in entries] == ["reading", "grid_export"]
@@ -68,7 +73,7 @@ def test_production_above_bmax_is_exported_at_the_feed_in_price(tmp_path: Path) 
         assert led.verify().ok
 
 
-def test_consumption_the_balance_cannot_cover_is_imported_and_billed_if_unpaid(tmp_path):
+def test_consumption_the_balance_cannot_cover_is_imported_and_billed_if_unpaid(reading, tmp_path):
     with household(tmp_path / "l.db", energy=1_000, money=100 * RETAIL) as led:
         entries = led.append_batch([reading(1, 200, 1_500)], ts=T0 + IV)
         assert [e.kind for e in entries] == ["reading", "grid_import"]
@@ -80,13 +85,13 @@ def test_consumption_the_balance_cannot_cover_is_imported_and_billed_if_unpaid(t
         assert led.verify().ok
 
 
-def test_a_reading_within_the_balance_needs_no_grid_entry(tmp_path: Path) -> None:
+def test_a_reading_within_the_balance_needs_no_grid_entry(reading, tmp_path: Path) -> None:
     with household(tmp_path / "l.db") as led:
         [e] = led.append_batch([reading(1, 300, 800)], ts=T0 + IV)
         assert e.kind == "reading" and ann(led) == (500, 10**9)
 
 
-def test_refused_readings_change_nothing(tmp_path: Path) -> None:
+def test_refused_readings_change_nothing(reading, tmp_path: Path) -> None:
     with household(tmp_path / "l.db") as led:
         led.append_batch([reading(1, 10, 0)], ts=T0 + IV)
         before = (led.head(), led.balances())
@@ -112,7 +117,7 @@ def test_refused_readings_change_nothing(tmp_path: Path) -> None:
         assert (led.head(), led.balances()) == before
 
 
-def test_verify_names_a_reading_whose_grid_entry_was_removed(tmp_path: Path) -> None:
+def test_verify_names_a_reading_whose_grid_entry_was_removed(reading, tmp_path: Path) -> None:
     with household(tmp_path / "l.db") as led:
         led.append_batch([reading(1, 4_700, 200)], ts=T0 + IV)
         path = led.path
@@ -133,7 +138,7 @@ def test_verify_names_a_reading_whose_grid_entry_was_removed(tmp_path: Path) -> 
     flows=st.lists(st.tuples(st.integers(0, 6_000), st.integers(0, 6_000)), min_size=1,
                    max_size=8),
 )  # fmt: skip
-def test_readings_follow_the_reference_rule(tmp_path_factory, start, money, flows) -> None:
+def test_readings_follow_the_reference_rule(reading, tmp_path_factory, start, money, flows) -> None:
     """The ledger's balances after any readings equal readings.apply_reading folded by
     hand; nothing is created or lost and the balance stays within [0, bmax]."""
     path = tmp_path_factory.mktemp("r") / "l.db"
@@ -162,7 +167,7 @@ def _empty(path: Path) -> Ledger:
     return led
 
 
-def test_reading_entries_hash_like_every_other_entry(tmp_path: Path) -> None:
+def test_reading_entries_hash_like_every_other_entry(reading, tmp_path: Path) -> None:
     with household(tmp_path / "l.db") as led:
         led.append_batch([reading(1, 4_700, 200)], ts=T0 + IV)
         prev = ZERO_HASH
@@ -171,7 +176,7 @@ def test_reading_entries_hash_like_every_other_entry(tmp_path: Path) -> None:
             prev = e.hash
 
 
-def test_a_reading_beyond_the_meters_declared_power_is_refused(tmp_path: Path) -> None:
+def test_a_reading_beyond_the_meters_declared_power_is_refused(reading, tmp_path: Path) -> None:
     led = Ledger.open(tmp_path / "l.db")
     led.append_batch(
         [("genesis", GENESIS), ("member", {"owner": "ann", "bmax": 5_000, "storage": False}),

@@ -9,8 +9,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from wattmesh.settlement.records import Order
-
 T0 = 1_718_928_000_000
 
 
@@ -21,8 +19,14 @@ def write_log(path: Path, *lines: dict | str) -> Path:
     return path
 
 
-def order(owner: str, side: str, price: int, ts: int, interval: int | None = T0) -> dict:
-    return Order("energy", side, price, 100, owner, ts, interval).to_dict()
+@pytest.fixture
+def order(make_order):
+    """The log line of ``owner``'s unsigned 100 Wh order."""
+
+    def build(owner: str, side: str, price: int, ts: int, interval: int | None = T0) -> dict:
+        return make_order(owner, side, price, 100, ts, interval).to_dict()
+
+    return build
 
 
 def test_replay_without_a_log_replays_the_bundled_sample_in_call_mode(console):
@@ -68,7 +72,7 @@ def test_a_wrong_flag_or_a_missing_file_is_one_error_line_and_exit_code_2(
     assert message in err
 
 
-def test_strict_exits_2_at_the_first_bad_line_naming_it(console, tmp_path):
+def test_strict_exits_2_at_the_first_bad_line_naming_it(order, console, tmp_path):
     log = write_log(
         tmp_path / "bad.jsonl",
         order("s", "ask", 200_000, T0 - 10),

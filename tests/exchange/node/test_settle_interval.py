@@ -52,23 +52,34 @@ def community(path: Path, storage_rate: int = 0) -> Ledger:
     return led
 
 
-def order(
-    who: str, side: str, price: int, qty: int, ts: int = 0, *, interval: int = T0,
-    market: str = "energy", tif: str = "gtc",
-) -> Order:  # fmt: skip
-    o = Order(market, side, price, qty, who, interval - IV + ts, interval, tif)
-    return o.signed(KEYS[NAME[who]])
+@pytest.fixture
+def order(make_order):
+    """``who``'s signed order for ``interval``, dated ``ts`` ms into the interval before."""
+
+    def build(
+        who: str, side: str, price: int, qty: int, ts: int = 0, *, interval: int = T0,
+        market: str = "energy", tif: str = "gtc",
+    ) -> Order:  # fmt: skip
+        key = KEYS[NAME[who]]
+        return make_order(
+            key, side, price, qty, interval - IV + ts, interval, market=market, tif=tif
+        )
+
+    return build
 
 
 def cancel(who: str, target: Order) -> Cancel:
     return Cancel(target.id, who, target.ts + 1).signed(KEYS[NAME[who]])
 
 
-def reading(
-    meter, seq: int, produced: int, consumed: int, start: int = T0, length: int = IV
-) -> Reading:
-    r = Reading(peer_id_of(meter), start, start + length, produced, consumed, seq)
-    return r.signed(meter)
+@pytest.fixture
+def reading(make_reading):
+    def build(
+        meter, seq: int, produced: int, consumed: int, start: int = T0, length: int = IV
+    ) -> Reading:
+        return make_reading(meter, start, produced, consumed, seq, length)
+
+    return build
 
 
 def bal(led: Ledger, who: str) -> tuple[int, int]:
@@ -80,7 +91,7 @@ def kinds_after(led: Ledger, seq: int) -> list[str]:
     return [e.kind for e in led.entries(since=seq + 1)]
 
 
-def test_a_crossing_bid_and_ask_trade_at_the_midpoint_and_balances_move(tmp_path):
+def test_a_crossing_bid_and_ask_trade_at_the_midpoint_and_balances_move(order, tmp_path):
     with community(tmp_path / "l.db") as led:
         start = led.head()[0]
         ask = order(ANN, "ask", 150_000, 500, ts=1)
@@ -102,7 +113,7 @@ def test_a_crossing_bid_and_ask_trade_at_the_midpoint_and_balances_move(tmp_path
         assert led.verify().ok
 
 
-def test_caps_hold_bmax_headroom_and_money_and_no_storage(tmp_path: Path) -> None:
+def test_caps_hold_bmax_headroom_and_money_and_no_storage(order, tmp_path: Path) -> None:
     with community(tmp_path / "l.db") as led:
         ask = order(ANN, "ask", 100_000, 5_000, ts=1)
         bob_bid = order(BOB, "bid", 300_000, 1_000, ts=2)  # headroom 2000 - 1800 = 200
@@ -124,7 +135,7 @@ def test_caps_hold_bmax_headroom_and_money_and_no_storage(tmp_path: Path) -> Non
         assert led.verify().ok
 
 
-def test_cancelled_orders_do_not_trade_but_a_stranger_cannot_cancel(tmp_path: Path) -> None:
+def test_cancelled_orders_do_not_trade_but_a_stranger_cannot_cancel(order, tmp_path: Path) -> None:
     with community(tmp_path / "l.db") as led:
         ask = order(ANN, "ask", 100_000, 500, ts=1)
         bob_bid = order(BOB, "bid", 300_000, 100, ts=2)
@@ -136,7 +147,7 @@ def test_cancelled_orders_do_not_trade_but_a_stranger_cannot_cancel(tmp_path: Pa
         assert bal(led, BOB) == (1_800, MONEY)
 
 
-def test_other_intervals_and_markets_are_ignored_and_bad_orders_refused(tmp_path: Path):
+def test_other_intervals_and_markets_are_ignored_and_bad_orders_refused(order, tmp_path: Path):
     with community(tmp_path / "l.db") as led:
         ask = order(ANN, "ask", 100_000, 500, ts=1)
         later = order(BOB, "bid", 300_000, 100, ts=2, interval=T0 + IV)
@@ -168,7 +179,9 @@ def test_other_intervals_and_markets_are_ignored_and_bad_orders_refused(tmp_path
         assert led.verify().ok
 
 
-def test_readings_are_applied_before_clearing_and_refused_ones_skipped(tmp_path: Path):
+def test_readings_are_applied_before_clearing_and_refused_ones_skipped(
+    order, reading, tmp_path: Path
+):
     with community(tmp_path / "l.db") as led:
         start = led.head()[0]
         produce = reading(CAT_METER, 1, 800, 0)  # cat's only energy
@@ -205,7 +218,7 @@ def test_readings_are_applied_before_clearing_and_refused_ones_skipped(tmp_path:
         assert led.verify().ok
 
 
-def scenario(interval: int = T0) -> tuple[list[Order], list[Cancel], list[Reading]]:
+def scenario(order, reading, interval: int = T0) -> tuple[list[Order], list[Cancel], list[Reading]]:
     """A busy interval: price and ts ties (decided by id), cancels, refusals, readings."""
     orders = [
         order(ANN, "ask", 120_000, 700, ts=5, interval=interval),
@@ -232,11 +245,11 @@ def scenario(interval: int = T0) -> tuple[list[Order], list[Cancel], list[Readin
     return orders, cancels, readings
 
 
-def settle_two(path: Path, rng: random.Random | None) -> list[IntervalOutcome]:
+def settle_two(order, reading, path: Path, rng: random.Random | None) -> list[IntervalOutcome]:
     outs = []
     with community(path, storage_rate=1_500) as led:
         for iv in (T0, T0 + IV):
-            lists = scenario(iv)
+            lists = scenario(order, reading, iv)
             if rng is not None:
                 for items in lists:
                     rng.shuffle(items)
@@ -246,8 +259,8 @@ def settle_two(path: Path, rng: random.Random | None) -> list[IntervalOutcome]:
     return outs
 
 
-def test_the_scenario_trades_and_refuses_what_it_should(tmp_path: Path) -> None:
-    first, second = settle_two(tmp_path / "l.db", None)
+def test_the_scenario_trades_and_refuses_what_it_should(order, reading, tmp_path: Path) -> None:
+    first, second = settle_two(order, reading, tmp_path / "l.db", None)
     assert len(first.trades) >= 3 and second.volume > 0
     for out in (first, second):
         assert out.orders == 8  # 11 less eve's, the fok and the cancelled one
@@ -260,20 +273,20 @@ def test_the_scenario_trades_and_refuses_what_it_should(tmp_path: Path) -> None:
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(seed=st.integers(0, 2**32 - 1))
 def test_the_order_of_the_records_never_changes_a_byte(
-    ledger_rows, tmp_path: Path, seed: int
+    order, reading, ledger_rows, tmp_path: Path, seed: int
 ) -> None:
     ref_path = tmp_path / "reference.db"
     if not ref_path.exists():
-        settle_two(ref_path, None)
+        settle_two(order, reading, ref_path, None)
     path = tmp_path / f"{uuid.uuid4().hex}.db"  # another node's ledger file
-    outs = settle_two(path, random.Random(seed))
+    outs = settle_two(order, reading, path, random.Random(seed))
     assert ledger_rows(path) == ledger_rows(ref_path)  # same bytes, same hashes, same head
     with Ledger.open(ref_path) as ref:
         assert outs[-1].digest == ref.head()[1].hex()
 
 
 def test_settling_an_interval_twice_or_a_bad_interval_is_refused_and_writes_nothing(
-    ledger_rows, tmp_path
+    order, reading, ledger_rows, tmp_path
 ):
     path = tmp_path / "l.db"
     with community(path) as led:
@@ -298,7 +311,9 @@ def test_an_interval_before_the_ledgers_last_entry_is_refused(tmp_path: Path) ->
         assert led.last_interval() is None
 
 
-def test_a_failure_midway_writes_nothing(ledger_rows, tmp_path: Path, monkeypatch) -> None:
+def test_a_failure_midway_writes_nothing(
+    order, reading, ledger_rows, tmp_path: Path, monkeypatch
+) -> None:
     path = tmp_path / "l.db"
     orders = [order(ANN, "ask", 100_000, 500, ts=1), order(BOB, "bid", 300_000, 100, ts=2)]
     readings = [reading(CAT_METER, 1, 800, 0)]
@@ -320,7 +335,7 @@ def test_a_failure_midway_writes_nothing(ledger_rows, tmp_path: Path, monkeypatc
         assert led.verify().ok
 
 
-def test_storage_fees_are_charged_before_the_close(tmp_path: Path) -> None:
+def test_storage_fees_are_charged_before_the_close(order, tmp_path: Path) -> None:
     rate = 2_000  # nano per kWh per interval
     with community(tmp_path / "l.db", storage_rate=rate) as led:
         start = led.head()[0]
@@ -340,7 +355,7 @@ def test_storage_fees_are_charged_before_the_close(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bid_first", [True, False])
-def test_self_trades_drop_the_households_earlier_order(tmp_path: Path, bid_first: bool):
+def test_self_trades_drop_the_households_earlier_order(order, tmp_path: Path, bid_first: bool):
     """stp cancel-resting: when ann's bid meets ann's ask, her earlier order leaves."""
     with community(tmp_path / "l.db") as led:
         ann_bid = order(ANN, "bid", 250_000, 300, ts=1 if bid_first else 2)
@@ -358,7 +373,7 @@ def test_self_trades_drop_the_households_earlier_order(tmp_path: Path, bid_first
         assert led.verify().ok
 
 
-def test_an_engine_key_collision_keeps_the_smaller_id(tmp_path: Path, monkeypatch) -> None:
+def test_an_engine_key_collision_keeps_the_smaller_id(order, tmp_path: Path, monkeypatch) -> None:
     # A real 64-bit prefix collision cannot be made here; make every id collide instead.
     monkeypatch.setattr(si, "order_key", lambda oid: 42)
     with community(tmp_path / "l.db") as led:

@@ -55,17 +55,29 @@ def community(**overrides) -> Community:
     return Community(name="wire", start_ms=START, interval_ms=L, members=members, **overrides)
 
 
-def order(key=KEY_A, *, side="ask", price=150_000, qty=1_000, interval=T0, ts=NOW - 1_000,
-          market="energy") -> Order:  # fmt: skip
-    return Order(market, side, price, qty, peer_id_of(key), ts, interval).signed(key)
+@pytest.fixture
+def order(make_order):
+    """An order signed by ``key`` (alice's unless told), for T0, dated before its gate."""
+
+    def build(key=KEY_A, *, side="ask", price=150_000, qty=1_000, interval=T0, ts=NOW - 1_000,
+              market="energy") -> Order:  # fmt: skip
+        return make_order(key, side, price, qty, ts, interval, market=market)
+
+    return build
 
 
 def msg(record) -> bytes:
     return canonical(record.to_dict())
 
 
-def reading(key=METER_A, *, seq=9, start=T0 - 2 * L, produced=500, consumed=100) -> Reading:
-    return Reading(peer_id_of(key), start, start + L, produced, consumed, seq).signed(key)
+@pytest.fixture
+def reading(make_reading):
+    """A reading of alice's meter (unless told), one interval long, two before T0."""
+
+    def build(key=METER_A, *, seq=9, start=T0 - 2 * L, produced=500, consumed=100) -> Reading:
+        return make_reading(key, start, produced, consumed, seq, L)
+
+    return build
 
 
 def refused(reason: str, topic: str, data: bytes, c: Community | None = None) -> Refused:
@@ -115,7 +127,7 @@ def held(store: MessageStore, *intervals: int) -> dict[int, list[str]]:
 # -- parse: what a message says by itself --------------------------------------------------
 
 
-def test_parse_accepts_each_kind_signed_by_its_signer():
+def test_parse_accepts_each_kind_signed_by_its_signer(order, reading):
     c = community()
     o = order()
     got = parse(ORDERS, msg(o), c)
@@ -148,7 +160,7 @@ def test_parse_accepts_each_kind_signed_by_its_signer():
     assert (got.kind, got.interval, got.signer, got.record) == ("interval_digest", T0 - L, B, d)
 
 
-def test_parse_refuses_malformed_messages():
+def test_parse_refuses_malformed_messages(order):
     o = order()
     good = o.to_dict()
     refused("malformed", ORDERS, b"{not json")
@@ -165,7 +177,7 @@ def test_parse_refuses_malformed_messages():
     assert parse(ORDERS, msg(o), community()).id == o.id
 
 
-def test_parse_refuses_batches_above_max_batch_or_with_an_item_twice():
+def test_parse_refuses_batches_above_max_batch_or_with_an_item_twice(order):
     c = community(max_batch=3)
     item = {"market": "energy", "side": "bid", "qty": 100}
     four = [{**item, "price": 100_000 + k} for k in range(4)]
@@ -185,7 +197,7 @@ def test_parse_refuses_batches_above_max_batch_or_with_an_item_twice():
     refused("malformed", ORDERS, data)
 
 
-def test_parse_refuses_bad_signatures():
+def test_parse_refuses_bad_signatures(order, reading):
     o = order()
     # The price changed after signing (the id recomputed, so only the signature is wrong).
     tampered = dataclasses.replace(o, price=o.price + 1, id="")
@@ -207,7 +219,7 @@ def test_parse_refuses_bad_signatures():
     refused("bad-signature", DIGESTS, msg(dataclasses.replace(d, sig=sign(KEY_A, d.body()))))
 
 
-def test_parse_refuses_non_members_unknown_meters_and_other_markets():
+def test_parse_refuses_non_members_unknown_meters_and_other_markets(order, reading):
     refused("not-member", ORDERS, msg(order(OUTSIDER)))
     outsider = peer_id_of(OUTSIDER)
     refused("not-member", ORDERS, msg(Cancel(order().id, outsider, NOW).signed(OUTSIDER)))
@@ -224,7 +236,7 @@ def test_parse_refuses_non_members_unknown_meters_and_other_markets():
 # -- Admission.gossip: time and state ------------------------------------------------------
 
 
-def test_gossip_accepts_open_messages_and_refuses_late_ones(node):
+def test_gossip_accepts_open_messages_and_refuses_late_ones(order, reading, node):
     admission, store, clock = node
     accept(admission, ORDERS, msg(order()))
     accept(admission, READINGS, msg(reading()))
@@ -256,7 +268,7 @@ def test_gossip_accepts_open_messages_and_refuses_late_ones(node):
     assert admission.refusals == {}  # gossip() raises; only refuse() counts
 
 
-def test_gossip_refuses_the_future(node):
+def test_gossip_refuses_the_future(order, reading, node):
     admission, store, _clock = node
     c = admission.community
     # A timestamp beyond max_skew_ms ahead of our clock.
@@ -305,7 +317,7 @@ def batch_before(o: Order) -> Batch:
     return batch_after(o.id, o.ts, item, before=True)
 
 
-def test_gossip_refuses_duplicates(node):
+def test_gossip_refuses_duplicates(order, node):
     admission, store, _clock = node
     o = order()
     accept(admission, ORDERS, msg(o))
@@ -338,7 +350,7 @@ def test_gossip_refuses_duplicates(node):
     assert store.ids(T0) == sorted([o.id, batch2.computed_id()])
 
 
-def test_two_copies_of_an_order_leave_the_same_copy_whichever_came_first(tmp_path, ledger):
+def test_two_copies_of_an_order_leave_the_same_copy_whichever_came_first(order, tmp_path, ledger):
     """An order sent alone to some nodes and inside a batch to others: the copy first in
     (ts, id) order stays at every node, the other is dropped with the cancels that only it
     made valid, so nodes that gather each other's sets converge on one set."""
@@ -393,7 +405,7 @@ def test_two_copies_of_an_order_leave_the_same_copy_whichever_came_first(tmp_pat
         assert kept == ({first, shared, filler} if first_is_batch else {first, shared})
 
 
-def test_a_cancel_goes_with_its_order_when_a_budget_pushes_the_order_out(tmp_path, ledger):
+def test_a_cancel_goes_with_its_order_when_a_budget_pushes_the_order_out(order, tmp_path, ledger):
     """A cancel dated before its order, then the order pushed out of its member's budget:
     the cancel is dropped too, so a node that never held the order (and so refused the
     cancel) holds the same set."""
@@ -415,7 +427,7 @@ def test_a_cancel_goes_with_its_order_when_a_budget_pushes_the_order_out(tmp_pat
     store.close()
 
 
-def test_gossip_refuses_cancels_of_orders_not_held_for_their_owner(node):
+def test_gossip_refuses_cancels_of_orders_not_held_for_their_owner(order, node):
     admission, store, _clock = node
     o = order()  # A's
     with pytest.raises(Refused) as info:
@@ -434,7 +446,7 @@ def test_gossip_refuses_cancels_of_orders_not_held_for_their_owner(node):
     assert store.ids(T0) == sorted([*before, cancel.computed_id()])
 
 
-def test_gossip_refuses_readings_the_ledger_has_passed(node, ledger: Ledger):
+def test_gossip_refuses_readings_the_ledger_has_passed(reading, node, ledger: Ledger):
     admission, store, _clock = node
     meter = peer_id_of(METER_A)
     # The ledger applies seq 9 (when T0 - L settles; its readings go in at any settlement).
@@ -451,7 +463,7 @@ def test_gossip_refuses_readings_the_ledger_has_passed(node, ledger: Ledger):
 # -- Admission.fetched: no time rule, but the right interval -------------------------------
 
 
-def test_fetched_ignores_the_gate_but_not_the_interval(node):
+def test_fetched_ignores_the_gate_but_not_the_interval(order, reading, node):
     admission, store, clock = node
     clock.now = T0 + L // 2  # T0's gate has passed: gossip would call these late
     o = order()
@@ -488,7 +500,7 @@ def test_fetched_ignores_the_gate_but_not_the_interval(node):
     assert info.value.reason == "malformed"
 
 
-def test_the_set_rule_refuses_an_order_stamped_at_or_after_its_gate_on_every_path(node):
+def test_the_set_rule_refuses_an_order_stamped_at_or_after_its_gate_on_every_path(order, node):
     """Whether a message belongs to an interval depends only on the message: an order,
     batch or cancel whose signed ts is not before its interval's gate is refused as late,
     gossiped, fetched or served as part of a certified set (the late-injection hole)."""
@@ -518,7 +530,7 @@ def test_the_set_rule_refuses_an_order_stamped_at_or_after_its_gate_on_every_pat
     assert info.value.reason == "late"
 
 
-def test_refusals_change_nothing_in_the_store(node, tmp_path: Path):
+def test_refusals_change_nothing_in_the_store(order, reading, node, tmp_path: Path):
     admission, store, clock = node
     o = order()
     accept(admission, ORDERS, msg(o))
@@ -564,7 +576,7 @@ def test_refusals_change_nothing_in_the_store(node, tmp_path: Path):
 # -- budgets: what one member may hold per interval ----------------------------------------
 
 
-def test_a_member_over_its_budget_is_refused_and_the_rest_is_kept(tmp_path: Path, ledger):
+def test_a_member_over_its_budget_is_refused_and_the_rest_is_kept(order, tmp_path: Path, ledger):
     store = MessageStore.open(tmp_path / "budget.sqlite")
     c = community(max_messages_per_interval=3, max_orders_per_interval=1_000)
     admission = Admission(c, store, ledger.meter_seq, Clock(NOW))
@@ -582,7 +594,9 @@ def test_a_member_over_its_budget_is_refused_and_the_rest_is_kept(tmp_path: Path
     store.close()
 
 
-def test_budgets_keep_the_same_messages_whatever_order_they_arrive_in(tmp_path: Path, ledger):
+def test_budgets_keep_the_same_messages_whatever_order_they_arrive_in(
+    order, tmp_path: Path, ledger
+):
     """The kept set is the longest (ts, id) prefix that fits, so two nodes that heard the
     same messages in different orders keep the same ones, and a pushed-out message stays
     out."""

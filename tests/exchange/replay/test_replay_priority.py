@@ -57,11 +57,17 @@ def test_under_prevention_the_self_pair_does_not_trade(stp):
 T = 1_718_928_000_000
 
 
-def order(market: str, side: str, owner: str, ts: int, price: int = 200_000) -> Order:
-    return Order(market, side, price, 1, owner, ts)
+@pytest.fixture
+def order(make_order):
+    """``owner``'s unsigned 1 Wh order on ``market`` (no interval: a continuous log)."""
+
+    def build(market: str, side: str, owner: str, ts: int, price: int = 200_000) -> Order:
+        return make_order(owner, side, price, 1, ts, market=market)
+
+    return build
 
 
-def two_market_log() -> tuple[str, dict[str, Order], Cancel]:
+def two_market_log(order) -> tuple[str, dict[str, Order], Cancel]:
     """alice's energy bid waits for money; her heat sale pays for it; then a cancel of an
     order that is no longer live (refused) comes later on the energy book."""
     o = {
@@ -79,10 +85,10 @@ def two_market_log() -> tuple[str, dict[str, Order], Cancel]:
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_a_fill_in_one_market_re_crosses_another_at_once_and_a_refused_cancel_does_nothing(
-    monkeypatch, fast
+    order, monkeypatch, fast
 ):
     monkeypatch.setattr(replay_module, "_FAST_SCAN", fast)
-    text, o, refused = two_market_log()
+    text, o, refused = two_market_log(order)
     result = run_lines(text)
     t = result.trades
     rows = list(zip(t.ts, t.market, t.bid, t.ask, strict=True))

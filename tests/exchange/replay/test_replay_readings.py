@@ -15,7 +15,6 @@ from wattmesh.exchange.replay.replay import (
 from wattmesh.exchange.replay.to_ledger import settle_into_ledger
 from wattmesh.settlement.keys import generate_key, peer_id_of
 from wattmesh.settlement.ledger import Ledger
-from wattmesh.settlement.records import Reading
 
 L = 900_000
 T0 = 1_718_928_000_000
@@ -30,9 +29,14 @@ def meter(key, owner: str, max_power_w: int | None = None) -> dict[str, Any]:
     return d
 
 
-def reading(key, seq: int, produced: int, consumed: int, start: int = T0 - L) -> dict[str, Any]:
-    start += (seq - 1) * L
-    return Reading(peer_id_of(key), start, start + L, produced, consumed, seq).signed(key).to_dict()
+@pytest.fixture
+def reading(make_reading):
+    """The log line of meter ``key``'s ``seq``-th reading (one interval each, from T0 - L)."""
+
+    def build(key, seq: int, produced: int, consumed: int, start: int = T0 - L) -> dict[str, Any]:
+        return make_reading(key, start + (seq - 1) * L, produced, consumed, seq, L).to_dict()
+
+    return build
 
 
 def closing(result: ReplayResult, owner: str) -> tuple[int, int]:
@@ -60,7 +64,7 @@ HOUSES = (  # two account lines and their meters
 )
 
 
-def test_readings_change_balances_as_design_says(order_log) -> None:
+def test_readings_change_balances_as_design_says(reading, order_log) -> None:
     result = order_log.replay(
         *HOUSES,
         reading(ANN_METER, 1, 4_700, 200),  # 1000 + 4500 -> 5000 at Bmax, 500 exported
@@ -74,7 +78,7 @@ def test_readings_change_balances_as_design_says(order_log) -> None:
 
 
 def test_a_reading_before_the_gate_lets_a_household_sell_what_it_produced(
-    settled, order_log, tmp_path
+    reading, settled, order_log, tmp_path
 ) -> None:
     # ann holds 1000 Wh and asks 3000; her panels produce 2500 more before the gate.
     events = [
@@ -96,7 +100,7 @@ def test_a_reading_before_the_gate_lets_a_household_sell_what_it_produced(
 
 
 def test_cda_a_reading_makes_a_resting_order_executable_and_the_ledger_agrees(
-    settled, order_log, tmp_path
+    reading, settled, order_log, tmp_path
 ):
     events = [
         *HOUSES,
@@ -115,7 +119,9 @@ def test_cda_a_reading_makes_a_resting_order_executable_and_the_ledger_agrees(
     assert kinds == ["trade", "reading", "trade"]
 
 
-def test_the_same_log_with_readings_gives_the_same_ledger(settled, order_log, tmp_path) -> None:
+def test_the_same_log_with_readings_gives_the_same_ledger(
+    reading, settled, order_log, tmp_path
+) -> None:
     events = [*HOUSES, reading(ANN_METER, 1, 4_700, 200), reading(BOB_METER, 1, 0, 300),
               order_log.order("ann", "ask", 100_000, 100, T0 + 1, T0 + L),
               order_log.order("bob", "bid", 200_000, 100, T0 + 2, T0 + L)]  # fmt: skip
@@ -128,17 +134,20 @@ def test_the_same_log_with_readings_gives_the_same_ledger(settled, order_log, tm
 
 
 @pytest.mark.parametrize(
-    ("line", "code", "reason"),
+    ("line_of", "code", "reason"),
     [
-        (reading(generate_key(), 1, 1, 1), "reading-refused", "unknown-meter"),
-        ({**reading(ANN_METER, 1, 1, 1), "produced": 2}, "reading-refused", "bad-signature"),
-        (reading(ANN_METER, 1, 5_001, 0), "reading-refused", "impossible"),  # > 20 kW
-        ({**reading(ANN_METER, 1, 1, 1), "end": "soon"}, "bad-record", "end"),
-        (meter(generate_key(), "carol"), "meter-refused", "has no account line"),
-        (meter(ANN_METER, "bob"), "meter-refused", "already registered"),
+        (lambda r: r(generate_key(), 1, 1, 1), "reading-refused", "unknown-meter"),
+        (lambda r: {**r(ANN_METER, 1, 1, 1), "produced": 2}, "reading-refused", "bad-signature"),
+        (lambda r: r(ANN_METER, 1, 5_001, 0), "reading-refused", "impossible"),  # > 20 kW
+        (lambda r: {**r(ANN_METER, 1, 1, 1), "end": "soon"}, "bad-record", "end"),
+        (lambda r: meter(generate_key(), "carol"), "meter-refused", "has no account line"),
+        (lambda r: meter(ANN_METER, "bob"), "meter-refused", "already registered"),
     ],
 )  # fmt: skip
-def test_refused_meter_and_reading_lines_change_nothing(order_log, line, code, reason) -> None:
+def test_refused_meter_and_reading_lines_change_nothing(
+    reading, order_log, line_of, code, reason
+) -> None:
+    line = line_of(reading)  # the reading builder is a fixture: lines are made per test
     before = order_log.replay(*HOUSES)
     result = order_log.replay(*HOUSES, line)
     [reject] = result.rejects
@@ -146,7 +155,7 @@ def test_refused_meter_and_reading_lines_change_nothing(order_log, line, code, r
     assert result.closing == before.closing
 
 
-def test_a_replayed_reading_is_refused(order_log) -> None:
+def test_a_replayed_reading_is_refused(reading, order_log) -> None:
     r = reading(ANN_METER, 1, 100, 0)
     result = order_log.replay(*HOUSES, r, r)
     [reject] = result.rejects
