@@ -31,7 +31,8 @@ def test_every_path_gives_only_codes_of_the_table():
     # Every code constant replay names is one it may give, and it names them all.
     assert REPLAY_CONSTANTS == replay.CODES
     assert replay.BAD_LINE_CODES <= replay.CODES
-    every = {code for path in ("replay", "gossip", "settle", "meter") for code in codes_of(path)}
+    paths = ("replay", "gossip", "settle", "meter", "api")
+    every = {code for path in paths for code in codes_of(path)}
     assert every == set(REFUSALS)  # no code that no path gives
 
 
