@@ -40,6 +40,7 @@ setup(
         "wattmesh.exchange.replay": ["data/*.jsonl", "*.pyx"],
         "wattmesh.matching": ["*.pyx", "*.pxd"],
         "wattmesh.agents": ["data/*.json"],
+        "wattmesh.exchange.api": ["static/*"],  # the web page, served offline
     },
     ext_modules=cythonize(
         extensions,

@@ -37,8 +37,10 @@ def test_every_error_of_wattmesh_is_a_wattmesh_error():
     found = error_classes()
     assert len(found) >= 19  # the walk reached every part
     strays = {name for name, cls in found.items() if not issubclass(cls, WattmeshError)}
-    # Interrupted is Ctrl-C, a BaseException on purpose (exchange/cli/app.py).
-    assert strays - OUTSIDE == {"wattmesh.exchange.cli.app.Interrupted"}
+    # Interrupted (exchange/cli/app.py) and the bot's _Stop (exchange/cli/bot.py) are
+    # Ctrl-C and SIGTERM: BaseExceptions on purpose, so that nothing catches them as errors.
+    assert strays - OUTSIDE == {"wattmesh.exchange.cli.app.Interrupted",
+                                "wattmesh.exchange.cli.bot._Stop"}
 
 
 def test_an_error_no_command_worded_is_still_one_line_and_exit_2(capsys, monkeypatch):

@@ -15,6 +15,8 @@ import orjson
 import typer
 
 from wattmesh.exchange.atomic_file import atomic_output, committed
+from wattmesh.exchange.cli.api import api_app
+from wattmesh.exchange.cli.bot import bot
 from wattmesh.exchange.cli.ledger import ledger_app
 from wattmesh.exchange.cli.meter import meter_app
 from wattmesh.exchange.cli.node import node_app
@@ -207,6 +209,8 @@ simulate.command("gode-sunder")(gode_sunder)
 simulate.command("community")(community)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(meter_app, name="meter")
+app.add_typer(api_app, name="api")
+app.command("bot")(bot)  # a trading bot through the node's API (docs/bots.md)
 app.add_typer(node_app)  # wattmesh init (node commands sit at the top level)
 
 
@@ -238,7 +242,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 # Commands that stop on SIGINT themselves, cleanly (a node closes its host and ledger).
-_OWN_SIGNALS = ("node", "demo")
+_OWN_SIGNALS = ("node", "demo", "bot")
 
 
 class Interrupted(BaseException):

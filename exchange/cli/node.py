@@ -23,6 +23,7 @@ import typer
 
 from wattmesh.exchange.cli.terminal import command_group, fail
 from wattmesh.exchange.node.config import (
+    ApiConfig,
     default_data_dir,
     init_data_dir,
     load_node_config,
@@ -86,6 +87,13 @@ def init(
         where = getattr(exc, "filename", None) or target
         fail(f"cannot write {where}: {getattr(exc, 'strerror', None) or exc}", code=1)
     typer.echo(result.message)
+    if result.member:  # the node's page and API need a token; made once, kept after
+        from wattmesh.exchange.api.tokens import TOKEN_FILE, ensure_token
+
+        had = (result.data_dir / TOKEN_FILE).is_file()
+        ensure_token(result.data_dir)
+        typer.echo(f"{'kept' if had else 'created'} {result.data_dir / TOKEN_FILE} (the API "
+                   "token: wattmesh api token prints it)")  # fmt: skip
     if not result.member:
         raise typer.Exit(EXIT_NOT_MEMBER)
 
@@ -117,6 +125,15 @@ def node(
             "(default: node.toml's list).",
         ),
     ] = None,
+    api_listen: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            show_default=False,
+            help='Where the web page and API listen, or "off" (default: node.toml\'s [api] '
+            "listen, 127.0.0.1:8480).",
+        ),
+    ] = None,
 ) -> None:
     """Run this household's node until Ctrl-C (SIGINT) or SIGTERM.
 
@@ -133,7 +150,10 @@ def node(
             parse_bootstrap(bootstrap)
         if listen is not None:
             parse_listen(listen)
-        run_node(config, listen, tuple(bootstrap) if bootstrap else None)
+        api = None
+        if api_listen is not None:
+            api = ApiConfig(api_listen, config.api.rate, config.api.max_streams)
+        run_node(config, listen, tuple(bootstrap) if bootstrap else None, api)
     except ValueError as exc:  # CommunityError, NodeConfigError, NodeStartError, LedgerError
         fail(str(exc), code=1)
     except OSError as exc:
@@ -171,6 +191,14 @@ def demo(
     keep: Annotated[
         bool, typer.Option("--keep", help="Keep the temporary directory at the end.")
     ] = False,
+    linger: Annotated[
+        bool,
+        typer.Option(
+            "--linger",
+            help="Keep the community running after the last interval until Ctrl-C, so that "
+            "you can open the nodes' web pages; then check and report as usual.",
+        ),
+    ] = False,
 ) -> None:
     """Run a small community of real nodes on this machine and check their ledgers.
 
@@ -178,7 +206,9 @@ def demo(
     and threshold bots, on an accelerated clock from a sunny June morning; once every node
     has settled the last interval it stops them, verifies every ledger, compares the
     interval digests and reports prices, volumes and each household's savings against the
-    grid alone. Exit code 0 when every ledger verifies and all digests agree, else 1.
+    grid alone. Each node serves its web page on its own port; the demo prints the pages'
+    addresses with a login code each. Exit code 0 when every ledger verifies and all
+    digests agree, else 1.
     """
     import signal as signals
 
@@ -202,6 +232,7 @@ def demo(
             keep=keep,
             on_line=typer.echo,
             on_interval=lambda iv: typer.echo(format_interval(iv)),
+            linger=linger,
         )
     except KeyboardInterrupt:
         sys.stderr.write("wattmesh: interrupted; every node was stopped\n")

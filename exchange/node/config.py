@@ -50,7 +50,9 @@ from wattmesh.settlement.keys import (
 from wattmesh.settlement.ledger import Ledger
 
 __all__ = [
+    "ApiConfig",
     "BotConfig",
+    "DEFAULT_API_LISTEN",
     "DEFAULT_LISTEN",
     "InitError",
     "InitResult",
@@ -62,12 +64,15 @@ __all__ = [
     "init_data_dir",
     "load_node_config",
     "write_node_config",
+    "parse_api_listen",
     "parse_bootstrap",
     "parse_listen",
+    "save_bot_config",
 ]
 
 NODE_TOML = "node.toml"
 DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
+DEFAULT_API_LISTEN = "127.0.0.1:8480"  # loopback: only this machine reaches the API
 DEFAULT_FILES = {
     "community": "community.toml",
     "key": "household.key",
@@ -149,6 +154,40 @@ class MeterConfig:
         _choice("meter.backend", self.backend, METER_BACKENDS)
 
 
+def parse_api_listen(value: Any) -> tuple[str, int] | None:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); ``"off"`` -> None."""
+    if value == "off":
+        return None
+    if type(value) is not str or ":" not in value:
+        NodeConfigError.bad("api.listen", 'HOST:PORT like "127.0.0.1:8480", or "off"', value)
+    host, _, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        NodeConfigError.bad("api.listen", 'HOST:PORT like "127.0.0.1:8480", or "off"', value)
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The node's HTTP API and web page (docs/api.md): where it listens (``"off"``: no
+    API), the requests per second each credential may make (with bursts of twice that),
+    and how many event streams may be open at once."""
+
+    listen: str = DEFAULT_API_LISTEN
+    rate: int = 20
+    max_streams: int = 8
+
+    def __post_init__(self) -> None:
+        parse_api_listen(self.listen)
+        NodeConfigError.integer("api.rate", self.rate, 1, 10_000)
+        NodeConfigError.integer("api.max_streams", self.max_streams, 1, 1_000)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port), or None when the API is off."""
+        return parse_api_listen(self.listen)
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """A node's settings; the file paths are resolved against the data directory."""
@@ -162,6 +201,7 @@ class NodeConfig:
     bootstrap: tuple[str, ...] = ()
     bot: BotConfig = field(default_factory=BotConfig)
     meter: MeterConfig = field(default_factory=MeterConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     log_level: str = "info"
 
     @property
@@ -203,9 +243,10 @@ def parse_bootstrap(value: Any) -> tuple[str, ...]:
 # -- reading ------------------------------------------------------------------------------
 
 _TOP_KEYS = ("community", "key", "ledger", "store", "listen", "bootstrap", "log_level", "bot",
-             "meter")  # fmt: skip
+             "meter", "api")  # fmt: skip
 _BOT_KEYS = ("enabled", "buy_price", "sell_price", "lower_wh", "upper_wh")
 _METER_KEYS = ("source", "key", "peak_w", "annual_kwh", "seed", "backend")
+_API_KEYS = ("listen", "rate", "max_streams")
 
 
 def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -218,9 +259,10 @@ def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
 def _config(data_dir: Path, doc: dict[str, Any]) -> NodeConfig:
     check_keys(doc, _TOP_KEYS, error=NodeConfigError)
     paths = {k: data_dir / _relpath(k, doc.get(k, v)) for k, v in DEFAULT_FILES.items()}
-    bot, meter = _table(doc, "bot"), _table(doc, "meter")
+    bot, meter, api = _table(doc, "bot"), _table(doc, "meter"), _table(doc, "api")
     check_keys(bot, _BOT_KEYS, prefix="bot.", error=NodeConfigError)
     check_keys(meter, _METER_KEYS, prefix="meter.", error=NodeConfigError)
+    check_keys(api, _API_KEYS, prefix="api.", error=NodeConfigError)
     return NodeConfig(
         data_dir=data_dir,
         **paths,
@@ -228,6 +270,7 @@ def _config(data_dir: Path, doc: dict[str, Any]) -> NodeConfig:
         bootstrap=parse_bootstrap(doc.get("bootstrap", [])),
         bot=BotConfig(**bot),
         meter=MeterConfig(**meter),
+        api=ApiConfig(**api),
         log_level=_choice("log_level", doc.get("log_level", "info"), LOG_LEVELS),
     )
 
@@ -284,6 +327,11 @@ peak_w = {meter.peak_w}  # simulated: PV array size, W peak (0: no PV)
 annual_kwh = {meter.annual_kwh}  # simulated: household consumption per year, kWh
 seed = {meter.seed}  # simulated: noise seed
 backend = {meter.backend}  # simulated: "builtin", "pvlib" (needs wattmesh[sim]) or "auto"
+
+[api]  # the node's HTTP API and web page (docs/api.md); its token is in api-token
+listen = {api.listen}  # HOST:PORT, or "off"; 0.0.0.0 exposes it to the LAN (docs/api.md)
+rate = {api.rate}  # requests per second per token or page session (bursts of twice that)
+max_streams = {api.max_streams}  # event streams (pages, bots) open at once
 """
 
 
@@ -294,6 +342,7 @@ def write_node_config(
     bootstrap: Iterable[str] = (),
     bot: BotConfig = BotConfig(),  # noqa: B008 (frozen, so one shared default is safe)
     meter: MeterConfig = MeterConfig(),  # noqa: B008
+    api: ApiConfig = ApiConfig(),  # noqa: B008
     log_level: str = "info",
 ) -> Path:
     """Write ``data_dir/node.toml`` (atomically, replacing any) as a commented template
@@ -310,9 +359,36 @@ def write_node_config(
         log_level=toml_value(log_level),
         bot=_Literals(bot),
         meter=_Literals(meter),
+        api=_Literals(api),
     )
     path = Path(data_dir) / NODE_TOML
     write_atomic(path, text.encode())  # mode 0644: node.toml holds no secret
+    return path
+
+
+def save_bot_config(data_dir: str | os.PathLike[str], bot: BotConfig) -> Path:
+    """Write ``bot`` into node.toml's ``[bot]`` table, keeping every other line and every
+    comment as the household left them (atomically; the result is checked first)."""
+    path = Path(data_dir) / NODE_TOML
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    values = {k: toml_value(getattr(bot, k)) for k in _BOT_KEYS}
+    start = next((i for i, line in enumerate(lines) if line.split("#")[0].strip() == "[bot]"),
+                 None)  # fmt: skip
+    if start is None:
+        lines += ["", "[bot]"]
+        start = len(lines) - 1
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")),
+               len(lines))  # fmt: skip
+    for i in range(start + 1, end):
+        key, eq, rest = lines[i].partition("=")
+        if eq and key.strip() in values:
+            comment = rest[rest.index("#"):] if "#" in rest else ""
+            value = values.pop(key.strip())
+            lines[i] = f"{key.strip()} = {value}" + (f"  {comment}" if comment else "")
+    lines[end:end] = [f"{k} = {v}" for k, v in values.items()]  # keys the file lacked
+    text = "\n".join(lines) + "\n"
+    _config(Path(data_dir), tomllib.loads(text))  # never write a file the node cannot read
+    write_atomic(path, text.encode())
     return path
 
 

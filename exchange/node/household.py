@@ -15,7 +15,9 @@ One :class:`HouseholdNode` runs under trio for as long as its :meth:`run` does:
 - on start it settles, in order, every interval it missed, from their certificates;
 - optionally its simulated meter publishes a signed reading after each settlement
   (covering everything since its last applied reading), and the Energo threshold bot
-  posts the household's orders.
+  posts the household's orders;
+- it tells its :attr:`~HouseholdNode.listeners` what happens (:data:`EVENTS`): the HTTP
+  API's event stream is one of them (exchange/api).
 """
 
 from __future__ import annotations
@@ -59,7 +61,19 @@ from wattmesh.settlement.keys import Ed25519PrivateKey, peer_id_of
 from wattmesh.settlement.ledger import Ledger
 from wattmesh.settlement.records import Cancel, Order, Reading
 
-__all__ = ["HouseholdNode", "NodeStatus"]
+__all__ = ["EVENTS", "HouseholdNode", "NodeStatus"]
+
+# What a node tells its listeners, with the data of each (docs/api.md, "The event stream").
+EVENTS = (
+    "interval-settled",  # interval, price, volume, trades, digest, fills (the household's)
+    "own-accepted",  # kind, id, interval, orders, cancels: our own message (an order,
+    # batch, cancel or reading): its id, the ids of the orders it carries and cancels
+    "own-refused",  # kind, code, message: our own message, refused by our own admission
+    "book-changed",  # interval: an order or cancel for it was accepted (anyone's)
+    "peer-joined",  # peer
+    "peer-left",  # peer
+    "dispute",  # interval, node, round: a member signed two sets in one round
+)
 
 logger = logging.getLogger("wattmesh.node")
 
@@ -141,6 +155,9 @@ class HouseholdNode:
         self.outcomes: list[IntervalOutcome] = []  # settled by this process, in order
         self.settled_event = trio.Event()
         self.p2p: P2PNode | None = None
+        # Called with (event, data) for each of EVENTS; a listener must not block.
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.bot_config = bot if bot is not None else BotConfig()
         self.bot = _Bot(self, bot) if bot is not None and bot.enabled else None
         self.meter = _Meter(self, meter, meter_key) if meter_key is not None else None
         loaded = store.load_open(self.next_unsettled() - community.interval_ms, self._reparse)
@@ -194,11 +211,31 @@ class HouseholdNode:
                 nursery.cancel_scope.cancel()
         logger.info("node %s stopped", self.peer_id)
 
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        """Tell every listener that ``event`` (one of :data:`EVENTS`) happened."""
+        for listener in self.listeners:
+            listener(event, data)
+
+    def set_bot(self, config: BotConfig) -> None:
+        """Change the threshold bot at run time: new prices and thresholds, or off. The
+        new bot posts for the next open interval it has not posted for."""
+        self.bot_config = config
+        self.bot = _Bot(self, config) if config.enabled else None
+        if self.bot is not None and self._nursery is not None:
+            self._nursery.start_soon(self.bot.act)
+
     async def _keep_connected(self, bootstrap: tuple[str, ...]) -> None:
         """Dial the bootstrap peers, and again whenever a connection is lost."""
         assert self.p2p is not None
         p2p = self.p2p
+        known: set[str] = set()
         while True:
+            now = set(p2p.peers)
+            for peer in sorted(now - known):
+                self.emit("peer-joined", {"peer": peer})
+            for peer in sorted(known - now):
+                self.emit("peer-left", {"peer": peer})
+            known = now
             missing = [a for a in bootstrap if a.rsplit("/p2p/", 1)[-1] not in p2p.peers]
 
             async def dial(addr: str) -> None:
@@ -262,6 +299,8 @@ class HouseholdNode:
             return False
         if self.on_accept is not None:
             self.on_accept(inbound)
+        if inbound.kind in ("order", "batch", "cancel"):
+            self.emit("book-changed", {"interval": interval})
         return True
 
     async def submit(self, kind: str, data: bytes) -> Inbound:
@@ -272,11 +311,17 @@ class HouseholdNode:
             inbound = self.admission.gossip(kind, data)
         except Refused as exc:
             self.admission.refuse(exc, "own")
+            self.emit("own-refused", {"kind": kind, "code": exc.reason, "message": exc.detail})
             raise
         self._validated[(kind, data)] = inbound
         await self.p2p.publish(self.topics[kind], data)
         accepted = self._accept(kind, data)
-        return accepted if accepted is not None else inbound
+        inbound = accepted if accepted is not None else inbound
+        self.emit("own-accepted", {"kind": inbound.kind, "id": inbound.id,
+                                   "interval": inbound.interval,
+                                   "orders": [o.id for o in inbound.orders()],
+                                   "cancels": list(inbound.cancelled())})  # fmt: skip
+        return inbound
 
     def _reparse(self, kind: str, data: bytes) -> Inbound | None:
         try:
@@ -436,6 +481,7 @@ class HouseholdNode:
         if evidence["interval"] not in s.disputed:
             s.disputed.append(evidence["interval"])
             s.disputed.sort()
+            self.emit("dispute", entry)
 
     def reachable(self, t: int) -> int:
         """The members we reach for interval ``t``: ourselves, the members' nodes we are
@@ -563,6 +609,11 @@ class HouseholdNode:
             outcome.readings_applied, outcome.digest[:16],
         )  # fmt: skip
         self._write_status()
+        me = self.peer_id
+        fills = [{"side": "bid" if t["buyer"] == me else "ask", "qty": t["qty"],
+                  "price": t["price"], "order": t["bid"] if t["buyer"] == me else t["ask"]}
+                 for t in outcome.trades if me in (t["buyer"], t["seller"])]  # fmt: skip
+        self.emit("interval-settled", {**s.last, "fills": fills})
         self.settled_event.set()
         self.settled_event = trio.Event()
 

@@ -14,13 +14,14 @@ import os
 import signal
 import socket
 import sys
+from functools import partial
 from pathlib import Path
 from typing import IO
 
 import trio
 
 from wattmesh.exchange.community_file import load_community
-from wattmesh.exchange.node.config import NodeConfig
+from wattmesh.exchange.node.config import ApiConfig, NodeConfig
 from wattmesh.exchange.node.household import HouseholdNode
 from wattmesh.exchange.node.message_store import MessageStore
 from wattmesh.settlement.errors import WattmeshError
@@ -61,7 +62,7 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
     return fp
 
 
-def check_port_free(listen: str) -> None:
+def check_port_free(listen: str, option: str = "--listen or in node.toml") -> None:
     """Refuse a listen address whose TCP port another socket holds. py-libp2p binds with
     SO_REUSEPORT, so a second node on the same port would start and share it; a probe
     bind without that option fails if anyone is bound there."""
@@ -80,9 +81,14 @@ def check_port_free(listen: str) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise NodeStartError(
                     f"{listen}: port {port} is already in use (another node or program"
-                    " listens there); choose another with --listen or in node.toml"
+                    f" listens there); choose another with {option}"
                 ) from None
             raise NodeStartError(f"{listen}: cannot listen there: {exc.strerror}") from None
+
+
+def _tcp(host: str, port: int) -> str:
+    """The multiaddr of a TCP address, for check_port_free."""
+    return f"/ip6/{host}/tcp/{port}" if ":" in host else f"/ip4/{host}/tcp/{port}"
 
 
 def _setup_logging(level: str, log_file: Path | None) -> None:
@@ -134,8 +140,11 @@ def open_node(config: NodeConfig) -> HouseholdNode:
     )
 
 
-async def _serve(node: HouseholdNode, listen: str, bootstrap: tuple[str, ...]) -> None:
+async def _serve(
+    node: HouseholdNode, listen: str, bootstrap: tuple[str, ...], api: ApiConfig
+) -> None:
     stop = trio.Event()
+    log = logging.getLogger("wattmesh.node")
     async with trio.open_nursery() as nursery:
 
         async def on_signal() -> None:
@@ -148,20 +157,40 @@ async def _serve(node: HouseholdNode, listen: str, bootstrap: tuple[str, ...]) -
                     return
 
         nursery.start_soon(on_signal)
-        await node.run(listen, bootstrap, stop=stop)
-        nursery.cancel_scope.cancel()
+        await nursery.start(partial(node.run, listen, bootstrap, stop=stop))
+        api_scope = trio.CancelScope()
+        if api.address is not None and node.data_dir is not None:
+            from wattmesh.exchange.api.serve import serve_api
+
+            async def serve(task_status: trio.TaskStatus[object]) -> None:
+                with api_scope:
+                    await serve_api(node, api, node.data_dir, task_status=task_status)  # type: ignore[arg-type]
+
+            running = await nursery.start(serve)
+            log.info("web page and API at %s; login code %s (once, within 10 minutes; "
+                     "`wattmesh api login-code` makes another)", running.url,
+                     running.login_code())  # fmt: skip
+        await stop.wait()
+        api_scope.cancel()  # the node's run() ends by itself: peers see it leave
+        nursery.cancel_scope.deadline = trio.current_time() + 5
 
 
 def run_node(
-    config: NodeConfig, listen: str | None = None, bootstrap: tuple[str, ...] | None = None
+    config: NodeConfig,
+    listen: str | None = None,
+    bootstrap: tuple[str, ...] | None = None,
+    api: ApiConfig | None = None,
 ) -> None:
-    """Run the node of ``config`` until SIGINT or SIGTERM; ``listen`` and ``bootstrap``
-    override node.toml's. Raises NodeStartError (or the community file's, key's or
-    ledger's own error) before anything runs."""
+    """Run the node of ``config`` until SIGINT or SIGTERM; ``listen``, ``bootstrap`` and
+    ``api`` override node.toml's. Raises NodeStartError (or the community file's, key's
+    or ledger's own error) before anything runs."""
     lock = lock_data_dir(config.data_dir)
     try:
         address = listen or config.listen
+        api = api if api is not None else config.api
         check_port_free(address)
+        if api.address is not None:
+            check_port_free(_tcp(*api.address), "--api-listen or [api] listen in node.toml")
         _setup_logging(config.log_level, config.data_dir / "node.log")
         node = open_node(config)
         try:
@@ -170,6 +199,7 @@ def run_node(
                 node,
                 address,
                 tuple(config.bootstrap if bootstrap is None else bootstrap),
+                api,
             )
         finally:
             node.store.close()

@@ -32,14 +32,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from wattmesh.exchange.engine_keys import order_key
-from wattmesh.matching import ASK, BID, MAX_PRICE, MAX_QTY, Accounts, CallAuction
+from wattmesh.matching import ASK, BID, MAX_PRICE, MAX_QTY, Accounts, CallAuction, Quote
 from wattmesh.settlement.certificate import Certificate
 from wattmesh.settlement.ledger import Ledger, LedgerEntry, LedgerError
 from wattmesh.settlement.ledger.bodies import trade_body
 from wattmesh.settlement.records import Cancel, Order, Reading
 from wattmesh.settlement.refusals import refusal_text
 
-__all__ = ["STP", "IntervalOutcome", "settle_interval"]
+__all__ = ["STP", "IntervalOutcome", "OpenBook", "open_book", "settle_interval"]
 
 STP = "cancel-resting"  # the call auction's self-trade rule (see the module docstring)
 _LIMIT = 2**62  # Accounts.set takes balances and bmax below this
@@ -201,14 +201,8 @@ def _clear(
     ledger: Ledger, interval: int, kept: list[Order]
 ) -> tuple[int | None, int, list[dict[str, Any]]]:
     """Clear ``kept`` (sorted by id) under the ledger's caps; the trade bodies in fill order."""
-    owners = sorted({o.owner for o in kept})
+    owners, accounts = _accounts(ledger, kept)
     handle = {o: h for h, o in enumerate(owners)}
-    balances = ledger.balances()
-    caps = ledger.member_caps()
-    accounts = Accounts()
-    for h, owner in enumerate(owners):
-        b = balances[owner]
-        accounts.set(h, *_engine_account(b["energy"], b["money"], caps[owner]))
     # Rows in id order: the engine sorts by (price, ts, key), a total order, so this only
     # makes its input canonical as well.
     keys = [order_key(o.id) for o in kept]
@@ -233,6 +227,51 @@ def _clear(
             bid=ids[bid], ask=ids[ask], interval=interval,
         ))  # fmt: skip
     return result.price, result.volume, trades
+
+
+def _accounts(ledger: Ledger, kept: list[Order]) -> tuple[list[str], Accounts]:
+    """The owners of ``kept`` (sorted; an owner's engine handle is its index) and their
+    engine accounts from the ledger's balances and caps."""
+    owners = sorted({o.owner for o in kept})
+    balances = ledger.balances()
+    caps = ledger.member_caps()
+    accounts = Accounts()
+    for h, owner in enumerate(owners):
+        b = balances[owner]
+        accounts.set(h, *_engine_account(b["energy"], b["money"], caps[owner]))
+    return owners, accounts
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBook:
+    """An open interval's call auction as it stands: the orders that would enter it (by
+    id) and its quote, plain and executable (the Energo overlap: an executable bid's owner
+    has money and headroom for it, an executable ask's owner has energy)."""
+
+    interval: int
+    orders: tuple[Order, ...]
+    quote: Quote
+
+
+def open_book(
+    ledger: Ledger,
+    interval: int,
+    orders: Iterable[Order],
+    cancels: Iterable[Cancel],
+    *,
+    market: str = "energy",
+) -> OpenBook:
+    """The auction of ``interval`` if it closed now, under today's ledger: the same order
+    rules and caps as :func:`settle_interval`, nothing written (readings still to come
+    may change the caps by the gate)."""
+    kept, _refused = _auction_orders(ledger, interval, market, list(orders), list(cancels))
+    owners, accounts = _accounts(ledger, kept)
+    handle = {o: h for h, o in enumerate(owners)}
+    auction = CallAuction(accounts, STP)
+    for o in kept:
+        auction.add(order_key(o.id), BID if o.side == "bid" else ASK, o.price, o.qty,
+                    handle[o.owner], o.ts)  # fmt: skip
+    return OpenBook(interval, tuple(kept), auction.quotes())
 
 
 def _engine_account(energy: int, money: int, bmax: int) -> tuple[int, int, int | None]:

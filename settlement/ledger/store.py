@@ -224,6 +224,20 @@ class Ledger:
         for seq, ts, k, body, prev, h in self.conn.execute(sql + " ORDER BY seq", args):
             yield LedgerEntry(seq, ts, k, orjson.loads(body), prev, h)
 
+    def entries_before(
+        self, before: int | None, kind: str | None = None, limit: int = 100
+    ) -> list[LedgerEntry]:
+        """Up to ``limit`` entries (of ``kind``) below seq ``before`` (None: the head),
+        newest first: a backward walk of the primary key, which stops after ``limit``."""
+        sql = "SELECT seq, ts, kind, body, prev, hash FROM entries WHERE seq < ?"
+        args: list[Any] = [I64 if before is None else before]
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        rows = self.conn.execute(sql + " ORDER BY seq DESC LIMIT ?", [*args, limit])
+        return [LedgerEntry(seq, ts, k, orjson.loads(body), prev, h)
+                for seq, ts, k, body, prev, h in rows]  # fmt: skip
+
     # -- appending --
 
     def append_batch(

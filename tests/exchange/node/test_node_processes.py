@@ -22,6 +22,7 @@ import pytest
 
 from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec, dump_community
 from wattmesh.exchange.node.config import (
+    ApiConfig,
     BotConfig,
     MeterConfig,
     init_data_dir,
@@ -68,9 +69,9 @@ class Community3:
                                    members=members)  # fmt: skip
         path = root / "community.toml"
         path.write_text(dump_community(self.community))
-        ports = free_ports(N)
+        ports = free_ports(2 * N)  # libp2p's, then the APIs'
         addrs = [f"/ip4/127.0.0.1/tcp/{p}/p2p/{peer_id_of(k)}"
-                 for p, k in zip(ports, keys, strict=True)]  # fmt: skip
+                 for p, k in zip(ports[:N], keys, strict=True)]  # fmt: skip
         self.dirs: list[Path] = []
         for i in range(N):
             d = root / f"node{i}"
@@ -85,6 +86,7 @@ class Community3:
                 bootstrap=[a for j, a in enumerate(addrs) if j != i],
                 bot=BotConfig(enabled=True, lower_wh=3_000, upper_wh=4_000),
                 meter=MeterConfig(source="simulated", seed=i, peak_w=4_000 if i < 2 else 0),
+                api=ApiConfig(f"127.0.0.1:{ports[N + i]}"),
             )
             self.dirs.append(d)
 
@@ -308,3 +310,54 @@ def test_one_node_per_data_dir_and_per_port(tmp_path: Path, launch):
                      " use (another node or program listens there); choose another with"
                      " --listen or in node.toml"], lines  # fmt: skip
     assert status(other) is None  # it never started
+
+
+def test_the_api_port_is_checked_and_a_node_with_an_open_stream_stops_cleanly(
+    tmp_path: Path, launch
+):
+    import threading
+
+    import httpx
+
+    from wattmesh.exchange.node.config import load_node_config
+
+    setup = Community3(tmp_path)
+    first, other = setup.dirs[0], setup.dirs[1]
+    proc = launch(first)
+    started([first])
+    host, port = load_node_config(first).api.address
+    # Another node on the first node's API port: one clear line, nothing started.
+    run = subprocess.run(
+        [sys.executable, "-m", "wattmesh.exchange.cli", "node", "--data-dir", str(other),
+         "--api-listen", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    [line] = run.stderr.strip().splitlines()
+    assert f"port {port} is already in use" in line and "--api-listen" in line, line
+    assert status(other) is None
+    # A page's event stream is open when the node is told to stop.
+    token = (first / "api-token").read_text().strip()
+    lines: list[str] = []
+    opened, ended = threading.Event(), threading.Event()
+
+    def stream() -> None:
+        try:
+            with httpx.stream("GET", f"http://{host}:{port}/api/v1/events", timeout=30,
+                              headers={"authorization": f"Bearer {token}"}) as r:  # fmt: skip
+                opened.set()
+                for line in r.iter_lines():
+                    lines.append(line)
+        except httpx.HTTPError:
+            pass  # the node went away mid-stream: what we test is the node's exit
+        finally:
+            ended.set()
+
+    reader = threading.Thread(target=stream, daemon=True)
+    reader.start()
+    assert opened.wait(30), logs([first])
+    began = time.monotonic()
+    assert stop(proc) == 0, logs([first])
+    assert time.monotonic() - began < 8
+    assert ended.wait(10)
+    assert lines and lines[0].startswith("retry:")
