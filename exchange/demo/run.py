@@ -8,8 +8,13 @@ loopback port, with the other nodes as bootstrap peers) and starts one ``wattmes
 process per household. It follows their ``status.json`` files until every node has settled
 the last interval, stops them (SIGTERM; each must exit 0), then opens every ledger:
 ``verify()`` must pass and every interval's ``interval_close`` hash must be the same at
-every node. It returns a :class:`DemoResult` (data only); :func:`format_interval` and
-:func:`format_report` turn it into text and rich tables.
+every node. The first household's threshold bot runs as its own ``wattmesh bot``
+process, trading through its node's HTTP API; the others' run inside their nodes. It
+returns a :class:`DemoResult` (data only); :func:`format_interval` and
+:func:`format_report` turn it into text and rich tables. Each node also serves its web page
+and API on its own loopback port; once they listen the demo prints each page's address
+with a one-time login code, and with ``linger`` the community keeps running after the last
+interval until Ctrl-C, so that a person can watch the pages.
 
 Every process it starts is stopped again on every way out (SIGTERM, SIGKILL after a
 timeout), Ctrl-C and errors included; on Linux a node also gets SIGTERM if the demo
@@ -20,6 +25,7 @@ text :mod:`.report`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -37,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from wattmesh.exchange.api.tokens import ensure_token
 from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec, dump_community
 from wattmesh.exchange.demo.accounts import (
     HouseholdAccount,
@@ -45,6 +52,8 @@ from wattmesh.exchange.demo.accounts import (
     fold_ledger,
 )
 from wattmesh.exchange.demo.plan import (
+    BOT_LOG,
+    EXTERNAL_BOT,
     INTERVAL_MS,
     SITE_OFFSET_MS,
     STATUS,
@@ -59,6 +68,7 @@ from wattmesh.exchange.demo.plan import (
 )
 from wattmesh.exchange.node.config import (
     DEFAULT_FILES,
+    ApiConfig,
     init_data_dir,
     write_node_config,
 )
@@ -124,6 +134,7 @@ class _Node:
     data_dir: Path
     peer_id: str
     port: int
+    api_port: int
     proc: subprocess.Popen[bytes] | None = None
     err: IO[bytes] | None = None
     stopped_code: int | None = None  # the exit code after our SIGTERM (None: not yet)
@@ -142,12 +153,38 @@ class _Node:
     def tail(self) -> list[str]:
         return _tail(self.data_dir / STDERR)
 
+    @property
+    def page(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}/"
+
+    def login_code(self, timeout: float = 5.0) -> str | None:
+        """A one-time login code from the node's API (None if it does not answer in
+        ``timeout`` s: the API starts just after the node)."""
+        import httpx
+
+        token = ensure_token(self.data_dir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.post(f"{self.page}api/v1/login-codes", timeout=1.0,
+                               headers={"authorization": f"Bearer {token}"})  # fmt: skip
+                if r.status_code == 200:
+                    return str(r.json()["code"])
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        return None
+
 
 class _Processes:
-    """The node processes: started, watched, and always stopped (context manager)."""
+    """The node processes and the external bot: started, watched, and always stopped
+    (context manager)."""
 
     def __init__(self, nodes: list[_Node]) -> None:
         self.nodes = nodes
+        self.bot: subprocess.Popen[bytes] | None = None
+        self.bot_log: IO[bytes] | None = None
+        self.bot_code: int | None = None  # its exit code after our SIGTERM
 
     def start(self) -> None:
         arm = _parent_death_signal()
@@ -162,6 +199,19 @@ class _Processes:
                 preexec_fn=arm,  # noqa: PLW1509 (the demo process has no other threads)
             )  # fmt: skip
 
+    def start_bot(self, n: _Node) -> None:
+        """Run ``n``'s threshold bot as ``wattmesh bot``, trading through ``n``'s API."""
+        b = n.setup.bot
+        self.bot_log = open(n.data_dir / BOT_LOG, "wb")  # noqa: SIM115 (closed in stop())
+        self.bot = subprocess.Popen(
+            [sys.executable, "-m", "wattmesh.exchange.cli", "bot", "--strategy", "threshold",
+             "--api", n.page.rstrip("/"), "--token-file", str(n.data_dir / "api-token"),
+             "--buy-price", str(b.buy_price), "--sell-price", str(b.sell_price),
+             "--lower-wh", str(b.lower_wh), "--upper-wh", str(b.upper_wh)],
+            stdin=subprocess.DEVNULL, stdout=self.bot_log, stderr=self.bot_log,
+            preexec_fn=_parent_death_signal(),  # noqa: PLW1509
+        )  # fmt: skip
+
     def dead(self) -> _Node | None:
         """A node whose process has exited (before we stopped it), or None."""
         for n in self.nodes:
@@ -169,8 +219,25 @@ class _Processes:
                 return n
         return None
 
+    def bot_died(self) -> int | None:
+        """The external bot's exit code if it ended before we stopped it."""
+        return None if self.bot is None or self.bot_code is not None else self.bot.poll()
+
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM every running node, wait up to ``timeout`` s in all, SIGKILL the rest."""
+        """SIGTERM the bot and every running node, wait up to ``timeout`` s in all,
+        SIGKILL the rest."""
+        if self.bot is not None and self.bot_code is None:
+            if self.bot.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.bot.send_signal(signal.SIGTERM)
+            try:
+                self.bot_code = self.bot.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.bot.kill()
+                self.bot_code = self.bot.wait()
+        if self.bot_log is not None:
+            self.bot_log.close()
+            self.bot_log = None
         running = [n for n in self.nodes if n.proc is not None and n.proc.returncode is None]
         for n in running:
             with contextlib.suppress(ProcessLookupError):
@@ -344,6 +411,7 @@ def run_demo(
     on_line: Callable[[str], None] | None = None,
     on_interval: Callable[[IntervalReport], None] | None = None,
     contention: Contention | None = None,
+    linger: bool = False,
 ) -> DemoResult:
     """Run ``households`` nodes for ``hours`` hours of 15-minute intervals; see the module
     docstring. ``on_line`` gets progress text, ``on_interval`` each interval once every
@@ -352,7 +420,8 @@ def run_demo(
     ``directory`` keeps the data directories there (it must be empty or new); without
     it they go to a temporary directory, removed at the end unless ``keep`` or the run
     failed. With ``contention`` the nodes run under it from their start until the last
-    interval is settled everywhere."""
+    interval is settled everywhere. With ``linger`` the nodes keep running after that until
+    Ctrl-C (KeyboardInterrupt), then stop and are checked as usual."""
     say = on_line or (lambda _line: None)
     if households < 2:
         raise DemoError(
@@ -374,7 +443,7 @@ def run_demo(
     began = time.monotonic()
     try:
         result = _run(root, households, hours, speed, seed, start_ms, say, on_interval,
-                      contention)  # fmt: skip
+                      contention, linger)  # fmt: skip
     except KeyboardInterrupt:
         if temporary and not keep:  # interrupted: nothing to look at
             shutil.rmtree(root, ignore_errors=True)
@@ -427,6 +496,21 @@ def _follow(
                 + (f"({-late:.1f} s before the clock starts)" if late < 0 else
                    f"({late:.1f} s after the clock started: they catch up from peers)")
             )  # fmt: skip
+            for x in nodes:
+                code = x.login_code()
+                say(f"  {x.name}  web page {x.page}  " + (
+                    f"login code {code}" if code is not None else
+                    f"(login code: wattmesh api login-code --data-dir {x.data_dir})"))  # fmt: skip
+            x = nodes[EXTERNAL_BOT]
+            procs.start_bot(x)
+            assert procs.bot is not None
+            say(f"{x.name} trades through `wattmesh bot` (pid {procs.bot.pid}) over its "
+                f"node's API; its lines are in {x.data_dir / BOT_LOG}")  # fmt: skip
+        bot_code = procs.bot_died()
+        if bot_code is not None:
+            x = nodes[EXTERNAL_BOT]
+            raise DemoError(f"{x.name}'s `wattmesh bot` exited early with code {bot_code}; "
+                            f"the end of {x.data_dir / BOT_LOG}:", _tail(x.data_dir / BOT_LOG))
         settled = [(s or {}).get("settled_through") for s in statuses]
         while t <= last and all(v is not None and v >= t for v in settled):
             report = _interval_from_db(nodes[0].data_dir / DEFAULT_FILES["ledger"], t)
@@ -449,6 +533,24 @@ def _follow(
     return intervals
 
 
+def _linger(procs: _Processes, say: Callable[[str], None]) -> None:
+    """Keep the community running until Ctrl-C (or a node dies)."""
+    say("the community keeps running: open the pages above; Ctrl-C stops it")
+    try:
+        while procs.dead() is None and procs.bot_died() is None:
+            time.sleep(0.2)
+    except KeyboardInterrupt:  # the terminal's Ctrl-C reaches the nodes too: they stop
+        say("stopping")
+        return
+    dead = procs.dead()
+    if dead is not None:
+        assert dead.proc is not None
+        raise DemoError(f"node {dead.name} exited with code {dead.proc.returncode} while "
+                        "lingering", dead.tail())  # fmt: skip
+    raise DemoError(f"the external `wattmesh bot` exited with code {procs.bot_died()} "
+                    "while lingering")
+
+
 def _run(
     root: Path,
     n: int,
@@ -459,6 +561,7 @@ def _run(
     say: Callable[[str], None],
     on_interval: Callable[[IntervalReport], None] | None,
     contention: Contention | None = None,
+    linger: bool = False,
 ) -> DemoResult:
     count = hours * 3_600_000 // INTERVAL_MS
     last = start_ms + (count - 1) * INTERVAL_MS
@@ -466,7 +569,7 @@ def _run(
     plan = plan_households(n, seed)
     keys = [generate_key() for _ in range(n)]
     meter_keys = [generate_key() for _ in range(n)]
-    ports = free_ports(n)
+    ports = free_ports(2 * n)  # libp2p's, then the APIs'
     members = tuple(
         MemberSpec(
             peer_id_of(k), bmax=h.bmax, money=h.money, energy=h.energy, name=h.name,
@@ -488,21 +591,26 @@ def _run(
     community_file = root / DEFAULT_FILES["community"]
     community_file.write_text(dump_community(community))
     nodes: list[_Node] = []
-    for h, k, mk, port in zip(plan, keys, meter_keys, ports, strict=True):
+    for h, k, mk, port, api_port in zip(plan, keys, meter_keys, ports[:n], ports[n:],
+                                        strict=True):  # fmt: skip
         d = root / h.name
         d.mkdir(mode=0o700)
         save_key(d / DEFAULT_FILES["key"], k)
         save_key(d / h.meter.key, mk)
         init_data_dir(community_file, d)
-        nodes.append(_Node(h, d, peer_id_of(k), port))
+        ensure_token(d)
+        nodes.append(_Node(h, d, peer_id_of(k), port, api_port))
     addrs = [f"/ip4/127.0.0.1/tcp/{x.port}/p2p/{x.peer_id}" for x in nodes]
     for x, peers in zip(nodes, bootstrap_peers(n, seed), strict=True):
         write_node_config(
             x.data_dir,
             listen=f"/ip4/127.0.0.1/tcp/{x.port}",
             bootstrap=[addrs[j] for j in peers],
-            bot=x.setup.bot,
+            # The external bot trades for this household; the node's own one stays off.
+            bot=dataclasses.replace(x.setup.bot, enabled=False) if x is nodes[EXTERNAL_BOT]
+            else x.setup.bot,
             meter=x.setup.meter,
+            api=ApiConfig(f"127.0.0.1:{x.api_port}"),
         )
 
     when = datetime.fromtimestamp(start_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -529,11 +637,16 @@ def _run(
         finally:
             if contention is not None:
                 contention.stop()
+        if linger:
+            _linger(procs, say)
         say(f"every node settled {clock_text(last)}; stopping the nodes (SIGTERM)")
         procs.stop()
 
     # The checks, on the stopped nodes' files.
     problems: list[str] = []
+    if procs.bot_code != 0:
+        problems.append(f"{nodes[EXTERNAL_BOT].name}'s `wattmesh bot` exited with code "
+                        f"{procs.bot_code} when stopped")  # fmt: skip
     reports: list[NodeReport] = []
     closes: dict[str, dict[int, str]] = {}
     accounts: LedgerAccounts | None = None

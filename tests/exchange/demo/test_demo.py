@@ -60,6 +60,15 @@ def test_demo_runs_three_nodes_to_agreement(tmp_path: Path) -> None:
     for name in ("house-1", "house-2", "house-3"):
         assert name in out
         assert (root / name / "ledger.sqlite").is_file()  # --dir keeps the data
+    pages = re.findall(r"^  (house-\d)  web page http://127\.0\.0\.1:\d+/  "
+                       r"login code [A-Z2-9]{4}-[A-Z2-9]{4}$", out, re.M)  # fmt: skip
+    assert pages == ["house-1", "house-2", "house-3"], out
+    # house-1's bot is its own process, trading through its node's API, stopped cleanly.
+    assert "house-1 trades through `wattmesh bot`" in out
+    bot_log = (root / "house-1" / "bot.log").read_text()
+    assert re.search(r"^\d\d:\d\d  (ask|bid) [\d.]+ kWh at", bot_log, re.M), bot_log
+    assert bot_log.rstrip().endswith("stopped (SIGTERM)"), bot_log
+    assert "enabled = false" in (root / "house-1" / "node.toml").read_text()
     assert "ledgers: 3 of 3 verified" in out
     assert "digests: 4 of 4 intervals identical at all 3 nodes" in out
     assert "nodes: 3 of 3 exited 0 on SIGTERM" in out
