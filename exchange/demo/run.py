@@ -73,7 +73,7 @@ from wattmesh.exchange.node.config import (
     write_node_config,
 )
 from wattmesh.settlement.errors import WattmeshError
-from wattmesh.settlement.keys import generate_key, peer_id_of, save_key
+from wattmesh.settlement.keys import Ed25519PrivateKey, generate_key, peer_id_of, save_key
 from wattmesh.settlement.ledger import Ledger
 
 __all__ = [
@@ -83,7 +83,11 @@ __all__ = [
     "IntervalReport",
     "NodeReport",
     "clock_speed",
+    "parent_death_signal",
+    "read_status",
     "run_demo",
+    "set_up_household",
+    "terminate_all",
     "startup_seconds",
 ]
 
@@ -101,7 +105,7 @@ class DemoError(WattmeshError, RuntimeError):
 # -- the node processes -------------------------------------------------------------------
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
+def parent_death_signal() -> Callable[[], None] | None:
     """On Linux, a preexec_fn asking the kernel to SIGTERM the child when we die."""
     if not sys.platform.startswith("linux"):
         return None
@@ -118,6 +122,46 @@ def _parent_death_signal() -> Callable[[], None] | None:
         prctl(pr_set_pdeathsig, signal.SIGTERM)
 
     return arm
+
+
+def terminate_all(
+    procs: list[subprocess.Popen[bytes]], timeout: float
+) -> list[tuple[int, bool]]:
+    """SIGTERM every process, wait up to ``timeout`` s in all, SIGKILL the rest: each
+    one's (exit code, whether it was killed)."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    ended = []
+    for proc in procs:
+        try:
+            ended.append((proc.wait(max(0.0, deadline - time.monotonic())), False))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            ended.append((proc.wait(), True))
+    return ended
+
+
+def set_up_household(root: Path, h: HouseholdSetup, key: Ed25519PrivateKey,
+                     meter_key: Ed25519PrivateKey, community_file: Path) -> Path:  # fmt: skip
+    """``root/<name>`` made as a household would: its keys, ``init`` with the community
+    file, the API token. node.toml is the caller's to write."""
+    d = root / h.name
+    d.mkdir(mode=0o700)
+    save_key(d / DEFAULT_FILES["key"], key)
+    save_key(d / h.meter.key, meter_key)
+    init_data_dir(community_file, d)
+    ensure_token(d)
+    return d
+
+
+def read_status(data_dir: Path) -> dict[str, Any] | None:
+    """A node's ``status.json`` (None until the node has written it, or mid-replace)."""
+    try:
+        return json.loads((data_dir / STATUS).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _tail(path: Path, lines: int = 15) -> list[str]:
@@ -145,10 +189,7 @@ class _Node:
         return self.setup.name
 
     def status(self) -> dict[str, Any] | None:
-        try:
-            return json.loads((self.data_dir / STATUS).read_text())
-        except (OSError, ValueError):
-            return None
+        return read_status(self.data_dir)
 
     def tail(self) -> list[str]:
         return _tail(self.data_dir / STDERR)
@@ -187,7 +228,7 @@ class _Processes:
         self.bot_code: int | None = None  # its exit code after our SIGTERM
 
     def start(self) -> None:
-        arm = _parent_death_signal()
+        arm = parent_death_signal()
         for n in self.nodes:
             n.err = open(n.data_dir / STDERR, "wb")  # noqa: SIM115 (closed in stop())
             n.proc = subprocess.Popen(
@@ -209,7 +250,7 @@ class _Processes:
              "--buy-price", str(b.buy_price), "--sell-price", str(b.sell_price),
              "--lower-wh", str(b.lower_wh), "--upper-wh", str(b.upper_wh)],
             stdin=subprocess.DEVNULL, stdout=self.bot_log, stderr=self.bot_log,
-            preexec_fn=_parent_death_signal(),  # noqa: PLW1509
+            preexec_fn=parent_death_signal(),  # noqa: PLW1509
         )  # fmt: skip
 
     def dead(self) -> _Node | None:
@@ -239,18 +280,9 @@ class _Processes:
             self.bot_log.close()
             self.bot_log = None
         running = [n for n in self.nodes if n.proc is not None and n.proc.returncode is None]
-        for n in running:
-            with contextlib.suppress(ProcessLookupError):
-                n.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        deadline = time.monotonic() + timeout
-        for n in running:
-            assert n.proc is not None
-            try:
-                n.stopped_code = n.proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                n.killed = True
-                n.proc.kill()
-                n.stopped_code = n.proc.wait()
+        ended = terminate_all([n.proc for n in running], timeout)  # type: ignore[misc]
+        for n, (code, killed) in zip(running, ended, strict=True):
+            n.stopped_code, n.killed = code, killed
         for n in self.nodes:
             if n.err is not None:
                 n.err.close()
@@ -593,12 +625,7 @@ def _run(
     nodes: list[_Node] = []
     for h, k, mk, port, api_port in zip(plan, keys, meter_keys, ports[:n], ports[n:],
                                         strict=True):  # fmt: skip
-        d = root / h.name
-        d.mkdir(mode=0o700)
-        save_key(d / DEFAULT_FILES["key"], k)
-        save_key(d / h.meter.key, mk)
-        init_data_dir(community_file, d)
-        ensure_token(d)
+        d = set_up_household(root, h, k, mk, community_file)
         nodes.append(_Node(h, d, peer_id_of(k), port, api_port))
     addrs = [f"/ip4/127.0.0.1/tcp/{x.port}/p2p/{x.peer_id}" for x in nodes]
     for x, peers in zip(nodes, bootstrap_peers(n, seed), strict=True):
