@@ -108,6 +108,7 @@ REFUSALS: dict[str, Refusal] = {
     "bad-origin": _r("a request sent by a page of another origin", "api"),
     "bad-host": _r("a Host header that does not name this node (DNS rebinding)", "api"),
     "too-large": _r("a request body above the API's limit", "api"),
+    "slow-request": _r("a request body that did not arrive in time", "api"),
     "rate-limited": _r("more requests than the credential's rate allows", "api"),
     "too-many-streams": _r("as many event streams open as the node allows", "api"),
     "not-found": _r("no such endpoint, order or ledger entry", "api"),

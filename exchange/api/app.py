@@ -47,7 +47,8 @@ from wattmesh.settlement.canonical import canonical
 from wattmesh.settlement.ledger import LedgerError
 from wattmesh.settlement.records import Cancel, Order, RecordError
 
-__all__ = ["API", "ENDPOINTS", "Endpoint", "make_app", "openapi", "public_routes"]
+__all__ = ["API", "ENDPOINTS", "Endpoint", "any_level_routes", "make_app", "openapi",
+           "public_routes"]  # fmt: skip
 
 API = "/api/v1"
 
@@ -56,7 +57,8 @@ API = "/api/v1"
 Price = Annotated[int, msgspec.Meta(ge=1, le=MAX_PRICE, description="micro-currency per kWh")]
 Qty = Annotated[int, msgspec.Meta(ge=1, le=MAX_QTY, description="Wh")]
 Wh = Annotated[int, msgspec.Meta(ge=0, le=MAX_QTY, description="Wh")]
-Interval = Annotated[int, msgspec.Meta(ge=0, description="an interval's start, ms")]
+I64 = 2**63 - 1  # SQLite's and the records' largest integer
+Interval = Annotated[int, msgspec.Meta(ge=0, le=I64, description="an interval's start, ms")]
 Side = Literal["bid", "ask"]
 Tif = Literal["gtc", "ioc"]
 
@@ -109,8 +111,8 @@ class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 Limit = Annotated[int, msgspec.Meta(ge=1, le=views.MAX_PAGE)]
-After = Annotated[int, msgspec.Meta(ge=0, description="the `next` of the previous page")]
-Before = Annotated[int, msgspec.Meta(ge=1, description="the `prev` of the previous page")]
+After = Annotated[int, msgspec.Meta(ge=0, le=I64, description="the `next` of the last page")]
+Before = Annotated[int, msgspec.Meta(ge=1, le=I64, description="the `prev` of the last page")]
 
 
 class BookQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -167,6 +169,7 @@ class Endpoint:
     query: type | None = None
     status: int = 200
     public: bool = False  # no credential needed
+    any_level: bool = False  # a write that a read-only credential may make too
     stream: bool = False  # text/event-stream
 
 
@@ -176,7 +179,7 @@ ENDPOINTS = (
              "session cookie", body=LoginIn, public=True),
     Endpoint("GET", "/session", "session", "The caller's access level (and a page's CSRF "
              "token)"),
-    Endpoint("DELETE", "/session", "logout", "End the page's session"),
+    Endpoint("DELETE", "/session", "logout", "End the page's session", any_level=True),
     Endpoint("POST", "/login-codes", "login_code", "A one-time login code for the page",
              query=CodeQuery),
     Endpoint("GET", "/status", "status", "Peer id, addresses, peers, settled-through, "
@@ -208,6 +211,11 @@ ENDPOINTS = (
              stream=True),
     Endpoint("GET", "/openapi.json", "openapi", "This document", public=True),
 )  # fmt: skip
+
+
+def any_level_routes() -> tuple[tuple[str, str], ...]:
+    """(method, path) of the writes any credential may make."""
+    return tuple((e.method, API + e.path) for e in ENDPOINTS if e.any_level)
 
 
 def public_routes() -> tuple[tuple[str, str], ...]:
@@ -300,9 +308,9 @@ def openapi() -> dict[str, Any]:
 
 def make_app(node: HouseholdNode, tokens: Tokens, sessions: Sessions, hub: EventHub) -> Starlette:
     """The API of ``node`` (wrap it in :class:`~wattmesh.exchange.api.guard.Guard`)."""
-    verified: dict[str, Any] = {}  # per ledger head: what a verification found
-    verifying = trio.Lock()
-    folded: dict[str, Any] = {}  # per ledger head: the savings statement
+    reader = views.LedgerReader(node.ledger)  # walks of the ledger, off the node's loop
+    member = node.community.member(node.peer_id)
+    meters = frozenset(m.meter for m in member.meters) if member is not None else frozenset()
     document = orjson.dumps(openapi())
 
     async def submit(kind: str, data: bytes) -> Any:
@@ -361,29 +369,43 @@ def make_app(node: HouseholdNode, tokens: Tokens, sessions: Sessions, hub: Event
         return views.balance(node)
 
     async def book(_r: Request, q: BookQuery) -> Any:
-        return views.book(node, q.interval)
+        t = q.interval
+        if t is not None and t % node.community.interval_ms:
+            raise ApiRefused("malformed", f"{t} is not the start of an interval", "interval")
+        if t is not None and t < node.next_unsettled():
+            raise ApiRefused("not-found", f"interval {t} is settled: see /intervals and "
+                             "/trades", "interval")  # fmt: skip
+        return views.book(node, t)
 
     async def orders(_r: Request, _x: None) -> Any:
         return views.own_orders(node)
 
     async def trades(_r: Request, q: TradesQuery) -> Any:
-        return views.trades(node, q.page(), interval=q.interval, mine=q.mine)
+        page, me = q.page(), node.peer_id
+        return await reader.read(lambda led: views.trades(led, page, me, interval=q.interval,
+                                                          mine=q.mine))  # fmt: skip
 
     async def intervals(_r: Request, q: IntervalsQuery) -> Any:
-        return views.intervals(node, q.page(), interval=q.interval)
+        page, s = q.page(), node.status
+        mismatched, disputed = frozenset(s.mismatched), frozenset(s.disputed)
+        return await reader.read(lambda led: views.intervals(
+            led, page, interval=q.interval, mismatched=mismatched, disputed=disputed))
 
     async def readings(_r: Request, q: PageQuery) -> Any:
-        return views.readings(node, q.page())
+        page = q.page()
+        return await reader.read(lambda led: views.readings(led, page, meters))
 
     async def savings(_r: Request, _x: None) -> Any:
-        return views.savings(node, folded)
+        me = node.peer_id
+        return await reader.per_head("savings", lambda led: views.savings(led, me))
 
     async def ledger_head(_r: Request, _x: None) -> Any:
-        return await views.ledger_head(node, verified, verifying)
+        head = node.ledger.head_text()
+        return {"head": head, "verified": await reader.per_head("verify", views.verification)}
 
     async def proof(request: Request, _x: None) -> Any:
         entry = request.path_params["entry"]
-        if not entry.isdigit():
+        if not (entry.isascii() and entry.isdigit() and len(entry) <= 18):
             raise ApiRefused("malformed", f"{entry[:40]!r} is not a ledger entry number",
                              "entry")  # fmt: skip
         try:
@@ -436,9 +458,7 @@ def make_app(node: HouseholdNode, tokens: Tokens, sessions: Sessions, hub: Event
         return dataclasses.asdict(config)
 
     async def events(_r: Request, _x: None) -> Any:
-        number, receive = hub.open()
-        return StreamingResponse(hub.frames(number, receive), media_type="text/event-stream",
-                                 headers={"cache-control": "no-store"})  # fmt: skip
+        return _EventStream(hub)
 
     async def openapi_document(_r: Request, _x: None) -> Any:
         return Response(document, media_type="application/json")
@@ -472,8 +492,36 @@ def make_app(node: HouseholdNode, tokens: Tokens, sessions: Sessions, hub: Event
             return refusal_response(ApiRefused("not-found", "no such method on this endpoint"))
         return refusal_response(ApiRefused("malformed", str(getattr(exc, "detail", exc))))
 
-    return Starlette(routes=routes, exception_handlers={ApiRefused: refused,
-                                                       HTTPException: http_error})  # fmt: skip
+    app = Starlette(routes=routes, exception_handlers={ApiRefused: refused,
+                                                      HTTPException: http_error})  # fmt: skip
+    app.router.redirect_slashes = False  # a wrong path is a refusal, not a redirect
+    return app
+
+
+class _EventStream(StreamingResponse):
+    """The event stream of one client. Its slot in the hub is held for exactly as long as
+    the response runs, however it ends (even a client gone before the first frame), and a
+    client that stops reading is dropped after SEND_TIMEOUT seconds."""
+
+    SEND_TIMEOUT = 30.0
+
+    def __init__(self, hub: EventHub) -> None:
+        self.hub = hub
+        self.number, receive = hub.open()  # too-many-streams here: nothing held yet
+        super().__init__(hub.frames(self.number, receive), media_type="text/event-stream",
+                         headers={"cache-control": "no-store"})  # fmt: skip
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def timed_send(message: Any) -> None:
+            with trio.fail_after(self.SEND_TIMEOUT):
+                await send(message)
+
+        try:
+            await super().__call__(scope, receive, timed_send)
+        except trio.TooSlowError:
+            pass  # the client stopped reading; hypercorn closes the connection
+        finally:
+            self.hub.close(self.number)
 
 
 def _endpoint(e: Endpoint, handler: Callable[[Request, Any], Awaitable[Any]]) -> Callable:

@@ -300,9 +300,11 @@ class NodeClient:
         ``Last-Event-ID``; each time the stream opens (the first time too) the iterator
         yields ``Event(None, STREAM_OPENED, {"last_event_id": ...})`` first, so a bot can
         look at the state it may have missed (the node does not replay events; an id
-        that skips shows that some were missed). Raises :class:`ApiUnreachable` after
-        ``reconnect_for`` seconds without a connection, and :class:`ApiError` if the node
-        refuses the stream. Close it with ``contextlib.aclosing`` when leaving early.
+        that skips shows that some were missed). A refusal that passes (all streams
+        taken, the rate, a 5xx) is retried like a lost connection. Raises
+        :class:`ApiUnreachable` after ``reconnect_for`` seconds without a connection (or
+        that refusal's :class:`ApiError`), and :class:`ApiError` at once for any other
+        refusal (the token). Close it with ``contextlib.aclosing`` when leaving early.
         """
         last_id: int | None = None
         retry = 2.0
@@ -317,7 +319,10 @@ class NodeClient:
                                              timeout=timeout) as response:  # fmt: skip
                     if response.status_code >= 400:
                         await response.aread()
-                        raise _api_error(response)
+                        error = _api_error(response)
+                        if error.code not in PASSING and response.status_code < 500:
+                            raise error
+                        raise _Passing(error)
                     down_since = None
                     yield Event(None, STREAM_OPENED, {"last_event_id": last_id})
                     parser = _SseParser()
@@ -332,13 +337,25 @@ class NodeClient:
                         if frame.id is not None:
                             last_id = frame.id
                         yield frame.event
-            except (httpx.TransportError, httpx.StreamError) as exc:
+            except (httpx.TransportError, httpx.StreamError, _Passing) as exc:
                 now = time.monotonic()
                 down_since = now if down_since is None else down_since
                 if now - down_since >= reconnect_for:
+                    if isinstance(exc, _Passing):
+                        raise exc.error from None
                     raise ApiUnreachable(self._unreachable(exc)) from None
             # The stream ended (the node closed it) or broke: open it again, after a pause.
             await asyncio.sleep(retry)
+
+
+# Refusals of the stream that pass by themselves: retried, not raised at once.
+PASSING = ("too-many-streams", "rate-limited")
+
+
+class _Passing(WattmeshError):  # a signal inside events(), never raised out of it
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass

@@ -102,10 +102,14 @@ class EventHub:
         except trio.EndOfChannel:
             return
         finally:
-            send = self._streams.pop(number, None)
-            if send is not None:
-                send.close()
+            self.close(number)
             receive.close()
+
+    def close(self, number: int) -> None:
+        """Free stream ``number``'s slot (again is fine)."""
+        send = self._streams.pop(number, None)
+        if send is not None:
+            send.close()
 
     async def tick(self, community: Community) -> None:
         """Publish each interval boundary as it passes: the gate of the interval that

@@ -9,34 +9,43 @@ One ASGI middleware, so no route can forget a check (docs/api.md, "Who may do wh
 2. **Origin.** A request that carries ``Origin`` (browsers add it to cross-origin requests
    and to every write) must come from the node's own page: ``bad-origin`` otherwise. No
    CORS header is ever sent, so other pages cannot read answers either.
-3. **Size.** A body above :data:`MAX_BODY_BYTES` is refused with ``too-large`` (413)
-   before the route sees it.
+3. **Size and time.** A body above :data:`MAX_BODY_BYTES` is refused with ``too-large``
+   (413) before the route sees it; one that has not all arrived within
+   :data:`BODY_SECONDS` with ``slow-request`` (408), so a client cannot hold a
+   connection by sending it a byte at a time.
 4. **Credential.** ``Authorization: Bearer <token>`` or the page's session cookie. Reads
-   need any credential, writes a full one (``forbidden`` for a read-only one); a page
-   session's write must echo its CSRF token in ``X-CSRF-Token`` (``forbidden``). The page
+   need any credential, writes a full one (``forbidden`` for a read-only one; ending
+   one's own session needs any); a page session's write must echo its CSRF token in
+   ``X-CSRF-Token`` (``forbidden``). A changed token file ends every page session and
+   unused login code. The page
    itself, its assets and the endpoints marked public (the health check, the OpenAPI
    document and the login: ``app.public_routes``) need none.
-5. **Rate.** A token bucket per credential (per client address before login):
-   ``rate-limited`` (429, with Retry-After) above ``rate`` requests per second, bursts of
-   twice that.
+5. **Rate.** A token bucket per credential, and per client address for every request
+   without a valid one (refused ones included): ``rate-limited`` (429, with Retry-After)
+   above ``rate`` requests per second, bursts of twice that.
 
-A refused request reaches no route, so it changes nothing.
+A refused request reaches no route, so it changes nothing. Only HTTP goes through: a
+WebSocket is closed at once (the API has none), so no route can be reached unchecked.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from hashlib import sha256
 from typing import Any
 
+import trio
+
 from wattmesh.exchange.api.refusal import ApiRefused, refusal_response
 from wattmesh.exchange.api.tokens import WRITE, Access, Sessions, Tokens
 
-__all__ = ["COOKIE", "CSRF_HEADER", "MAX_BODY_BYTES", "Guard"]
+__all__ = ["BODY_SECONDS", "COOKIE", "CSRF_HEADER", "MAX_BODY_BYTES", "Guard"]
 
 MAX_BODY_BYTES = 64 * 1024  # a batch of the largest budget fits; nothing larger is needed
+BODY_SECONDS = 10.0  # a request body must arrive whole within this
 COOKIE = "wattmesh_session"
 CSRF_HEADER = "x-csrf-token"
 _READ_METHODS = ("GET", "HEAD")
@@ -89,10 +98,13 @@ class Guard:
     def __init__(
         self, app: ASGIApp, *, tokens: Tokens, sessions: Sessions, host: str, port: int,
         rate: int, public: tuple[tuple[str, str], ...],
+        any_level: tuple[tuple[str, str], ...] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:  # fmt: skip
         self.app = app
         self.public = public
+        self.any_level = any_level  # writes any credential may make (its own logout)
+        self.generation = tokens.generation
         self.tokens, self.sessions = tokens, sessions
         self.port = port
         self.hosts, self.any_ip = _allowed_hosts(host, port)
@@ -106,7 +118,10 @@ class Guard:
         self.hosts, self.any_ip = _allowed_hosts(host, port)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # policy: no WebSockets
+            return
+        if scope["type"] != "http":  # lifespan
             await self.app(scope, receive, send)
             return
         try:
@@ -131,6 +146,16 @@ class Guard:
 
     def _check(self, scope: Scope) -> Access | None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.tokens.refresh() != self.generation:  # a token was rotated or removed
+            self.generation = self.tokens.generation
+            self.sessions.revoke_all()
+        client = f"client:{(scope.get('client') or ('?', 0))[0]}"
+        try:
+            access = self._access(headers)
+        except ApiRefused:  # a wrong token counts against its address
+            self._take(client)
+            raise
+        self._take(access.key if access is not None else client)
         host = headers.get("host", "")
         if host not in self.hosts and not (self.any_ip and _ip_literal_host(host)):
             raise ApiRefused("bad-host", f"Host {host[:80]!r} does not name this node")
@@ -141,18 +166,17 @@ class Guard:
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             raise ApiRefused("too-large", f"the body is above {MAX_BODY_BYTES} bytes")
         method, path = scope["method"], scope["path"]
-        access = self._access(headers)
-        client = (scope.get("client") or ("?", 0))[0]
-        self._take(access.key if access is not None else f"client:{client}")
         public = _is_public(method, path, self.public)
         if access is None:
             if public:
                 return None
             raise ApiRefused("unauthorized", "send Authorization: Bearer <token> or log in")
         if method not in _READ_METHODS and not public:
-            if access.level != WRITE:
+            if access.level != WRITE and (method, path) not in self.any_level:
                 raise ApiRefused("forbidden", "this credential may read, not write")
-            if access.csrf is not None and headers.get(CSRF_HEADER) != access.csrf:
+            if access.csrf is not None and not hmac.compare_digest(
+                headers.get(CSRF_HEADER, "").encode(), access.csrf.encode()
+            ):
                 raise ApiRefused("forbidden", "a page's write must carry its X-CSRF-Token")
         return access
 
@@ -174,8 +198,12 @@ class Guard:
         now = self.clock()
         b = self.buckets.get(key)
         if b is None:
-            if len(self.buckets) > 4096:  # forget idle credentials (full buckets)
-                self.buckets = {k: v for k, v in self.buckets.items() if v.tokens < self.burst}
+            if len(self.buckets) >= 4096:  # forget the idle: buckets full again by now
+                self.buckets = {k: v for k, v in self.buckets.items()
+                                if v.tokens + (now - v.at) * self.rate < self.burst}  # fmt: skip
+            if len(self.buckets) >= 4096:  # all busy: keep the most recent half
+                recent = sorted(self.buckets.items(), key=lambda kv: kv[1].at)[-2048:]
+                self.buckets = dict(recent)
             b = self.buckets[key] = _Bucket(self.burst, now)
         b.tokens = min(self.burst, b.tokens + (now - b.at) * self.rate)
         b.at = now
@@ -184,6 +212,11 @@ class Guard:
         b.tokens -= 1
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        with trio.move_on_after(BODY_SECONDS):
+            return await self._read_whole_body(receive)
+        raise ApiRefused("slow-request", f"the body did not arrive within {BODY_SECONDS:g} s")
+
+    async def _read_whole_body(self, receive: Receive) -> bytes:
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -201,4 +234,6 @@ class Guard:
     async def _refuse(self, refused: ApiRefused, scope: Scope, receive: Receive,
                       send: Send) -> None:  # fmt: skip
         headers = {"retry-after": "1"} if refused.code == "rate-limited" else None
+        if refused.code == "slow-request":  # the rest of the body is not read: close
+            headers = {"connection": "close"}
         await refusal_response(refused, headers)(scope, receive, send)

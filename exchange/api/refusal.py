@@ -32,6 +32,7 @@ HTTP_STATUS = {
     "unknown-order": 404,
     "duplicate": 409,
     "too-large": 413,
+    "slow-request": 408,
     "rate-limited": 429,
     "too-many-streams": 503,
 }

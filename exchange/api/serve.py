@@ -24,6 +24,16 @@ class ApiStartError(WattmeshError, OSError):
     """The API cannot listen where it was told to (the message says why)."""
 
 
+def _first(group: BaseExceptionGroup) -> OSError:
+    """The first OSError of a (nested) exception group."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc)
+        if isinstance(exc, OSError):
+            return exc
+    raise AssertionError("no OSError in the group")
+
+
 @dataclass
 class RunningApi:
     """A started API: its page address, its login codes, its event hub."""
@@ -50,7 +60,7 @@ async def serve_api(
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
-    from wattmesh.exchange.api.app import make_app, public_routes
+    from wattmesh.exchange.api.app import any_level_routes, make_app, public_routes
     from wattmesh.exchange.api.guard import Guard
 
     address = config.address
@@ -59,18 +69,22 @@ async def serve_api(
     ensure_token(data_dir)
     tokens, sessions, hub = Tokens(data_dir), Sessions(), EventHub(config.max_streams)
     guard = Guard(make_app(node, tokens, sessions, hub), tokens=tokens, sessions=sessions,
-                  host=host, port=port, rate=config.rate, public=public_routes())  # fmt: skip
+                  host=host, port=port, rate=config.rate, public=public_routes(),
+                  any_level=any_level_routes())  # fmt: skip
     node.listeners.append(hub.publish)
     hc = Config()
     hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     hc.accesslog = None
     hc.errorlog = logging.getLogger("wattmesh.api.server")
     hc.graceful_timeout = 1.0
+    # Not hc.read_timeout: it would also end every event stream whose client sends
+    # nothing; a stalled request body is the Guard's to time out (BODY_SECONDS).
     try:
         async with trio.open_nursery() as nursery:
             try:
                 binds = await nursery.start(serve, guard, hc)
-            except OSError as exc:
+            except* OSError as group:  # raised inside Hypercorn's own nurseries
+                exc = _first(group)
                 raise ApiStartError(
                     f"api.listen {config.listen}: cannot listen there: {exc.strerror or exc} "
                     "(another program uses the port? set [api] listen or --api-listen)"

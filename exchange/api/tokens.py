@@ -7,7 +7,9 @@ Two token files live in the data directory, each mode 0600 (docs/api.md, "Who ma
 - ``api-token-read``: reads only, for an auditor or a second screen (made on demand by
   ``wattmesh api token --read-only``).
 
-The node re-reads a file when it changes, so a rotation takes effect without a restart.
+The node re-reads a file when it changes, so a rotation takes effect without a restart,
+and a changed token file also ends every page session and unused login code: whoever
+had the old token loses what they opened with it.
 The web page never carries a token in a URL: the node prints a one-time login code (and
 ``wattmesh api login-code`` asks the node for a fresh one), the page exchanges it (or a
 token typed into its form) for an HttpOnly, SameSite=Strict session cookie, and every
@@ -72,24 +74,38 @@ def rotate_token(data_dir: str | os.PathLike[str], *, read_only: bool = False) -
 
 
 class Tokens:
-    """The data directory's tokens, re-read whenever a file changes."""
+    """The data directory's tokens, re-read whenever a file changes. ``generation``
+    counts the changes of either file's token after the first read."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = Path(data_dir)
-        self._seen: dict[str, tuple[float, str | None]] = {}
+        self._seen: dict[str, tuple[tuple[int, int, int], str | None]] = {}
+        self.generation = 0
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Re-read a token file that changed (a stat each); the generation."""
+        for read_only in (False, True):
+            self._current(read_only)
+        return self.generation
 
     def _current(self, read_only: bool) -> str | None:
         path = _token_path(self.data_dir, read_only)
         try:
-            mtime = path.stat().st_mtime_ns
+            st = path.stat()
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)  # a rotation is a new file
         except FileNotFoundError:
-            return None
-        cached = self._seen.get(path.name)
-        if cached is None or cached[0] != mtime:
+            stamp, token = (0, 0, 0), None
+        else:
+            cached = self._seen.get(path.name)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
             token = path.read_text().strip() or None
-            self._seen[path.name] = (mtime, token)
-            return token
-        return cached[1]
+        cached = self._seen.get(path.name)
+        if cached is not None and cached[1] != token:
+            self.generation += 1
+        self._seen[path.name] = (stamp, token)
+        return token
 
     def access_of(self, token: str) -> str | None:
         """WRITE, READ, or None for a token that is neither (compared in constant time)."""
@@ -163,3 +179,8 @@ class Sessions:
 
     def close(self, sid: str) -> None:
         self._sessions.pop(sid, None)
+
+    def revoke_all(self) -> None:
+        """End every session and forget every unused code (a token changed)."""
+        self._codes.clear()
+        self._sessions.clear()

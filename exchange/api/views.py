@@ -1,9 +1,12 @@
-"""What the API's reads show, computed from a running node (docs/api.md, "Reads").
+"""What the API's reads show (docs/api.md, "Reads").
 
-Plain functions of a :class:`~wattmesh.exchange.node.household.HouseholdNode`, returning
 JSON-ready dicts in the files' units: energy in Wh, money in nano-currency, prices in
-micro-currency per kWh, times in ms since the epoch (community time). They read the
-node's ledger and message store on the node's own trio thread and change nothing.
+micro-currency per kWh, times in ms since the epoch (community time). Reads of the node's
+state (status, balance, book, open orders) are functions of the
+:class:`~wattmesh.exchange.node.household.HouseholdNode`, quick, on its own trio thread.
+Reads that walk the ledger (trades, intervals, readings, savings, verification) are
+functions of a :class:`Ledger`, which :class:`LedgerReader` runs in worker threads.
+Nothing here changes anything.
 """
 
 from __future__ import annotations
@@ -19,22 +22,23 @@ from wattmesh.exchange.clock import interval_start
 from wattmesh.exchange.demo.accounts import fold_ledger
 from wattmesh.exchange.node.household import HouseholdNode
 from wattmesh.exchange.node.settle_interval import open_book
-from wattmesh.settlement.ledger import LedgerEntry
+from wattmesh.settlement.ledger import Ledger, LedgerEntry
 from wattmesh.settlement.records import Cancel, Order
 
 __all__ = [
     "Page",
+    "LedgerReader",
     "balance",
     "book",
     "clock",
     "intervals",
-    "ledger_head",
     "open_interval",
     "own_orders",
     "readings",
     "savings",
     "status",
     "trades",
+    "verification",
 ]
 
 MAX_PAGE = 500  # items per page of trades, intervals and readings
@@ -166,7 +170,7 @@ class Page:
         return self.latest or self.before is not None
 
 
-def _select(node: HouseholdNode, kind: str, keep: Callable[[LedgerEntry], bool],
+def _select(ledger: Ledger, kind: str, keep: Callable[[LedgerEntry], bool],
             page: Page) -> tuple[list[LedgerEntry], bool]:  # fmt: skip
     """The page's entries of ``kind`` that ``keep`` takes, oldest first, and whether
     there are more beyond them."""
@@ -174,13 +178,13 @@ def _select(node: HouseholdNode, kind: str, keep: Callable[[LedgerEntry], bool],
     if page.backward:
         cursor = page.before
         while len(found) <= page.limit:
-            chunk = node.ledger.entries_before(cursor, kind, 500)
+            chunk = ledger.entries_before(cursor, kind, 500)
             if not chunk:
                 break
             found += [e for e in chunk if keep(e)]
             cursor = chunk[-1].seq
         return found[: page.limit][::-1], len(found) > page.limit
-    for e in node.ledger.entries(since=page.after + 1, kind=kind):
+    for e in ledger.entries(since=page.after + 1, kind=kind):
         if keep(e):
             found.append(e)
             if len(found) > page.limit:
@@ -195,35 +199,40 @@ def _paged(items: list[dict[str, Any]], more: bool, page: Page) -> dict[str, Any
             "prev": items[0]["entry"] if backward else None}  # fmt: skip
 
 
-def trades(node: HouseholdNode, page: Page, *, interval: int | None = None,
+# -- reads that walk the ledger: plain functions of a Ledger, run by LedgerReader --------
+
+
+def trades(ledger: Ledger, page: Page, me: str, *, interval: int | None = None,
            mine: bool = False) -> dict[str, Any]:  # fmt: skip
-    """Trade entries of one interval or all, of the household only with ``mine``."""
-    me = node.peer_id
+    """Trade entries of one interval or all, of household ``me`` only with ``mine``."""
 
     def keep(e: LedgerEntry) -> bool:
         b = e.body
         return (interval is None or b["interval"] == interval) and (
             not mine or me in (b["buyer"], b["seller"]))  # fmt: skip
 
-    found, more = _select(node, "trade", keep, page)
+    found, more = _select(ledger, "trade", keep, page)
     return _paged([{"entry": e.seq, **e.body} for e in found], more, page)
 
 
-def intervals(node: HouseholdNode, page: Page, *, interval: int | None = None) -> dict[str, Any]:
+def intervals(ledger: Ledger, page: Page, *, interval: int | None = None,
+              mismatched: frozenset[int] = frozenset(),
+              disputed: frozenset[int] = frozenset()) -> dict[str, Any]:  # fmt: skip
     """Settled intervals (each paged by its close's entry): price, volume, trades, digest,
-    and whether the peers' digests agreed with ours."""
+    and whether the peers' digests agreed with ours (``mismatched``, ``disputed``: the
+    node's status)."""
     closes, more = _select(
-        node, "interval_close",
+        ledger, "interval_close",
         lambda e: interval is None or e.body["interval"] == interval, page)  # fmt: skip
     if not closes:
         return _paged([], False, page)
     # The trades of the selected intervals lie between the close before the first one
     # and the last one (each interval's trades are written just before its close).
-    before_first = node.ledger.entries_before(closes[0].seq, "interval_close", 1)
+    before_first = ledger.entries_before(closes[0].seq, "interval_close", 1)
     start = before_first[0].seq if before_first else 0
     wanted = {e.body["interval"] for e in closes}
     stats = {t: {"price": None, "volume": 0, "trades": 0} for t in wanted}
-    for e in node.ledger.entries(since=start + 1, kind="trade"):
+    for e in ledger.entries(since=start + 1, kind="trade"):
         if e.seq > closes[-1].seq:
             break
         s = stats.get(e.body["interval"])
@@ -234,37 +243,26 @@ def intervals(node: HouseholdNode, page: Page, *, interval: int | None = None) -
     items = []
     for e in closes:
         t = e.body["interval"]
-        agreement = "mismatch" if t in node.status.mismatched else (
-            "disputed" if t in node.status.disputed else "agreed")  # fmt: skip
+        agreement = "mismatch" if t in mismatched else (
+            "disputed" if t in disputed else "agreed")  # fmt: skip
         items.append({"entry": e.seq, "interval": t, **stats[t], "digest": e.hash.hex(),
                       "agreement": agreement})  # fmt: skip
     return _paged(items, more, page)
 
 
-def readings(node: HouseholdNode, page: Page) -> dict[str, Any]:
-    """The household's meters' readings as the ledger applied them."""
-    member = node.community.member(node.peer_id)
-    meters = {m.meter for m in member.meters} if member is not None else set()
-    found, more = _select(node, "reading", lambda e: e.body["meter"] in meters, page)
+def readings(ledger: Ledger, page: Page, meters: frozenset[str]) -> dict[str, Any]:
+    """The readings of ``meters`` (the household's) as the ledger applied them."""
+    found, more = _select(ledger, "reading", lambda e: e.body["meter"] in meters, page)
     fields = ("meter", "start", "end", "produced", "consumed", "seq")
     return _paged([{"entry": e.seq, **{k: e.body[k] for k in fields}} for e in found], more,
                   page)  # fmt: skip
 
 
-def savings(node: HouseholdNode, cache: dict[str, Any]) -> dict[str, Any]:
-    """The household against its grid-alone twin, from the same statement the demo prints
-    (exchange/demo/accounts.py): costs, the value of energy held, and the savings. Folded
-    once per ledger head (``cache``): the fold reads the whole ledger."""
-    head = node.ledger.head_text()
-    if cache.get("head") != head:
-        cache.clear()
-        cache.update(head=head, value=_savings(node))
-    return dict(cache["value"])
-
-
-def _savings(node: HouseholdNode) -> dict[str, Any]:
-    accounts = fold_ledger(node.ledger.entries())
-    h = accounts.households[node.peer_id]
+def savings(ledger: Ledger, me: str) -> dict[str, Any]:
+    """Household ``me`` against its grid-alone twin, from the same statement the demo
+    prints (exchange/demo/accounts.py): costs, the value of energy held, the savings."""
+    accounts = fold_ledger(ledger.entries())
+    h = accounts.households[me]
     price = accounts.value_price
     return {
         "cost": h.cost, "alone_cost": h.alone_cost, "held_value": h.held_value(price),
@@ -274,16 +272,39 @@ def _savings(node: HouseholdNode) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def ledger_head(node: HouseholdNode, verified: dict[str, Any],
-                      lock: trio.Lock) -> dict[str, Any]:  # fmt: skip
-    """The ledger's head, and what verifying the ledger found (``verified``, kept until
-    the head moves). A verification reads the whole ledger, so it runs in a worker thread
-    on its own connection, one at a time: the node goes on meanwhile."""
-    head = node.ledger.head_text()
-    async with lock:
-        if verified.get("of") != head:
-            result = await trio.to_thread.run_sync(node.ledger.verify)
-            verified.clear()
-            verified.update(of=head, head=result.head, ok=result.ok, entries=result.entries,
-                            problem=result.problem or None)  # fmt: skip
-    return {"head": head, "verified": {k: v for k, v in verified.items() if k != "of"}}
+def verification(ledger: Ledger) -> dict[str, Any]:
+    """What verifying the whole ledger finds."""
+    result = ledger.verify()
+    return {"head": result.head, "ok": result.ok, "entries": result.entries,
+            "problem": result.problem or None}  # fmt: skip
+
+
+class LedgerReader:
+    """Runs the reads that walk the ledger in worker threads, each on a connection of its
+    own (SQLite in WAL mode lets them read while the node writes), at most two at a
+    time, so that the node's loop goes on meanwhile. Whole-ledger results (savings, the
+    verification) are kept until the head moves."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger  # the node's: its head, read on the loop
+        self.limiter = trio.CapacityLimiter(2)
+        self._per_head: dict[str, tuple[str, Any]] = {}
+        self._locks: dict[str, trio.Lock] = {}
+
+    async def read(self, work: Callable[[Ledger], Any]) -> Any:
+        """``work(ledger)`` in a worker thread, on a connection of its own."""
+
+        def run() -> Any:
+            with Ledger.open(self.ledger.path, create=False) as ledger:
+                return work(ledger)
+
+        return await trio.to_thread.run_sync(run, limiter=self.limiter)
+
+    async def per_head(self, name: str, work: Callable[[Ledger], Any]) -> Any:
+        """``work``'s result for the current head, computed once per head."""
+        head = self.ledger.head_text()
+        async with self._locks.setdefault(name, trio.Lock()):
+            kept = self._per_head.get(name)
+            if kept is None or kept[0] != head:
+                self._per_head[name] = (head, await self.read(work))
+        return self._per_head[name][1]

@@ -135,6 +135,7 @@ class _Trader:
                 raise
             self.say(f"{_clock(t)}  refused: {exc}")
         except ApiUnreachable as exc:
+            self.acted.discard(t)  # the stream's return (or the next event) tries again
             self.say(f"{_clock(t)}  skipped: {exc}")
 
     async def _act(self, t: int) -> None:

@@ -218,9 +218,14 @@ class HouseholdNode:
 
     def set_bot(self, config: BotConfig) -> None:
         """Change the threshold bot at run time: new prices and thresholds, or off. The
-        new bot posts for the next open interval it has not posted for."""
+        changed bot posts from the next open interval the bot has not posted for yet (an
+        interval gets one set of its orders, however often it is changed); turned off,
+        it posts nothing more, and what it posted stays for its interval."""
+        old = self.bot
         self.bot_config = config
         self.bot = _Bot(self, config) if config.enabled else None
+        if self.bot is not None and old is not None:
+            self.bot.posted_for = old.posted_for
         if self.bot is not None and self._nursery is not None:
             self._nursery.start_soon(self.bot.act)
 
@@ -478,10 +483,10 @@ class HouseholdNode:
         entry = {k: evidence[k] for k in ("interval", "node", "round")}
         if entry not in s.equivocations:
             s.equivocations.append(entry)
+            self.emit("dispute", entry)
         if evidence["interval"] not in s.disputed:
             s.disputed.append(evidence["interval"])
             s.disputed.sort()
-            self.emit("dispute", entry)
 
     def reachable(self, t: int) -> int:
         """The members we reach for interval ``t``: ourselves, the members' nodes we are

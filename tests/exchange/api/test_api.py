@@ -35,10 +35,20 @@ def refusal(response, status: int, code: str, field: str | None = "any") -> dict
 
 
 async def state(s) -> tuple:
-    """What a refusal must leave as it was: the open orders, the book, the ledger head."""
+    """What a refusal must leave as it was: alice's open orders, and every message of hers
+    her node holds (gossip would carry them). Not the ledger head or the open book: both
+    move with the clock (an interval settles every 2 s)."""
     orders = (await s.client.get("/api/v1/orders")).json()
-    book = (await s.client.get("/api/v1/book")).json()["orders"]
-    return orders, book, s.alice.ledger.head_text()
+    held = sorted(m.id for t in s.alice.store.open_intervals() for m in s.alice.store.pending(t)
+                  if m.signer == s.alice.peer_id)  # fmt: skip
+    return orders, held
+
+
+async def ahead(s) -> int:
+    """An interval far enough from its gate for a test's few steps: the one after the open
+    one (the open one's gate may pass between two requests)."""
+    clock = (await s.client.get("/api/v1/status")).json()["clock"]
+    return clock["open_interval"] + clock["interval_ms"]
 
 
 async def test_reads_show_the_household_and_its_street(api_street):
@@ -61,14 +71,15 @@ async def test_reads_show_the_household_and_its_street(api_street):
 
 async def test_an_order_posted_is_gossiped_and_settles_against_a_neighbours(api_street):
     async with api_street() as s:
+        t = await ahead(s)
         r = await s.client.post("/api/v1/orders", json={"side": "ask", "price": 150_000,
-                                                        "qty": 800})  # fmt: skip
+                                                        "qty": 800, "interval": t})  # fmt: skip
         assert r.status_code == 201, r.text
         posted = r.json()
-        t = posted["interval"]
+        assert posted["interval"] == t
         mine = (await s.client.get("/api/v1/orders")).json()
         assert [o["id"] for o in mine] == [posted["id"]]
-        book = (await s.client.get("/api/v1/book")).json()
+        book = (await s.client.get("/api/v1/book", params={"interval": t})).json()
         assert book["interval"] == t and book["depth"]["ask"] == [
             {"price": 150_000, "qty": 800, "cumulative": 800}
         ]
@@ -96,7 +107,8 @@ async def test_an_order_posted_is_gossiped_and_settles_against_a_neighbours(api_
 
 async def test_a_batch_and_a_cancel_are_one_signed_message_each(api_street):
     async with api_street() as s:
-        r = await s.client.post("/api/v1/batches", json={"orders": [
+        t = await ahead(s)
+        r = await s.client.post("/api/v1/batches", json={"interval": t, "orders": [
             {"side": "ask", "price": 140_000, "qty": 300},
             {"side": "ask", "price": 160_000, "qty": 200}]})  # fmt: skip
         assert r.status_code == 201, r.text
@@ -105,7 +117,7 @@ async def test_a_batch_and_a_cancel_are_one_signed_message_each(api_street):
         r = await s.client.delete(f"/api/v1/orders/{ids[0]}")
         assert r.status_code == 200, r.text
         assert [o["id"] for o in (await s.client.get("/api/v1/orders")).json()] == [ids[1]]
-        book = (await s.client.get("/api/v1/book")).json()
+        book = (await s.client.get("/api/v1/book", params={"interval": t})).json()
         assert [o["id"] for o in book["orders"]] == [ids[1]]
 
 
@@ -243,6 +255,13 @@ async def test_the_bot_is_changed_at_run_time_and_saved_to_node_toml(api_street)
         assert (await s.client.get("/api/v1/bot")).json()["sell_price"] == 130_000
         # The bot posts its ask (5000 Wh held > 3000) for the next interval it reaches.
         await s.until(lambda: any(o["side"] == "ask" for o in _own(s)), "the bot's ask", 10)
+        # Changing it again posts no second set for an interval it posted for.
+        posted = {o["interval"] for o in _own(s)}
+        for price in (131_000, 132_000):
+            assert (await s.client.put("/api/v1/bot", json={"sell_price": price})).is_success
+        await trio.sleep(0.2)  # its act() ran
+        for t in posted:
+            assert len([o for o in _own(s) if o["interval"] == t]) == 1, _own(s)
         r = await s.client.put("/api/v1/bot", json={"enabled": False})
         assert r.status_code == 200 and s.alice.bot is None
         assert load_node_config(s.data_dir).bot.enabled is False
@@ -289,7 +308,6 @@ async def test_the_event_stream_tells_a_bot_what_it_needs(api_street):
             oid = r.json()["id"]
             await s.client.post("/api/v1/orders", json={"side": "ask", "price": 100,
                                                         "qty": 100, "interval": 0})  # fmt: skip
-        names = [n for n, _ in got]
         accepted = next(d for n, d in got if n == "own-accepted")
         assert accepted["id"] == oid and accepted["kind"] == "order"
         assert accepted["orders"] == [oid] and accepted["cancels"] == []
@@ -300,7 +318,11 @@ async def test_the_event_stream_tells_a_bot_what_it_needs(api_street):
         opened = next(d for n, d in got if n == "interval-opened")
         gate = next(d for n, d in got if n == "gate-passed")
         assert opened["interval"] == gate["interval"] + s.alice.community.interval_ms
-        assert names.index("gate-passed") < names.index("interval-settled")
+        # An interval's gate passes before it settles (the stream may open in between).
+        for i, (name, data) in enumerate(got):
+            if name == "gate-passed":
+                assert ("interval-settled", data["interval"]) not in [
+                    (n, d.get("interval")) for n, d in got[:i]]  # fmt: skip
 
 
 async def test_the_number_of_streams_is_bounded(api_street):
@@ -447,3 +469,105 @@ async def test_a_neighbours_order_tells_the_stream_the_book_changed(api_street):
         bid = Order("energy", "bid", 250_000, 500, s.bob.peer_id, s.bob.community.now_ms(), t)
         await s.bob_posts(canonical(bid.signed(s.bob.key).to_dict()))
     assert ("book-changed", {"interval": t}) in got
+
+
+async def test_odd_requests_are_refusals_not_errors(api_street):
+    async with api_street() as s:
+        before = await state(s)
+        for path, code, field in (
+            ("/api/v1/ledger/proof/%C2%B2", "malformed", "entry"),  # "²" is a digit to Python
+            (f"/api/v1/trades?after={2**70}", "malformed", "after"),
+            (f"/api/v1/intervals?before={2**70}", "malformed", "before"),
+            ("/api/v1/book?interval=5", "malformed", "interval"),
+            ("/api/v1/book?interval=0", "not-found", "interval"),  # settled long ago
+            ("/api/v1/balance?x=1", "malformed", "x"),
+            ("/api/v1/orders/", "not-found", None),  # no redirect to another path
+        ):
+            r = await s.client.get(path)
+            refusal(r, 422 if code == "malformed" else 404, code, field)
+        assert await state(s) == before
+
+
+async def test_rotating_the_token_ends_the_pages_it_opened(api_street):
+    async with api_street() as s:
+        code = (await s.client.post("/api/v1/login-codes")).json()["code"]
+        unused = (await s.client.post("/api/v1/login-codes")).json()["code"]
+        async with s.anonymous() as page:
+            assert (await page.post("/api/v1/session", json={"code": code})).is_success
+            assert (await page.get("/api/v1/balance")).is_success
+            new = rotate_token(s.data_dir)
+            refusal(await page.get("/api/v1/balance"), 401, "unauthorized")
+            refusal(await page.post("/api/v1/session", json={"code": unused}), 401,
+                    "unauthorized")  # fmt: skip
+        s.client.headers["authorization"] = f"Bearer {new}"
+        assert (await s.client.get("/api/v1/balance")).is_success
+
+
+async def test_a_read_only_page_can_log_out(api_street):
+    async with api_street() as s:
+        code = (await s.client.post("/api/v1/login-codes",
+                                    params={"read_only": "true"})).json()["code"]  # fmt: skip
+        async with s.anonymous() as page:
+            csrf = (await page.post("/api/v1/session", json={"code": code})).json()["csrf"]
+            refusal(await page.delete("/api/v1/session"), 403, "forbidden")  # no CSRF
+            assert (await page.delete("/api/v1/session",
+                                      headers={"x-csrf-token": csrf})).is_success  # fmt: skip
+            refusal(await page.get("/api/v1/balance"), 401, "unauthorized")
+
+
+async def test_refusals_count_against_the_client_address(api_street):
+    async with api_street(rate=5) as s:
+        async with s.anonymous(authorization="Bearer wrong") as wrong:
+            codes = [(await wrong.get("/api/v1/status")).status_code for _ in range(20)]
+        assert codes[:10] == [401] * 10 and 429 in codes[10:]
+
+
+async def _raw(s, request: bytes) -> trio.SocketStream:
+    host, port = s.base.removeprefix("http://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(request)
+    return stream
+
+
+async def test_a_stalled_body_is_refused_and_a_dropped_stream_frees_its_slot(api_street):
+    from wattmesh.exchange.api import guard
+
+    async with api_street(max_streams=1) as s:
+        host = s.base.removeprefix("http://")
+        guard_seconds, guard.BODY_SECONDS = guard.BODY_SECONDS, 0.5
+        try:
+            stream = await _raw(s, b"POST /api/v1/session HTTP/1.1\r\nHost: " + host.encode()
+                                + b"\r\nContent-Length: 60000\r\n\r\n{")  # fmt: skip
+            answer = b""
+            with trio.fail_after(5):
+                while b"slow-request" not in answer:
+                    chunk = await stream.receive_some(4096)
+                    assert chunk, answer  # the node must answer before closing
+                    answer += chunk
+            await stream.aclose()
+        finally:
+            guard.BODY_SECONDS = guard_seconds
+        assert answer.startswith(b"HTTP/1.1 408") and b"slow-request" in answer
+        # Streams whose clients leave at once, before a frame: the slot comes back.
+        request = (b"GET /api/v1/events HTTP/1.1\r\nHost: " + host.encode()
+                   + b"\r\nAuthorization: Bearer " + s.token.encode() + b"\r\n\r\n")
+        for _ in range(4):
+            await (await _raw(s, request)).aclose()
+        await s.until(lambda: s.api.hub.streams == 0, "the slots freed", 5)
+        async with s.client.stream("GET", "/api/v1/events") as r:
+            assert r.status_code == 200
+
+
+async def test_a_websocket_is_refused_before_any_route(api_street):
+    async with api_street() as s:
+        host = s.base.removeprefix("http://")
+        stream = await _raw(s, b"GET /api/v1/events HTTP/1.1\r\nHost: " + host.encode()
+                            + b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                            b"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer "
+                            + s.token.encode() + b"\r\n\r\n")  # fmt: skip
+        with trio.fail_after(5):
+            answer = await stream.receive_some(4096)
+        await stream.aclose()
+        assert answer.startswith(b"HTTP/1.1 403"), answer
+        assert s.api.hub.streams == 0

@@ -207,26 +207,43 @@ async def test_events_reconnect_with_last_event_id_and_parse_every_frame():
     assert requests[1].headers["last-event-id"] == "8"
 
 
-@pytest.mark.asyncio
-async def test_a_refused_stream_raises_at_once():
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            503,
-            json={
-                "error": {
-                    "code": "too-many-streams",
-                    "field": None,
-                    "message": "8 event streams are open",
-                }
-            },
-        )
+def _refusal(status: int, code: str) -> httpx.Response:
+    return httpx.Response(status, json={"error": {"code": code, "field": None,
+                                                  "message": f"{code} here"}})  # fmt: skip
 
-    async with NodeClient("http://node.test", "tok", transport=httpx.MockTransport(answer)) as c:
+
+@pytest.mark.asyncio
+async def test_a_full_stream_is_tried_again_and_a_refused_token_raises_at_once():
+    calls: list[int] = []
+
+    def full_then_open(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 1:  # every stream taken, for now
+            return _refusal(503, "too-many-streams")
+        return httpx.Response(200, content=_sse('id: 1\nevent: gate-passed\ndata: {}\n\n'),
+                              headers={"content-type": "text/event-stream"})  # fmt: skip
+
+    async with NodeClient("http://node.test", "tok",
+                          transport=httpx.MockTransport(full_then_open)) as c:  # fmt: skip
+        async with asyncio.timeout(10), aclosing(c.events()) as events:
+            first = await anext(events)
+    assert first == Event(None, STREAM_OPENED, {"last_event_id": None}) and len(calls) == 2
+
+    async with NodeClient("http://node.test", "tok", transport=httpx.MockTransport(
+            lambda _r: _refusal(401, "unauthorized"))) as c:  # fmt: skip
         with pytest.raises(ApiError) as refused:
             async with asyncio.timeout(5):
                 async for _event in c.events():
                     pass
-    assert (refused.value.status, refused.value.code) == (503, "too-many-streams")
+    assert (refused.value.status, refused.value.code) == (401, "unauthorized")
+
+    async with NodeClient("http://node.test", "tok", transport=httpx.MockTransport(
+            lambda _r: _refusal(503, "too-many-streams"))) as c:  # fmt: skip
+        with pytest.raises(ApiError) as full:
+            async with asyncio.timeout(5):
+                async for _event in c.events(reconnect_for=0.0):
+                    pass
+    assert (full.value.status, full.value.code) == (503, "too-many-streams")
 
 
 @pytest.mark.asyncio
