@@ -369,6 +369,8 @@ async def test_a_forged_digest_disputes_nothing_and_an_equivocating_member_is_ca
             assert all(n.closes[t] == close_t for n in nodes)  # nothing is settled again
 
             # It then signs two different sets for one open interval, in one round.
+            told: list[tuple[str, dict]] = []
+            nodes[1].listeners.append(lambda event, data: told.append((event, data)))
             u = open_interval(c, ahead_s=0.0)
             await until(lambda: c.now_ms() > u, "the gate of the next interval", 3)
             for digest in (set_digest([]), set_digest(["ab" * 32])):
@@ -390,6 +392,9 @@ async def test_a_forged_digest_disputes_nothing_and_an_equivocating_member_is_ca
             assert len({n.closes[u] for n in nodes}) == 1
             status = json.loads((nodes[1].data_dir / "status.json").read_text())
             assert status["disputed"] == [u] and status["mismatched"] == [t]
+            # Its listeners (the API's event stream) were told once.
+            disputes = [d for e, d in told if e == "dispute"]
+            assert disputes == [{"interval": u, "node": peer_id_of(absent), "round": 0}]
             assert status["equivocations"] == [{"interval": u, "node": peer_id_of(absent),
                                                 "round": 0}]  # fmt: skip
 
@@ -633,3 +638,31 @@ async def test_a_meter_whose_node_was_cut_off_publishes_what_it_missed_in_one_re
                 assert any(end - start > L for start, end, _ in spans), spans
                 assert [q for *_, q in spans] == sorted({q for *_, q in spans})
                 assert all(seq == (end - START) // L for _, end, seq in spans)
+
+
+@pytest.mark.trio
+async def test_listeners_are_told_of_peers_coming_and_going(tmp_path: Path, autojump_clock):
+    """The peer events of the API's stream: from the connections _keep_connected sees."""
+    key = generate_key()
+    c = community([key])
+    ledger = Ledger.open(tmp_path / "ledger.sqlite")
+    ledger.append_batch(c.genesis_items(), ts=c.genesis_ts)
+    node = HouseholdNode(c, key, ledger, MessageStore.open(tmp_path / "messages.sqlite"))
+
+    class Transport:  # the part of P2PNode that _keep_connected uses
+        peers: set[str] = set()
+
+    node.p2p = Transport()  # type: ignore[assignment]
+    told: list[tuple[str, dict]] = []
+    node.listeners.append(lambda event, data: told.append((event, data)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(node._keep_connected, ())
+        Transport.peers = {"peer-a", "peer-b"}
+        await until(lambda: len(told) == 2, "two peers joined", 10)
+        Transport.peers = {"peer-b"}
+        await until(lambda: len(told) == 3, "one left", 10)
+        nursery.cancel_scope.cancel()
+    assert told == [("peer-joined", {"peer": "peer-a"}), ("peer-joined", {"peer": "peer-b"}),
+                    ("peer-left", {"peer": "peer-a"})]  # fmt: skip
+    node.store.close()
+    ledger.close()
