@@ -235,20 +235,27 @@ class NodeClient:
         return await self._request("GET", "/orders")
 
     async def trades(self, interval: int | None = None, *, after: int = 0, limit: int = 100,
-                     mine: bool = False) -> dict[str, Any]:  # fmt: skip
-        """One page of trades: ``{"items", "next"}`` (pass ``next`` as ``after``)."""
-        params = {"interval": interval, "after": after, "limit": limit, "mine": mine}
+                     mine: bool = False, latest: bool = False,
+                     before: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """One page of trades, oldest first: ``{"items", "next", "prev"}``. Forward from
+        ``after`` (pass ``next`` as ``after``), or the newest ``limit`` with ``latest``
+        or below ``before`` (pass ``prev`` as ``before``)."""
+        params = {"interval": interval, "limit": limit, "mine": mine,
+                  **_page(after, latest, before)}  # fmt: skip
         return await self._request("GET", "/trades", params=params)
 
     async def intervals(self, interval: int | None = None, *, after: int = 0,
-                        limit: int = 100) -> dict[str, Any]:  # fmt: skip
-        """One page of settled intervals: ``{"items", "next"}``."""
-        params = {"interval": interval, "after": after, "limit": limit}
+                        limit: int = 100, latest: bool = False,
+                        before: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """One page of settled intervals, paged as :meth:`trades`."""
+        params = {"interval": interval, "limit": limit, **_page(after, latest, before)}
         return await self._request("GET", "/intervals", params=params)
 
-    async def readings(self, *, after: int = 0, limit: int = 100) -> dict[str, Any]:
-        """One page of the household's meter readings: ``{"items", "next"}``."""
-        return await self._request("GET", "/readings", params={"after": after, "limit": limit})
+    async def readings(self, *, after: int = 0, limit: int = 100, latest: bool = False,
+                       before: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """One page of the household's meter readings, paged as :meth:`trades`."""
+        params = {"limit": limit, **_page(after, latest, before)}
+        return await self._request("GET", "/readings", params=params)
 
     async def savings(self) -> dict[str, Any]:
         """The household against its grid-alone twin."""
@@ -346,6 +353,14 @@ class NodeClient:
                     raise ApiUnreachable(self._unreachable(exc)) from None
             # The stream ended (the node closed it) or broke: open it again, after a pause.
             await asyncio.sleep(retry)
+
+
+def _page(after: int, latest: bool, before: int | None) -> dict[str, Any]:
+    """A page's cursor parameters, only those given (the API refuses after with either
+    of the others)."""
+    if latest or before is not None:
+        return {"latest": latest or None, "before": before}
+    return {"after": after}
 
 
 # Refusals of the stream that pass by themselves: retried, not raised at once.

@@ -571,3 +571,15 @@ async def test_a_websocket_is_refused_before_any_route(api_street):
         await stream.aclose()
         assert answer.startswith(b"HTTP/1.1 403"), answer
         assert s.api.hub.streams == 0
+
+
+def test_docs_show_every_endpoint_by_example():
+    """docs/api.md's "Every endpoint, by example" has one row per route of the table."""
+    from pathlib import Path
+
+    from wattmesh.exchange.api.app import ENDPOINTS
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "api.md").read_text()
+    section = doc.split("## Every endpoint, by example", 1)[1].split("\n## ", 1)[0]
+    shown = re.findall(r"^\| `(GET|POST|PUT|DELETE) (/[^`]*)` \| `curl", section, re.M)
+    assert sorted(shown) == sorted((e.method, e.path) for e in ENDPOINTS)

@@ -1,7 +1,7 @@
 """The asyncio client of the node's API (exchange/api/client.py): against a real ``wattmesh
 node`` process (the ``live_street`` fixture), against a scripted transport for what a
 live node does not show on demand (a reconnect, a rate limit, a proxy's error page), and
-the complete bot of docs/bots.md, run as it is printed there."""
+the complete bot of docs/api.md, run as it is printed there."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from wattmesh.exchange.api.client import (
 )
 from wattmesh.settlement.errors import WattmeshError
 
-DOCS = Path(__file__).resolve().parents[3] / "docs" / "bots.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "api.md"
 
 
 @pytest_asyncio.fixture
@@ -61,6 +61,16 @@ async def test_reads_status_balance_and_health(alice, live_street):
     assert balance["bmax"] == 10_000 and 0 < balance["energy"] <= 8_000
     assert balance["headroom"] == balance["bmax"] - balance["energy"]
     assert balance["money"] > 0
+    # Pages: the newest first, then back from there; each page oldest first.
+    newest = await alice.intervals(latest=True, limit=1)
+    if newest["items"]:
+        [last] = newest["items"]
+        assert last["interval"] <= (await alice.status())["settled_through"]
+        if newest["prev"] is not None:
+            older = await alice.intervals(before=newest["prev"], limit=5)
+            assert all(i["entry"] < last["entry"] for i in older["items"])
+            assert [i["entry"] for i in older["items"]] == sorted(i["entry"]
+                                                                  for i in older["items"])
     assert (await alice.health())["peer_id"] == status["peer_id"]
     assert (await alice.session())["level"] == "write"
 
@@ -269,14 +279,14 @@ async def test_rate_limited_requests_are_sent_again_and_error_pages_become_api_e
     assert "Bad Gateway" in proxy.value.message
 
 
-# -- the complete bot of docs/bots.md -----------------------------------------------------
+# -- the complete bot of docs/api.md -----------------------------------------------------
 
 
 def docs_bot() -> str:
-    """The Python block under "## A complete bot" in docs/bots.md, as printed there."""
-    section = DOCS.read_text().split("\n## A complete bot\n", 1)[1]
+    """The Python block under "### A complete bot" in docs/api.md, as printed there."""
+    section = DOCS.read_text().split("\n### A complete bot\n", 1)[1]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 1, "docs/bots.md: one Python block under 'A complete bot'"
+    assert len(blocks) == 1, "docs/api.md: one Python block under 'A complete bot'"
     return blocks[0]
 
 
