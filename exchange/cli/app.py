@@ -36,8 +36,22 @@ PROGRESS_MIN_BYTES = 16 << 20
 app = command_group("wattmesh: a peer-to-peer energy exchange for a neighbourhood.")
 
 
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        typer.echo(f"wattmesh {version('wattmesh')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = False,
+) -> None:  # fmt: skip
     """wattmesh: a peer-to-peer energy exchange for a neighbourhood."""
 
 
@@ -243,6 +257,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 # Commands that stop on SIGINT themselves, cleanly (a node closes its host and ledger).
 _OWN_SIGNALS = ("node", "demo", "bot")
+# Commands that talk to peers or to a node over sockets: SIGPIPE stays ignored for them.
+_NETWORK = ("node", "demo", "bot", "api")
 
 
 class Interrupted(BaseException):
@@ -263,11 +279,16 @@ def main(argv: list[str] | None = None) -> None:
     """
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
-    previous = None
-    if (not args or args[0] not in _OWN_SIGNALS) and (
-        threading.current_thread() is threading.main_thread()
-    ):
-        previous = signal.signal(signal.SIGINT, _interrupt)
+    previous = pipe = None
+    if threading.current_thread() is threading.main_thread():
+        if not args or args[0] not in _NETWORK:
+            # `wattmesh ... | head`: when the reader has all it wanted, end quietly, as
+            # Unix tools do, instead of a "Broken pipe" error (an output file in
+            # progress stays a temp file: atomic_file.py). Not for the commands that
+            # talk to peers: a peer's closed socket must stay an error, not a signal.
+            pipe = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        if not args or args[0] not in _OWN_SIGNALS:
+            previous = signal.signal(signal.SIGINT, _interrupt)
     try:
         code = command.main(args=args, prog_name="wattmesh", standalone_mode=False)
     except Interrupted:
@@ -294,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if previous is not None:  # main() called in-process (tests): leave SIGINT as it was
             signal.signal(signal.SIGINT, previous)
+        if pipe is not None:
+            signal.signal(signal.SIGPIPE, pipe)
     sys.exit(code if isinstance(code, int) else 0)
 
 

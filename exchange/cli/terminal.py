@@ -22,6 +22,7 @@ def command_group(help: str, *, no_args_is_help: bool = True) -> typer.Typer:
         no_args_is_help=no_args_is_help,
         pretty_exceptions_enable=False,
         help=help,
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
 
 

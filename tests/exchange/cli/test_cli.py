@@ -153,3 +153,61 @@ def test_the_installed_console_script_runs():
     assert done.returncode == 2
     [line] = done.stderr.decode().splitlines()
     assert line.startswith("wattmesh: error: No such option: --nope")
+
+
+def test_version_and_short_help(console):
+    from importlib.metadata import version
+
+    code, out, _err = console("--version")
+    assert (code, out.strip()) == (0, f"wattmesh {version('wattmesh')}")
+    for args in (("-h",), ("ledger", "-h"), ("replay", "-h")):
+        code, out, err = console(*args)
+        assert code == 0 and "Usage: wattmesh" in out and err == "", args
+
+
+def test_a_reader_that_stops_early_is_no_error(tmp_path):
+    """``wattmesh replay --trades - | head -0``: the reader is gone before the first
+    write; the command ends quietly by SIGPIPE, as Unix tools do: no error line, no
+    traceback."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wattmesh.exchange.cli", "replay", "--trades", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()  # the replay takes a while: every write meets a closed pipe
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGPIPE, (proc.returncode, err)
+    assert err == b"", err
+
+
+def test_commands_that_talk_to_peers_keep_sigpipe_ignored(monkeypatch):
+    """A peer's closed socket must be an error the node handles, never a signal that
+    kills it: only the other commands end quietly on a closed stdout."""
+    import signal
+
+    from wattmesh.exchange.cli import app
+
+    seen = []
+    monkeypatch.setattr(app.typer.main, "get_command", lambda _app: _Probe(seen))
+    for args in (["node"], ["demo"], ["bot"], ["api", "token"], ["replay"]):
+        with pytest.raises(SystemExit):
+            app.main(args)
+    assert seen == [signal.SIG_IGN] * 4 + [signal.SIG_DFL]
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # restored
+
+
+class _Probe:
+    """Stands in for the click command: records SIGPIPE's handler while it runs."""
+
+    def __init__(self, seen: list) -> None:
+        self.seen = seen
+
+    def main(self, **_kwargs) -> int:
+        import signal
+
+        self.seen.append(signal.getsignal(signal.SIGPIPE))
+        return 0
