@@ -109,7 +109,7 @@ def read(
     ),
     load_profile: Annotated[str, typer.Option(help="sim: h25 or h0 (pvlib backend).")] = "h25",
     backend: Annotated[
-        str, typer.Option(help="sim: auto, pvlib (needs wattmesh[sim]) or builtin.")
+        str, typer.Option(help="sim: auto, pvlib (needs wattmesh\\[sim]) or builtin.")
     ] = "auto",
     interval_ms: Annotated[
         int, typer.Option(min=1, help="Length of one reading in ms.")
@@ -151,7 +151,7 @@ def read(
                         update(min(written, expected))
     except (MeasurementError, RecordError, ValueError, ConnectionError) as exc:
         kept = "" if out is None else f"; {out} was not written"
-        fail(f"{source}: {exc} (after {written} readings{kept})")
+        fail(f"{source}: {exc} (after {written} reading{'' if written == 1 else 's'}{kept})")
     except OSError as exc:
         fail(f"--out: cannot write {out}: {exc.strerror or exc}")
     sys.stderr.write(f"{written} readings from meter {peer_id_of(meter_key)}\n")

@@ -92,8 +92,9 @@ def init(
 
         had = (result.data_dir / TOKEN_FILE).is_file()
         ensure_token(result.data_dir)
-        typer.echo(f"{'kept' if had else 'created'} {result.data_dir / TOKEN_FILE} (the API "
-                   "token: wattmesh api token prints it)")  # fmt: skip
+        what = "kept" if had else "created"
+        typer.echo(f"{what:<9}{result.data_dir / TOKEN_FILE} (the API token: wattmesh api "
+                   "token prints it)")  # fmt: skip
     if not result.member:
         raise typer.Exit(EXIT_NOT_MEMBER)
 

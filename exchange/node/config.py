@@ -539,7 +539,7 @@ def init_data_dir(
     created: list[Path] = []
 
     def note(what: str, path: Path, why: str = "") -> None:
-        done.append(f"{what:<8}{path}{f' ({why})' if why else ''}")
+        done.append(f"{what:<9}{path}{f' ({why})' if why else ''}")
         if what == "created":
             created.append(path)
 

@@ -315,14 +315,14 @@ def test_cli_init_member_then_rerun(cli, files: dict[str, Path]) -> None:
     code, out, err = cli(*args, "--key", str(files["key"]))
     assert (code, err) == (0, ""), err
     for name in ("household.key", "community.toml", "node.toml", "ledger.sqlite"):
-        assert f"created {data / name}" in out
+        assert f"created  {data / name}" in out
     assert f"peer id {A}" in out
     assert f"next: wattmesh node --data-dir {data} --bootstrap" in out
     token = data / "api-token"
-    assert f"created {token}" in out and token.stat().st_mode & 0o777 == 0o600
+    assert f"created  {token}" in out and token.stat().st_mode & 0o777 == 0o600
     first = token.read_text()
     code, out, _ = cli(*args)
-    assert code == 0 and "created" not in out and f"kept    {data / 'ledger.sqlite'}" in out
+    assert code == 0 and "created" not in out and f"kept     {data / 'ledger.sqlite'}" in out
     assert token.read_text() == first  # a rerun keeps the token
     code, out, _ = cli("api", "token", "--data-dir", data)
     assert (code, out.strip()) == (0, first.strip())
