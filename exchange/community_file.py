@@ -75,7 +75,9 @@ __all__ = [
     "ConfigError",
     "MemberSpec",
     "MeterSpec",
+    "add_member",
     "check_keys",
+    "community_template",
     "dump_community",
     "load_community",
     "parse_community",
@@ -618,3 +620,63 @@ def dump_community(c: Community) -> str:
             lines += ["", "[[member.meter]]"]
             lines += [f"{key} = {toml_value(value)}" for key, value in meter.items()]
     return "\n".join(lines) + "\n"
+
+
+# -- a street's first file, and its members one by one ------------------------------------
+
+_TEMPLATE = """\
+# The community file of {name} (docs/setup.md, docs/node.md). Every member's node needs the
+# same bytes: once households have run `wattmesh init` with it, changing it means a new
+# community. Units: ms, Wh, prices in micro-currency per kWh (230000 = 0.23 per kWh),
+# money in nano-currency (10**9 = 1.00).
+
+name = {name_value}
+start_ms = {start} when the first interval starts (UTC)
+interval_ms = 900000  # 15-minute delivery intervals
+retail_price = 230000  # what the grid charges per kWh: no one buys from a neighbour above it
+feedin_price = 80000  # what the grid pays per kWh: no one sells to a neighbour below it
+fee_rate_ppm = 0  # a trade fee in parts per million of its value (0: none)
+storage_rate = 0  # nano per kWh stored per interval, shared by the storage providers
+
+# One [[member]] per household; `wattmesh community add` appends the stanza that a
+# household's `wattmesh init` prints. bmax: the Wh it may hold in storage.
+"""
+
+
+def community_template(name: str, start_ms: int, first: MemberSpec) -> str:
+    """A commented community file for a new street, with ``first`` (the keeper's own
+    household) as its only member. It parses to a valid :class:`Community`."""
+    _name("name", name)
+    when = f"  # {_iso(start_ms)}," if start_ms <= _MAX_ISO_MS else "  #"
+    text = _TEMPLATE.format(name=name, name_value=toml_value(name),
+                            start=toml_value(start_ms) + when)  # fmt: skip
+    text = add_member(text, first)
+    parse_community(text, "the template")  # it must stay a valid file
+    return text
+
+
+def add_member(text: str, member: MemberSpec) -> str:
+    """``text`` (a community file) with ``member``'s stanza appended, leaving every other
+    line and comment as it was. CommunityError if the peer id (or a meter) is there
+    already, or the result does not validate."""
+    try:
+        tables = tomllib.loads(text).get("member", [])
+    except tomllib.TOMLDecodeError as exc:
+        raise CommunityError(None, f"not valid TOML: {exc}") from None
+    tables = tables if isinstance(tables, list) else []
+    if any(isinstance(t, dict) and t.get("peer_id") == member.peer_id for t in tables):
+        raise CommunityError("member.peer_id", f"{member.peer_id} is a member already")
+    taken = {m.get("id") for t in tables if isinstance(t, dict)
+             for m in t.get("meter", []) if isinstance(m, dict)}  # fmt: skip
+    for meter in member.meters:
+        if meter.meter in taken:
+            raise CommunityError("member.meter.id", f"meter {meter.meter} is registered already")
+    d = member.to_dict()
+    lines = ["", "[[member]]"]
+    lines += [f"{k} = {toml_value(v)}" for k, v in d.items() if k != "meter"]
+    for meter in d.get("meter", ()):
+        lines += ["", "[[member.meter]]"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in meter.items()]
+    out = text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
+    parse_community(out, "the community file")
+    return out

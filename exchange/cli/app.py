@@ -17,6 +17,7 @@ import typer
 from wattmesh.exchange.atomic_file import atomic_output, committed
 from wattmesh.exchange.cli.api import api_app
 from wattmesh.exchange.cli.bot import bot
+from wattmesh.exchange.cli.community import community_app
 from wattmesh.exchange.cli.ledger import ledger_app
 from wattmesh.exchange.cli.meter import meter_app
 from wattmesh.exchange.cli.node import node_app
@@ -224,6 +225,7 @@ simulate.command("community")(community)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(meter_app, name="meter")
 app.add_typer(api_app, name="api")
+app.add_typer(community_app, name="community")
 app.command("bot")(bot)  # a trading bot through the node's API (docs/bots.md)
 app.add_typer(node_app)  # wattmesh init (node commands sit at the top level)
 

@@ -589,6 +589,7 @@ def init_data_dir(
             "",
             _stanza(peer, community),
             "",
+            "(they add it with `wattmesh community add FILE --peer-id PEER_ID --bmax WH`)",
             f"then run `wattmesh init --community UPDATED_FILE --data-dir {data_dir}` with "
             "the updated file.",
         ]
