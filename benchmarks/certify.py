@@ -44,7 +44,7 @@ def settle_lags(d: Path, origin_ms: int, start_ms: int, speed: int) -> dict[int,
         if MARK not in line:
             continue
         stamp, rest = line.split(MARK, 1)
-        t = int(rest.split(":", 1)[0])
+        t = int(rest.split()[0])  # "1781935200000 (15:45–16:00): price ..."
         wall = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
         gate = (origin_ms + (t - start_ms) / speed) / 1000
         lags[t] = wall - gate

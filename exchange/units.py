@@ -6,7 +6,9 @@ these integers; only what is printed for a person is converted, here."""
 
 from __future__ import annotations
 
-__all__ = ["MICRO", "NANO", "price_text"]
+from datetime import datetime
+
+__all__ = ["MICRO", "NANO", "interval_text", "price_text"]
 
 NANO = 10**9  # nano-currency per currency unit
 MICRO = 10**6  # micro-currency per currency unit
@@ -15,3 +17,11 @@ MICRO = 10**6  # micro-currency per currency unit
 def price_text(micro: int | None) -> str:
     """A price per kWh in currency units with four decimals; ``-`` for no price."""
     return "-" if micro is None else f"{micro / MICRO:.4f}"
+
+
+def interval_text(start_ms: int, length_ms: int) -> str:
+    """A delivery interval as a person on this machine reads it: its local start and end
+    times, ``15:45–16:00`` (the machine's time zone; the files keep epoch ms)."""
+    start = datetime.fromtimestamp(start_ms / 1000)
+    end = datetime.fromtimestamp((start_ms + length_ms) / 1000)
+    return f"{start:%H:%M}–{end:%H:%M}"

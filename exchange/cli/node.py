@@ -135,6 +135,10 @@ def node(
             "listen, 127.0.0.1:8480).",
         ),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Log at debug level, py-libp2p's own lines too."),
+    ] = False,
 ) -> None:
     """Run this household's node until Ctrl-C (SIGINT) or SIGTERM.
 
@@ -154,7 +158,7 @@ def node(
         api = None
         if api_listen is not None:
             api = ApiConfig(api_listen, config.api.rate, config.api.max_streams)
-        run_node(config, listen, tuple(bootstrap) if bootstrap else None, api)
+        run_node(config, listen, tuple(bootstrap) if bootstrap else None, api, verbose)
     except ValueError as exc:  # CommunityError, NodeConfigError, NodeStartError, LedgerError
         fail(str(exc), code=1)
     except OSError as exc:

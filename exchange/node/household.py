@@ -54,6 +54,7 @@ from wattmesh.exchange.node.wire import (
     set_digest,
     topics,
 )
+from wattmesh.exchange.units import interval_text
 from wattmesh.matching import BID
 from wattmesh.settlement.canonical import canonical
 from wattmesh.settlement.certificate import Certificate, IntervalVote, majority
@@ -506,16 +507,17 @@ class HouseholdNode:
         short = reach < need
         if was is None or was["interval"] != t or (was["reachable"] < need) != short:
             if short:
-                logger.warning("interval %d: waiting for a quorum: %d of %d members reachable "
-                               "(%d needed)", t, reach, n, need)  # fmt: skip
+                logger.warning("interval %s (%d): waiting for a quorum: %d of %d members "
+                               "reachable (%d needed)", self._when(t), t, reach, n,
+                               need)  # fmt: skip
             else:
-                logger.info("interval %d: waiting for a certificate (%d of %d members "
-                            "reachable)", t, reach, n)  # fmt: skip
+                logger.info("interval %s (%d): waiting for a certificate (%d of %d members "
+                            "reachable)", self._when(t), t, reach, n)  # fmt: skip
             self._write_status()
 
     def _waiting_over(self, t: int) -> None:
         if self.status.waiting is not None:
-            logger.info("interval %d: certified", t)
+            logger.info("interval %s (%d): certified", self._when(t), t)
         self.status.waiting = None
 
     def _settle(
@@ -609,8 +611,9 @@ class HouseholdNode:
             s.peers = len(self.p2p.peers)
         price = "-" if outcome.price is None else f"{outcome.price / 1e6:.4f}/kWh"
         logger.info(
-            "settled interval %d: price %s, %d Wh in %d trades, %d readings, digest %s",
-            outcome.interval, price, outcome.volume, len(outcome.trades),
+            "settled interval %d (%s): price %s, %d Wh in %d trades, %d readings, digest %s",
+            outcome.interval, self._when(outcome.interval), price, outcome.volume,
+            len(outcome.trades),
             outcome.readings_applied, outcome.digest[:16],
         )  # fmt: skip
         self._write_status()
@@ -621,6 +624,9 @@ class HouseholdNode:
         self.emit("interval-settled", {**s.last, "fills": fills})
         self.settled_event.set()
         self.settled_event = trio.Event()
+
+    def _when(self, t: int) -> str:
+        return interval_text(t, self.community.interval_ms)
 
     def _write_status(self) -> None:
         if self.data_dir is None:

@@ -91,7 +91,7 @@ def _tcp(host: str, port: int) -> str:
     return f"/ip6/{host}/tcp/{port}" if ":" in host else f"/ip4/{host}/tcp/{port}"
 
 
-def _setup_logging(level: str, log_file: Path | None) -> None:
+def _setup_logging(level: str, log_file: Path | None, verbose: bool = False) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
         handlers.append(logging.FileHandler(log_file))
@@ -101,12 +101,15 @@ def _setup_logging(level: str, log_file: Path | None) -> None:
         handlers=handlers,
         force=True,
     )
-    # py-libp2p's own logger does not propagate (shared/notes/libp2p.md); give it ours
-    # at WARNING, so drops it reports are seen without its debug chatter.
+    # py-libp2p's lines are noise to a household (an INFO line every 10 s, an ERROR each
+    # time a neighbour leaves), and the node reports what matters itself (status.json:
+    # peers, refusals, transport counts): they go to our handlers only with --verbose.
+    # Some of its modules set their own loggers' levels, so silence is a handler that
+    # drops everything (not a level), and no propagation to ours.
     lib = logging.getLogger("libp2p")
-    lib.setLevel(logging.WARNING)
-    for h in handlers:
-        lib.addHandler(h)
+    lib.propagate = False
+    lib.handlers[:] = handlers if verbose else [logging.NullHandler()]
+    lib.setLevel(logging.INFO if verbose else logging.CRITICAL)
 
 
 def open_node(config: NodeConfig) -> HouseholdNode:
@@ -180,6 +183,7 @@ def run_node(
     listen: str | None = None,
     bootstrap: tuple[str, ...] | None = None,
     api: ApiConfig | None = None,
+    verbose: bool = False,
 ) -> None:
     """Run the node of ``config`` until SIGINT or SIGTERM; ``listen``, ``bootstrap`` and
     ``api`` override node.toml's. Raises NodeStartError (or the community file's, key's
@@ -191,7 +195,8 @@ def run_node(
         check_port_free(address)
         if api.address is not None:
             check_port_free(_tcp(*api.address), "--api-listen or [api] listen in node.toml")
-        _setup_logging(config.log_level, config.data_dir / "node.log")
+        _setup_logging("debug" if verbose else config.log_level, config.data_dir / "node.log",
+                       verbose)
         node = open_node(config)
         try:
             trio.run(

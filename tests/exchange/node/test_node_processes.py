@@ -9,6 +9,7 @@ process it started, whatever happens in the test.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -209,7 +210,10 @@ def test_processes_settle_agree_and_see_a_stopped_node_leave(tmp_path: Path, lau
     wait_for(lambda: all(status(d)["peers"] == 1 for d in dirs[:2]), "the others to see it go",
              3 * WALL_INTERVAL + 2, dirs)  # fmt: skip
     assert [stop(p) for p in procs[:2]] == [0, 0], logs(dirs)
-    assert "stopped" in (dirs[2] / "node.log").read_text()
+    log = (dirs[2] / "node.log").read_text()
+    assert "stopped" in log
+    # A person reads the interval in the machine's local time beside its epoch ms.
+    assert re.search(r"settled interval \d+ \(\d\d:\d\d–\d\d:\d\d\): price", log), log[-2000:]
     assert gone not in (dirs[0] / "status.json").read_text()
 
     ledgers = [closes(d) for d in dirs]

@@ -1,0 +1,27 @@
+"""How a person reads wattmesh's integers (exchange/units.py)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from wattmesh.exchange.units import interval_text, price_text
+
+
+@pytest.mark.parametrize(
+    ("zone", "text"),
+    [("UTC", "15:45–16:00"), ("Europe/Berlin", "16:45–17:00"), ("America/New_York", "10:45–11:00")],
+)
+def test_an_interval_reads_in_the_machines_own_time(monkeypatch, zone, text):
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        assert interval_text(1_765_813_500_000, 900_000) == text  # 2025-12-15T15:45Z
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_prices_read_per_kwh():
+    assert (price_text(230_000), price_text(None)) == ("0.2300", "-")
