@@ -34,7 +34,11 @@ from dataclasses import asdict, dataclass, fields
 from wattmesh.agents.threshold import OpenOrder, ThresholdAgent
 from wattmesh.matching import ASK, BID, MAX_PRICE, Accounts, CallAuction
 from wattmesh.meters.profiles import INTERVALS_PER_DAY, household_days, weather
-from wattmesh.settlement.readings import net_to_balance
+from wattmesh.settlement.readings import (
+    DEFAULT_FEEDIN_PRICE,
+    DEFAULT_RETAIL_PRICE,
+    net_to_balance,
+)
 
 __all__ = [
     "CONSUMER",
@@ -104,8 +108,8 @@ class CommunityConfig:
     days: int = 30
     seed: int = 0
     bmax_cost: int = 300
-    retail: int = 300_000
-    feed_in: int = 80_000
+    retail: int = DEFAULT_RETAIL_PRICE
+    feed_in: int = DEFAULT_FEEDIN_PRICE
     prosumer_consumption: int = 360
     consumer_consumption: int = 1125
     prosumer_production: int = 360

@@ -67,6 +67,7 @@ from wattmesh.settlement.canonical import canonical, sha256_hex
 from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.keys import public_key_from_peer_id
 from wattmesh.settlement.ledger.bodies import Opening, genesis_body, opening_items
+from wattmesh.settlement.readings import DEFAULT_FEEDIN_PRICE, DEFAULT_RETAIL_PRICE
 from wattmesh.settlement.records import MAX_NAME, MarketSpec
 
 __all__ = [
@@ -293,8 +294,8 @@ class Community:
     market: str = _MARKET.name
     price_min: int = _MARKET.min_price
     price_max: int = _MARKET.max_price
-    retail_price: int = 230_000
-    feedin_price: int = 80_000
+    retail_price: int = DEFAULT_RETAIL_PRICE
+    feedin_price: int = DEFAULT_FEEDIN_PRICE
     fee_rate_ppm: int = 0
     storage_rate: int = 0
     max_skew_ms: int = 30_000

@@ -23,6 +23,8 @@ from typing import NamedTuple
 from .records import RecordError
 
 __all__ = [
+    "DEFAULT_FEEDIN_PRICE",
+    "DEFAULT_RETAIL_PRICE",
     "ReadingEffect",
     "SequenceProblem",
     "apply_reading",
@@ -30,6 +32,13 @@ __all__ = [
     "order_problem",
     "power_problem",
 ]
+
+
+# The grid's prices, micro-currency per kWh, wherever a community, a replay or a
+# simulation is not told others: what the grid charges for energy a household imports,
+# and what it pays for energy exported above Bmax.
+DEFAULT_RETAIL_PRICE = 230_000  # 0.23 per kWh
+DEFAULT_FEEDIN_PRICE = 80_000  # 0.08 per kWh
 
 
 @dataclass(frozen=True, slots=True)

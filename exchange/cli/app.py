@@ -30,6 +30,7 @@ from wattmesh.exchange.replay import replay as replaying
 from wattmesh.exchange.replay.to_ledger import ReplayLedgerError, settle_into_ledger
 from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.ledger import LedgerError
+from wattmesh.settlement.readings import DEFAULT_FEEDIN_PRICE, DEFAULT_RETAIL_PRICE
 
 # A progress bar is worth drawing only for logs that take more than a moment.
 PROGRESS_MIN_BYTES = 16 << 20
@@ -155,7 +156,7 @@ def replay(
             metavar="P",
             help="Grid retail price (micro-currency per kWh) for energy a meter reading imports.",
         ),
-    ] = replaying.DEFAULT_RETAIL_PRICE,
+    ] = DEFAULT_RETAIL_PRICE,
     feedin_price: Annotated[
         int,
         typer.Option(
@@ -164,7 +165,7 @@ def replay(
             help="Grid feed-in price (micro-currency per kWh) for energy a reading exports "
             "above Bmax.",
         ),
-    ] = replaying.DEFAULT_FEEDIN_PRICE,
+    ] = DEFAULT_FEEDIN_PRICE,
 ) -> None:
     """Replay an order log through the matching engine and summarize the result.
 

@@ -28,6 +28,7 @@ from wattmesh.agents.community import (
 from wattmesh.exchange.cli.terminal import fail, progress_bar
 from wattmesh.exchange.units import MICRO, NANO, price_text
 from wattmesh.meters.profiles import INTERVALS_PER_DAY
+from wattmesh.settlement.readings import DEFAULT_FEEDIN_PRICE, DEFAULT_RETAIL_PRICE
 
 __all__ = ["community", "format_summary", "write_plots"]
 
@@ -51,12 +52,13 @@ def community(
             "Bmax = 4*Cu/(3*200) kWh = Cu/150 kWh.",
         ),
     ] = 300,
-    retail: Annotated[
-        int, typer.Option(min=1, help="Grid retail price, micro-currency per kWh.")
-    ] = 300_000,
-    feed_in: Annotated[
-        int, typer.Option("--feed-in", min=1, help="Grid feed-in price, micro-currency per kWh.")
-    ] = 80_000,
+    retail_price: Annotated[
+        int, typer.Option(min=1, metavar="P", help="Grid retail price, micro-currency per kWh.")
+    ] = DEFAULT_RETAIL_PRICE,
+    feedin_price: Annotated[
+        int,
+        typer.Option(min=1, metavar="P", help="Grid feed-in price, micro-currency per kWh."),
+    ] = DEFAULT_FEEDIN_PRICE,
     prosumer_consumption: Annotated[
         int, typer.Option(min=0, help="A prosumer's average consumption, kWh per 30 days.")
     ] = 360,
@@ -91,8 +93,8 @@ def community(
         days=days,
         seed=seed,
         bmax_cost=bmax_cost,
-        retail=retail,
-        feed_in=feed_in,
+        retail=retail_price,
+        feed_in=feedin_price,
         prosumer_consumption=prosumer_consumption,
         consumer_consumption=consumer_consumption,
         prosumer_production=prosumer_production,

@@ -58,7 +58,11 @@ from wattmesh.matching import (
 )
 from wattmesh.meters.validate import ReadingRefused, ReadingValidator
 from wattmesh.settlement.errors import WattmeshError
-from wattmesh.settlement.readings import apply_reading
+from wattmesh.settlement.readings import (
+    DEFAULT_FEEDIN_PRICE,
+    DEFAULT_RETAIL_PRICE,
+    apply_reading,
+)
 from wattmesh.settlement.records import (
     Account,
     Cancel,
@@ -109,8 +113,7 @@ NOT_LIVE = "not-live"
 ACCOUNT_REFUSED = "account-refused"
 METER_REFUSED = "meter-refused"
 READING_REFUSED = "reading-refused"
-DEFAULT_RETAIL_PRICE = 230_000  # 0.23 per kWh (DESIGN.md's example), micro-currency/kWh
-DEFAULT_FEEDIN_PRICE = 80_000  # 0.08 per kWh
+# DEFAULT_RETAIL_PRICE, DEFAULT_FEEDIN_PRICE: the one home is settlement/readings.py.
 BAD_LINE_CODES = frozenset({BAD_JSON, BAD_RECORD, BAD_SIGNATURE})
 CODES = frozenset(codes_of("replay"))  # the shared table: settlement/refusals.py
 

@@ -234,7 +234,7 @@ def test_cli_summary_and_plots(cli, tmp_path: Path):
 
 def test_cli_bmax_cost_and_prices_reach_the_model(cli):
     code, out, err = cli(*COMMAND, "--households", "3", "--prosumers", "1", "--days", "1",
-                         "--bmax-cost", "600", "--retail", "250000", "--feed-in", "50000",
+                         "--bmax-cost", "600", "--retail-price", "250000", "--feedin-price", "50000",
                          "--json")  # fmt: skip
     assert code == 0, err
     s = orjson.loads(out)["scenario"]
