@@ -252,7 +252,7 @@ def demo(
         fail(str(exc), code=1)
     console = Console()
     for part in format_report(result):
-        console.print(part)
+        console.print(part, soft_wrap=isinstance(part, str))  # sentences: one line each
     where = f"; data kept in {result.root}" if result.kept else ""
     if not result.ok:
         fail("; ".join(result.problems) + where, code=1)

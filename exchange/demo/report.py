@@ -99,6 +99,8 @@ def format_report(result: DemoResult) -> list[Any]:
         out += [
             energy,
             money,
+            "\n".join(_in_words(h.name, a, price) for h in result.households
+                      if (a := result.account(h.name)) is not None),  # fmt: skip
             "alone: the household's grid-alone twin: the same readings and storage,"
             " no market\n"
             "cost: grid bill - feed-in credit + paid for trades - received + fees\n"
@@ -140,3 +142,18 @@ def format_report(result: DemoResult) -> list[Any]:
         )
     out.append("\n".join(lines))
     return out
+
+
+def _in_words(name: str, a: HouseholdAccount, price: int) -> str:
+    """One household's market in a sentence, e.g. ``house-1 sold 5.40 kWh to neighbours
+    for 0.86, bought 0.00 kWh from them for 0.00, and saved 0.06 against the grid
+    alone.`` (money to the cent: a person's reading of the table above)."""
+
+    def cents(nano: int) -> str:
+        return f"{nano / NANO:,.2f}"
+
+    saved = a.savings(price)
+    verdict = (f"saved {cents(saved)} against the grid alone" if saved >= 0 else
+               f"paid {cents(-saved)} more than with the grid alone")  # fmt: skip
+    return (f"{name} sold {_kwh(a.sold)} kWh to neighbours for {cents(a.received)}, bought "
+            f"{_kwh(a.bought)} kWh from them for {cents(a.paid)}, and {verdict}.")

@@ -69,6 +69,11 @@ def test_demo_runs_three_nodes_to_agreement(tmp_path: Path) -> None:
     assert re.search(r"^\d\d:\d\d  (ask|bid) [\d.]+ kWh at", bot_log, re.M), bot_log
     assert bot_log.rstrip().endswith("stopped (SIGTERM)"), bot_log
     assert "enabled = false" in (root / "house-1" / "node.toml").read_text()
+    # Each household's market in plain words, under the money table.
+    for name in ("house-1", "house-2", "house-3"):
+        assert re.search(rf"^{name} sold [\d.]+ kWh to neighbours for [\d.]+, bought [\d.]+ "
+                         r"kWh from them for [\d.]+, and (saved [\d.]+ against|paid [\d.]+ "
+                         r"more than with) the grid alone\.$", out, re.M), out  # fmt: skip
     assert "ledgers: 3 of 3 verified" in out
     assert "digests: 4 of 4 intervals identical at all 3 nodes" in out
     assert "nodes: 3 of 3 exited 0 on SIGTERM" in out
