@@ -72,6 +72,7 @@ class StagedFiles:
         self.folder = Path(folder)
         self.mode = mode
         self._staged: list[tuple[Path, Path, IO[bytes]]] = []
+        self._dropped: list[Path] = []
 
     def open(self, name: str) -> IO[bytes]:
         """A binary file that will become ``folder/name``."""
@@ -80,6 +81,11 @@ class StagedFiles:
         fp = os.fdopen(fd, "wb")
         self._staged.append((target, tmp, fp))
         return fp
+
+    def drop(self, name: str) -> None:
+        """Remove ``folder/name`` (a file an earlier run wrote) when the others are renamed
+        into place, so that the folder holds one run's outputs only."""
+        self._dropped.append(self.folder / name)
 
     def __enter__(self) -> StagedFiles:
         return self
@@ -98,6 +104,8 @@ class StagedFiles:
                 for target, tmp, _fp in self._staged:
                     os.replace(tmp, target)
                     _committed.append(target)
+                for target in self._dropped:
+                    target.unlink(missing_ok=True)
         finally:
             for _target, tmp, fp in self._staged:
                 fp.close()

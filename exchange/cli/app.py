@@ -213,10 +213,26 @@ def replay(
         sys.stderr.write(settled.line() + "\n")
     # The trades own stdout when they go there; the summary then goes to stderr.
     stream = sys.stderr if trades == "-" else sys.stdout
+    summary = result.summary()
     if as_json:
-        stream.write(orjson.dumps(result.summary(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        stream.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        stream.write(format_summary(result.summary()))
+        stream.write(format_summary(summary))
+    note = _empty_or_garbage(summary, "the bundled sample" if log is None else str(log))
+    if note:
+        sys.stderr.write(f"wattmesh: note: {note}\n")
+
+
+def _empty_or_garbage(summary: dict[str, Any], source: str) -> str | None:
+    """One line when a log replayed nothing: empty, or not one line accepted."""
+    if summary["events"] == 0:
+        return f"{source} has no lines: nothing was replayed"
+    if sum(summary["accepted"].values()) == 0:
+        reasons = ", ".join(f"{c} {n:,}" for c, n in summary["refused_by_code"].items())
+        return (f"not one of the {summary['events']:,} lines of {source} was accepted "
+                f"({reasons}): is it an order log (docs/replay.md)? --strict stops at the "
+                "first bad line and names it")  # fmt: skip
+    return None
 
 
 simulate = command_group("Market simulations: Gode and Sunder's ZI markets, the Energo community.")

@@ -86,9 +86,9 @@ def _trade_blocks(t: Any, bids: list[str], asks: list[str]) -> Iterator[Iterator
 
 
 def write_outputs(result: ReplayResult, out_dir: str | os.PathLike[str]) -> None:
-    """Write trades.csv, intervals.csv, accounts.csv, rejects.jsonl and summary.json,
-    each whole or not at all: they are written under temporary names and renamed into
-    place together at the end (exchange/atomic_file.py)."""
+    """Write trades.csv, intervals.csv, accounts.csv, rejects.jsonl (only when a line was
+    refused) and summary.json, each whole or not at all: they are written under temporary
+    names and renamed into place together at the end (exchange/atomic_file.py)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with StagedFiles(out) as files:
@@ -128,8 +128,11 @@ def _write_outputs(result: ReplayResult, files: StagedFiles) -> None:
         end = result.closing.get(h, (None, None, None))
         rows.append((owner, start[2], start[0], end[0], start[1], end[1], bought[h], sold[h]))
     _write_csv(files.open("accounts.csv"), ACCOUNT_COLUMNS, rows)
-    with files.open("rejects.jsonl") as fp:
-        fp.writelines(orjson.dumps(r._asdict()) + b"\n" for r in result.rejects)
+    if result.rejects:
+        with files.open("rejects.jsonl") as fp:
+            fp.writelines(orjson.dumps(r._asdict()) + b"\n" for r in result.rejects)
+    else:  # an empty file is no valid NDJSON to pandas or polars: none at all
+        files.drop("rejects.jsonl")
     with files.open("summary.json") as fp:
         fp.write(orjson.dumps(result.summary(), option=orjson.OPT_INDENT_2) + b"\n")
 

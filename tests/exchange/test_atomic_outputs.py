@@ -19,7 +19,8 @@ from wattmesh.exchange.cli.app import app
 from wattmesh.exchange.replay.sample_log import benchmark_log
 from wattmesh.settlement.keys import generate_key, save_key
 
-OUTPUTS = ("trades.csv", "intervals.csv", "accounts.csv", "rejects.jsonl", "summary.json")
+# The sample's outputs (it refuses no line: no rejects.jsonl).
+OUTPUTS = ("trades.csv", "intervals.csv", "accounts.csv", "summary.json")
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -84,7 +85,7 @@ def test_an_interrupted_replay_keeps_the_old_outputs_and_says_so(
             proc.kill()
             proc.wait()
     now = snapshot(out)
-    assert sorted(now) == sorted(OUTPUTS), now.keys()  # no temporary file left
+    assert set(now) - {"rejects.jsonl"} == set(OUTPUTS), now.keys()  # no temporary file left
     if proc.returncode == 130:
         assert err.decode().splitlines() == ["wattmesh: interrupted: nothing was written"]
         assert now == old

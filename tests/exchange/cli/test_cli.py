@@ -211,3 +211,17 @@ class _Probe:
 
         self.seen.append(signal.getsignal(signal.SIGPIPE))
         return 0
+
+
+def test_an_empty_or_garbage_log_says_so_in_one_line(console, tmp_path):
+    empty = write_log(tmp_path / "empty.jsonl")
+    code, out, err = console("replay", empty)
+    assert code == 0 and "replayed 0 events" in out
+    assert err == f"wattmesh: note: {empty} has no lines: nothing was replayed\n"
+    garbage = write_log(tmp_path / "garbage.jsonl", "garbage", "<html>")
+    code, out, err = console("replay", garbage)
+    assert code == 0 and err.count("\n") == 1
+    assert err.startswith(f"wattmesh: note: not one of the 2 lines of {garbage} was accepted "
+                          "(bad-json 2)") and "--strict" in err  # fmt: skip
+    code, _out, err = console("replay", "--strict", garbage)
+    assert code == 2 and err.startswith("wattmesh: error: line 1: bad-json")

@@ -611,9 +611,8 @@ def test_the_same_log_gives_the_same_bytes_out(tmp_path, mode):
     second = write_all(sample_day(mode), tmp_path / "two")
     assert first == second
     assert set(first) == {
-        "accounts.csv", "intervals.csv", "rejects.jsonl", "summary.json", "trades.csv",
-        "trades.jsonl",
-    }  # fmt: skip
+        "accounts.csv", "intervals.csv", "summary.json", "trades.csv", "trades.jsonl",
+    }  # fmt: skip (the sample has no bad line: no rejects.jsonl)
 
 
 @pytest.mark.parametrize("mode", ["cda", "call"])
@@ -646,7 +645,7 @@ def test_out_files_have_their_columns_and_agree_with_the_trades_file(tmp_path, m
     summary = orjson.loads(files["summary.json"])
     assert summary["fills"] == len(jsonl) and summary["mode"] == mode
     assert summary["volume_wh"] == sum(t["qty"] for t in jsonl)
-    rejects = [orjson.loads(line) for line in files["rejects.jsonl"].splitlines()]
+    rejects = [orjson.loads(line) for line in files.get("rejects.jsonl", b"").splitlines()]
     assert len(rejects) == summary["refused"]
     assert all(set(r) == {"line", "code", "reason", "text"} for r in rejects)
 
@@ -680,3 +679,15 @@ def test_outputs_escape_odd_owner_and_id_strings_like_orjson_and_csv(order_log, 
     )
     trades_csv = (tmp_path / "trades.csv").read_text(encoding="utf-8")
     assert trades_csv.split("\n", 1)[1] == buffer.getvalue()  # what csv.writer writes
+
+
+def test_rejects_jsonl_is_written_only_when_a_line_was_refused(tmp_path, order_log):
+    """No rejects: no file (an empty one is no valid NDJSON), and an earlier run's goes."""
+    out = tmp_path / "out"
+    bad = order_log.replay(b"not json", order_log.account("a", 1, 1))
+    write_outputs(bad, out)
+    [reject] = [orjson.loads(x) for x in (out / "rejects.jsonl").read_bytes().splitlines()]
+    assert (reject["line"], reject["code"]) == (1, "bad-json")
+    write_outputs(order_log.replay(order_log.account("a", 1, 1)), out)
+    assert not (out / "rejects.jsonl").exists()
+    assert orjson.loads((out / "summary.json").read_bytes())["refused"] == 0
