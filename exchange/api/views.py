@@ -73,8 +73,9 @@ def status(node: HouseholdNode) -> dict[str, Any]:
     peers = sorted(node.p2p.peers) if node.p2p is not None else []
     c = node.community
     rules = {k: getattr(c, k) for k in _RULES}
+    names = {m.peer_id: m.name for m in c.members if m.name is not None}
     return {**s, "peers": len(peers), "peer_ids": peers, "members": len(c.members),
-            "community": rules, "clock": clock(node)}  # fmt: skip
+            "names": names, "community": rules, "clock": clock(node)}  # fmt: skip
 
 
 def _open_orders(node: HouseholdNode) -> tuple[dict[int, list[Order]], dict[int, list[Cancel]]]:

@@ -29,6 +29,8 @@ const kwh = (wh) => (wh / 1000).toFixed(2) + " kWh";
 const cur = (nano) => (nano / 1e9).toFixed(2);
 const perKwh = (micro) => (micro == null ? "–" : (micro / 1e6).toFixed(4) + "/kWh");
 const short = (id) => String(id).slice(0, 8) + "…";
+/** A member as a person knows it: its display name from the community file, if any. */
+const who = (peer) => (S.status && S.status.names && S.status.names[peer]) || short(peer);
 
 /** An element with attributes and children (strings become text, never HTML). */
 function el(tag, attrs = {}, ...children) {
@@ -369,7 +371,7 @@ function describe(name, d) {
     case "gate-passed": return `gate of ${hhmm(d.interval)} passed`;
     case "own-accepted": return `${d.kind} ${short(d.id)} accepted`;
     case "own-refused": return `${d.kind} refused: ${d.code}: ${d.message}`;
-    case "peer-joined": case "peer-left": return `${name.replace("-", " ")}: ${short(d.peer)}`;
+    case "peer-joined": case "peer-left": return `${name.replace("-", " ")}: ${who(d.peer)}`;
     default: return JSON.stringify(d);
   }
 }
@@ -505,7 +507,8 @@ function renderHealth() {
   if (!s) return;
   const refusals = Object.entries(s.refusals || {}).map(([c, n]) => `${c} ${n}`).join(", ");
   const pairs = [
-    ["peers", `${s.peers} of ${s.members - 1} other members`],
+    ["peers", `${s.peers} of ${s.members - 1} other members` +
+      (s.peer_ids.length ? ` (${s.peer_ids.map(who).join(", ")})` : "")],
     ["settled through", s.settled_through == null ? "none yet" : hhmm(s.settled_through)],
     ["digests agreed", String(s.agreements)],
     ["digests differing", s.mismatched.length ? s.mismatched.map(hhmm).join(", ") : "none"],

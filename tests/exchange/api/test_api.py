@@ -56,6 +56,7 @@ async def test_reads_show_the_household_and_its_street(api_street):
         status = (await s.client.get("/api/v1/status")).json()
         assert status["peer_id"] == s.alice.peer_id and status["peers"] == 1
         assert status["peer_ids"] == [s.bob.peer_id]
+        assert status["names"] == {s.alice.peer_id: "alice", s.bob.peer_id: "bob"}
         assert status["community"]["price_max"] == s.alice.community.price_max
         assert status["community"]["interval_ms"] == 900_000
         clock = status["clock"]

@@ -272,7 +272,7 @@ def test_dashboard_logs_in_follows_the_stream_and_posts_orders(
     expect(page.locator("#balance-energy")).to_have_text("5.00 kWh of 10.00 kWh", timeout=WAIT_MS)
     expect(page.locator("#money")).to_have_text("100.00")
     expect(page.locator("#live")).to_have_text("live", timeout=WAIT_MS)
-    expect(page.locator("#health")).to_contain_text("1 of 1 other members")
+    expect(page.locator("#health")).to_contain_text("1 of 1 other members (bob)")  # its name
 
     # A settled interval arrives through the stream, without a reload (which would lose
     # the marker): the page only refetches what an event says changed.
