@@ -691,3 +691,17 @@ def test_rejects_jsonl_is_written_only_when_a_line_was_refused(tmp_path, order_l
     write_outputs(order_log.replay(order_log.account("a", 1, 1)), out)
     assert not (out / "rejects.jsonl").exists()
     assert orjson.loads((out / "summary.json").read_bytes())["refused"] == 0
+
+
+def test_the_docs_show_the_sample_ledger_as_it_is_written(tmp_path, console, monkeypatch):
+    """docs/replay.md's `replay --ledger audit.db` lines are what the command writes today."""
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    code, _out, err = console("replay", "--ledger", "audit.db")
+    assert code == 0, err
+    [written] = [x for x in err.splitlines() if x.startswith("ledger audit.db:")]
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "replay.md").read_text()
+    assert written in doc
+    code, out, _err = console("ledger", "verify", "audit.db")
+    assert code == 0 and out.strip() in doc
