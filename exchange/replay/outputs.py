@@ -17,14 +17,22 @@ import orjson
 from wattmesh.exchange.atomic_file import StagedFiles
 from wattmesh.exchange.replay.replay import ReplayResult
 
-__all__ = ["ACCOUNT_COLUMNS", "INTERVAL_COLUMNS", "TRADE_COLUMNS", "write_outputs", "write_trades"]
+__all__ = ["ACCOUNT_COLUMNS", "INTERVAL_COLUMNS", "TRADE_COLUMNS", "TRADE_FIELDS",
+           "write_outputs", "write_trades"]  # fmt: skip
 
 
 # -- writing --------------------------------------------------------------------------------
-TRADE_COLUMNS = ("seq", "mode", "interval", "ts", "buyer", "seller", "bid", "ask", "qty", "price")
-INTERVAL_COLUMNS = ("interval", "market", "price", "volume", "fills", "orders", "executable_orders")
+# The tables name each column's unit (the JSON Lines files keep the log's field names,
+# whose units docs/replay.md gives): Wh, micro-currency per kWh, nano-currency, epoch ms.
+TRADE_COLUMNS = ("seq", "mode", "interval_start_ms", "ts_ms", "buyer", "seller", "bid", "ask",
+                 "qty_wh", "price_micro_per_kwh")  # fmt: skip
+# The fields of the --trades JSON Lines file the same columns hold, in the same order.
+TRADE_FIELDS = ("seq", "mode", "interval", "ts", "buyer", "seller", "bid", "ask", "qty", "price")
+INTERVAL_COLUMNS = ("interval_start_ms", "market", "price_micro_per_kwh", "volume_wh", "fills",
+                    "orders", "executable_orders")  # fmt: skip
 ACCOUNT_COLUMNS = (
-    "owner", "bmax", "energy_start", "energy", "money_start", "money", "bought", "sold"
+    "owner", "bmax_wh", "energy_start_wh", "energy_wh", "money_start_nano", "money_nano",
+    "bought_wh", "sold_wh",
 )  # fmt: skip
 _ROWS_PER_WRITE = 65_536
 # Characters that make a str need escaping: in JSON (orjson's rule) and in CSV (RFC 4180).

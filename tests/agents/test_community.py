@@ -234,8 +234,8 @@ def test_cli_summary_and_plots(cli, tmp_path: Path):
 
 def test_cli_bmax_cost_and_prices_reach_the_model(cli):
     code, out, err = cli(*COMMAND, "--households", "3", "--prosumers", "1", "--days", "1",
-                         "--bmax-cost", "600", "--retail-price", "250000", "--feedin-price", "50000",
-                         "--json")  # fmt: skip
+                         "--bmax-cost", "600", "--retail-price", "250000", "--feedin-price",
+                         "50000", "--json")  # fmt: skip
     assert code == 0, err
     s = orjson.loads(out)["scenario"]
     assert (s["bmax_wh"], s["retail"], s["feed_in"]) == (4000, 250_000, 50_000)

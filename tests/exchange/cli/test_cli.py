@@ -95,7 +95,8 @@ def test_trades_and_out_files_are_written_and_agree(console, tmp_path):
     assert code == 0
     trades = [orjson.loads(x) for x in (tmp_path / "t.jsonl").read_bytes().splitlines()]
     csv_lines = (tmp_path / "out" / "trades.csv").read_text().splitlines()
-    assert csv_lines[0] == "seq,mode,interval,ts,buyer,seller,bid,ask,qty,price"
+    assert csv_lines[0] == ("seq,mode,interval_start_ms,ts_ms,buyer,seller,bid,ask,qty_wh,"
+                            "price_micro_per_kwh")  # fmt: skip
     assert len(csv_lines) - 1 == len(trades) > 0
     assert all(t["mode"] == "cda" and t["interval"] is None for t in trades)
     summary = orjson.loads((tmp_path / "out" / "summary.json").read_bytes())
