@@ -24,6 +24,7 @@ Layout (units: ms, Wh, prices in micro-currency per kWh, money in nano-currency)
     max_age_ms = 1800000                # default interval_ms * 2
     horizon = 4
     max_batch = 1000
+    currency = "€"                      # optional: how money is shown (not in the ledger)
 
     [clock]                             # optional: an accelerated clock for demos and tests
     speed = 300
@@ -309,6 +310,9 @@ class Community:
     max_bytes_per_interval: int = 4 << 20
     clock_speed: int = 1
     clock_origin_ms: int | None = None
+    # How a person reads the money: a symbol or code, e.g. "€" or "EUR" (not in the
+    # ledger, which keeps nano-currency; None: plain numbers).
+    currency: str | None = None
     members: tuple[MemberSpec, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -346,6 +350,12 @@ class Community:
         CommunityError.integer("max_messages_per_interval", self.max_messages_per_interval, 1)
         CommunityError.integer("max_bytes_per_interval", self.max_bytes_per_interval, 1)
         CommunityError.integer("clock.speed", self.clock_speed, 1)
+        if self.currency is not None and (
+            type(self.currency) is not str or not 1 <= len(self.currency) <= 8
+            or not self.currency.isprintable() or self.currency != self.currency.strip()
+        ):  # fmt: skip
+            CommunityError.bad("currency", 'a symbol or code of 1 to 8 characters, like "€"',
+                               self.currency)  # fmt: skip
         if self.clock_origin_ms is not None:
             CommunityError.integer("clock.origin_ms", self.clock_origin_ms)
         elif self.clock_speed != 1:
@@ -424,6 +434,8 @@ class Community:
             "max_messages_per_interval": self.max_messages_per_interval,
             "max_bytes_per_interval": self.max_bytes_per_interval,
         }  # fmt: skip
+        if self.currency is not None:  # absent by default: older files keep their id
+            d["currency"] = self.currency
         if self.clock_speed != 1 or self.clock_origin_ms is not None:
             d["clock"] = {"speed": self.clock_speed}
             if self.clock_origin_ms is not None:
@@ -481,7 +493,7 @@ _TOP_KEYS = (
     "name", "start_ms", "interval_ms", "grace_ms", "market", "price_min", "price_max",
     "retail_price", "feedin_price", "fee_rate_ppm", "storage_rate", "max_skew_ms",
     "max_age_ms", "horizon", "max_batch", "max_orders_per_interval",
-    "max_messages_per_interval", "max_bytes_per_interval", "clock", "member",
+    "max_messages_per_interval", "max_bytes_per_interval", "currency", "clock", "member",
 )  # fmt: skip
 _CLOCK_KEYS = ("speed", "origin_ms")
 _MEMBER_KEYS = ("peer_id", "bmax", "money", "energy", "storage", "name", "meter")
@@ -637,6 +649,7 @@ interval_ms = 900000  # 15-minute delivery intervals
 retail_price = 230000  # what the grid charges per kWh: no one buys from a neighbour above it
 feedin_price = 80000  # what the grid pays per kWh: no one sells to a neighbour below it
 fee_rate_ppm = 0  # a trade fee in parts per million of its value (0: none)
+currency = "€"  # how a person sees money: a symbol or code (the files keep nano-currency)
 storage_rate = 0  # nano per kWh stored per interval, shared by the storage providers
 
 # One [[member]] per household; `wattmesh community add` appends the stanza that a

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-__all__ = ["MICRO", "NANO", "interval_text", "price_text"]
+__all__ = ["MICRO", "NANO", "interval_text", "money_text", "price_text"]
 
 NANO = 10**9  # nano-currency per currency unit
 MICRO = 10**6  # micro-currency per currency unit
@@ -25,3 +25,13 @@ def interval_text(start_ms: int, length_ms: int) -> str:
     start = datetime.fromtimestamp(start_ms / 1000)
     end = datetime.fromtimestamp((start_ms + length_ms) / 1000)
     return f"{start:%H:%M}–{end:%H:%M}"
+
+
+def money_text(nano: int, currency: str | None = None) -> str:
+    """Money to the cent, with the community's symbol when it names one: ``€0.63``,
+    ``0.63 EUR`` (a code goes after), ``-€1.20``, or ``0.63`` without one."""
+    text = f"{abs(nano) / NANO:,.2f}"
+    sign = "-" if nano < 0 else ""
+    if not currency:
+        return sign + text
+    return f"{sign}{currency}{text}" if len(currency) == 1 else f"{sign}{text} {currency}"

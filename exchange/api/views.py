@@ -63,7 +63,7 @@ def clock(node: HouseholdNode) -> dict[str, Any]:
 # What a bot needs to know of the community's rules (the community file's fields).
 _RULES = ("name", "market", "interval_ms", "grace_ms", "price_min", "price_max",
           "retail_price", "feedin_price", "fee_rate_ppm", "storage_rate", "horizon",
-          "max_batch", "max_orders_per_interval", "clock_speed")  # fmt: skip
+          "max_batch", "max_orders_per_interval", "clock_speed", "currency")  # fmt: skip
 
 
 def status(node: HouseholdNode) -> dict[str, Any]:

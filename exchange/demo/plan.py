@@ -37,6 +37,7 @@ MESH_DEGREE = 4  # above it, each node dials this many others (its ring neighbou
 STOP_TIMEOUT_S = 20.0  # how long a node may take to exit after SIGTERM
 STATUS = "status.json"  # the node's status file (exchange/node/household.py writes it)
 STDERR = "node.stderr"  # the node's stderr: its log lines (as node.log) and any traceback
+DEMO_CURRENCY = "€"  # the demo street's money, as its community file names it
 BOT_LOG = "bot.log"  # the external bot's output (house-1 trades through `wattmesh bot`)
 EXTERNAL_BOT = 0  # the household whose bot runs as its own process, over its node's API
 

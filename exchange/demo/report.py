@@ -8,7 +8,7 @@ from typing import Any
 from wattmesh.exchange.demo.accounts import HouseholdAccount
 from wattmesh.exchange.demo.plan import clock_text
 from wattmesh.exchange.demo.run import DemoResult, IntervalReport
-from wattmesh.exchange.units import NANO, price_text
+from wattmesh.exchange.units import NANO, money_text, price_text
 
 __all__ = [
     "format_interval",
@@ -68,7 +68,8 @@ def format_report(result: DemoResult) -> list[Any]:
         for name in ("", "PV kWp", "produced", "consumed", "bought", "sold", "imported",
                      "exported"):  # fmt: skip
             energy.add_column(name, justify="left" if not name else "right")
-        money = Table(title="Money per household (currency units)", title_justify="left")
+        unit = result.currency or "currency units"
+        money = Table(title=f"Money per household ({unit})", title_justify="left")
         for name in ("", "market\ncost", "alone\ncost", "held\nkWh", "alone\nheld",
                      "held\nvalue", "savings"):  # fmt: skip
             money.add_column(name, justify="left" if not name else "right")
@@ -99,7 +100,7 @@ def format_report(result: DemoResult) -> list[Any]:
         out += [
             energy,
             money,
-            "\n".join(_in_words(h.name, a, price) for h in result.households
+            "\n".join(_in_words(h.name, a, price, result.currency) for h in result.households
                       if (a := result.account(h.name)) is not None),  # fmt: skip
             "alone: the household's grid-alone twin: the same readings and storage,"
             " no market\n"
@@ -144,13 +145,13 @@ def format_report(result: DemoResult) -> list[Any]:
     return out
 
 
-def _in_words(name: str, a: HouseholdAccount, price: int) -> str:
+def _in_words(name: str, a: HouseholdAccount, price: int, currency: str | None) -> str:
     """One household's market in a sentence, e.g. ``house-1 sold 5.40 kWh to neighbours
-    for 0.86, bought 0.00 kWh from them for 0.00, and saved 0.06 against the grid
+    for €0.86, bought 0.00 kWh from them for €0.00, and saved €0.06 against the grid
     alone.`` (money to the cent: a person's reading of the table above)."""
 
     def cents(nano: int) -> str:
-        return f"{nano / NANO:,.2f}"
+        return money_text(nano, currency)
 
     saved = a.savings(price)
     verdict = (f"saved {cents(saved)} against the grid alone" if saved >= 0 else

@@ -53,6 +53,7 @@ from wattmesh.exchange.demo.accounts import (
 )
 from wattmesh.exchange.demo.plan import (
     BOT_LOG,
+    DEMO_CURRENCY,
     EXTERNAL_BOT,
     INTERVAL_MS,
     SITE_OFFSET_MS,
@@ -387,6 +388,7 @@ class DemoResult:
     accounts: LedgerAccounts | None  # from the first node's ledger
     wall_seconds: float
     problems: list[str]
+    currency: str | None = None  # how the report shows money (the community file's)
 
     @property
     def ok(self) -> bool:
@@ -618,6 +620,7 @@ def _run(
         start_ms=start_ms,
         clock_speed=speed,
         clock_origin_ms=origin_ms,
+        currency=DEMO_CURRENCY,
         members=members,
     )
     community_file = root / DEFAULT_FILES["community"]
@@ -728,4 +731,5 @@ def _run(
         accounts=accounts,
         wall_seconds=0.0,
         problems=problems,
+        currency=community.currency,
     )

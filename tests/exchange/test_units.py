@@ -25,3 +25,12 @@ def test_an_interval_reads_in_the_machines_own_time(monkeypatch, zone, text):
 
 def test_prices_read_per_kwh():
     assert (price_text(230_000), price_text(None)) == ("0.2300", "-")
+
+
+def test_money_reads_in_the_communitys_currency():
+    from wattmesh.exchange.units import money_text
+
+    assert money_text(630_000_000, "€") == "€0.63"
+    assert money_text(-1_204_000_000, "€") == "-€1.20"
+    assert money_text(630_000_000, "EUR") == "0.63 EUR"
+    assert money_text(12_345_670_000_000) == "12,345.67"

@@ -26,7 +26,13 @@ const hhmm = (ms) => {
   return pad(d.getHours()) + ":" + pad(d.getMinutes());
 };
 const kwh = (wh) => (wh / 1000).toFixed(2) + " kWh";
-const cur = (nano) => (nano / 1e9).toFixed(2);
+/** Money as a person reads it: the community's symbol (if its file names one), 2 decimals. */
+const cur = (nano) => {
+  const text = (Math.abs(nano) / 1e9).toFixed(2);
+  const sign = nano < 0 ? "-" : "";
+  const symbol = (S.status && S.status.community && S.status.community.currency) || "";
+  return symbol.length === 1 ? `${sign}${symbol}${text}` : `${sign}${text}${symbol ? " " + symbol : ""}`;
+};
 const perKwh = (micro) => (micro == null ? "–" : (micro / 1e6).toFixed(4) + "/kWh");
 const short = (id) => String(id).slice(0, 8) + "…";
 /** A member as a person knows it: its display name from the community file, if any. */

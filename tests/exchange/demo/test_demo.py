@@ -71,9 +71,10 @@ def test_demo_runs_three_nodes_to_agreement(tmp_path: Path) -> None:
     assert "enabled = false" in (root / "house-1" / "node.toml").read_text()
     # Each household's market in plain words, under the money table.
     for name in ("house-1", "house-2", "house-3"):
-        assert re.search(rf"^{name} sold [\d.]+ kWh to neighbours for [\d.]+, bought [\d.]+ "
-                         r"kWh from them for [\d.]+, and (saved [\d.]+ against|paid [\d.]+ "
+        assert re.search(rf"^{name} sold [\d.]+ kWh to neighbours for €[\d.]+, bought [\d.]+ "
+                         r"kWh from them for €[\d.]+, and (saved €[\d.]+ against|paid €[\d.]+ "
                          r"more than with) the grid alone\.$", out, re.M), out  # fmt: skip
+    assert "Money per household (€)" in out
     assert "ledgers: 3 of 3 verified" in out
     assert "digests: 4 of 4 intervals identical at all 3 nodes" in out
     assert "nodes: 3 of 3 exited 0 on SIGTERM" in out
