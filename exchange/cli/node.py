@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 
 from wattmesh.exchange.cli.terminal import command_group, fail
@@ -204,6 +205,18 @@ def demo(
             "you can open the nodes' web pages; then check and report as usual.",
         ),
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the result as one JSON object instead of tables."),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR", file_okay=False, show_default=False,
+            help="Also write intervals.csv, households.csv, nodes.csv and summary.json to "
+            "DIR (units in the column names).",
+        ),
+    ] = None,
 ) -> None:
     """Run a small community of real nodes on this machine and check their ledgers.
 
@@ -219,8 +232,14 @@ def demo(
 
     from rich.console import Console
 
-    from wattmesh.exchange.demo.report import format_interval, format_report
+    from wattmesh.exchange.demo.report import (
+        demo_json,
+        demo_tables,
+        format_interval,
+        format_report,
+    )
     from wattmesh.exchange.demo.run import DemoError, run_demo
+    from wattmesh.exchange.tables import write_tables
 
     def on_term(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt  # stop the nodes on the way out, as for Ctrl-C
@@ -235,8 +254,9 @@ def demo(
             seed=seed,
             directory=data_dir,
             keep=keep,
-            on_line=typer.echo,
-            on_interval=lambda iv: typer.echo(format_interval(iv)),
+            # With --json stdout carries the one object: progress goes to stderr.
+            on_line=lambda line: typer.echo(line, err=as_json),
+            on_interval=lambda iv: typer.echo(format_interval(iv), err=as_json),
             linger=linger,
         )
     except KeyboardInterrupt:
@@ -250,13 +270,23 @@ def demo(
         raise typer.Exit(1) from None
     except WattmeshError as exc:  # a bad community file, node.toml, key or ledger
         fail(str(exc), code=1)
-    console = Console()
-    for part in format_report(result):
-        console.print(part, soft_wrap=isinstance(part, str))  # sentences: one line each
+    if out is not None:
+        try:
+            write_tables(out, *demo_tables(result))
+        except OSError as exc:
+            fail(f"cannot write {exc.filename or out}: {exc.strerror or exc}", code=1)
+    if as_json:
+        sys.stdout.write(orjson.dumps(demo_json(result), option=orjson.OPT_SORT_KEYS).decode())
+        sys.stdout.write("\n")
+    else:
+        console = Console()
+        for part in format_report(result):
+            console.print(part, soft_wrap=isinstance(part, str))  # sentences: one line each
     where = f"; data kept in {result.root}" if result.kept else ""
     if not result.ok:
         fail("; ".join(result.problems) + where, code=1)
     typer.echo(
         f"ok: {len(result.nodes)} nodes, {len(result.intervals)} intervals, "
-        f"{result.wall_seconds:.0f} s{where}"
+        f"{result.wall_seconds:.0f} s{where}",
+        err=as_json,
     )

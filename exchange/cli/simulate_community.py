@@ -26,6 +26,7 @@ from wattmesh.agents.community import (
     simulate,
 )
 from wattmesh.exchange.cli.terminal import fail, progress_bar
+from wattmesh.exchange.tables import write_tables
 from wattmesh.exchange.units import MICRO, NANO, price_text
 from wattmesh.meters.profiles import INTERVALS_PER_DAY
 from wattmesh.settlement.readings import DEFAULT_FEEDIN_PRICE, DEFAULT_RETAIL_PRICE
@@ -80,6 +81,14 @@ def community(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the whole report as one JSON object.")
     ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR", file_okay=False, show_default=False,
+            help="Write intervals.csv, households.csv and summary.json to DIR (units in "
+            "the column names).",
+        ),
+    ] = None,
 ) -> None:
     """Simulate an Energo community: threshold agents, a call auction every 15 minutes
     under Bmax caps, and each household's cost against the grid alone.
@@ -111,6 +120,11 @@ def community(
             write_plots(result, plot)
         except OSError as exc:
             fail(f"cannot write plots to {plot}: {exc}")
+    if out is not None:
+        try:
+            write_tables(out, *_tables(result.summary()))
+        except OSError as exc:
+            fail(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
     if as_json:
         sys.stdout.write(orjson.dumps(result.summary(), option=orjson.OPT_SORT_KEYS).decode())
         sys.stdout.write("\n")
@@ -119,6 +133,27 @@ def community(
 
         for part in format_summary(result):
             Console().print(part)
+
+
+# -- tables ------------------------------------------------------------------------------
+
+# Report keys whose unit the name does not say yet.
+_UNITS = {"price": "price_micro_per_kwh", "buy_price": "buy_price_micro_per_kwh",
+          "sell_price": "sell_price_micro_per_kwh", "start_ms": "interval_start_ms"}  # fmt: skip
+
+
+def _tables(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--out``'s tables from the --json report: one row per interval, one per
+    household; the rest (scenario, totals, orders) as summary.json."""
+    columns = report["intervals"]
+    names = list(columns)
+    rows = zip(*(columns[n] for n in names), strict=True)
+    intervals = ([_UNITS.get(n, n) for n in names], rows)
+    people = report["households"]
+    keys = list(people[0]) if people else []
+    households = ([_UNITS.get(k, k) for k in keys], ([h[k] for k in keys] for h in people))
+    rest = {k: v for k, v in report.items() if k not in ("intervals", "households")}
+    return {"intervals.csv": intervals, "households.csv": households}, rest
 
 
 # -- the human summary ------------------------------------------------------------------

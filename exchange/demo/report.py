@@ -158,3 +158,58 @@ def _in_words(name: str, a: HouseholdAccount, price: int, currency: str | None) 
                f"paid {cents(-saved)} more than with the grid alone")  # fmt: skip
     return (f"{name} sold {_kwh(a.sold)} kWh to neighbours for {cents(a.received)}, bought "
             f"{_kwh(a.bought)} kWh from them for {cents(a.paid)}, and {verdict}.")
+
+
+# -- for analysis: one JSON object, or tables ---------------------------------------------
+
+
+def demo_tables(result: DemoResult) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--out``'s tables (intervals.csv, households.csv, nodes.csv; units in the column
+    names) and its summary.json, all integers (Wh, nano-currency, micro per kWh)."""
+    intervals = (
+        ["interval_start_ms", "price_micro_per_kwh", "volume_wh", "money_nano", "trades",
+         "readings", "digest", "agree"],
+        ([iv.interval, iv.price, iv.volume, iv.money, iv.trades, iv.readings, iv.digest,
+          iv.agree] for iv in result.intervals),
+    )  # fmt: skip
+    accounts = result.accounts
+    price = accounts.value_price if accounts is not None else 0
+    rows = []
+    for h in result.households:
+        a = result.account(h.name)
+        if a is None:
+            continue
+        rows.append([h.name, result.peer_ids[h.name], h.pv_peak_w, h.bmax, a.produced,
+                     a.consumed, a.bought, a.sold, a.paid, a.received, a.imported, a.exported,
+                     a.fees, a.energy, a.cost, a.alone_cost, a.held_value(price),
+                     a.savings(price)])  # fmt: skip
+    households = (
+        ["name", "peer_id", "pv_peak_w", "bmax_wh", "produced_wh", "consumed_wh", "bought_wh",
+         "sold_wh", "paid_nano", "received_nano", "imported_wh", "exported_wh", "fees_nano",
+         "energy_wh", "cost_nano", "alone_cost_nano", "held_value_nano", "savings_nano"],
+        rows,
+    )  # fmt: skip
+    nodes = (
+        ["name", "exit_code", "killed", "verified", "head", "agreements", "disputed",
+         "refusals", "peers"],
+        ([r.name, r.exit_code, r.killed, r.verified, r.head, r.agreements, len(r.disputed),
+          sum(r.refusals.values()), r.peers] for r in result.nodes),
+    )  # fmt: skip
+    summary = {
+        "ok": result.ok, "problems": result.problems, "currency": result.currency,
+        "intervals": len(result.intervals), "households": len(result.households),
+        "value_price_micro_per_kwh": price,
+        "traded_wh": accounts.volume if accounts is not None else 0,
+        "wall_ms": round(result.wall_seconds * 1000),
+    }  # fmt: skip
+    tables = {"intervals.csv": intervals, "households.csv": households, "nodes.csv": nodes}
+    return tables, summary
+
+
+def demo_json(result: DemoResult) -> dict[str, Any]:
+    """The whole result as one JSON-ready object: the summary and every table's rows."""
+    tables, summary = demo_tables(result)
+    out: dict[str, Any] = dict(summary)
+    for name, (header, rows) in tables.items():
+        out[name.removesuffix(".csv")] = [dict(zip(header, row, strict=True)) for row in rows]
+    return out

@@ -4,8 +4,6 @@ from the result's columns, whole or not at all (docs/replay.md, "Outputs")."""
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 from collections.abc import Iterator
@@ -16,6 +14,7 @@ import orjson
 
 from wattmesh.exchange.atomic_file import StagedFiles
 from wattmesh.exchange.replay.replay import ReplayResult
+from wattmesh.exchange.tables import write_csv
 
 __all__ = ["ACCOUNT_COLUMNS", "INTERVAL_COLUMNS", "TRADE_COLUMNS", "TRADE_FIELDS",
            "write_outputs", "write_trades"]  # fmt: skip
@@ -117,7 +116,7 @@ def _write_outputs(result: ReplayResult, files: StagedFiles) -> None:
                 for i, iv, ts, b, s, bid, ask, q, p in rows
             ]
             fp.write("".join(lines).encode())
-    _write_csv(
+    write_csv(
         files.open("intervals.csv"),
         INTERVAL_COLUMNS,
         (
@@ -135,7 +134,7 @@ def _write_outputs(result: ReplayResult, files: StagedFiles) -> None:
         start = result.opening.get(h, (None, None, None))
         end = result.closing.get(h, (None, None, None))
         rows.append((owner, start[2], start[0], end[0], start[1], end[1], bought[h], sold[h]))
-    _write_csv(files.open("accounts.csv"), ACCOUNT_COLUMNS, rows)
+    write_csv(files.open("accounts.csv"), ACCOUNT_COLUMNS, rows)
     if result.rejects:
         with files.open("rejects.jsonl") as fp:
             fp.writelines(orjson.dumps(r._asdict()) + b"\n" for r in result.rejects)
@@ -144,10 +143,3 @@ def _write_outputs(result: ReplayResult, files: StagedFiles) -> None:
     with files.open("summary.json") as fp:
         fp.write(orjson.dumps(result.summary(), option=orjson.OPT_INDENT_2) + b"\n")
 
-
-def _write_csv(binary: IO[bytes], header: tuple[str, ...], rows: Any) -> None:
-    # "\n" line ends on every platform, so the same log gives the same bytes everywhere.
-    with io.TextIOWrapper(binary, encoding="utf-8", newline="") as fp:
-        writer = csv.writer(fp, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)

@@ -245,3 +245,26 @@ def test_cli_refuses_a_bad_scenario_with_a_clear_error(cli):
     code, out, err = cli(*COMMAND, "--households", "5", "--prosumers", "9")
     assert code == 2
     assert "prosumers" in err and out == ""
+
+
+def test_cli_out_writes_the_reports_tables_with_units_in_their_names(cli, tmp_path):
+    import csv
+
+    args = (*COMMAND, "--households", "4", "--prosumers", "2", "--days", "1")
+    code, out, err = cli(*args, "--json")
+    assert code == 0, err
+    report = orjson.loads(out)
+    code, _out, err = cli(*args, "--out", tmp_path)
+    assert code == 0, err
+    with open(tmp_path / "intervals.csv", newline="") as fp:
+        intervals = list(csv.DictReader(fp))
+    assert len(intervals) == len(report["intervals"]["start_ms"])
+    assert [int(r["volume_wh"]) for r in intervals] == report["intervals"]["volume_wh"]
+    assert "price_micro_per_kwh" in intervals[0] and "interval_start_ms" in intervals[0]
+    with open(tmp_path / "households.csv", newline="") as fp:
+        households = list(csv.DictReader(fp))
+    assert [h["name"] for h in households] == [h["name"] for h in report["households"]]
+    assert [int(h["savings_nano"]) for h in households] == [
+        h["savings_nano"] for h in report["households"]]  # fmt: skip
+    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    assert summary["totals"] == report["totals"] and "intervals" not in summary

@@ -3,6 +3,7 @@ CLI, and the ledger fold behind its savings (a hand-made ledger)."""
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec
@@ -43,7 +45,8 @@ def _gone(pid: int) -> bool:
 def test_demo_runs_three_nodes_to_agreement(tmp_path: Path) -> None:
     root = tmp_path / "demo"
     cmd = [sys.executable, "-m", "wattmesh.exchange.cli", "demo", "--households", "3",
-           "--hours", "1", "--seconds-per-interval", "1.5", "--dir", str(root)]  # fmt: skip
+           "--hours", "1", "--seconds-per-interval", "1.5", "--dir", str(root),
+           "--out", str(tmp_path / "tables")]  # fmt: skip
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,  # its own process group: a timeout kills the nodes too
@@ -76,6 +79,16 @@ def test_demo_runs_three_nodes_to_agreement(tmp_path: Path) -> None:
                          r"more than with) the grid alone\.$", out, re.M), out  # fmt: skip
     assert "Money per household (€)" in out
     assert "ledgers: 3 of 3 verified" in out
+    # --out: the same run as tables, units in the column names.
+    tables = tmp_path / "tables"
+    with open(tables / "households.csv", newline="") as fp:
+        households = list(csv.DictReader(fp))
+    assert [h["name"] for h in households] == ["house-1", "house-2", "house-3"]
+    sold = sum(int(h["sold_wh"]) for h in households)
+    assert sold == sum(int(h["bought_wh"]) for h in households) > 0
+    with open(tables / "intervals.csv", newline="") as fp:
+        assert sum(int(r["volume_wh"]) for r in csv.DictReader(fp)) == sold
+    assert orjson.loads((tables / "summary.json").read_bytes())["ok"] is True
     assert "digests: 4 of 4 intervals identical at all 3 nodes" in out
     assert "nodes: 3 of 3 exited 0 on SIGTERM" in out
     trades = re.search(r"traded: ([\d.,]+) kWh in (\d+) trades", out)
@@ -214,3 +227,16 @@ def test_loaded_and_stalled_nodes_still_agree(tmp_path: Path) -> None:
         with Ledger.open(tmp_path / "run" / name / "ledger.sqlite", create=False) as led:
             closes = list(led.entries(kind="interval_close"))
             assert closes and all(led.certificate(e.body["interval"]) for e in closes)
+
+
+def test_demo_json_is_one_object_on_stdout(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "wattmesh.exchange.cli", "demo", "--households", "2",
+           "--hours", "1", "--seconds-per-interval", "1.5", "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150,
+                          stdin=subprocess.DEVNULL)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = orjson.loads(proc.stdout)  # nothing else on stdout: progress is on stderr
+    assert result["ok"] is True and result["problems"] == []
+    assert [h["name"] for h in result["households"]] == ["house-1", "house-2"]
+    assert len(result["intervals"]) == 4 and all(iv["agree"] for iv in result["intervals"])
+    assert "every node settled" in proc.stderr
