@@ -22,6 +22,9 @@ impossible timestamp is *bad*. By default a bad telegram stops the read with a
 ``on_bad`` and the read goes on. Skipping loses no energy (the registers are cumulative),
 but the energy of the skipped span is attributed to the interval of the next good
 telegram.
+
+:class:`TelegramStream` turns bytes into samples as they arrive, in any chunks; a node
+reading its P1 port live (meters/live.py) uses it, with bad telegrams as faults.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from .measurement import MeasurementError, RegisterSample
 __all__ = [
     "DsmrError",
     "P1PortError",
+    "TelegramStream",
     "parse_telegram",
     "read_serial",
     "read_telegram_file",
@@ -199,10 +203,7 @@ def _serial_samples(
         port.open()
     except (OSError, serialx.SerialException) as exc:
         raise P1PortError(f"P1 port {device}: cannot open: {exc}") from exc
-    parser = TelegramParser(spec)
-    buffer = TelegramBuffer()
-    number = 0
-    unframed = 0  # bytes received since the last whole telegram
+    stream = TelegramStream(spec)
     try:
         while True:
             try:
@@ -213,23 +214,56 @@ def _serial_samples(
                 raise P1PortError(
                     f"P1 port {device}: no data for {settings['timeout']} s (meter disconnected?)"
                 )
-            # latin-1 maps each byte to one char, so the CRC still covers the exact bytes.
-            buffer.append(data.decode("latin-1"))
-            unframed += len(data)
-            for text in buffer.get_all():
-                number += 1
-                unframed = 0
-                try:
-                    yield _parse(parser, text)
-                except DsmrError as exc:
-                    _bad(DsmrError(exc.problem, number), on_bad)
-            if unframed > MAX_BYTES_WITHOUT_TELEGRAM:
+            for item in stream.feed(data):
+                if isinstance(item, DsmrError):
+                    _bad(item, on_bad)
+                else:
+                    yield item
+            if stream.unframed > MAX_BYTES_WITHOUT_TELEGRAM:
                 raise P1PortError(
-                    f"P1 port {device}: {unframed} bytes without a whole telegram "
+                    f"P1 port {device}: {stream.unframed} bytes without a whole telegram "
                     "(wrong baud rate or framing?)"
                 )
     finally:
         port.close()
+
+
+class TelegramStream:
+    """Telegrams from bytes as they arrive (a P1 port, a pipe, a growing file), in any
+    chunks: :meth:`feed` returns, in order, a sample per good telegram and a
+    :class:`DsmrError` per bad one, numbered from 1 by this stream.
+
+    As with dsmr-parser's own buffer, text before a ``/`` header (the tail of a telegram in
+    flight when reading began) and a telegram cut short by the next header are dropped
+    without a report; ``unframed`` counts the bytes since the last whole telegram, so the
+    caller can tell a wrong baud rate (bytes, but never a telegram). LF line ends (a file
+    an editor touched) are read as CRLF, the form the CRC covers.
+    """
+
+    def __init__(self, spec: Spec = DEFAULT_SPEC) -> None:
+        self._parser = TelegramParser(spec)
+        self._buffer = TelegramBuffer()
+        self._cr = False  # the last chunk ended in CR: the LF of that line may come next
+        self.number = 0  # whole telegrams seen
+        self.unframed = 0  # bytes since the last whole telegram
+
+    def feed(self, data: bytes) -> list[RegisterSample | DsmrError]:
+        self.unframed += len(data)
+        # latin-1 maps each byte to one char, so the CRC still covers the exact bytes.
+        text = ("\r" if self._cr else "") + data.decode("latin-1")
+        self._cr = text.endswith("\r")
+        if self._cr:
+            text = text[:-1]
+        self._buffer.append(text.replace("\r\n", "\n").replace("\n", "\r\n"))
+        out: list[RegisterSample | DsmrError] = []
+        for telegram in self._buffer.get_all():
+            self.number += 1
+            self.unframed = 0
+            try:
+                out.append(_parse(self._parser, telegram))
+            except DsmrError as exc:
+                out.append(DsmrError(exc.problem, self.number))
+        return out
 
 
 def _bad(error: DsmrError, on_bad: OnBad | None) -> None:

@@ -80,7 +80,7 @@ DEFAULT_FILES = {
     "store": "messages.sqlite",
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
-METER_SOURCES = ("none", "simulated")
+METER_SOURCES = ("none", "simulated", "dsmr", "sunspec", "csv")
 _I64 = 2**63 - 1
 
 
@@ -135,8 +135,12 @@ class BotConfig:
 
 @dataclass(frozen=True)
 class MeterConfig:
-    """Where the node's meter readings come from: ``"none"`` (no meter) or ``"simulated"``
-    (meters/simulated.py, signed with the meter key at ``key``, relative to the data dir)."""
+    """Where the node's meter readings come from (meters/live.py), signed with the meter
+    key at ``key``: ``"none"`` (no meter), ``"simulated"`` (meters/simulated.py, with
+    ``peak_w``, ``annual_kwh``, ``seed``, ``backend``), or a real meter read live:
+    ``"dsmr"`` (a P1 port at ``device``, ``baudrate``), ``"sunspec"`` (an inverter at
+    ``host``, ``port``, ``unit``) or ``"csv"`` (a growing file at ``path``). ``poll_ms``:
+    wall ms between reads of an inverter or a file. Paths are relative to the data dir."""
 
     source: str = "none"
     key: str = "meter.key"
@@ -144,6 +148,13 @@ class MeterConfig:
     annual_kwh: int = 3500
     seed: int = 0
     backend: str = "builtin"
+    device: str = "/dev/ttyUSB0"
+    baudrate: int = 115200
+    host: str = ""
+    port: int = 502
+    unit: int = 1
+    path: str = "meter.csv"
+    poll_ms: int = 10_000
 
     def __post_init__(self) -> None:
         _choice("meter.source", self.source, METER_SOURCES)
@@ -152,6 +163,18 @@ class MeterConfig:
         NodeConfigError.integer("meter.annual_kwh", self.annual_kwh, 0)
         NodeConfigError.integer("meter.seed", self.seed, -_I64)
         _choice("meter.backend", self.backend, METER_BACKENDS)
+        if type(self.device) is not str or not self.device or "\0" in self.device:
+            NodeConfigError.bad("meter.device", "a serial device, FIFO or file path", self.device)
+        NodeConfigError.integer("meter.baudrate", self.baudrate, 1, 4_000_000)
+        if type(self.host) is not str or any(c.isspace() or c == "\0" for c in self.host):
+            NodeConfigError.bad("meter.host", "a host name or IP address", self.host)
+        if self.source == "sunspec" and not self.host:
+            raise NodeConfigError("meter.host", 'missing: source "sunspec" needs the '
+                                  "inverter's address")  # fmt: skip
+        NodeConfigError.integer("meter.port", self.port, 1, 65535)
+        NodeConfigError.integer("meter.unit", self.unit, 0, 247)
+        _relpath("meter.path", self.path)
+        NodeConfigError.integer("meter.poll_ms", self.poll_ms, 10, 3_600_000)
 
 
 def parse_api_listen(value: Any) -> tuple[str, int] | None:
@@ -245,7 +268,8 @@ def parse_bootstrap(value: Any) -> tuple[str, ...]:
 _TOP_KEYS = ("community", "key", "ledger", "store", "listen", "bootstrap", "log_level", "bot",
              "meter", "api")  # fmt: skip
 _BOT_KEYS = ("enabled", "buy_price", "sell_price", "lower_wh", "upper_wh")
-_METER_KEYS = ("source", "key", "peak_w", "annual_kwh", "seed", "backend")
+_METER_KEYS = ("source", "key", "peak_w", "annual_kwh", "seed", "backend", "device", "baudrate",
+               "host", "port", "unit", "path", "poll_ms")  # fmt: skip
 _API_KEYS = ("listen", "rate", "max_streams")
 
 
@@ -320,13 +344,20 @@ sell_price = {bot.sell_price}  # ask price, micro-currency per kWh
 lower_wh = {bot.lower_wh}  # below this energy balance (Wh) bid back up to upper_wh
 upper_wh = {bot.upper_wh}  # above this energy balance (Wh) offer the surplus
 
-[meter]  # where this node's meter readings come from
-source = {meter.source}  # "none" or "simulated"
+[meter]  # where this node's meter readings come from (docs/meters-real.md)
+source = {meter.source}  # "none", "simulated", "dsmr" (P1 port), "sunspec" (inverter) or "csv"
 key = {meter.key}  # the meter's own key (make it: wattmesh meter keygen --out meter.key)
 peak_w = {meter.peak_w}  # simulated: PV array size, W peak (0: no PV)
 annual_kwh = {meter.annual_kwh}  # simulated: household consumption per year, kWh
 seed = {meter.seed}  # simulated: noise seed
 backend = {meter.backend}  # simulated: "builtin", "pvlib" (needs wattmesh[sim]) or "auto"
+device = {meter.device}  # dsmr: the P1 serial device, or a FIFO or file telegrams go to
+baudrate = {meter.baudrate}  # dsmr: the serial port's speed (DSMR 4 and 5: 115200)
+host = {meter.host}  # sunspec: the inverter's IP address or host name
+port = {meter.port}  # sunspec: its Modbus TCP port
+unit = {meter.unit}  # sunspec: its Modbus unit id
+path = {meter.path}  # csv: the file a logger appends rows to (docs/meters.md, "CSV")
+poll_ms = {meter.poll_ms}  # sunspec and csv (and a dsmr file): ms between reads
 
 [api]  # the node's HTTP API and web page (docs/api.md); its token is in api-token
 listen = {api.listen}  # HOST:PORT, or "off"; 0.0.0.0 exposes it to the LAN (docs/api.md)

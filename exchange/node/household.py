@@ -13,9 +13,10 @@ One :class:`HouseholdNode` runs under trio for as long as its :meth:`run` does:
   the certificate stored beside the close), then gossips its :class:`.wire.IntervalDigest`;
 - a node that cannot reach a majority settles nothing and says so in its status;
 - on start it settles, in order, every interval it missed, from their certificates;
-- optionally its simulated meter publishes a signed reading after each settlement
-  (covering everything since its last applied reading), and the Energo threshold bot
-  posts the household's orders;
+- optionally its meter (simulated, or a real one read live: meters/live.py) publishes a
+  signed reading after each settlement (covering everything since its last applied
+  reading; nothing while the meter is in fault), and the Energo threshold bot posts the
+  household's orders;
 - it tells its :attr:`~HouseholdNode.listeners` what happens (:data:`EVENTS`): the HTTP
   API's event stream is one of them (exchange/api).
 """
@@ -26,7 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import trio
@@ -56,11 +57,15 @@ from wattmesh.exchange.node.wire import (
 )
 from wattmesh.exchange.units import interval_text
 from wattmesh.matching import BID
+from wattmesh.meters.measurement import RegisterSample
 from wattmesh.settlement.canonical import canonical
 from wattmesh.settlement.certificate import Certificate, IntervalVote, majority
 from wattmesh.settlement.keys import Ed25519PrivateKey, peer_id_of
 from wattmesh.settlement.ledger import Ledger
 from wattmesh.settlement.records import Cancel, Order, Reading
+
+if TYPE_CHECKING:
+    from wattmesh.meters.live import MeterFault, MeterSource
 
 __all__ = ["EVENTS", "HouseholdNode", "NodeStatus"]
 
@@ -98,6 +103,8 @@ class NodeStatus:
     transport: dict[str, int] = field(default_factory=dict)
     peers: int = 0
     last: dict[str, Any] = field(default_factory=dict)  # the last interval's outcome
+    # the meter: source, state ok/fault/off, reason, message, since, last sample and reading
+    meter: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -160,7 +167,9 @@ class HouseholdNode:
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.bot_config = bot if bot is not None else BotConfig()
         self.bot = _Bot(self, bot) if bot is not None and bot.enabled else None
-        self.meter = _Meter(self, meter, meter_key) if meter_key is not None else None
+        self.meter = None
+        if meter_key is not None and (meter is None or meter.source != "none"):
+            self.meter = _Meter(self, meter or MeterConfig("simulated"), meter_key)
         loaded = store.load_open(self.next_unsettled() - community.interval_ms, self._reparse)
         if loaded:
             logger.info("reloaded %d accepted messages of unsettled intervals", loaded)
@@ -203,6 +212,8 @@ class HouseholdNode:
                 nursery.start_soon(self._settle_loop)
                 if self.meter is not None:
                     self.meter.on = self.meter.registered()
+                    if self.meter.on:
+                        nursery.start_soon(self.meter.watch)
                 if self.bot is not None:
                     nursery.start_soon(self.bot.act)
                 task_status.started(self)
@@ -687,39 +698,26 @@ class _Bot:
 
 
 class _Meter:
-    """A simulated meter: one signed reading per interval, just after it ends."""
+    """The household's meter: after each settled interval, one signed reading from its
+    source (meters/live.py: simulated, or a real meter read live) over everything since
+    its last reading. A source in fault publishes nothing; its state is in the status
+    and logged once per change."""
+
+    REGISTERS = "meter-registers.json"  # in the data dir: the registers at the last ends
 
     def __init__(self, node: HouseholdNode, config: MeterConfig, key: Ed25519PrivateKey) -> None:
         self.node = node
         self.config = config
         self.key = key
         self.meter = peer_id_of(key)
-        self._days: dict[int, dict[int, tuple[int, int]]] = {}
+        self.source = _meter_source(node, config)
         self.on = True  # False when the community file does not register it to us
-
-    def measure(self, start: int) -> tuple[int, int]:
-        """(produced, consumed) Wh of the interval starting at ``start``."""
-        from wattmesh.meters.simulated import DAY_MS, simulate
-
-        day = interval_start(start, DAY_MS)
-        if day not in self._days:
-            cfg = self.config
-            length = self.node.community.interval_ms
-            self._days = {
-                day: {
-                    m.start: (m.produced, m.consumed)
-                    for m in simulate(
-                        day,
-                        1,
-                        seed=cfg.seed,
-                        peak_w=cfg.peak_w,
-                        annual_kwh=cfg.annual_kwh,
-                        backend=cfg.backend,
-                        interval_ms=length,
-                    )  # fmt: skip
-                }
-            }
-        return self._days[day][start]
+        self.fault: MeterFault | None = None  # as last reported
+        self.since: int | None = None  # community ms of the last change of state
+        self.published: dict[str, int] | None = None  # the last reading this process made
+        self._saved: list[RegisterSample] = []
+        self._load_registers()
+        node.status.meter = self.show()
 
     def registered(self) -> bool:
         """Whether the community file registers this meter to the household (else it is
@@ -727,7 +725,53 @@ class _Meter:
         if self.node.community.meter_owner(self.meter) == self.node.peer_id:
             return True
         logger.error("meter %s is not registered to this household; it stays off", self.meter)
+        self.on = False
+        self.node.status.meter = self.show()
         return False
+
+    def show(self) -> dict[str, Any]:
+        """The meter's part of the status."""
+        f, s = self.fault, self.source.newest()
+        if not self.on:
+            state, reason, message = "off", "not-registered", "not registered to this household"
+        else:
+            state = "ok" if f is None else "fault"
+            reason, message = (None, None) if f is None else (f.reason, f.message)
+        sample = None if s is None else {"ts": s.ts, "produced_total": s.produced_total,
+                                         "consumed_total": s.consumed_total}  # fmt: skip
+        return {"source": self.config.source, "meter": self.meter, "state": state,
+                "reason": reason, "message": message, "since": self.since, "sample": sample,
+                "reading": self.published}  # fmt: skip
+
+    async def watch(self) -> None:
+        """Read the source, and report each change of its state, until cancelled."""
+        c = self.node.community
+        every = max(0.05, min(1.0, c.wall_seconds(c.interval_ms) / 20))
+        self.since = c.now_ms()
+        self.node.status.meter = self.show()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.source.run)
+            while True:
+                self.check()
+                await trio.sleep(every)
+
+    def check(self) -> None:
+        """Take the source's fault; log it and rewrite the status when it changed."""
+        fault, was = self.source.fault(), self.fault
+        if (fault and fault.reason) == (was and was.reason):
+            return  # a fault's message may change (a retry's error); its reason did not
+        node = self.node
+        self.fault, self.since = fault, node.community.now_ms()
+        what = self.source.describe()
+        if fault is not None:
+            logger.warning("meter %s (%s): fault, %s: %s; no reading is published until it "
+                           "clears", self.meter[:16], what, fault.reason,
+                           fault.message)  # fmt: skip
+        elif was is not None:
+            logger.info("meter %s (%s): ok again (after %s); the next reading covers the gap",
+                        self.meter[:16], what, was.reason)  # fmt: skip
+        node.status.meter = self.show()
+        node._write_status()
 
     def covered_until(self) -> int:
         """Where the meter's next reading starts: the end of its last reading the ledger
@@ -745,19 +789,86 @@ class _Meter:
         """Publish one reading from where the last one ended up to ``settled``'s end of
         measurement (its gate): it lands in the next interval, still open. Whatever a
         node missed (down, or a reading the certified set left out) is in it: the
-        meter's energy is never dropped."""
+        meter's energy is never dropped. Nothing while the source is in fault or has no
+        sample at or after the gate yet: the next reading covers this one's span too."""
         node = self.node
         c = node.community
         start, end = self.covered_until(), settled
         if end <= start or not self.on:
             return
-        produced = consumed = 0
-        for t in range(start - (start - c.start_ms) % c.interval_ms, end, c.interval_ms):
-            p, q = self.measure(t)
-            produced, consumed = produced + p, consumed + q
+        self.check()
+        m = None if self.fault is not None else self.source.measure(start, end)
+        if m is None:
+            if self.fault is None:
+                logger.debug("meter %s: no sample at or after %d yet; the next reading "
+                             "covers [%d, %d)", self.meter[:16], end, start, end)  # fmt: skip
+            return
         seq = (end - c.start_ms) // c.interval_ms
-        reading = Reading(self.meter, start, end, produced, consumed, seq).signed(self.key)
+        reading = Reading(self.meter, start, end, m.produced, m.consumed, seq).signed(self.key)
         try:
             await node.submit(READINGS, canonical(reading.to_dict()))
         except (Refused, ValueError) as exc:
             logger.warning("reading %d not published: %s", seq, exc)
+            return
+        self.published = {"start": start, "end": end, "produced": m.produced,
+                          "consumed": m.consumed, "seq": seq}  # fmt: skip
+        self._save_registers(end)
+        self.source.forget_before(node.ledger.meter_end(self.meter))
+        node.status.meter = self.show()
+        node._write_status()
+
+    # The registers at the last few reading ends, kept on disk, so that a restarted node's
+    # first reading counts from exactly where the last one ended (a real meter only).
+
+    def _registers_file(self) -> Path | None:
+        return None if self.node.data_dir is None else self.node.data_dir / self.REGISTERS
+
+    def _load_registers(self) -> None:
+        path = self._registers_file()
+        if path is None or not path.exists():
+            return
+        try:
+            doc = orjson.loads(path.read_bytes())
+            if doc["meter"] != self.meter or doc["source"] != self.source.describe():
+                return  # another meter's or another source's: they count differently
+            saved = [RegisterSample(*map(_whole, r)) for r in doc["registers"]]
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            logger.warning("%s ignored: %s", path, exc)
+            return
+        self._saved = saved
+        self.source.seed(saved)
+
+    def _save_registers(self, end: int) -> None:
+        path = self._registers_file()
+        at = self.source.register_at(end)
+        if path is None or at is None:
+            return
+        self._saved = [s for s in self._saved if s.ts < end][-3:] + [at]
+        doc = {"meter": self.meter, "source": self.source.describe(),
+               "registers": [[s.ts, s.produced_total, s.consumed_total] for s in self._saved]}
+        write_atomic(path, orjson.dumps(doc))  # fmt: skip
+
+
+def _whole(value: Any) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{value!r} is not a whole, non-negative number")
+    return value
+
+
+def _meter_source(node: HouseholdNode, cfg: MeterConfig) -> MeterSource:
+    """The source ``[meter]`` in node.toml names; its paths relative to the data dir."""
+    from wattmesh.meters import live
+
+    c = node.community
+    base = node.data_dir if node.data_dir is not None else Path()
+    poll_s = cfg.poll_ms / 1000
+    if cfg.source == "dsmr":
+        return live.DsmrSource(str(base / cfg.device), c.interval_ms, c.now_ms,
+                               baudrate=cfg.baudrate, poll_s=poll_s)  # fmt: skip
+    if cfg.source == "sunspec":
+        return live.SunSpecSource(cfg.host, c.interval_ms, c.now_ms, port=cfg.port,
+                                  unit=cfg.unit, poll_s=poll_s)  # fmt: skip
+    if cfg.source == "csv":
+        return live.CsvSource(str(base / cfg.path), c.interval_ms, c.now_ms, poll_s=poll_s)
+    return live.SimulatedSource(c.start_ms, c.interval_ms, seed=cfg.seed, peak_w=cfg.peak_w,
+                                annual_kwh=cfg.annual_kwh, backend=cfg.backend)  # fmt: skip

@@ -128,7 +128,7 @@ def open_node(config: NodeConfig) -> HouseholdNode:
     if ledger.genesis() is None or ledger.genesis().get("community") != community.name:
         raise NodeStartError(f"{config.ledger} is not the ledger of {community.name}")
     meter_key = None
-    if config.meter.source == "simulated":
+    if config.meter.source != "none":  # every meter signs with its own key
         meter_key = load_key(config.meter_key)
     store = MessageStore.open(config.store)
     return HouseholdNode(

@@ -266,7 +266,7 @@ def test_write_node_config_reads_back(tmp_path: Path) -> None:
         ("[bot]\nbuy_price = true", "bot.buy_price", "got true"),
         ("[bot]\nbuy_price = 0", "bot.buy_price", "1..2147483647"),
         ("[bot]\nlower_wh = 5000", "bot.upper_wh", "must be above lower_wh 5000"),
-        ('[meter]\nsource = "dsmr"', "meter.source", '"none" or "simulated"'),
+        ('[meter]\nsource = "p1"', "meter.source", '"none" or "simulated"'),
         ('[meter]\nbackend = "fast"', "meter.backend", '"builtin"'),
         ('listen = "/ip4/300.0.0.1/tcp/1"', "listen", "not a multiaddr"),
         ('bootstrap = ["/ip4/10.0.0.1/tcp/4001"]', "bootstrap[1]", "/p2p/<peer id>"),
