@@ -485,9 +485,10 @@ class HouseholdNode:
             ev = self.votes.equivocations[-1]
             self.store.save_equivocation(vote.interval, vote.node, vote.round, ev.to_dict())
             self._show_equivocation(ev.to_dict())
-            logger.warning("interval %d: member %s equivocated in round %d: it signed sets "
-                           "%s and %s", vote.interval, vote.node, vote.round,
-                           ev.first.set[:16], ev.second.set[:16])  # fmt: skip
+            logger.warning("interval %s (%d): member %s equivocated in round %d: it signed "
+                           "sets %s and %s", self._when(vote.interval), vote.interval,
+                           self._who(vote.node), vote.round, ev.first.set[:16],
+                           ev.second.set[:16])  # fmt: skip
         self._vote_arrived.set()
 
     def _show_equivocation(self, evidence: dict[str, Any]) -> None:
@@ -598,8 +599,9 @@ class HouseholdNode:
         if digest.close == close:
             self.status.agreements += 1
             return
-        logger.warning("interval %d: %s reports close %s (set %s), ours is %s", t,
-                       digest.node, digest.close[:16], digest.set[:16], close[:16])  # fmt: skip
+        logger.warning("interval %s (%d): %s reports close %s (set %s), ours is %s",
+                       self._when(t), t, self._who(digest.node), digest.close[:16],
+                       digest.set[:16], close[:16])  # fmt: skip
         if t not in self.status.mismatched:
             self.status.mismatched.append(t)
 
@@ -638,6 +640,11 @@ class HouseholdNode:
 
     def _when(self, t: int) -> str:
         return interval_text(t, self.community.interval_ms)
+
+    def _who(self, peer: str) -> str:
+        """A member as a person reads the log: its display name and peer id, or the id."""
+        member = self.community.member(peer)
+        return f"{member.name} ({peer})" if member is not None and member.name else peer
 
     def _write_status(self) -> None:
         if self.data_dir is None:

@@ -666,3 +666,19 @@ async def test_listeners_are_told_of_peers_coming_and_going(tmp_path: Path, auto
                     ("peer-left", {"peer": "peer-a"})]  # fmt: skip
     node.store.close()
     ledger.close()
+
+
+def test_the_log_names_members_by_their_display_names(tmp_path: Path):
+    key = generate_key()
+    c = community([key])
+    named = dataclasses.replace(c, members=(dataclasses.replace(c.members[0], name="No. 5"),))
+    ledger = Ledger.open(tmp_path / "ledger.sqlite")
+    ledger.append_batch(named.genesis_items(), ts=named.genesis_ts)
+    node = HouseholdNode(named, key, ledger, MessageStore.open(tmp_path / "messages.sqlite"))
+    try:
+        me, stranger = peer_id_of(key), peer_id_of(generate_key())
+        assert node._who(me) == f"No. 5 ({me})"
+        assert node._who(stranger) == stranger
+    finally:
+        node.store.close()
+        ledger.close()
