@@ -24,6 +24,12 @@ def interval_start(ts_ms: int, length_ms: int = DEFAULT_INTERVAL_MS) -> int:
     return ts_ms - ts_ms % length_ms
 
 
+def open_interval(ts_ms: int, length_ms: int = DEFAULT_INTERVAL_MS) -> int:
+    """The interval an order made at `ts_ms` goes to by default: the next one, whose gate
+    is still ahead (the current one's gate, its start, has passed)."""
+    return interval_start(ts_ms, length_ms) + length_ms
+
+
 def check_interval(interval: int, length_ms: int = DEFAULT_INTERVAL_MS) -> None:
     """Raise ValueError unless `interval` is the start of an interval of `length_ms`."""
     if isinstance(interval, bool) or not isinstance(interval, int):
@@ -53,7 +59,7 @@ async def gates(
 
     if length_ms <= 0 or grace_ms < 0:
         raise ValueError("length_ms must be positive and grace_ms not negative")
-    next_interval = interval_start(now_ms(), length_ms) + length_ms
+    next_interval = open_interval(now_ms(), length_ms)
     while True:
         wait_ms = next_interval + grace_ms - now_ms()
         if wait_ms > 0:

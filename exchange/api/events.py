@@ -15,6 +15,7 @@ import orjson
 import trio
 
 from wattmesh.exchange.api.refusal import ApiRefused
+from wattmesh.exchange.clock import open_interval
 from wattmesh.exchange.community_file import Community
 
 __all__ = ["CLOCK_EVENTS", "EventHub", "sse_frame"]
@@ -117,7 +118,7 @@ class EventHub:
         length = community.interval_ms
         while True:
             now = community.now_ms()
-            boundary = now - (now - community.start_ms) % length + length
+            boundary = open_interval(now, length)
             await trio.sleep(max(0.0, community.wall_seconds(boundary - now)))
             if community.now_ms() < boundary:
                 continue  # woke early (rounding): sleep the rest

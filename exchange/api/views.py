@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from wattmesh.exchange.clock import interval_start
+from wattmesh.exchange import clock as clock_rules
 from wattmesh.exchange.demo.accounts import fold_ledger
 from wattmesh.exchange.node.household import HouseholdNode
 from wattmesh.exchange.node.settle_interval import open_book
@@ -48,7 +48,7 @@ def open_interval(node: HouseholdNode) -> int:
     """The interval orders go to now: the next one whose gate is still ahead."""
     c = node.community
     now = c.now_ms()
-    return max(c.start_ms, interval_start(now, c.interval_ms) + c.interval_ms)
+    return max(c.start_ms, clock_rules.open_interval(now, c.interval_ms))
 
 
 def clock(node: HouseholdNode) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import trio
 
 from wattmesh.agents.threshold import ThresholdAgent
 from wattmesh.exchange.atomic_file import write_atomic
-from wattmesh.exchange.clock import interval_start
+from wattmesh.exchange.clock import open_interval
 from wattmesh.exchange.community_file import Community
 from wattmesh.exchange.node import sync
 from wattmesh.exchange.node.admission import TOPIC_OF_KIND, Admission
@@ -682,7 +682,7 @@ class _Bot:
         node = self.node
         c = node.community
         now = c.now_ms()
-        target = interval_start(now, c.interval_ms) + c.interval_ms
+        target = open_interval(now, c.interval_ms)
         if target in self.posted_for or target < c.start_ms:
             return
         self.posted_for.add(target)

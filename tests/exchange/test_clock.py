@@ -69,3 +69,12 @@ async def test_gates_catches_up_without_skipping(autojump_clock):
         if len(seen) == 5:
             break
     assert seen == [10_001_000 + k * length for k in range(5)]
+
+
+def test_the_open_interval_is_the_next_one_whose_gate_is_ahead():
+    from wattmesh.exchange.clock import is_late, open_interval
+
+    L = 900_000
+    for now in (3 * L, 3 * L + 1, 4 * L - 1):
+        t = open_interval(now, L)
+        assert t == 4 * L and not is_late(now, t) and is_late(now, t - L)

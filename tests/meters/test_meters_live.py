@@ -13,8 +13,7 @@ import importlib.util
 import os
 import random
 import re
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -57,13 +56,7 @@ T0 = 1_781_935_200_000  # 2026-06-20 06:00 UTC, on an interval boundary (summer 
 SEQUENCE = fakes.DATA / "sequence_fluvius_1h.txt"
 
 
-@pytest.fixture(autouse=True)
-def no_leftover_threads() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    new = set(threading.enumerate()) - before
-    # trio keeps its idle worker threads cached for a while; anything else is a leak.
-    assert [t.name for t in new if not t.name.startswith("Trio thread")] == []
+pytestmark = pytest.mark.usefixtures("no_leftover_threads")  # tests/meters/conftest.py
 
 
 class Clock:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
 import trio
@@ -116,13 +115,7 @@ class SunSpecServer:
         assert not self._thread.is_alive()
 
 
-@pytest.fixture(autouse=True)
-def no_leftover_threads() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    new = set(threading.enumerate()) - before
-    # trio keeps its idle worker threads cached for a while; anything else is a leak.
-    assert [t.name for t in new if not t.name.startswith("Trio thread")] == []
+pytestmark = pytest.mark.usefixtures("no_leftover_threads")  # tests/meters/conftest.py
 
 
 def free_port() -> int:

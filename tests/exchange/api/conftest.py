@@ -17,6 +17,7 @@ import trio
 from wattmesh.exchange.api.serve import RunningApi, serve_api
 from wattmesh.exchange.api.tokens import ensure_token
 from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec
+from wattmesh.exchange.demo.plan import free_ports
 from wattmesh.exchange.node.config import ApiConfig, BotConfig, write_node_config
 from wattmesh.exchange.node.household import HouseholdNode
 from wattmesh.exchange.node.message_store import MessageStore
@@ -122,7 +123,6 @@ def api_street(tmp_path: Path) -> Callable[..., object]:
 # -- a street of real `wattmesh node` processes (test_client.py, test_bot.py) -------------
 # (This section was appended whole; its imports stay with it.)
 import signal  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -143,17 +143,6 @@ class LiveStreet:
 
     def token(self) -> str:
         return self.token_file.read_text().strip()
-
-
-def _free_tcp_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _die_with_parent() -> None:
@@ -194,7 +183,7 @@ def live_street(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStreet
     c = Community(name="live-street", start_ms=START, interval_ms=L, clock_speed=SPEED,
                   clock_origin_ms=origin, members=members)  # fmt: skip
     (root / "community.toml").write_text(dump_community(c))
-    p2p_a, p2p_b, api_port = _free_tcp_ports(3)
+    p2p_a, p2p_b, api_port = free_ports(3)
     addrs = {"alice": f"/ip4/127.0.0.1/tcp/{p2p_a}/p2p/{peer_id_of(keys['alice'])}",
              "bob": f"/ip4/127.0.0.1/tcp/{p2p_b}/p2p/{peer_id_of(keys['bob'])}"}  # fmt: skip
     dirs = []

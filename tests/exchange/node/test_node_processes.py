@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec, dump_community
+from wattmesh.exchange.demo.plan import free_ports
 from wattmesh.exchange.node.config import (
     ApiConfig,
     BotConfig,
@@ -38,18 +38,6 @@ SPEED = 450  # 2 wall seconds per interval
 START = 1_781_935_200_000 - 1_781_935_200_000 % L  # 06:00 UTC: the PV meters produce
 WALL_INTERVAL = L / SPEED / 1000
 N = 3
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports that were free a moment ago."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class Community3:
