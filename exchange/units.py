@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-__all__ = ["MICRO", "NANO", "interval_text", "money_text", "price_text"]
+__all__ = ["MICRO", "NANO", "energy_text", "interval_text", "money_text", "price_text"]
 
 NANO = 10**9  # nano-currency per currency unit
 MICRO = 10**6  # micro-currency per currency unit
@@ -35,3 +35,8 @@ def money_text(nano: int, currency: str | None = None) -> str:
     if not currency:
         return sign + text
     return f"{sign}{currency}{text}" if len(currency) == 1 else f"{sign}{text} {currency}"
+
+
+def energy_text(wh: int) -> str:
+    """Energy in kWh to the Wh: ``1.250 kWh``."""
+    return f"{wh / 1000:.3f} kWh"

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from wattmesh.agents.threshold import ThresholdAgent
 from wattmesh.agents.traders import ZIC, ZIP, Quote, ZIPParams
+from wattmesh.exchange.units import energy_text, price_text
 from wattmesh.matching import ASK, BID, MAX_PRICE, MAX_QTY
 from wattmesh.settlement.errors import WattmeshError
 
@@ -169,14 +170,6 @@ class Strategy(Protocol):
                 fills: Sequence[Mapping[str, Any]]) -> None: ...  # fmt: skip
 
 
-def _kwh(wh: int) -> str:
-    return f"{wh / 1000:.3f} kWh"
-
-
-def _per_kwh(micro: int) -> str:
-    return f"{micro / 1e6:.4f}"
-
-
 class _SideRule:
     """A strategy that trades by the side rule at a price its trader shouts."""
 
@@ -214,9 +207,11 @@ class ZICStrategy(_SideRule):
 
     def describe(self) -> str:
         lim, b = self.limits, self.band
-        return (f"sells above {_kwh(b.upper)} at {_per_kwh(lim.sell)}..{_per_kwh(lim.high)}, "
-                f"buys below {_kwh(b.lower)} at {_per_kwh(lim.low)}..{_per_kwh(lim.buy)} "
-                f"per kWh, at most {_kwh(self.qty)} an interval")  # fmt: skip
+        sells = f"{price_text(lim.sell)}..{price_text(lim.high)}"
+        buys = f"{price_text(lim.low)}..{price_text(lim.buy)}"
+        return (f"sells above {energy_text(b.upper)} at {sells}, buys below "
+                f"{energy_text(b.lower)} at {buys} per kWh, at most {energy_text(self.qty)} "
+                "an interval")  # fmt: skip
 
     def _shout(self, side: str) -> int | None:
         return self.traders[side].shout(self.limits.of(side), self.rng)
@@ -246,9 +241,9 @@ class ZIPStrategy(_SideRule):
 
     def describe(self) -> str:
         lim, b = self.limits, self.band
-        return (f"sells above {_kwh(b.upper)} at no less than {_per_kwh(lim.sell)}, buys "
-                f"below {_kwh(b.lower)} at no more than {_per_kwh(lim.buy)} per kWh, "
-                f"margins learnt from each clearing price, at most {_kwh(self.qty)} an "
+        return (f"sells above {energy_text(b.upper)} at no less than {price_text(lim.sell)}, buys "
+                f"below {energy_text(b.lower)} at no more than {price_text(lim.buy)} per kWh, "
+                f"margins learnt from each clearing price, at most {energy_text(self.qty)} an "
                 "interval")  # fmt: skip
 
     def _shout(self, side: str) -> int | None:
@@ -302,9 +297,9 @@ class ThresholdStrategy:
 
     def describe(self) -> str:
         a, b = self.agent, self.band
-        return (f"buys below {_kwh(b.lower)} up to {_kwh(b.upper)} at "
-                f"{_per_kwh(a.buy_price)}, sells above {_kwh(b.upper)} at "
-                f"{_per_kwh(a.sell_price)} per kWh")  # fmt: skip
+        return (f"buys below {energy_text(b.lower)} up to {energy_text(b.upper)} at "
+                f"{price_text(a.buy_price)}, sells above {energy_text(b.upper)} at "
+                f"{price_text(a.sell_price)} per kWh")  # fmt: skip
 
     def decide(self, interval: int, holdings: Holdings) -> list[Intent]:
         """The agent's step on the household's energy, then its open orders."""

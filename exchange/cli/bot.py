@@ -47,7 +47,7 @@ from wattmesh.exchange.api.client import (
 )
 from wattmesh.exchange.cli.terminal import fail
 from wattmesh.exchange.node.config import DEFAULT_API_LISTEN, default_data_dir
-from wattmesh.exchange.units import price_text
+from wattmesh.exchange.units import energy_text, price_text
 from wattmesh.settlement.errors import WattmeshError
 
 __all__ = ["BotError", "BotSettings", "bot", "run_bot"]
@@ -106,10 +106,6 @@ def _clock(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000).strftime("%H:%M")
 
 
-def _kwh(wh: int) -> str:
-    return f"{wh / 1000:.3f} kWh"
-
-
 class _Trader:
     """Deciding and posting, interval by interval, for one node."""
 
@@ -145,14 +141,14 @@ class _Trader:
             return
         intents = self.strategy.decide(t, balance)
         if not intents:
-            self.say(f"{_clock(t)}  holds: {_kwh(balance.energy)} stored")
+            self.say(f"{_clock(t)}  holds: {energy_text(balance.energy)} stored")
             return
         orders = [{"side": i.side, "price": i.price, "qty": i.qty} for i in intents]
         answer = await self.node.post_batch(orders, interval=t)
         self.strategy.posted(t, intents, answer["ids"])
         self.posted.add(t)
         for i, oid in zip(intents, answer["ids"], strict=True):
-            self.say(f"{_clock(t)}  {i.side} {_kwh(i.qty)} at {price_text(i.price)} per kWh"
+            self.say(f"{_clock(t)}  {i.side} {energy_text(i.qty)} at {price_text(i.price)} per kWh"
                      f"  (order {oid[:12]})")  # fmt: skip
 
     def settled(self, data: dict[str, Any]) -> None:
@@ -162,7 +158,7 @@ class _Trader:
         self.strategy.settled(t, price, fills)
         for f in fills:
             done = "bought" if f["side"] == "bid" else "sold"
-            self.say(f"{_clock(t)}  {done} {_kwh(f['qty'])} at {price_text(f['price'])} "
+            self.say(f"{_clock(t)}  {done} {energy_text(f['qty'])} at {price_text(f['price'])} "
                      f"per kWh  (order {f['order'][:12]})")  # fmt: skip
         if t in self.posted and not fills:
             self.say(f"{_clock(t)}  no fill (clearing price {price_text(price)})")

@@ -34,3 +34,9 @@ def test_money_reads_in_the_communitys_currency():
     assert money_text(-1_204_000_000, "€") == "-€1.20"
     assert money_text(630_000_000, "EUR") == "0.63 EUR"
     assert money_text(12_345_670_000_000) == "12,345.67"
+
+
+def test_energy_reads_in_kwh_to_the_wh():
+    from wattmesh.exchange.units import energy_text
+
+    assert (energy_text(1_250), energy_text(0)) == ("1.250 kWh", "0.000 kWh")
