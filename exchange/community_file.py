@@ -582,6 +582,17 @@ def parse_community(text: str | bytes, source: str = "<text>") -> Community:
         raise CommunityError(exc.key, exc.problem, source) from None
 
 
+def community_from_dict(doc: Any, source: str = "<dict>") -> Community:
+    """Validate a community given as :meth:`Community.to_dict` gives it (as a node log
+    carries it). Raises CommunityError naming ``source`` and the key."""
+    if type(doc) is not dict:
+        raise CommunityError(None, f"must be a table, got {show_value(doc)}", source)
+    try:
+        return _community(doc)
+    except CommunityError as exc:
+        raise CommunityError(exc.key, exc.problem, source) from None
+
+
 def load_community(path: str | os.PathLike[str]) -> Community:
     """Read and validate the community file at ``path`` (CommunityError on any problem,
     including a file that cannot be read)."""

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-SECTIONS = ("## Replay an order log", "## Settle into a ledger and verify it")
+SECTIONS = ("## Replay an order log", "## Settle into a ledger and verify it",
+            "## From a live node to analysis")  # fmt: skip
 
 
 def commands(heading: str) -> list[str]:
@@ -36,6 +37,7 @@ def test_the_readme_replay_and_ledger_blocks_run_as_printed(tmp_path: Path):
             ran += 1
     assert ran >= 12
     assert (tmp_path / "day.jsonl").is_file() and (tmp_path / "proof.json").is_file()
+    assert (tmp_path / "rebuilt.db").is_file() and (tmp_path / "street-results").is_dir()
 
 
 @pytest.mark.parametrize("heading", SECTIONS)

@@ -27,6 +27,7 @@ from wattmesh.exchange.cli.terminal import command_group, progress_bar
 from wattmesh.exchange.cli.terminal import fail as _fail
 from wattmesh.exchange.replay import outputs
 from wattmesh.exchange.replay import replay as replaying
+from wattmesh.exchange.replay.node_log import NodeLogError, is_node_log, replay_node_log
 from wattmesh.exchange.replay.to_ledger import ReplayLedgerError, settle_into_ledger
 from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.ledger import LedgerError
@@ -74,6 +75,7 @@ class StpRule(StrEnum):
 
 @app.command()
 def replay(
+    ctx: typer.Context,
     log: Annotated[
         Path | None,
         typer.Argument(
@@ -172,6 +174,17 @@ def replay(
     Default mode: call (the network's default mechanism). The same log always gives the
     same bytes out. Refused lines are counted by reason and listed in DIR/rejects.jsonl.
     """
+    if log is not None and is_node_log(log):
+        # By name: typer carries its own copy of click, whose enum is not click's.
+        given = [name for name in _COMMUNITY_RULED
+                 if getattr(ctx.get_parameter_source(name), "name", None) != "DEFAULT"]  # fmt: skip
+        if given:
+            flags = " and ".join(f"--{name.replace('_', '-')}" for name in given)
+            _fail(f"{log} is a node log (wattmesh export-log): it settles under its "
+                  f"community's own rules, so {flags} {'does' if len(given) == 1 else 'do'} "
+                  "not apply")  # fmt: skip
+        _replay_node_log(log, trades, out, as_json, ledger)
+        return
     if storage_rate and ledger is None:
         _fail("--storage-rate needs --ledger (the fees are settled into the ledger)")
     options = replaying.ReplayOptions(
@@ -192,6 +205,28 @@ def replay(
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot read {log}: {exc.strerror or exc}")
+    _write_tables(result, trades, out)
+    if ledger is not None:
+        try:
+            settled = settle_into_ledger(result, ledger, storage_rate)
+        except (ReplayLedgerError, LedgerError) as exc:
+            _fail(f"--ledger: {exc}")
+        except (OSError, sqlite3.Error) as exc:
+            _fail(f"cannot write {ledger}: {getattr(exc, 'strerror', None) or exc}")
+        sys.stderr.write(settled.line() + "\n")
+    _show_summary(result, trades, as_json)
+    note = _empty_or_garbage(result.summary(), "the bundled sample" if log is None else str(log))
+    if note:
+        sys.stderr.write(f"wattmesh: note: {note}\n")
+
+
+# The replay options a node log's community decides (docs/replay.md, "Node logs").
+_COMMUNITY_RULED = ("mode", "interval_ms", "stp", "verify_signatures", "storage_rate",
+                    "retail_price", "feedin_price")  # fmt: skip
+
+
+def _write_tables(result: replaying.ReplayResult, trades: str | None, out: Path | None) -> None:
+    """--trades and --out: each file whole or not at all."""
     try:
         if trades == "-":
             outputs.write_trades(result, sys.stdout.buffer)
@@ -203,14 +238,9 @@ def replay(
             outputs.write_outputs(result, out)
     except OSError as exc:
         _fail(f"cannot write {exc.filename or trades or out}: {exc.strerror or exc}")
-    if ledger is not None:
-        try:
-            settled = settle_into_ledger(result, ledger, storage_rate)
-        except (ReplayLedgerError, LedgerError) as exc:
-            _fail(f"--ledger: {exc}")
-        except (OSError, sqlite3.Error) as exc:
-            _fail(f"cannot write {ledger}: {getattr(exc, 'strerror', None) or exc}")
-        sys.stderr.write(settled.line() + "\n")
+
+
+def _show_summary(result: replaying.ReplayResult, trades: str | None, as_json: bool) -> None:
     # The trades own stdout when they go there; the summary then goes to stderr.
     stream = sys.stderr if trades == "-" else sys.stdout
     summary = result.summary()
@@ -218,9 +248,26 @@ def replay(
         stream.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         stream.write(format_summary(summary))
-    note = _empty_or_garbage(summary, "the bundled sample" if log is None else str(log))
-    if note:
-        sys.stderr.write(f"wattmesh: note: {note}\n")
+
+
+def _replay_node_log(
+    log: Path, trades: str | None, out: Path | None, as_json: bool, ledger: Path | None
+) -> None:
+    """Replay a node log (exchange/replay/node_log.py): settle it as its nodes did, write
+    the same tables as an order log's, and say whether the ledger head is the node's."""
+    size = log.stat().st_size
+    try:
+        with progress_bar("replaying", size, show=size >= PROGRESS_MIN_BYTES,
+                          in_bytes=True) as on_progress:  # fmt: skip
+            done = replay_node_log(log, ledger, on_progress=on_progress)
+    except NodeLogError as exc:
+        _fail(f"{log}: {exc}")
+    except (OSError, sqlite3.Error) as exc:
+        where = getattr(exc, "filename", None) or ledger or log
+        _fail(f"{where}: {getattr(exc, 'strerror', None) or exc}")
+    _write_tables(done.result, trades, out)
+    sys.stderr.write(done.line(None if ledger is None else str(ledger)) + "\n")
+    _show_summary(done.result, trades, as_json)
 
 
 def _empty_or_garbage(summary: dict[str, Any], source: str) -> str | None:

@@ -166,6 +166,47 @@ def node(
         fail(f"{getattr(exc, 'filename', None) or target}: {exc.strerror or exc}", code=1)
 
 
+@node_app.command("export-log")
+def export_log(
+    out: Annotated[
+        str,
+        typer.Option(metavar="FILE", show_default=False,
+                     help="Where to write the log ('-': stdout)."),
+    ],
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            show_default=False,
+            help="The node's data directory (default: the one wattmesh node uses).",
+        ),
+    ] = None,
+) -> None:  # fmt: skip
+    """Write what this node settled as a log that `wattmesh replay` replays.
+
+    The log holds the community, then for every settled interval the orders, cancels and
+    meter readings of its certified set (as signed) and its certificate. Replaying it
+    rebuilds the node's trades and the same ledger head (docs/replay.md, "Node logs").
+    The node may be running: its files are only read.
+    """
+    from wattmesh.exchange.atomic_file import atomic_output
+    from wattmesh.exchange.replay.node_log import export_log as write_log
+
+    target = data_dir if data_dir is not None else default_data_dir()
+    try:
+        if out == "-":
+            summary = write_log(target, sys.stdout.buffer)
+            sys.stdout.flush()
+        else:
+            with atomic_output(out) as fp:
+                summary = write_log(target, fp)
+    except (ValueError, sqlite3.Error) as exc:  # NodeConfigError, CommunityError, NodeLogError
+        fail(str(exc), code=1)
+    except OSError as exc:
+        fail(f"{getattr(exc, 'filename', None) or out}: {exc.strerror or exc}", code=1)
+    sys.stderr.write(summary.line("stdout" if out == "-" else out) + "\n")
+
+
 @node_app.command()
 def demo(
     households: Annotated[

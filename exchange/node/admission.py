@@ -30,21 +30,11 @@ from wattmesh.exchange.clock import is_late
 from wattmesh.exchange.community_file import Community
 from wattmesh.exchange.node.message_store import MessageStore
 from wattmesh.exchange.node.quorum import VoteBook
-from wattmesh.exchange.node.wire import DIGESTS, ORDERS, READINGS, Inbound, Refused, parse
+from wattmesh.exchange.node.wire import ORDERS, TOPIC_OF_KIND, Inbound, Refused, parse
 
-__all__ = ["Admission", "TOPIC_OF_KIND", "check_set_rule"]
+__all__ = ["Admission", "check_set_rule"]
 
 logger = logging.getLogger(__name__)
-
-TOPIC_OF_KIND = {
-    "order": ORDERS,
-    "cancel": ORDERS,
-    "batch": ORDERS,
-    "reading": READINGS,
-    "interval_vote": DIGESTS,
-    "interval_digest": DIGESTS,
-}
-
 
 _BUDGETED = frozenset({"order", "cancel", "batch"})  # readings and digests have their own rules
 _NOT_IN_SETS = frozenset({"interval_vote", "interval_digest"})

@@ -62,6 +62,7 @@ __all__ = [
     "NodeConfigError",
     "default_data_dir",
     "init_data_dir",
+    "ledger_problem",
     "load_node_config",
     "write_node_config",
     "parse_api_listen",
@@ -466,7 +467,7 @@ def _read_community(path: Path) -> tuple[bytes, Community]:
     return data, parse_community(data, str(path))
 
 
-def _ledger_problem(path: Path, community: Community) -> str | None:
+def ledger_problem(path: Path, community: Community) -> str | None:
     """None if the ledger at ``path`` is empty; '' if its opening batch is the one
     ``community`` gives; else what differs."""
     want = [(k, b, community.genesis_ts) for k, b in community.genesis_items()]
@@ -551,7 +552,7 @@ def init_data_dir(
         key = read_key_file(Path(key_path), "--key")
     ledger_state = None  # None: no ledger (or an empty one); "": this community's
     if paths["ledger"].exists():
-        ledger_state = _ledger_problem(paths["ledger"], community)
+        ledger_state = ledger_problem(paths["ledger"], community)
         if ledger_state:
             raise InitError(
                 f"{paths['ledger']} was made from another community file ({ledger_state}); "

@@ -37,7 +37,7 @@ from wattmesh.exchange.atomic_file import write_atomic
 from wattmesh.exchange.clock import open_interval
 from wattmesh.exchange.community_file import Community
 from wattmesh.exchange.node import sync
-from wattmesh.exchange.node.admission import TOPIC_OF_KIND, Admission
+from wattmesh.exchange.node.admission import Admission
 from wattmesh.exchange.node.config import BotConfig, MeterConfig
 from wattmesh.exchange.node.message_store import IntervalRecord, MessageStore
 from wattmesh.exchange.node.p2p import Message, P2PNode, open_node
@@ -47,10 +47,12 @@ from wattmesh.exchange.node.wire import (
     DIGESTS,
     ORDERS,
     READINGS,
+    TOPIC_OF_KIND,
     Batch,
     Inbound,
     IntervalDigest,
     Refused,
+    carried_records,
     parse,
     set_digest,
     topics,
@@ -62,7 +64,7 @@ from wattmesh.settlement.canonical import canonical
 from wattmesh.settlement.certificate import Certificate, IntervalVote, majority
 from wattmesh.settlement.keys import Ed25519PrivateKey, peer_id_of
 from wattmesh.settlement.ledger import Ledger
-from wattmesh.settlement.records import Cancel, Order, Reading
+from wattmesh.settlement.records import Reading
 
 if TYPE_CHECKING:
     from wattmesh.meters.live import MeterFault, MeterSource
@@ -536,19 +538,12 @@ class HouseholdNode:
         self, t: int, ids: list[str], certificate: Certificate
     ) -> tuple[IntervalOutcome, IntervalRecord]:
         """Settle ``t`` from exactly the certified set ``ids``."""
-        orders: list[Order] = []
-        cancels: list[Cancel] = []
-        readings: list[Reading] = []
         only = set(ids)
         held = self.store.pending(t)
         pending = [m for m in held if m.id in only]
         # What the majority did not certify is not part of t: forget it everywhere.
         self.store.remove([m.id for m in held if m.id not in only])
-        for m in pending:
-            if m.kind == "reading":
-                readings.append(m.record)  # type: ignore[arg-type]
-            orders.extend(m.orders())
-            cancels.extend(Cancel(oid, m.signer, m.ts) for oid in m.cancelled())
+        orders, cancels, readings = carried_records(pending)
         set_dig = set_digest(m.id for m in pending)
         if set_dig != certificate.set:  # fetch_certified holds them all: a bug if not
             raise RuntimeError(f"interval {t}: the held set is not the certified one")

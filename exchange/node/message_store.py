@@ -84,6 +84,23 @@ class MessageStore:
         )
         return cls(p, conn)
 
+    @classmethod
+    def open_read_only(cls, path: str | os.PathLike[str]) -> MessageStore:
+        """Open an existing store for reading only (a running node may be writing it);
+        sqlite3.Error if it cannot be opened or is not a store."""
+        p = Path(path)
+        if not p.is_file():
+            raise sqlite3.OperationalError(f"no message store {p}")
+        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True,
+                               check_same_thread=False)  # fmt: skip
+        try:
+            conn.execute("SELECT id, interval, kind, data FROM messages LIMIT 0")
+            conn.execute("SELECT interval, digest, ids FROM sets LIMIT 0")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return cls(p, conn)
+
     def close(self) -> None:
         self.conn.close()
 

@@ -54,6 +54,7 @@ class IntervalOutcome:
     volume: int  # Wh traded
     trades: tuple[dict[str, Any], ...]  # the trade bodies written, in ledger order
     orders: int  # orders that entered the auction
+    executable_orders: int  # of those, the ones whose owner could execute them at the gate
     readings_applied: int
     refused: tuple[tuple[str, str], ...]  # (record id, reason): readings, then orders by id
     close: LedgerEntry  # the interval_close entry
@@ -96,15 +97,16 @@ def settle_interval(
         applied = _apply_readings(ledger, interval, readings, refused)
         kept, order_refusals = _auction_orders(ledger, interval, market, orders, cancels)
         refused += order_refusals
-        price, volume, trades = _clear(ledger, interval, kept)
+        price, volume, executable, trades = _clear(ledger, interval, kept)
         if trades:
             ledger.append_batch([("trade", t) for t in trades], ts=interval)
         if ledger.genesis().get("storage_rate", 0) > 0:  # type: ignore[union-attr]
             ledger.charge_storage(interval, interval)
         close = ledger.close_interval(interval, interval, certificate)
     return IntervalOutcome(
-        interval, price, volume, tuple(trades), len(kept), applied, tuple(refused), close
-    )
+        interval, price, volume, tuple(trades), len(kept), executable, applied,
+        tuple(refused), close,
+    )  # fmt: skip
 
 
 def _check_interval(ledger: Ledger, interval: int) -> None:
@@ -199,8 +201,9 @@ def _auction_orders(
 
 def _clear(
     ledger: Ledger, interval: int, kept: list[Order]
-) -> tuple[int | None, int, list[dict[str, Any]]]:
-    """Clear ``kept`` (sorted by id) under the ledger's caps; the trade bodies in fill order."""
+) -> tuple[int | None, int, int, list[dict[str, Any]]]:
+    """Clear ``kept`` (sorted by id) under the ledger's caps: the price, the volume, the
+    number of executable orders and the trade bodies in fill order."""
     owners, accounts = _accounts(ledger, kept)
     handle = {o: h for h, o in enumerate(owners)}
     # Rows in id order: the engine sorts by (price, ts, key), a total order, so this only
@@ -226,7 +229,7 @@ def _clear(
             buyer=owners[buyer], seller=owners[seller], qty=qty, price=result.price,
             bid=ids[bid], ask=ids[ask], interval=interval,
         ))  # fmt: skip
-    return result.price, result.volume, trades
+    return result.price, result.volume, result.executable_orders, trades
 
 
 def _accounts(ledger: Ledger, kept: list[Order]) -> tuple[list[str], Accounts]:

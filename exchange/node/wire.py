@@ -46,10 +46,12 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "REASONS",
+    "TOPIC_OF_KIND",
     "Batch",
     "Inbound",
     "IntervalDigest",
     "Refused",
+    "carried_records",
     "parse",
     "reading_interval",
     "set_digest",
@@ -247,11 +249,30 @@ class Inbound:
         return ()
 
 
+def carried_records(
+    messages: Iterable[Inbound],
+) -> tuple[list[Order], list[Cancel], list[Reading]]:
+    """The orders, cancels and readings that ``messages`` carry, as
+    :func:`.settle_interval.settle_interval` takes them: a batch's orders and cancels are
+    its owner's, at the batch's ts."""
+    orders: list[Order] = []
+    cancels: list[Cancel] = []
+    readings: list[Reading] = []
+    for m in messages:
+        if m.kind == "reading":
+            readings.append(m.record)  # type: ignore[arg-type]
+        orders.extend(m.orders())
+        cancels.extend(Cancel(oid, m.signer, m.ts) for oid in m.cancelled())
+    return orders, cancels, readings
+
+
 _KINDS_BY_TOPIC = {
     ORDERS: ("order", "cancel", "batch"),
     READINGS: ("reading",),
     DIGESTS: ("interval_vote", "interval_digest"),
 }
+# The topic each kind of message travels on.
+TOPIC_OF_KIND = {kind: topic for topic, kinds in _KINDS_BY_TOPIC.items() for kind in kinds}
 
 
 def parse(topic: str, data: bytes, community: Community) -> Inbound:

@@ -19,6 +19,7 @@ from wattmesh.exchange.community_file import Community, MemberSpec, MeterSpec
 from wattmesh.exchange.demo.accounts import fold_ledger
 from wattmesh.exchange.demo.plan import bootstrap_peers, plan_households
 from wattmesh.exchange.demo.run import Contention, DemoError, clock_speed, run_demo
+from wattmesh.exchange.replay.node_log import export_log, replay_node_log
 from wattmesh.settlement.keys import generate_key, peer_id_of
 from wattmesh.settlement.ledger import Ledger
 from wattmesh.settlement.records import Reading
@@ -227,6 +228,12 @@ def test_loaded_and_stalled_nodes_still_agree(tmp_path: Path) -> None:
         with Ledger.open(tmp_path / "run" / name / "ledger.sqlite", create=False) as led:
             closes = list(led.entries(kind="interval_close"))
             assert closes and all(led.certificate(e.body["interval"]) for e in closes)
+            head = led.head_text()
+        # What the loaded node settled replays from its exported log to its ledger head.
+        log = tmp_path / f"{name}.jsonl"
+        with open(log, "wb") as fp:
+            assert export_log(tmp_path / "run" / name, fp).head == head
+        assert replay_node_log(log).head == head
 
 
 def test_demo_json_is_one_object_on_stdout(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from wattmesh.exchange.node.message_store import MessageStore
 from wattmesh.exchange.node.p2p import open_node
 from wattmesh.exchange.node.settle_interval import settle_interval
 from wattmesh.exchange.node.wire import DIGESTS, ORDERS, Batch, IntervalDigest, set_digest
+from wattmesh.exchange.replay.node_log import replay_node_log, write_node_log
 from wattmesh.settlement.canonical import canonical
 from wattmesh.settlement.certificate import IntervalVote
 from wattmesh.settlement.keys import Ed25519PrivateKey, generate_key, peer_id_of, sign
@@ -224,6 +225,18 @@ async def test_orders_from_different_nodes_clear_identically_everywhere(tmp_path
                 status = json.loads((n.data_dir / "status.json").read_text())
                 assert status["settled_through"] >= t and status["disputed"] == []
                 assert n.ledger.verify().ok
+            # What each node settled, exported as a node log, replays to its ledger head,
+            # the batch and the cancel included (exchange/replay/node_log.py).
+            for i, n in enumerate(nodes):
+                log = tmp_path / f"node{i}.jsonl"
+                with open(log, "wb") as fp:
+                    exported = write_node_log(c, n.ledger, n.store, fp)
+                done = replay_node_log(log)
+                assert done.head == exported.head and done.first_difference is None
+                assert done.result.accepted["cancels"] == 1
+                fills = [{k: r[k] for k in want.trades[0]} for r in done.result.trade_rows()
+                         if r["interval"] == t]  # fmt: skip
+                assert fills == list(want.trades)
 
 
 # -- (b) forged, malformed, late, non-member and duplicate messages -----------------------------
