@@ -1,4 +1,4 @@
-"""The Energo threshold agent (Energo whitepaper; DESIGN.md "Agents").
+"""The Energo threshold agent (Energo whitepaper; docs/design.md "Agents").
 
 The household sets a target buy price, a target sell price and two balance thresholds.
 Whenever it is asked to act (once per delivery interval), the agent looks at the balance:

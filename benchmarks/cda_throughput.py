@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Continuous double auction throughput on the shared order stream.
 
-    python ../shared/bench/cda_stream.py --events 1000000 --seed 20240601 --out stream.bin
-    python benchmarks/cda_throughput.py --stream stream.bin [--repeat 3] [--json]
+    python PATH/cda_stream.py --events 1000000 --seed 20240601 --out stream.bin
+    python benchmarks/cda_throughput.py --stream stream.bin --shared PATH/cda_stream.py \
+        [--repeat 3] [--json]
+
+``cda_stream.py`` is the order stream's common generator, shared by every engine
+benchmark of the project's family and not part of wattmesh; ``--shared`` defaults to where
+CI puts it, beside the checkout.
 
 Times, in one run and on the same events: the engine's batch API (`Book.run`), its
 per-call API (`Book.submit` / `Book.cancel` from a Python loop) and the plain reference

@@ -2,7 +2,7 @@
 and a trio task that wakes at every gate.
 
 An order names the start `t` of the delivery interval it is for. The interval's gate is
-`t` itself: orders and cancels for `t` must arrive before `t` (DESIGN.md, call auction).
+`t` itself: orders and cancels for `t` must arrive before `t` (docs/design.md, call auction).
 All times are integer milliseconds since the Unix epoch, UTC.
 """
 

@@ -1,6 +1,6 @@
 """A small pure-Python reference model of the matching rules, used only by tests.
 
-It transcribes DESIGN.md "Market rules" and docs/matching.md literally, with the same
+It transcribes docs/design.md "Market rules" and docs/matching.md literally, with the same
 per-order API as the Cython engine (`Book`, `Markets`, `CallAuction`, `Accounts`), so that
 tests can run the same stream through both and compare every fill, book and quote. It is
 written to be read against the docs, not to be fast: each rule is one short method, and

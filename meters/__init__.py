@@ -1,1 +1,1 @@
-"""Meters: signed readings from simulated and real meters (DESIGN.md, "Meters")."""
+"""Meters: signed readings from simulated and real meters (docs/design.md, "Meters")."""

@@ -1,4 +1,4 @@
-"""Validate signed readings before they may change a balance (DESIGN.md, "Meters").
+"""Validate signed readings before they may change a balance (docs/design.md, "Meters").
 
 A :class:`ReadingValidator` holds the registered meters and, per meter, the last reading
 it accepted. :meth:`ReadingValidator.check` accepts a reading or raises

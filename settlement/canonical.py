@@ -1,7 +1,7 @@
 """Canonical JSON bytes, the only bytes that are ever hashed or signed.
 
 ``canonical(obj)`` is ``orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)`` restricted to str,
-int, bool, None, list and dict with str keys (DESIGN.md, "Conventions"). Everything else,
+int, bool, None, list and dict with str keys (docs/design.md, "Conventions"). Everything else,
 floats above all, is refused with a :class:`CanonicalError` naming where the bad value is.
 """
 

@@ -1,6 +1,6 @@
 """Energo's storage commission: charged every interval on stored energy, then split.
 
-Whitepaper (seeds/002): "a commission fee on the user stored energy in the distributed
+The Energo whitepaper: "a commission fee on the user stored energy in the distributed
 energy storage equipment is charged every 15 minutes"; 80% goes to the storage equipment
 owners in proportion to what they contribute, 10% to educating the market and new users,
 10% to the Energo network.

@@ -1,10 +1,10 @@
-"""What one meter reading does to a household's energy balance (DESIGN.md, "Meters").
+"""What one meter reading does to a household's energy balance (docs/design.md, "Meters").
 
 Production raises the balance up to ``Bmax``; what is above ``Bmax`` is exported to the grid
 at the feed-in price. Consumption lowers it; what the balance cannot cover is imported from
 the grid at the retail price.
 
-Order within one reading: DESIGN.md is silent, so we follow the community simulation
+Order within one reading: docs/design.md is silent, so we follow the community simulation
 (``agents/community.py``): the interval's production first covers the *same* interval's
 consumption (behind the meter), and only the net moves the balance, within ``[0, Bmax]``.
 A reading therefore never both exports and imports; a full battery that produces 2 kWh and

@@ -10,7 +10,7 @@ on failure, because the replay validates millions of these.
 
 The signed and hashed *body* of an order or cancel is its log form with defaults filled
 in, with ``type`` (so an order's bytes can never pass for a cancel's) and without ``id``
-and ``sig``. An order's id is the hex SHA-256 of the canonical body (DESIGN.md).
+and ``sig``. An order's id is the hex SHA-256 of the canonical body (docs/design.md).
 """
 
 from __future__ import annotations

@@ -140,3 +140,25 @@ def test_dependencies_point_one_way():
             if other != part and other not in MAY_USE[part]:
                 bad.append(f"{module} imports {source}")
     assert bad == []
+
+
+# Paths of documents outside the repository that a file could point at.
+_OUTSIDE = ("../shared", "shared/notes", "shared/data", "shared/bench", "DESIGN.md", "seeds/")
+_TEXT = (".py", ".pyx", ".pxd", ".md", ".toml", ".txt", ".js", ".html", "")
+
+
+def test_no_file_points_outside_the_repository():
+    """The project's files state what they need in the project's own docs (design.md),
+    never as a path outside the repository (docs/architecture.md)."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()  # fmt: skip
+    found = []
+    for name in tracked:
+        path = ROOT / name
+        if path.suffix not in _TEXT or not path.is_file() or name == "tests/test_layout.py":
+            continue
+        text = path.read_text(errors="replace")
+        found += [f"{name}: {p}" for p in _OUTSIDE if p in text]
+    assert found == [], found

@@ -1,6 +1,7 @@
 """The sync protocol: how members' nodes share an interval's set, votes and certificate.
 
-Gossip alone loses messages (shared/notes/libp2p.md), so nodes also ask each other over
+Gossip alone loses messages (GossipSub is best effort: a full queue, a slow peer or a
+mesh being repaired drops them), so nodes also ask each other over
 request/response (:mod:`.p2p`). Four requests, JSON in, JSON out:
 
 - ``{"op": "set", "interval": t}`` -> ``{"interval", "state", "set", "ids", "close"}``:

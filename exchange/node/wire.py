@@ -1,7 +1,7 @@
 """What household nodes say to each other: the gossip messages on a community's three
 topics and the requests of the reconciliation protocol (docs/node.md, "Messages").
 
-Every message is a signed record in canonical JSON (DESIGN.md, "Conventions"):
+Every message is a signed record in canonical JSON (docs/design.md, "Conventions"):
 
 - orders topic: an ``order`` or a ``cancel`` (settlement.records), or a ``batch``: many
   orders (and cancels) of one owner for one interval under one signature, so a bot posts

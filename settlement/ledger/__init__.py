@@ -1,4 +1,4 @@
-"""The hash-linked ledger: one SQLite file per node (DESIGN.md, "Ledger"; docs/ledger.md).
+"""The hash-linked ledger: one SQLite file per node (docs/design.md, "Ledger"; docs/ledger.md).
 
 Table ``entries(seq INTEGER PRIMARY KEY, ts, kind, body, prev, hash)``: ``seq`` counts from 1
 with no gaps, ``body`` is the canonical JSON text of the body, ``prev`` and ``hash`` are

@@ -268,7 +268,7 @@ class LedgerState:
         self.meters[m] = (owner, 0, 0, max_w)
 
     def _reading(self, b: dict, seq: int) -> Any:
-        """A signed meter reading, applied as DESIGN.md says (settlement/readings.py): the
+        """A signed meter reading, applied as docs/design.md says (settlement/readings.py): the
         net moves the owner's energy within [0, Bmax]; what is above Bmax must be the next
         entry's grid_export, what the balance cannot cover the next entry's grid_import."""
         k = "reading"

@@ -297,7 +297,7 @@ def engine_fill_events(markets: Markets) -> list[tuple]:
 
 
 def assert_no_book_crossed(markets: Any) -> None:
-    """DESIGN.md: no executable bid crosses an executable ask, in any book, at rest."""
+    """docs/design.md: no executable bid crosses an executable ask, in any book, at rest."""
     for name in MARKET_NAMES:
         q = markets[name].quotes()
         assert q.exec_bid is None or q.exec_ask is None or q.exec_bid < q.exec_ask, name

@@ -1,4 +1,4 @@
-"""Property tests of DESIGN.md's matching invariants, for the engine and the reference.
+"""Property tests of docs/design.md's matching invariants, for the engine and the reference.
 
 After every event of a random stream (continuous book) and after every clearing (call
 auction): balances are exactly the initial balances plus the fills (so energy and money

@@ -1,4 +1,4 @@
-"""Hand-built examples of each matching rule (DESIGN.md "Market rules", docs/matching.md).
+"""Hand-built examples of each matching rule (docs/design.md "Market rules", docs/matching.md).
 
 Every example runs against the pure-Python reference model and against the Cython engine,
 so each one checks both. Owners are small integers; prices are small too, so the money a

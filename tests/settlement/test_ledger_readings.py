@@ -1,4 +1,4 @@
-"""Meter readings in the ledger: applied as DESIGN.md says, with their grid entries."""
+"""Meter readings in the ledger: applied as docs/design.md says, with their grid entries."""
 
 from __future__ import annotations
 
