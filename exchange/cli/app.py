@@ -9,7 +9,7 @@ import sys
 import threading
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -25,13 +25,12 @@ from wattmesh.exchange.cli.simulate_community import community
 from wattmesh.exchange.cli.simulate_gode_sunder import gode_sunder
 from wattmesh.exchange.cli.terminal import command_group, progress_bar
 from wattmesh.exchange.cli.terminal import fail as _fail
-from wattmesh.exchange.replay import outputs
-from wattmesh.exchange.replay import replay as replaying
-from wattmesh.exchange.replay.node_log import NodeLogError, is_node_log, replay_node_log
-from wattmesh.exchange.replay.to_ledger import ReplayLedgerError, settle_into_ledger
+from wattmesh.exchange.clock import DEFAULT_INTERVAL_MS
 from wattmesh.settlement.errors import WattmeshError
-from wattmesh.settlement.ledger import LedgerError
 from wattmesh.settlement.readings import DEFAULT_FEEDIN_PRICE, DEFAULT_RETAIL_PRICE
+
+if TYPE_CHECKING:
+    from wattmesh.exchange.replay.replay import ReplayResult
 
 # A progress bar is worth drawing only for logs that take more than a moment.
 PROGRESS_MIN_BYTES = 16 << 20
@@ -89,12 +88,12 @@ def replay(
         Mode,
         typer.Option(
             help="call: one call auction per delivery interval, the network's default "
-            "mechanism (DESIGN.md); cda: a continuous double auction, events in order.",
+            "mechanism (docs/design.md); cda: a continuous double auction, events in order.",
         ),
     ] = Mode.call,
     interval_ms: Annotated[
         int, typer.Option(min=1, help="Length of a delivery interval in ms (call mode).")
-    ] = replaying.DEFAULT_INTERVAL_MS,
+    ] = DEFAULT_INTERVAL_MS,
     stp: Annotated[
         StpRule,
         typer.Option(
@@ -174,6 +173,12 @@ def replay(
     Default mode: call (the network's default mechanism). The same log always gives the
     same bytes out. Refused lines are counted by reason and listed in DIR/rejects.jsonl.
     """
+    # The replay's modules (the engine, the scanner) load here, not for every command.
+    from wattmesh.exchange.replay import replay as replaying
+    from wattmesh.exchange.replay.node_log import is_node_log
+    from wattmesh.exchange.replay.to_ledger import ReplayLedgerError, settle_into_ledger
+    from wattmesh.settlement.ledger import LedgerError
+
     if log is not None and is_node_log(log):
         # By name: typer carries its own copy of click, whose enum is not click's.
         given = [name for name in _COMMUNITY_RULED
@@ -225,8 +230,10 @@ _COMMUNITY_RULED = ("mode", "interval_ms", "stp", "verify_signatures", "storage_
                     "retail_price", "feedin_price")  # fmt: skip
 
 
-def _write_tables(result: replaying.ReplayResult, trades: str | None, out: Path | None) -> None:
+def _write_tables(result: ReplayResult, trades: str | None, out: Path | None) -> None:
     """--trades and --out: each file whole or not at all."""
+    from wattmesh.exchange.replay import outputs
+
     try:
         if trades == "-":
             outputs.write_trades(result, sys.stdout.buffer)
@@ -240,7 +247,7 @@ def _write_tables(result: replaying.ReplayResult, trades: str | None, out: Path 
         _fail(f"cannot write {exc.filename or trades or out}: {exc.strerror or exc}")
 
 
-def _show_summary(result: replaying.ReplayResult, trades: str | None, as_json: bool) -> None:
+def _show_summary(result: ReplayResult, trades: str | None, as_json: bool) -> None:
     # The trades own stdout when they go there; the summary then goes to stderr.
     stream = sys.stderr if trades == "-" else sys.stdout
     summary = result.summary()
@@ -255,6 +262,8 @@ def _replay_node_log(
 ) -> None:
     """Replay a node log (exchange/replay/node_log.py): settle it as its nodes did, write
     the same tables as an order log's, and say whether the ledger head is the node's."""
+    from wattmesh.exchange.replay.node_log import NodeLogError, replay_node_log
+
     size = log.stat().st_size
     try:
         with progress_bar("replaying", size, show=size >= PROGRESS_MIN_BYTES,

@@ -38,6 +38,7 @@ _OWNER_FIELDS = ("owner", "buyer", "seller", "meter", "fund", "authorised_by")
 class Format(StrEnum):
     csv = "csv"
     jsonl = "jsonl"
+    sqlite = "sqlite"
 
 
 def _open(path: Path) -> Ledger:
@@ -128,11 +129,32 @@ def show(
 @ledger_app.command()
 def export(
     file: FileArg,
-    fmt: Annotated[Format, typer.Option("--format", help="csv or jsonl.")] = Format.jsonl,
-) -> None:
-    """Write every entry to stdout; csv columns seq,ts,kind,body,prev,hash (body as
-    canonical JSON, hashes in hex)."""
+    fmt: Annotated[
+        Format, typer.Option("--format", help="jsonl, csv, or sqlite (needs --out).")
+    ] = Format.jsonl,
+    out: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", dir_okay=False, show_default=False,
+                     help="sqlite: the database to write (replaced whole if it exists)."),
+    ] = None,
+) -> None:  # fmt: skip
+    """Write every entry: jsonl and csv to stdout (csv columns seq,ts,kind,body,prev,hash,
+    body as canonical JSON, hashes in hex); sqlite to --out, one table per entry kind with
+    the body's fields as columns, and the balances (docs/ledger.md, "Export")."""
+    if (fmt is Format.sqlite) != (out is not None):
+        fail("--out FILE goes with --format sqlite (jsonl and csv go to stdout)")
     with _open(file) as ledger:
+        if fmt is Format.sqlite:
+            from wattmesh.settlement.ledger.tables import export_tables
+
+            assert out is not None
+            try:
+                counts = export_tables(ledger, out)
+            except OSError as exc:
+                fail(f"cannot write {out}: {exc.strerror or exc}")
+            tables = ", ".join(f"{k} {n:,}" for k, n in counts.items())
+            sys.stderr.write(f"{out}: {len(counts)} tables ({tables})\n")
+            return
         if fmt is Format.jsonl:
             for e in ledger.entries():
                 sys.stdout.write(orjson.dumps(e.to_dict()).decode() + "\n")

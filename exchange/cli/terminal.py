@@ -21,6 +21,7 @@ def command_group(help: str, *, no_args_is_help: bool = True) -> typer.Typer:
         add_completion=False,
         no_args_is_help=no_args_is_help,
         pretty_exceptions_enable=False,
+        rich_markup_mode=None,
         help=help,
         context_settings={"help_option_names": ["-h", "--help"]},
     )

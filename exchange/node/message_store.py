@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import sqlite_utils
 
 from wattmesh.exchange.node.wire import Inbound, set_digest
 
@@ -60,19 +59,14 @@ class MessageStore:
         conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # a process crash loses nothing committed
-        db = sqlite_utils.Database(conn)
-        if "messages" not in db.table_names():
-            db["messages"].create(
-                {"id": str, "interval": int, "kind": str, "signer": str, "data": bytes},
-                pk="id",
-            )
-            db["messages"].create_index(["interval"])
-            db["intervals"].create(
-                {"interval": int, "set_digest": str, "close": str, "seq": int, "disputed": int},
-                pk="interval",
-            )
         conn.executescript(
             """
+            CREATE TABLE IF NOT EXISTS "messages" ("id" TEXT PRIMARY KEY, "interval" INTEGER,
+                                                 "kind" TEXT, "signer" TEXT, "data" BLOB);
+            CREATE INDEX IF NOT EXISTS "idx_messages_interval" ON "messages" ("interval");
+            CREATE TABLE IF NOT EXISTS "intervals" ("interval" INTEGER PRIMARY KEY,
+                                                  "set_digest" TEXT, "close" TEXT,
+                                                  "seq" INTEGER, "disputed" INTEGER);
             CREATE TABLE IF NOT EXISTS sets (interval INTEGER, digest TEXT, ids TEXT,
                                              PRIMARY KEY (interval, digest));
             CREATE TABLE IF NOT EXISTS own_votes (interval INTEGER, round INTEGER, data BLOB,

@@ -3,7 +3,7 @@
 An order log is JSON Lines, one event per line in the order the events happened:
 ``account`` lines (opening balances), ``order`` lines, ``cancel`` lines, ``meter`` lines
 (a meter registered to a household) and ``reading`` lines (signed meter readings, applied
-as DESIGN.md says: up to Bmax, the rest exported or imported at grid prices;
+as docs/design.md says: up to Bmax, the rest exported or imported at grid prices;
 docs/replay.md).
 :func:`replay` applies them to the engine in one of two modes and returns a
 :class:`ReplayResult`: the fills, the per-interval statistics, the final balances and every
@@ -42,7 +42,7 @@ from typing import IO, Any, NamedTuple
 
 import orjson
 
-from wattmesh.exchange.clock import check_interval, is_late
+from wattmesh.exchange.clock import DEFAULT_INTERVAL_MS, check_interval, is_late
 from wattmesh.exchange.engine_keys import order_key
 from wattmesh.exchange.replay._logscan import CLEAR, DONE, FLUSH, Scanner, cda_buckets
 from wattmesh.matching import (
@@ -93,7 +93,6 @@ __all__ = [
 
 MODES = ("cda", "call")
 STP_RULES = ("none", "cancel-resting", "cancel-incoming")
-DEFAULT_INTERVAL_MS = 900_000  # 15 minutes (DESIGN.md)
 CHUNK_BYTES = 8 << 20
 SAMPLE_RESOURCE = "data/sample_day.jsonl"
 

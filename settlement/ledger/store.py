@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import sqlite_utils
 
 from ..canonical import CanonicalError, canonical
 from ..certificate import Certificate, check_certificate
@@ -36,29 +35,50 @@ from .verify import verify_rows
 _SCHEMA_TABLES = ("entries", "balances", "members", "meters", "meta")
 
 
-def _create_schema(db: sqlite_utils.Database) -> None:
-    db["entries"].create(
-        {"seq": int, "ts": int, "kind": str, "body": str, "prev": bytes, "hash": bytes},
-        pk="seq",
-        not_null={"ts", "kind", "body", "prev", "hash"},
-        if_not_exists=True,
-    )
-    db["balances"].create(
-        {"account": str, "kind": str, "energy": int, "money": int},
-        pk="account",
-        not_null={"kind", "energy", "money"},
-        if_not_exists=True,
-    )
-    db["members"].create(
-        {"owner": str, "bmax": int, "storage": int}, pk="owner", if_not_exists=True
-    )
-    db["meters"].create(
-        {"meter": str, "owner": str, "last_seq": int, "last_end": int, "max_power_w": int},
-        pk="meter",
-        if_not_exists=True,
-    )
-    db["meta"].create({"key": str, "value": int}, pk="key", if_not_exists=True)
-    _create_certificates(db.conn)
+# The tables as sqlite-utils first created them (the same SQL, so old and new files match);
+# plain sqlite3 here keeps sqlite-utils (and the pandas and numpy it imports when they are
+# installed) out of every process that only opens a ledger.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS "entries" (
+   "seq" INTEGER PRIMARY KEY,
+   "ts" INTEGER NOT NULL,
+   "kind" TEXT NOT NULL,
+   "body" TEXT NOT NULL,
+   "prev" BLOB NOT NULL,
+   "hash" BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS "balances" (
+   "account" TEXT PRIMARY KEY,
+   "kind" TEXT NOT NULL,
+   "energy" INTEGER NOT NULL,
+   "money" INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS "members" (
+   "owner" TEXT PRIMARY KEY,
+   "bmax" INTEGER,
+   "storage" INTEGER
+);
+CREATE TABLE IF NOT EXISTS "meters" (
+   "meter" TEXT PRIMARY KEY,
+   "owner" TEXT,
+   "last_seq" INTEGER,
+   "last_end" INTEGER,
+   "max_power_w" INTEGER
+);
+CREATE TABLE IF NOT EXISTS "meta" (
+   "key" TEXT PRIMARY KEY,
+   "value" INTEGER
+);
+"""
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(_SCHEMA)
+    _create_certificates(conn)
+
+
+def _table_names(conn: sqlite3.Connection) -> set[str]:
+    return {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
 def _create_certificates(conn: sqlite3.Connection) -> None:
@@ -76,7 +96,6 @@ class Ledger:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         self._state = self._load()
         self._atomic = False  # inside an atomic() block: appends are savepoints
 
@@ -90,8 +109,7 @@ class Ledger:
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open {p}: {exc}") from None
         try:
-            db = sqlite_utils.Database(conn)
-            names = set(db.table_names())  # before any change: never alter a foreign file
+            names = _table_names(conn)  # before any change: never alter a foreign file
             if "entries" not in names and not create:
                 raise LedgerError(f"{p} is not a ledger (no 'entries' table)")
             if "entries" in names and not names.issuperset(_SCHEMA_TABLES):
@@ -102,7 +120,7 @@ class Ledger:
             # lose the last commits, never leave half a batch.
             conn.execute("PRAGMA synchronous=NORMAL")
             if "entries" not in names:
-                _create_schema(db)
+                _create_schema(conn)
             elif "certificates" not in names:  # a ledger from before certificates
                 _create_certificates(conn)
         except sqlite3.DatabaseError as exc:
@@ -125,7 +143,6 @@ class Ledger:
     # -- reading the cache --
 
     def _load(self) -> LedgerState:
-        db = self.db
         st = LedgerState()
         row = self.conn.execute(
             "SELECT seq, ts, hash FROM entries ORDER BY seq DESC LIMIT 1"
@@ -140,19 +157,20 @@ class Ledger:
                 st.funds = dict(st.genesis["funds"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 st.genesis = None
-        for r in db["balances"].rows:
-            st.bal[r["account"]] = (r["energy"], r["money"])
-        for r in db["members"].rows:
-            st.members[r["owner"]] = (r["bmax"], bool(r["storage"]))
-        for r in db["meters"].rows:
-            st.meters[r["meter"]] = (r["owner"], r["last_seq"], r["last_end"], r["max_power_w"])
-        for r in db["meta"].rows:
-            if r["key"] == "last_close":
-                st.last_close = r["value"]
-            elif r["key"] == "first_trade":
-                st.first_trade = r["value"]
-            elif r["key"] == "storage_interval":
-                st.storage_interval = r["value"]
+        q = self.conn.execute
+        for account, energy, money in q("SELECT account, energy, money FROM balances"):
+            st.bal[account] = (energy, money)
+        for owner, bmax, storage in q("SELECT owner, bmax, storage FROM members"):
+            st.members[owner] = (bmax, bool(storage))
+        for m in q("SELECT meter, owner, last_seq, last_end, max_power_w FROM meters"):
+            st.meters[m[0]] = m[1:]
+        for key, value in q("SELECT key, value FROM meta"):
+            if key == "last_close":
+                st.last_close = value
+            elif key == "first_trade":
+                st.first_trade = value
+            elif key == "storage_interval":
+                st.storage_interval = value
         if st.last_close:
             row = self.conn.execute(
                 "SELECT body FROM entries WHERE seq = ?", (st.last_close,)

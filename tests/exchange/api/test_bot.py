@@ -310,7 +310,7 @@ def test_threshold_reposts_what_remains_until_it_trades_in_full():
 def test_the_limits_default_to_the_communitys_grid_prices():
     from pathlib import Path
 
-    from wattmesh.exchange.cli.bot import BotSettings
+    from wattmesh.exchange.api.bot_runner import BotSettings
 
     community = {"retail_price": 250_000, "feedin_price": 70_000}
     zic = BotSettings("zi-c", Path("t"), seed=1).strategy_for(holding(1_000), community)

@@ -117,3 +117,28 @@ def test_export_csv_and_jsonl(cli, ledger_file: Path) -> None:
     assert [x["hash"] for x in lines] == [r["hash"] for r in rows]
     code, _, _ = cli("ledger", "export", ledger_file, "--format", "xml")
     assert code == 2
+
+
+def test_export_sqlite_is_a_table_per_kind(cli, ledger_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tables.db"
+    out.write_bytes(b"an older export")  # replaced whole
+    code, _, err = cli("ledger", "export", ledger_file, "--format", "sqlite", "--out", out)
+    assert code == 0, err
+    db = sqlite3.connect(out)
+    with Ledger.open(ledger_file, create=False) as led:
+        kinds: dict[str, int] = {}
+        for e in led.entries():
+            kinds[e.kind] = kinds.get(e.kind, 0) + 1
+        balances = led.balances()
+    for kind, n in kinds.items():
+        assert db.execute(f'SELECT count(*) FROM "{kind}"').fetchone() == (n,)
+    assert f"{len(kinds) + 1} tables" in err
+    # Typed columns: sums are numbers, not text.
+    assert db.execute("SELECT buyer, seller, qty * price, ledger_seq FROM trade").fetchall() == [
+        ("alice", "bob", 100 * 200_000, 7)
+    ]
+    got = {a: (k, e, m) for a, k, e, m in db.execute("SELECT * FROM balances")}
+    assert got == {a: (b["kind"], b["energy"], b["money"]) for a, b in balances.items()}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    code, _, err = cli("ledger", "export", ledger_file, "--format", "sqlite")
+    assert code == 2 and "--out FILE goes with --format sqlite" in err
