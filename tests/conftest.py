@@ -127,3 +127,26 @@ def ledger_rows() -> Callable[[object], list[tuple]]:
             conn.close()
 
     return read
+
+
+@pytest.fixture(scope="session")
+def run_group() -> Callable[..., tuple[int, str]]:
+    """``run_group(cmd, timeout)`` -> (exit code, stdout and stderr together): a command
+    that starts processes of its own (``wattmesh demo``) run in a process group of its
+    own, so that a timeout kills them all and fails the test with the output so far."""
+    import os
+    import signal
+    import subprocess
+
+    def run(cmd: list[str], timeout: float) -> tuple[int, str]:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)  # fmt: skip
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            pytest.fail(f"{' '.join(cmd[2:])} did not finish in {timeout} s:\n{out}")
+        return proc.returncode, out
+
+    return run

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -43,24 +42,15 @@ def _gone(pid: int) -> bool:
     return False
 
 
-def test_demo_runs_three_nodes_to_agreement(tmp_path: Path) -> None:
+def test_demo_runs_three_nodes_to_agreement(tmp_path: Path, run_group) -> None:
     root = tmp_path / "demo"
     cmd = [sys.executable, "-m", "wattmesh.exchange.cli", "demo", "--households", "3",
            "--hours", "1", "--seconds-per-interval", "1.5", "--dir", str(root),
            "--out", str(tmp_path / "tables")]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,  # its own process group: a timeout kills the nodes too
-    )  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=150)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"wattmesh demo did not finish in time:\n{out}")
+    code, out = run_group(cmd, 150)
     pids = [int(p) for p in re.findall(r"\bpid (\d+)", out)]
     assert pids and all(_gone(p) for p in pids), out
-    assert proc.returncode == 0, out
+    assert code == 0, out
     for name in ("house-1", "house-2", "house-3"):
         assert name in out
         assert (root / name / "ledger.sqlite").is_file()  # --dir keeps the data

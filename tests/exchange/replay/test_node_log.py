@@ -7,8 +7,6 @@ naming the line, or (a changed community) replays to closes that say where they 
 from __future__ import annotations
 
 import csv
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,20 +22,12 @@ WATTMESH = [sys.executable, "-m", "wattmesh.exchange.cli"]
 
 
 @pytest.fixture(scope="module")
-def street(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def street(tmp_path_factory: pytest.TempPathFactory, run_group: Callable) -> Path:
     """Three households' data directories after an hour of real trading (four intervals)."""
     root = tmp_path_factory.mktemp("street") / "street"
-    cmd = [*WATTMESH, "demo", "--households", "3", "--hours", "1",
-           "--seconds-per-interval", "1.5", "--dir", str(root)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=150)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"wattmesh demo did not finish in time:\n{out}")
-    assert proc.returncode == 0, out
+    code, out = run_group([*WATTMESH, "demo", "--households", "3", "--hours", "1",
+                           "--seconds-per-interval", "1.5", "--dir", str(root)], 150)  # fmt: skip
+    assert code == 0, out
     return root
 
 
