@@ -3,7 +3,7 @@
 
     python benchmarks/gossip.py [--nodes 8 24] [--batch 1000] [--rate 1.2] [--messages 96]
                                 [--links 4] [--wait 30] [--seed 7] [--without MODULE...]
-                                [--freeze-gc] [--json]
+                                [--default-gc] [--json]
     python benchmarks/gossip.py --quick          # N=4, a few messages: a smoke check
 
 For each N in ``--nodes`` it starts N processes on 127.0.0.1, each one real
@@ -53,8 +53,10 @@ one machine the flood of each message needs N times a node's share of CPU from t
 few cores, which sets a floor under the latency that separate machines would not have.
 docs/node.md, "Gossip benchmark", has the figures measured and what limits them.
 
-Two what-if options change the nodes, to measure a proposed change: ``--without pandas
-numpy`` (sqlite_utils imports them when installed) and ``--freeze-gc``.
+Each node collects garbage as ``wattmesh node`` does (exchange/node/collector.py: what it
+holds is frozen, full collections run after settling). Two what-if options change the
+nodes: ``--without MODULE...`` (those modules cannot be imported) and ``--default-gc``
+(CPython's own collection schedule, as before the collector policy).
 """
 
 from __future__ import annotations
@@ -111,14 +113,14 @@ def rss_mb(field: str = "VmHWM") -> float:
 
 
 def worker(
-    index: int, data_dir: Path, community_path: Path, without: list[str], freeze_gc: bool
+    index: int, data_dir: Path, community_path: Path, without: list[str], default_gc: bool
 ) -> None:
     """One household node. stdin commands, one per line, each answered on stdout:
 
     ``dial <addr>...`` -> ``dialed <n>``; ``status`` -> ``status <topic peers> <mesh
     peers>``; ``run <start_ns> <rate> <batch> <per_node> <nodes> <wait_s>`` -> ``result
     <json>``. End of input stops the node. Modules in ``without`` cannot be imported
-    (``--without``); ``freeze_gc``: see ``--freeze-gc``.
+    (``--without``); ``default_gc``: see ``--default-gc``.
     """
     for name in without:
         sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
@@ -128,6 +130,7 @@ def worker(
     import trio
 
     from wattmesh.exchange.community_file import load_community
+    from wattmesh.exchange.node.collector import QuietCollector
     from wattmesh.exchange.node.household import HouseholdNode
     from wattmesh.exchange.node.message_store import MessageStore
     from wattmesh.exchange.node.wire import ORDERS, Batch, Inbound
@@ -163,8 +166,6 @@ def worker(
 
     def on_accept(inbound: Inbound) -> None:
         accepted[inbound.id] = time.time_ns()
-        if freeze_gc:
-            gc.freeze()  # what is held now is never traversed by a full collection again
         counts["orders"] += len(inbound.orders())
         if counts["expected"] and len(accepted) >= counts["expected"]:
             done.set()
@@ -230,8 +231,8 @@ def worker(
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(node.run, "/ip4/127.0.0.1/tcp/0", stop=stop))
             assert node.p2p is not None
-            if freeze_gc:
-                gc.freeze()
+            if not default_gc:
+                node.listeners.append(QuietCollector())  # as `wattmesh node` does
             reply("addr", node.p2p.addrs[0])
             await control(stop)
 
@@ -275,7 +276,7 @@ class Workers:
             self.logs[i].parent.mkdir()
             cmd = [sys.executable, __file__, "--worker", str(i), str(self.logs[i].parent),
                    str(community_path), ",".join(args.without),
-                   str(int(args.freeze_gc))]  # fmt: skip
+                   str(int(args.default_gc))]  # fmt: skip
             with self.logs[i].open("w") as log:
                 self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                                    stdout=subprocess.PIPE, stderr=log,
@@ -463,9 +464,9 @@ def main() -> None:
         metavar="MODULE",
         help="make these modules unimportable in the nodes (e.g. pandas)",
     )
-    ap.add_argument("--freeze-gc", action="store_true",
-                    help="call gc.freeze() in the nodes after start and after every accepted "
-                    "batch (a proposed node change, to see its effect)")  # fmt: skip
+    ap.add_argument("--default-gc", action="store_true",
+                    help="CPython's own collection schedule in the nodes instead of the "
+                    "node's (exchange/node/collector.py), to see its effect")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="N=4, few messages: a smoke check")
     ap.add_argument("--json", action="store_true", help="one JSON line per N")
     args = ap.parse_args()
@@ -487,8 +488,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
-        index, data_dir, community, without, freeze_gc = sys.argv[2:7]
+        index, data_dir, community, without, default_gc = sys.argv[2:7]
         worker(int(index), Path(data_dir), Path(community), [m for m in without.split(",") if m],
-               freeze_gc == "1")  # fmt: skip
+               default_gc == "1")  # fmt: skip
     else:
         main()

@@ -21,6 +21,7 @@ from typing import IO
 import trio
 
 from wattmesh.exchange.community_file import load_community
+from wattmesh.exchange.node.collector import QuietCollector
 from wattmesh.exchange.node.config import ApiConfig, NodeConfig
 from wattmesh.exchange.node.household import HouseholdNode
 from wattmesh.exchange.node.message_store import MessageStore
@@ -161,6 +162,7 @@ async def _serve(
 
         nursery.start_soon(on_signal)
         await nursery.start(partial(node.run, listen, bootstrap, stop=stop))
+        node.listeners.append(QuietCollector())  # full collections only after settling
         api_scope = trio.CancelScope()
         if api.address is not None and node.data_dir is not None:
             from wattmesh.exchange.api.serve import serve_api
