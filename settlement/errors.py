@@ -13,8 +13,21 @@ own ``ValueError`` for bad arguments.
 
 from __future__ import annotations
 
-__all__ = ["WattmeshError"]
+__all__ = ["RecordError", "WattmeshError"]
 
 
 class WattmeshError(Exception):
     """Something wattmesh refuses or cannot do; ``str(exc)`` says what, in one line."""
+
+
+class RecordError(WattmeshError, ValueError):
+    """A record that does not validate. ``field`` names the culprit (None: the whole record).
+
+    Re-exported by ``settlement.records``, its users' usual door; it lives here so that a
+    rule that only raises it (``settlement.readings``) does not load the records and the
+    keys they verify with."""
+
+    def __init__(self, field: str | None, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}" if field else problem)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .records import RecordError
+from .errors import RecordError
 
 __all__ = [
     "DEFAULT_FEEDIN_PRICE",

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from wattmesh.settlement.errors import WattmeshError
+from wattmesh.settlement.errors import RecordError
 
 from .canonical import CanonicalError, record_id
 from .keys import Ed25519PrivateKey, peer_id_of, sign, verify
@@ -54,15 +54,6 @@ def _is_sig_hex(value: Any) -> bool:
         return bytes.fromhex(value).hex() == value
     except ValueError:
         return False
-
-
-class RecordError(WattmeshError, ValueError):
-    """A record that does not validate. ``field`` names the culprit (None: the whole record)."""
-
-    def __init__(self, field: str | None, problem: str) -> None:
-        self.field = field
-        self.problem = problem
-        super().__init__(f"{field}: {problem}" if field else problem)
 
 
 # Failure helpers: only reached once a fast inline check has failed, so they may be slow.

@@ -13,7 +13,7 @@ import typer
 
 from wattmesh.exchange.api.tokens import ensure_token, rotate_token
 from wattmesh.exchange.cli.terminal import command_group, fail
-from wattmesh.exchange.node.config import default_data_dir, load_node_config
+from wattmesh.exchange.node.defaults import default_data_dir
 from wattmesh.settlement.errors import WattmeshError
 
 api_app = command_group("The node's web page and API: tokens and login codes (docs/api.md).")
@@ -60,6 +60,8 @@ def login_code(
     """Ask the running node for a one-time login code for its web page (good once, for ten
     minutes), and print the page's address with it."""
     import httpx
+
+    from wattmesh.exchange.node.config import load_node_config
 
     target = data_dir if data_dir is not None else default_data_dir()
     try:

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from wattmesh.exchange.cli.terminal import fail
-from wattmesh.exchange.node.config import DEFAULT_API_LISTEN, default_data_dir
+from wattmesh.exchange.node.defaults import DEFAULT_API_LISTEN, default_data_dir
 
 __all__ = ["bot"]
 

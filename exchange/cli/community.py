@@ -17,22 +17,14 @@ import typer
 
 from wattmesh.exchange.atomic_file import write_atomic
 from wattmesh.exchange.cli.terminal import command_group, fail
-from wattmesh.exchange.community_file import (
-    CommunityError,
-    MemberSpec,
-    MeterSpec,
-    add_member,
-    community_template,
-)
-from wattmesh.exchange.node.config import DEFAULT_FILES, default_data_dir
+from wattmesh.exchange.clock import DEFAULT_INTERVAL_MS
+from wattmesh.exchange.node.defaults import DEFAULT_FILES, default_data_dir
 from wattmesh.settlement.errors import WattmeshError
-from wattmesh.settlement.keys import generate_key, peer_id_of, read_key_file, save_key
 
 community_app = command_group(
     "A street's community file: start one (new), add households to it (add)."
 )
 
-INTERVAL_MS = 900_000
 Bmax = Annotated[int, typer.Option(min=0, metavar="WH", help="Wh it may hold in storage.")]
 
 
@@ -48,7 +40,7 @@ def _start(text: str | None) -> int:
     if moment.tzinfo is None:
         fail(f"--start: {text!r} needs its offset (Z for UTC, or +01:00)", code=1)
     ms = int(moment.timestamp() * 1000)
-    if ms % INTERVAL_MS:
+    if ms % DEFAULT_INTERVAL_MS:
         fail(f"--start: {text} is not the start of a 15-minute interval", code=1)
     return ms
 
@@ -77,6 +69,9 @@ def new(
     to your neighbours; each runs ``wattmesh init --community street.toml`` and sends you
     the stanza it prints, and you add it with ``wattmesh community add``.
     """
+    from wattmesh.exchange.community_file import MemberSpec, community_template
+    from wattmesh.settlement.keys import generate_key, peer_id_of, read_key_file, save_key
+
     if out.exists():
         fail(f"--out: {out} exists already; choose another name (or add to it)", code=1)
     d = data_dir if data_dir is not None else default_data_dir()
@@ -123,6 +118,8 @@ def add(
     Example: ``wattmesh community add street.toml --peer-id 12D3KooW... --bmax 8000
     --name 'No. 5'``. Every other line and comment of the file stays as it was.
     """
+    from wattmesh.exchange.community_file import CommunityError, MemberSpec, MeterSpec, add_member
+
     try:
         text = file.read_text()
     except OSError as exc:

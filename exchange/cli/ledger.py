@@ -12,20 +12,16 @@ import csv
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 
 from wattmesh.exchange.cli.terminal import command_group, fail
-from wattmesh.settlement.ledger import (
-    KINDS,
-    Ledger,
-    LedgerError,
-    check_proof,
-    parse_head,
-    parse_proof,
-)
+from wattmesh.settlement.ledger import KINDS, LedgerError, check_proof, parse_head, parse_proof
+
+if TYPE_CHECKING:
+    from wattmesh.settlement.ledger import Ledger
 
 ledger_app = command_group("Inspect and verify a node's hash-linked ledger (SQLite file).")
 
@@ -42,6 +38,8 @@ class Format(StrEnum):
 
 
 def _open(path: Path) -> Ledger:
+    from wattmesh.settlement.ledger import Ledger  # the store loads for commands that open
+
     try:
         return Ledger.open(path, create=False)
     except LedgerError as exc:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -28,18 +28,9 @@ from wattmesh.meters.measurement import (
     RegisterSample,
     intervals_from_registers,
 )
-from wattmesh.meters.signer import sign_measurements
-from wattmesh.meters.validate import ReadingRefused, ReadingValidator
-from wattmesh.settlement.keys import (
-    Ed25519PrivateKey,
-    KeyFileError,
-    generate_key,
-    peer_id_of,
-    public_key_from_peer_id,
-    read_key_file,
-    save_key,
-)
-from wattmesh.settlement.records import Meter, RecordError
+
+if TYPE_CHECKING:
+    from wattmesh.settlement.keys import Ed25519PrivateKey
 
 meter_app = command_group(
     "Meter keys and signed readings: simulated, CSV, DSMR P1 and SunSpec sources."
@@ -66,6 +57,8 @@ def keygen(
 
     Refuses to overwrite an existing key file: a meter's key is its identity.
     """
+    from wattmesh.settlement.keys import generate_key, peer_id_of, save_key
+
     key = generate_key()
     try:
         save_key(out, key)
@@ -132,6 +125,10 @@ def read(
 
         wattmesh meter read --source sunspec --host 192.168.1.50 --samples 91 --period 10
     """
+    from wattmesh.meters.signer import sign_measurements
+    from wattmesh.settlement.keys import peer_id_of
+    from wattmesh.settlement.records import RecordError
+
     meter_key = _load_key(key)
     measurements, expected = _measurements(
         source, file=file, device=device, baudrate=baudrate, host=host, port=port, unit=unit,
@@ -178,6 +175,9 @@ def verify(
 
     Example: wattmesh meter verify week.jsonl --meter-pub 12D3KooW...
     """
+    from wattmesh.meters.validate import ReadingRefused, ReadingValidator
+    from wattmesh.settlement.records import Meter
+
     meter_id = _meter_id(meter_pub)
     validator = ReadingValidator([Meter(meter_id, "-", max_power_w)])
     refused = accepted = 0
@@ -207,6 +207,8 @@ def verify(
 
 
 def _load_key(path: Path) -> Ed25519PrivateKey:
+    from wattmesh.settlement.keys import KeyFileError, read_key_file
+
     try:
         return read_key_file(path, "--key")
     except KeyFileError as exc:
@@ -215,6 +217,8 @@ def _load_key(path: Path) -> Ed25519PrivateKey:
 
 
 def _meter_id(text: str) -> str:
+    from wattmesh.settlement.keys import peer_id_of, public_key_from_peer_id
+
     if Path(text).is_file():
         return peer_id_of(_load_key(Path(text)))
     try:

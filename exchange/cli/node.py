@@ -23,14 +23,7 @@ import orjson
 import typer
 
 from wattmesh.exchange.cli.terminal import command_group, fail
-from wattmesh.exchange.node.config import (
-    ApiConfig,
-    default_data_dir,
-    init_data_dir,
-    load_node_config,
-    parse_bootstrap,
-    parse_listen,
-)
+from wattmesh.exchange.node.defaults import default_data_dir
 from wattmesh.settlement.errors import WattmeshError
 
 node_app = command_group(
@@ -77,6 +70,8 @@ def init(
     ledger, and refuses (changing nothing) a community file other than the one the ledger
     was made from. Exit code 2 when the key is not a member of the community yet.
     """
+    from wattmesh.exchange.node.config import init_data_dir
+
     if community is None:  # checked here, not by click, so that it exits 1 like other errors
         fail("--community FILE is required (the community file, docs/node.md)", code=1)
     target = data_dir if data_dir is not None else default_data_dir()
@@ -147,6 +142,12 @@ def node(
     interval into its ledger after reconciling with them, and writes status.json and
     node.log in the data directory.
     """
+    from wattmesh.exchange.node.config import (
+        ApiConfig,
+        load_node_config,
+        parse_bootstrap,
+        parse_listen,
+    )
     from wattmesh.exchange.node.process import run_node
 
     target = data_dir if data_dir is not None else default_data_dir()

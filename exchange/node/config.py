@@ -36,6 +36,13 @@ from wattmesh.exchange.community_file import (
     show_value,
     toml_value,
 )
+from wattmesh.exchange.node.defaults import (
+    DEFAULT_API_LISTEN,
+    DEFAULT_FILES,
+    DEFAULT_LISTEN,
+    NODE_TOML,
+    default_data_dir,
+)
 from wattmesh.matching import MAX_PRICE, MAX_QTY
 from wattmesh.meters.simulated import BACKENDS as METER_BACKENDS
 from wattmesh.settlement.errors import WattmeshError
@@ -71,15 +78,6 @@ __all__ = [
     "save_bot_config",
 ]
 
-NODE_TOML = "node.toml"
-DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
-DEFAULT_API_LISTEN = "127.0.0.1:8480"  # loopback: only this machine reaches the API
-DEFAULT_FILES = {
-    "community": "community.toml",
-    "key": "household.key",
-    "ledger": "ledger.sqlite",
-    "store": "messages.sqlite",
-}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 METER_SOURCES = ("none", "simulated", "dsmr", "sunspec", "csv")
 _I64 = 2**63 - 1
@@ -435,14 +433,6 @@ class _Literals:
 
 
 # -- wattmesh init ------------------------------------------------------------------------
-
-
-def default_data_dir() -> Path:
-    """``$XDG_DATA_HOME/wattmesh``, or ``~/.local/share/wattmesh`` (XDG Base Directory:
-    a relative XDG_DATA_HOME is ignored)."""
-    base = os.environ.get("XDG_DATA_HOME", "")
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".local" / "share"
-    return root / "wattmesh"
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,14 @@ same SQLite transaction as the entries, so one batch is all-or-nothing, crash in
 The package, one module a part: ``schema`` (entry kinds, fields, accounts, the entry hash),
 ``fold`` (each kind's rules and the balances they fold to), ``store`` (SQLite and
 :class:`Ledger`), ``verify`` (checking a file from its rows) and ``proofs`` (inclusion
-proofs). Import from here: the modules are its layout, not its interface.
+proofs). Import from here: the modules are its layout, not its interface. :class:`Ledger`
+loads on first use (PEP 562): it brings the fold, the keys and the certificates, which a
+command that only names a kind or checks a proof does not need.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from .proofs import PROOF_FIELDS, check_proof, parse_proof
 from .schema import (
@@ -35,7 +39,9 @@ from .schema import (
     entry_hash,
     parse_head,
 )
-from .store import Ledger
+
+if TYPE_CHECKING:
+    from .store import Ledger
 
 __all__ = [
     "EXTERNAL",
@@ -54,3 +60,12 @@ __all__ = [
     "parse_head",
     "parse_proof",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Ledger":
+        from .store import Ledger
+
+        globals()["Ledger"] = Ledger
+        return Ledger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,34 @@
+"""``wattmesh --help`` starts without the heavy modules its commands load when they run
+(README, "Performance": start-up). Checked by what is imported, not by a clock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+# Each costs 10 to 300 ms to import, and only some commands need it.
+HEAVY = ("httpx", "cryptography", "sqlite_utils", "pandas", "numpy", "libp2p", "trio",
+         "matplotlib", "wattmesh.exchange.replay._logscan", "wattmesh.settlement.ledger.store",
+         "wattmesh.exchange.node.config", "wattmesh.settlement.keys")  # fmt: skip
+
+
+def loaded_by(args: list[str]) -> set[str]:
+    code = ("import sys\n"
+            "from wattmesh.exchange.cli.app import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(' '.join(sorted(sys.modules)), file=sys.stderr)")  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    return set(res.stderr.split())
+
+
+def test_help_and_version_load_none_of_the_heavy_modules() -> None:
+    for args in ([], ["--help"], ["--version"], ["replay", "--help"], ["bot", "--help"],
+                 ["ledger", "--help"]):
+        assert loaded_by(args) & set(HEAVY) == set(), args
+
+
+def test_a_command_still_loads_what_it_needs() -> None:
+    assert {"wattmesh.matching._engine", "wattmesh.exchange.replay._logscan"} <= loaded_by(
+        ["replay", "--json"]
+    )
