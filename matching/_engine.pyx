@@ -42,8 +42,8 @@ cdef extern from * nogil:
     #include <string.h>
     /* One order in a call auction's priority order. It carries what the commit and the
        walk read, so after the sort they run over this array alone, front to back. */
-    struct wm_key { int64_t pkey; int64_t ts; uint64_t oid; uint32_t owner; int32_t qty;
-                    int32_t exec_qty; int32_t idx; };
+    struct wm_key { int64_t ts; uint64_t oid; int32_t pkey; uint32_t owner; int32_t qty;
+                    int32_t exec_qty; };  /* 32 bytes: the sorts move every key */
     struct wm_key_less {  /* a functor, so std::sort inlines the comparison */
         bool operator()(const wm_key& a, const wm_key& b) const {
             if (a.pkey != b.pkey) return a.pkey < b.pkey;
@@ -52,9 +52,11 @@ cdef extern from * nogil:
         }
     };
     /* Sort by (pkey, ts, oid). Prices span a small range, so a stable LSD radix sort on
-       pkey (11-bit digits, only as many passes as the range needs) puts the keys in price order;
-       then each run of equal prices, usually short, is sorted by the full key. */
-    static inline void wm_sort_keys(wm_key* k, size_t n) {
+       pkey (11-bit digits, only as many passes as the range needs) puts the keys in price
+       order; then each run of equal prices, usually short, is sorted by the full key.
+       `tmp` holds n keys: the caller keeps it across clearings, so that a million keys'
+       worth of memory is not faulted in again each time. */
+    static inline void wm_sort_keys(wm_key* k, size_t n, wm_key* tmp) {
         if (n < 2) return;
         int64_t lo = k[0].pkey, hi = k[0].pkey;
         for (size_t i = 1; i < n; i++) {
@@ -62,8 +64,6 @@ cdef extern from * nogil:
             if (k[i].pkey > hi) hi = k[i].pkey;
         }
         uint64_t range = (uint64_t)(hi - lo);
-        wm_key* tmp = (wm_key*)malloc(n * sizeof(wm_key));
-        if (tmp == NULL) { std::sort(k, k + n, wm_key_less()); return; }
         wm_key* src = k;
         wm_key* dst = tmp;
         for (int shift = 0; shift < 64 && (range >> shift); shift += 11) {
@@ -75,7 +75,6 @@ cdef extern from * nogil:
             wm_key* t = src; src = dst; dst = t;
         }
         if (src != k) memcpy(k, src, n * sizeof(wm_key));
-        free(tmp);
         size_t i = 0;
         while (i < n) {
             size_t j = i + 1;
@@ -84,16 +83,41 @@ cdef extern from * nogil:
             i = j;
         }
     }
+    /* Whether an id occurs twice among n (then *dup is one): one pass buckets the ids by
+       their top 16 bits into `buf` (n ids; `start` holds 2^16 + 1 sizes), then each
+       bucket, a handful of ids when ids are hashes, is sorted and its neighbours
+       compared. Ids that share their top bits only make the buckets bigger: still
+       correct, at worst one std::sort of them all. */
+    static inline int wm_find_duplicate(const uint64_t* ids, size_t n, uint64_t* buf,
+                                        size_t* start, uint64_t* dup) {
+        memset(start, 0, ((1 << 16) + 1) * sizeof(size_t));
+        for (size_t i = 0; i < n; i++) start[(ids[i] >> 48) + 1]++;
+        for (size_t d = 0; d < (1 << 16); d++) start[d + 1] += start[d];
+        for (size_t i = 0; i < n; i++) buf[start[ids[i] >> 48]++] = ids[i];
+        /* start[d] is now the end of bucket d, which is where bucket d + 1 starts */
+        size_t from = 0;
+        for (size_t d = 0; d < (1 << 16); d++) {
+            size_t to = start[d];
+            if (to - from > 1) {
+                std::sort(buf + from, buf + to);
+                for (size_t i = from + 1; i < to; i++)
+                    if (buf[i] == buf[i - 1]) { *dup = buf[i]; return 1; }
+            }
+            from = to;
+        }
+        return 0;
+    }
     """
     ctypedef struct wm_key:
-        int64_t pkey
         int64_t ts
         uint64_t oid
+        int32_t pkey  # -price for bids, price for asks: prices fit 31 bits (MAX_PRICE)
         uint32_t owner
         int32_t qty
         int32_t exec_qty
-        int32_t idx
-    void wm_sort_keys(wm_key* k, size_t n)
+    void wm_sort_keys(wm_key* k, size_t n, wm_key* tmp)
+    int wm_find_duplicate(const uint64_t* ids, size_t n, uint64_t* buf, size_t* start,
+                          uint64_t* dup)
 
 # Public constants (also exported by wattmesh.matching).
 BID = 0
@@ -1510,6 +1534,13 @@ cdef class CallAuction:
     cdef _FillBuffer fills
     cdef wm_key* keys
     cdef size_t keys_cap
+    # scratch kept across clearings (wm_sort_keys, wm_find_duplicate): a clearing of a
+    # million orders would otherwise fault in tens of megabytes each time
+    cdef wm_key* sort_tmp
+    cdef size_t sort_tmp_cap
+    cdef uint64_t* dup_buf
+    cdef size_t dup_cap
+    cdef size_t* dup_start
     # results of the last clearing
     cdef int64_t last_price
     cdef int64_t last_volume
@@ -1524,6 +1555,9 @@ cdef class CallAuction:
     def __dealloc__(self):
         free(self.rows)
         free(self.keys)
+        free(self.sort_tmp)
+        free(self.dup_buf)
+        free(self.dup_start)
 
     cdef int _add(self, uint64_t oid, int side, int64_t price, int64_t qty,
                   uint32_t owner, int64_t ts) except -2:
@@ -1584,20 +1618,23 @@ cdef class CallAuction:
         for i in range(self.n):
             o = &self.rows[i]
             if o.live and o.side == side:
-                out[k].pkey = -o.price if side == C_BID else o.price
+                out[k].pkey = <int32_t>(-o.price if side == C_BID else o.price)
                 out[k].ts = o.ts
                 out[k].oid = o.oid
                 out[k].owner = o.owner
                 out[k].qty = <int32_t>o.qty
                 out[k].exec_qty = 0
-                out[k].idx = <int32_t>i
                 k += 1
-        wm_sort_keys(out, k)
+        wm_sort_keys(out, k, self.sort_tmp)
         return k
 
-    cdef int _ensure_keys(self) except -1:
-        if self.keys_cap < self.n + 1:
-            self.keys = <wm_key*>grow(self.keys, &self.keys_cap, self.n + 1, sizeof(wm_key))
+    cdef int _ensure_scratch(self, size_t n) except -1:
+        """Room for the keys of n orders and for sorting them."""
+        if self.keys_cap < n + 1:
+            self.keys = <wm_key*>grow(self.keys, &self.keys_cap, n + 1, sizeof(wm_key))
+        if self.sort_tmp_cap < n + 1:
+            self.sort_tmp = <wm_key*>grow(self.sort_tmp, &self.sort_tmp_cap, n + 1,
+                                          sizeof(wm_key))
         return 0
 
     cdef int64_t _commit(self, wm_key* k, size_t nk, int side) noexcept:
@@ -1633,9 +1670,21 @@ cdef class CallAuction:
 
     cdef int _clear(self) except -1:
         """Clear every pending order into the fill buffer; empty the auction."""
-        cdef size_t nb, na, i = 0, j = 0
+        cdef size_t nb, na
         cdef wm_key* bk
         cdef wm_key* ak
+        self._ensure_scratch(self.n)
+        bk = self.keys
+        nb = self._sorted_keys(C_BID, bk)
+        ak = self.keys + nb
+        na = self._sorted_keys(C_ASK, ak)
+        # The ask keys were written after the bid keys; both fit in n slots.
+        return self._clear_sorted(bk, nb, ak, na)
+
+    cdef int _clear_sorted(self, wm_key* bk, size_t nb, wm_key* ak, size_t na) except -1:
+        """Clear the orders whose keys are `bk` (bids) and `ak` (asks), each side in
+        priority order, into the fill buffer; empty the auction."""
+        cdef size_t i = 0, j = 0
         cdef wm_key* b
         cdef wm_key* a
         cdef int64_t rb = 0, ra = 0, f, pb = 0, pa = 0, price, volume = 0
@@ -1643,12 +1692,6 @@ cdef class CallAuction:
         cdef FillRec* r
         cdef Accounts acc = self.acc
         cdef int64_t n_exec = 0
-        self._ensure_keys()
-        bk = self.keys
-        nb = self._sorted_keys(C_BID, bk)
-        ak = self.keys + nb
-        na = self._sorted_keys(C_ASK, ak)
-        # The ask keys were written after the bid keys; both fit in n slots.
         n_exec = self._commit(bk, nb, C_BID)
         # A household that both buys and sells: its scratch balances restart per side,
         # so each side is checked against the balances before the clearing.
@@ -1724,7 +1767,6 @@ cdef class CallAuction:
         clears nothing) on a bad row or a duplicate oid.
         """
         cdef size_t n = sides.shape[0]
-        cdef size_t i
         if (prices.shape[0] != n or qtys.shape[0] != n or oids.shape[0] != n
                 or (owners is not None and owners.shape[0] != n)
                 or (ts is not None and ts.shape[0] != n)):
@@ -1734,31 +1776,55 @@ cdef class CallAuction:
         # Only cancelled rows may remain: drop them, so a refused batch leaves nothing.
         self.n = 0
         self.index.clear()
-        if self.cap < n:
-            self.rows = <CallOrder*>grow(self.rows, &self.cap, n, sizeof(CallOrder))
-        cdef CallOrder* o
+        self._ensure_scratch(n)
+        # The orders go straight from the columns into the sort keys, bids first, then
+        # asks: no rows and no index, since the auction is empty again at the end.
+        cdef size_t i, nb = 0, ib = 0, ia = 0
+        cdef const uint32_t* owner_of = &owners[0] if owners is not None and n else NULL
+        cdef const int64_t* ts_of = &ts[0] if ts is not None and n else NULL
+        cdef wm_key* bk = self.keys
+        cdef wm_key* ak
+        cdef wm_key* out
+        cdef uint8_t side
+        cdef int64_t row_price, row_qty
+        cdef uint64_t dupval = 0
         for i in range(n):
-            o = &self.rows[i]
-            o.oid = oids[i]
-            o.side = sides[i]
-            o.price = prices[i]
-            o.qty = qtys[i]
-            o.owner = owners[i] if owners is not None else 0
-            o.ts = ts[i] if ts is not None else 0
-            o.live = 1
-            if (o.side > 1 or o.qty <= 0 or o.qty > C_MAX_QTY or o.price <= 0
-                    or o.price > C_MAX_PRICE):
+            nb += sides[i] == C_BID
+        ak = bk + nb
+        for i in range(n):
+            side = sides[i]
+            row_price = prices[i]
+            row_qty = qtys[i]
+            if (side > 1 or row_qty <= 0 or row_qty > C_MAX_QTY or row_price <= 0
+                    or row_price > C_MAX_PRICE):
                 raise ValueError(f"row {i}: bad side, price or quantity")
-        # No index is needed to clear at once; a radix sort of the ids finds duplicates
-        # without the cache misses of a million hash inserts.
-        dup = _first_duplicate(&oids[0], n) if n else -1
-        if dup >= 0:
-            raise ValueError(f"oid: {oids[dup]} appears more than once")
-        self.n = n
-        self.n_live = n
-        orders = self.n_live
+            if side == C_BID:
+                out = &bk[ib]
+                ib += 1
+                out.pkey = <int32_t>-row_price
+            else:
+                out = &ak[ia]
+                ia += 1
+                out.pkey = <int32_t>row_price
+            out.ts = ts_of[i] if ts_of != NULL else 0
+            out.oid = oids[i]
+            out.owner = owner_of[i] if owner_of != NULL else 0
+            out.qty = <int32_t>row_qty
+            out.exec_qty = 0
+        if n:
+            if self.dup_cap < n:
+                self.dup_buf = <uint64_t*>grow(self.dup_buf, &self.dup_cap, n, 8)
+            if self.dup_start == NULL:
+                self.dup_start = <size_t*>malloc(((1 << 16) + 1) * sizeof(size_t))
+                if self.dup_start == NULL:
+                    raise MemoryError()
+            if wm_find_duplicate(&oids[0], n, self.dup_buf, self.dup_start, &dupval):
+                raise ValueError(f"oid: {dupval} appears more than once")
+        wm_sort_keys(bk, nb, self.sort_tmp)
+        wm_sort_keys(ak, n - nb, self.sort_tmp)
+        orders = n
         self.fills.n = 0
-        self._clear()
+        self._clear_sorted(bk, nb, ak, n - nb)
         ev, bid, ask, price, qty, buyer, seller, aggr, _market = self.fills.to_columns(0, 0)
         self.fills.n = 0
         return ClearingArrays(self.last_price if self.last_price >= 0 else None,
@@ -1808,51 +1874,3 @@ cdef class CallAuction:
             if self.rows[i].live:
                 out.append(self.rows[i])
         return out
-
-
-cdef ssize_t _first_duplicate(const uint64_t* oids, size_t n) except -2:
-    """Index of one id that occurs twice in `oids`, or -1. LSD radix sort with 11-bit
-    digits; passes where every id has the same digit are skipped."""
-    cdef uint64_t* a = <uint64_t*>malloc(n * 8)
-    cdef uint64_t* b = <uint64_t*>malloc(n * 8)
-    cdef uint64_t* t
-    cdef size_t* counts = <size_t*>malloc(2048 * sizeof(size_t))
-    cdef size_t i, pos, c
-    cdef int shift, d
-    cdef uint64_t dupval
-    if a == NULL or b == NULL or counts == NULL:
-        free(a)
-        free(b)
-        free(counts)
-        raise MemoryError()
-    memcpy(a, oids, n * 8)
-    try:
-        for shift in range(0, 64, 11):
-            memset(counts, 0, 2048 * sizeof(size_t))
-            for i in range(n):
-                counts[(a[i] >> shift) & 2047] += 1
-            if counts[(a[0] >> shift) & 2047] == n:
-                continue
-            pos = 0
-            for d in range(2048):
-                c = counts[d]
-                counts[d] = pos
-                pos += c
-            for i in range(n):
-                d = (a[i] >> shift) & 2047
-                b[counts[d]] = a[i]
-                counts[d] += 1
-            t = a
-            a = b
-            b = t
-        for i in range(1, n):
-            if a[i] == a[i - 1]:
-                dupval = a[i]
-                for pos in range(n):
-                    if oids[pos] == dupval:
-                        return pos
-        return -1
-    finally:
-        free(a)
-        free(b)
-        free(counts)
