@@ -20,8 +20,10 @@ A line is applied here (the *fast path*) only when all of this holds:
   optional. Every value passes the same range checks as ``settlement.records`` (price
   within the market's bounds, ``qty`` up to the engine's MAX_QTY, names 1..128
   characters, ``sig`` 128 lower-case hex), so records would accept the line with the
-  same values. ``id`` is 64 lower-case hex digits (its key is the first 16). Owner and
-  market are already known (they got their handle and venue on the Python path).
+  same values. ``id`` is any such string of 1..128 characters: a 64 lower-case hex id is
+  keyed by its first 16 digits, any other by the first 8 bytes of its SHA-256, computed
+  here in C (``exchange/engine_keys.py`` is the rule). Keys may come in any order. Owner
+  and market are already known (they got their handle and venue on the Python path).
 - Cancel: ``type`` "cancel"; ``id``, ``owner``, ``ts``; optional ``sig``; the same checks.
 - The outcome is an acceptance: an order whose key is free and, in call mode, that is
   before its gate with a valid interval and not ``fok``; a cancel of the live order
@@ -32,7 +34,7 @@ A line is applied here (the *fast path*) only when all of this holds:
   ``--verify-signatures`` is off (signatures need the Python path).
 
 Anything else (account lines, bad lines, escapes, reordered-but-odd values, unknown
-owners, refusals, key collisions, non-hex ids) is returned as ``SLOW`` *before* any state
+owners, refusals, key collisions) is returned as ``SLOW`` *before* any state
 changes for that line, and the Python path handles it with the same tables.
 
 State kept here (one source of truth for both paths): owner <-> handle, market <-> index,
@@ -77,9 +79,62 @@ cdef extern from *:
     static inline uint64_t wm_load(const unsigned char* p) {
         uint64_t w; memcpy(&w, p, 8); return w;
     }
+    /* SHA-256 (FIPS 180-4), for the engine key of an id that is not 64 hex digits: the
+       first 8 bytes of the id's SHA-256, big-endian (exchange/engine_keys.py). Ids are
+       at most 128 bytes, so this is two or three blocks. */
+    static const uint32_t WM_K[64] = {
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+    };
+    #define WM_ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+    static void wm_sha256_block(uint32_t* h, const unsigned char* p) {
+        uint32_t w[64];
+        for (int i = 0; i < 16; i++)
+            w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16
+                   | (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+        for (int i = 16; i < 64; i++) {
+            uint32_t s0 = WM_ROR(w[i - 15], 7) ^ WM_ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+            uint32_t s1 = WM_ROR(w[i - 2], 17) ^ WM_ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+        }
+        uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6],
+                 k = h[7];
+        for (int i = 0; i < 64; i++) {
+            uint32_t t1 = k + (WM_ROR(e, 6) ^ WM_ROR(e, 11) ^ WM_ROR(e, 25))
+                          + ((e & f) ^ (~e & g)) + WM_K[i] + w[i];
+            uint32_t t2 = (WM_ROR(a, 2) ^ WM_ROR(a, 13) ^ WM_ROR(a, 22))
+                          + ((a & b) ^ (a & c) ^ (b & c));
+            k = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+        }
+        h[0] += a; h[1] += b; h[2] += c; h[3] += d;
+        h[4] += e; h[5] += f; h[6] += g; h[7] += k;
+    }
+    static uint64_t wm_sha256_key(const unsigned char* p, size_t n) {
+        uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                         0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+        unsigned char block[64];
+        size_t i = 0;
+        for (; i + 64 <= n; i += 64) wm_sha256_block(h, p + i);
+        size_t r = n - i;
+        memset(block, 0, 64);
+        memcpy(block, p + i, r);
+        block[r] = 0x80;
+        if (r >= 56) { wm_sha256_block(h, block); memset(block, 0, 64); }
+        uint64_t bits = (uint64_t)n * 8;
+        for (int j = 0; j < 8; j++) block[63 - j] = (unsigned char)(bits >> (8 * j));
+        wm_sha256_block(h, block);
+        return ((uint64_t)h[0] << 32) | h[1];
+    }
     """
     uint64_t wm_special(uint64_t w) nogil
     uint64_t wm_load(const unsigned char* p) nogil
+    uint64_t wm_sha256_key(const unsigned char* p, size_t n) nogil
     void wm_prefetch "__builtin_prefetch"(const void* p) nogil
 
 DONE = 0
@@ -330,11 +385,8 @@ cdef int _parse(const unsigned char* p, const unsigned char* end, Line* L,
                 else:
                     return 1
         elif _eq(k, kn, b"id", 2):
-            # Only ids of 64 lower-case hex digits (keyed by their first 16) are fast.
             bit = F_ID
-            L.oid = p + 1
-            L.oid_len = 64
-            p = _hex_string(p, end, 64)
+            p = _string(p, end, &L.oid, &L.oid_len)
         elif _eq(k, kn, b"sig", 3):
             bit = F_SIG
             p = _hex_string(p, end, 128)
@@ -373,15 +425,31 @@ cdef int _parse(const unsigned char* p, const unsigned char* end, Line* L,
         return 1
     if L.owner_len < 1 or L.owner_len > MAX_NAME:
         return 1
+    if L.oid_len < 1 or L.oid_len > MAX_NAME:
+        return 1
     return 0
 
 
-cdef inline uint64_t _hex_key(const unsigned char* p) noexcept nogil:
+cdef inline uint64_t _id_key(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    """The engine key of an id (exchange/engine_keys.py): a 64 lower-case hex id's first
+    16 digits as an integer, any other id's first 8 bytes of SHA-256, big-endian."""
     cdef uint64_t v = 0
+    cdef uint8_t acc = 0
     cdef int i
-    for i in range(16):
-        v = (v << 4) | HEX[p[i]]
-    return v
+    if n == 64:
+        for i in range(64):
+            acc |= HEX[p[i]]
+        if not (acc & 16):
+            for i in range(16):
+                v = (v << 4) | HEX[p[i]]
+            return v
+    return wm_sha256_key(p, <size_t>n)
+
+
+def id_key(bytes oid) -> int:
+    """The engine key the scanner gives ``oid`` (its UTF-8 bytes); for tests, which hold it
+    to ``exchange.engine_keys.order_key``."""
+    return _id_key(<const unsigned char*>oid, len(oid))
 
 
 # -- the scanner ----------------------------------------------------------------------------
@@ -771,7 +839,7 @@ cdef class Scanner:
         cdef int64_t clock
         if not self.have_first_ts:
             return S_SLOW
-        key = _hex_key(L.oid)
+        key = _id_key(L.oid, L.oid_len)
         wm_prefetch(&self.slots[mix(key) & self.slot_mask])  # a cache miss, mostly
         h = self._owner(L.owner, L.owner_len)
         if h == NO_OWNER:
@@ -811,7 +879,7 @@ cdef class Scanner:
         if e == -1:
             return S_SLOW
         en = &self.entries[e]
-        if (en.id_len != 64 or memcmp(self.id_arena + en.id_off, L.oid, 64) != 0
+        if (en.id_len != L.oid_len or memcmp(self.id_arena + en.id_off, L.oid, L.oid_len) != 0
                 or en.owner != h):
             return S_SLOW
         if self.call:

@@ -237,6 +237,8 @@ class ReplayResult:
     last_ts: int | None
     meters: list[Meter] = field(default_factory=list)
     readings: list[ReadingEvent] = field(default_factory=list)
+    # Lines the C scanner handed to the Python path, by why (docs/replay.md, "Performance")
+    python_path: dict[str, int] = field(default_factory=dict)
 
     @property
     def volume(self) -> int:
@@ -304,6 +306,8 @@ class ReplayResult:
             "readings": len(self.readings),
             "exported_wh": sum(r.exported_wh for r in self.readings),
             "imported_wh": sum(r.imported_wh for r in self.readings),
+            "python_path_lines": sum(self.python_path.values()),
+            "python_path_by_reason": dict(sorted(self.python_path.items())),
         }
 
 
@@ -428,6 +432,7 @@ class _Replay:
         self.readings: list[ReadingEvent] = []
         self.lineno = 0
         self.blank = 0
+        self.python_path: dict[str, int] = {}
 
     # -- reading ------------------------------------------------------------------------
     def consume(self, fp: IO[bytes], on_progress: Callable[[int], None] | None) -> None:
@@ -455,7 +460,9 @@ class _Replay:
             # SLOW: the line scan.line_start:line_end, number scan.lineno.
             self.lineno = scan.lineno
             self.clock = scan.clock
+            before = self._python_path_state()
             self._slow_line(bytes(buf[scan.line_start : scan.line_end]))
+            self._count_python_path(before)
             scan.clock = self.clock
             if self.fill_events:
                 self._collect_fills()
@@ -489,6 +496,32 @@ class _Replay:
             self._reject(NOT_LIVE, f"order {oid} is no longer live", bytes(buf[start:end]))
 
     # -- the slow path ------------------------------------------------------------------
+    def _python_path_state(self) -> tuple[int, int, int, int, bool]:
+        a = self.accepted
+        return (len(self.rejects), a["accounts"] + a["meters"] + a["readings"],
+                len(self.owners), len(self.market_names), self.first_ts is None)  # fmt: skip
+
+    def _count_python_path(self, before: tuple[int, int, int, int, bool]) -> None:
+        """Why the scanner handed the line just applied to Python: a refusal (refusals
+        are written here), a kind of line it never takes, the log's first order or
+        cancel, an owner's or market's first line (the tables learn them here),
+        signatures to check, or a shape it cannot read (whitespace, escapes, a missing
+        id, a float...)."""
+        after = self._python_path_state()
+        if after[0] != before[0]:
+            why = "refused"
+        elif after[1] != before[1]:
+            why = "account, meter or reading line"
+        elif after[4] != before[4]:
+            why = "the log's first order or cancel"
+        elif after[2:4] != before[2:4]:
+            why = "first line of an owner or market"
+        elif self.verify:
+            why = "signature checked"
+        else:
+            why = "a shape the scanner does not read"
+        self.python_path[why] = self.python_path.get(why, 0) + 1
+
     def _slow_line(self, raw: bytes) -> None:
         """One line the scanner did not apply: parse, validate and apply it here."""
         try:
@@ -903,6 +936,7 @@ class _Replay:
             last_ts=self.clock if self.clock >= 0 else None,
             meters=self.meters,
             readings=self.readings,
+            python_path=self.python_path,
         )
 
 
