@@ -92,3 +92,28 @@ def test_every_documented_command_and_option_exists():
                     problems.append(f"{where}: {line}: no option {option} of "
                                     f"wattmesh {' '.join(path)}")  # fmt: skip
     assert problems == []
+
+
+# The sample replays whose printed output the docs show whole: they must print just that.
+_SAMPLE_RUNS = ("wattmesh replay", "wattmesh replay --mode cda")
+
+
+def shown_output(command: str) -> list[str]:
+    """The lines docs/replay.md shows under ``$ <command>`` in a console block."""
+    for block in code_blocks((ROOT / "docs" / "replay.md").read_text()):
+        lines = block.splitlines()
+        for i, line in enumerate(lines):
+            if line == f"$ {command}":
+                shown = []
+                for out in lines[i + 1 :]:
+                    if out.startswith("$ "):
+                        break
+                    shown.append(out)
+                return shown
+    raise AssertionError(f"docs/replay.md shows no output of {command}")
+
+
+def test_the_sample_replays_print_what_the_docs_show(cli) -> None:
+    for command in _SAMPLE_RUNS:
+        code, out, _ = cli(*command.split()[1:])
+        assert code == 0 and out.splitlines() == shown_output(command), command

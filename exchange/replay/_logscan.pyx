@@ -1111,6 +1111,35 @@ cdef class Scanner:
             out.append(self._id(e))
         return out
 
+    def id_refs(self, const uint64_t[::1] keys) -> array:
+        """References to the ids of the orders holding ``keys`` now, 8 bytes each: where
+        the id's bytes sit in the id arena, and how many (the arena only grows, so a
+        reference stays good when another order takes its key over later). A fill keeps
+        these instead of a str: :meth:`id_texts` makes the text when an output needs it."""
+        cdef Py_ssize_t i, n = keys.shape[0]
+        cdef int32_t e
+        cdef carray.array out = array("Q", bytes(8 * n))
+        cdef uint64_t* ref = <uint64_t*>out.data.as_voidptr
+        cdef Entry* en
+        for i in range(n):
+            e = self._find(keys[i])
+            if e == -1:
+                raise KeyError(keys[i])
+            en = &self.entries[e]
+            ref[i] = (<uint64_t>en.id_off << 8) | en.id_len
+        return out
+
+    def id_texts(self, const uint64_t[::1] refs) -> list:
+        """The ids that :meth:`id_refs` references name, as str."""
+        cdef Py_ssize_t i
+        cdef uint64_t r
+        out = []
+        for i in range(refs.shape[0]):
+            r = refs[i]
+            out.append(PyUnicode_DecodeUTF8(<const char*>(self.id_arena + (r >> 8)),
+                                            <Py_ssize_t>(r & 0xFF), "surrogatepass"))
+        return out
+
     @property
     def batch_size(self) -> int:
         return self.b_n
@@ -1139,26 +1168,31 @@ cdef class Scanner:
                                 self._id(self._find(self.b_oid[i]))))
             else:
                 raise RuntimeError(f"the book refused the order with key {self.b_oid[i]}")
-        fill_ts = [self.b_ts[event[k]] for k in range(event.shape[0])]
+        cdef carray.array fill_ts = array("q", bytes(8 * event.shape[0]))
+        cdef int64_t* at = <int64_t*>fill_ts.data.as_voidptr
+        for k in range(event.shape[0]):
+            at[k] = self.b_ts[event[k]]
         self.b_n = 0
         self.batch_market = -1
         return res, fill_ts, refused
 
 
 # -- helpers over result columns --------------------------------------------------------------
-def cda_buckets(list ts, list market, list qty, list price, int64_t length) -> dict:
+def cda_buckets(const int64_t[::1] ts, list market, const int64_t[::1] qty,
+                const int64_t[::1] price, int64_t length) -> dict:
     """cda intervals.csv: {(interval start, market): [volume, turnover, fills]} over the
-    fills' columns (ts, market, qty, price as lists), bucketing each fill by the interval
-    of its ts. Sums run in C over runs of fills with the same bucket (turnover in 128
-    bits) and are added to the dict as Python ints when the bucket changes."""
-    cdef Py_ssize_t n = len(ts)
+    fills' columns (ts, qty, price as int64 arrays, market a list), bucketing each fill
+    by the interval of its ts. Sums run in C over runs of fills with the same bucket
+    (turnover in 128 bits) and are added to the dict as Python ints when the bucket
+    changes."""
+    cdef Py_ssize_t n = ts.shape[0]
     cdef Py_ssize_t i
     cdef int64_t t, q, p, start = 0, prev_start = 0
     cdef int64_t vol = 0, fills = 0
     cdef uint64_t lo = 0, hi = 0, prod
     cdef object m, prev_m = None
     cdef dict out = {}
-    if len(market) != n or len(qty) != n or len(price) != n or length <= 0:
+    if len(market) != n or qty.shape[0] != n or price.shape[0] != n or length <= 0:
         raise ValueError("cda_buckets: columns of different lengths or a bad length")
     for i in range(n + 1):
         if i < n:

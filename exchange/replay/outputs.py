@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -62,8 +62,7 @@ def write_trades(result: ReplayResult, fp: IO[bytes]) -> None:
     t = result.trades
     owners = _json_inner(result.owners)
     mode = result.options.mode
-    bids, asks = _json_inner(t.bid), _json_inner(t.ask)
-    for rows in _trade_blocks(t, bids, asks):
+    for rows in _trade_blocks(t, _json_inner):
         lines = [
             f'{{"seq":{i + 1},"mode":"{mode}","interval":{"null" if iv is None else iv},'
             f'"ts":{ts},"buyer":"{owners[b]}","seller":"{owners[s]}","bid":"{bid}",'
@@ -73,9 +72,13 @@ def write_trades(result: ReplayResult, fp: IO[bytes]) -> None:
         fp.write("".join(lines).encode())
 
 
-def _trade_blocks(t: Any, bids: list[str], asks: list[str]) -> Iterator[Iterator[tuple]]:
+def _trade_blocks(
+    t: Any, text: Callable[[list[str]], list[str]]
+) -> Iterator[Iterator[tuple]]:
     """The trades' columns, a block of rows at a time: (index, interval, ts, buyer handle,
-    seller handle, bid text, ask text, qty, price), so each writer formats only."""
+    seller handle, bid text, ask text, qty, price), so each writer formats only. The ids
+    become str here, a block at a time (``text`` escapes them for the format), so a
+    million fills never hold a million id strings at once."""
     for start in range(0, len(t), _ROWS_PER_WRITE):
         end = min(start + _ROWS_PER_WRITE, len(t))
         yield zip(
@@ -84,8 +87,8 @@ def _trade_blocks(t: Any, bids: list[str], asks: list[str]) -> Iterator[Iterator
             t.ts[start:end],
             t.buyer[start:end],
             t.seller[start:end],
-            bids[start:end],
-            asks[start:end],
+            text(t.bid[start:end]),
+            text(t.ask[start:end]),
             t.qty[start:end],
             t.price[start:end],
             strict=True,
@@ -106,10 +109,9 @@ def _write_outputs(result: ReplayResult, files: StagedFiles) -> None:
     t = result.trades
     owners = _csv_fields(result.owners)
     mode = result.options.mode
-    bids, asks = _csv_fields(t.bid), _csv_fields(t.ask)
     with files.open("trades.csv") as fp:
         fp.write((",".join(TRADE_COLUMNS) + "\n").encode())
-        for rows in _trade_blocks(t, bids, asks):
+        for rows in _trade_blocks(t, _csv_fields):
             lines = [
                 f"{i + 1},{mode},{'' if iv is None else iv},{ts},{owners[b]},{owners[s]},"
                 f"{bid},{ask},{q},{p}\n"

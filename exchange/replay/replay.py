@@ -188,19 +188,66 @@ class IntervalStats:
     executable_orders: int | None
 
 
+class OrderIds:
+    """A column of order ids, kept as 8-byte references and made into str only when read.
+
+    A replay's fills reference the ids in its scanner's id arena (``Scanner.id_refs``),
+    so a million fills hold no str objects until an output is written, a block at a time
+    (``ids[start:end]``). Without a scanner (``append``), the column keeps its own list.
+    """
+
+    __slots__ = ("refs", "_texts", "_own")
+
+    def __init__(self, texts: Callable[[array], list[str]] | None = None) -> None:
+        self.refs = array("Q")
+        self._texts = texts  # references -> str; None: references index self._own
+        self._own: list[str] = []
+
+    def append(self, oid: str) -> None:
+        """Add one id (a column without a scanner)."""
+        if self._texts is not None:
+            raise TypeError("this column takes the scanner's references (extend)")
+        self.refs.append(len(self._own))
+        self._own.append(oid)
+
+    def extend(self, refs: array) -> None:
+        """Add the scanner's references of some fills' ids."""
+        self.refs += refs
+
+    def _decode(self, refs: array) -> list[str]:
+        if self._texts is not None:
+            return self._texts(refs)
+        own = self._own
+        return [own[r] for r in refs]
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return self._decode(self.refs[i])
+        return self._decode(self.refs[i : i + 1 if i != -1 else None])[0]
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, len(self.refs), 65_536):
+            yield from self._decode(self.refs[start : start + 65_536])
+
+
 @dataclass(slots=True)
 class Trades:
-    """The fills in engine order, as columns (``seq`` is the row number + 1)."""
+    """The fills in engine order, as columns (``seq`` is the row number + 1): numbers in
+    arrays (8 bytes a value), ids as :class:`OrderIds` references, the interval and
+    market as references to shared objects, so a fill costs about 70 bytes."""
 
     interval: list[int | None] = field(default_factory=list)
-    ts: list[int] = field(default_factory=list)
+    ts: array = field(default_factory=lambda: array("q"))
     market: list[str] = field(default_factory=list)
-    buyer: list[int] = field(default_factory=list)  # owner handles
-    seller: list[int] = field(default_factory=list)
-    bid: list[str] = field(default_factory=list)  # order ids
-    ask: list[str] = field(default_factory=list)
-    qty: list[int] = field(default_factory=list)
-    price: list[int] = field(default_factory=list)
+    buyer: array = field(default_factory=lambda: array("I"))  # owner handles
+    seller: array = field(default_factory=lambda: array("I"))
+    bid: OrderIds = field(default_factory=OrderIds)  # order ids
+    ask: OrderIds = field(default_factory=OrderIds)
+    qty: array = field(default_factory=lambda: array("q"))
+    price: array = field(default_factory=lambda: array("q"))
 
     def __len__(self) -> int:
         return len(self.qty)
@@ -268,19 +315,22 @@ class ReplayResult:
         t = self.trades
         owners = self.owners
         mode = self.options.mode
-        for i in range(len(t)):
-            yield {
-                "seq": i + 1,
-                "mode": mode,
-                "interval": t.interval[i],
-                "ts": t.ts[i],
-                "buyer": owners[t.buyer[i]],
-                "seller": owners[t.seller[i]],
-                "bid": t.bid[i],
-                "ask": t.ask[i],
-                "qty": t.qty[i],
-                "price": t.price[i],
-            }
+        for start in range(0, len(t), 65_536):
+            end = min(start + 65_536, len(t))
+            bids, asks = t.bid[start:end], t.ask[start:end]
+            for i in range(start, end):
+                yield {
+                    "seq": i + 1,
+                    "mode": mode,
+                    "interval": t.interval[i],
+                    "ts": t.ts[i],
+                    "buyer": owners[t.buyer[i]],
+                    "seller": owners[t.seller[i]],
+                    "bid": bids[i - start],
+                    "ask": asks[i - start],
+                    "qty": t.qty[i],
+                    "price": t.price[i],
+                }
 
     def summary(self) -> dict[str, Any]:
         """The content of summary.json: counts, volume, prices and refusals."""
@@ -423,7 +473,8 @@ class _Replay:
         self.first_ts: int | None = None
         # cda: (ts, number of fills) per slow-path event that filled, in order.
         self.fill_events: list[tuple[int, int]] = []
-        self.trades = Trades()
+        texts = self.scan.id_texts
+        self.trades = Trades(bid=OrderIds(texts), ask=OrderIds(texts))
         self.intervals: list[IntervalStats] = []
         self.rejects: list[Reject] = []
         self.accepted = {"accounts": 0, "orders": 0, "cancels": 0, "meters": 0, "readings": 0}
@@ -485,8 +536,8 @@ class _Replay:
             t.interval += [None] * n
             t.ts += fill_ts
             t.market += _market_names(names, res.market)  # other markets' fills too
-            t.bid += scan.ids(res.bid)
-            t.ask += scan.ids(res.ask)
+            t.bid.extend(scan.id_refs(res.bid))
+            t.ask.extend(scan.id_refs(res.ask))
             t.price += res.price
             t.qty += res.qty
             t.buyer += res.buyer
@@ -837,12 +888,12 @@ class _Replay:
             raise RuntimeError("the books reported a different number of fills")
         t = self.trades
         for ts, n in events:
-            t.ts += [ts] * n
+            t.ts += array("q", [ts]) * n
         names = self.market_names
         t.interval += [None] * len(qty)
         t.market += _market_names(names, market)
-        t.bid += self.scan.ids(bid)
-        t.ask += self.scan.ids(ask)
+        t.bid.extend(self.scan.id_refs(bid))
+        t.ask.extend(self.scan.id_refs(ask))
         t.price += price
         t.qty += qty
         t.buyer += buyer
@@ -867,11 +918,12 @@ class _Replay:
         scan = self.scan
         n = len(result.qty)
         t.interval += [interval] * n
-        t.ts += [interval] * n  # a call fill happens at the gate
+        t.ts += array("q", [interval]) * n  # a call fill happens at the gate
         t.market += [market] * n
-        t.bid += scan.ids(result.bid)
-        t.ask += scan.ids(result.ask)
-        t.price += [result.price] * n
+        t.bid.extend(scan.id_refs(result.bid))
+        t.ask.extend(scan.id_refs(result.ask))
+        if n:
+            t.price += array("q", [result.price]) * n
         t.qty += result.qty
         t.buyer += result.buyer
         t.seller += result.seller

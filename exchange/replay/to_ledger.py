@@ -41,6 +41,7 @@ file that exists and is not empty. Not booked: self-fills (buyer = seller, possi
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,11 +205,12 @@ def _write(
         clock = max(clock, readings[k].ts)
         return ("reading", readings[k].reading.to_dict(), clock)
 
-    def book(rows: range, interval: int, ts_of: list[int] | None) -> None:
+    def book(rows: range, interval: int, ts_of: Sequence[int] | None) -> None:
         """Append the fills ``rows`` as one batch (at ``ts_of[i]`` each, or the gate)."""
         nonlocal clock, trades, self_fills
         nonlocal r
         batch = []
+        bids, asks = t.bid[rows.start : rows.stop], t.ask[rows.start : rows.stop]  # as str
         for i in rows:
             while ts_of is not None and r < len(readings) and readings[r].fills_before <= i:
                 batch.append(reading_item(r))
@@ -221,7 +223,7 @@ def _write(
                 clock = max(clock, ts_of[i])
             body = trade_body(
                 buyer=owners[b], seller=owners[s], qty=t.qty[i], price=t.price[i],
-                bid=t.bid[i], ask=t.ask[i], interval=interval,
+                bid=bids[i - rows.start], ask=asks[i - rows.start], interval=interval,
             )  # fmt: skip
             batch.append(("trade", body, clock))
         led.append_batch(batch)

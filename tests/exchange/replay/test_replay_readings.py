@@ -112,7 +112,7 @@ def test_cda_a_reading_makes_a_resting_order_executable_and_the_ledger_agrees(
         order_log.order("bob", "bid", 100_000, 10, T0 + 3),
     ]
     result = order_log.replay(*events, mode="cda")
-    assert result.trades.qty == [1_000, 500]
+    assert list(result.trades.qty) == [1_000, 500]
     assert closing(result, "ann") == (300, 10**12 + 1_500 * 200_000)
     led = settled(result, tmp_path / "l.db")
     kinds = [e.kind for e in led.entries() if e.kind in ("trade", "reading")]
