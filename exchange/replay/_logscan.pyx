@@ -40,8 +40,9 @@ changes for that line, and the Python path handles it with the same tables.
 State kept here (one source of truth for both paths): owner <-> handle, market <-> index,
 order key -> (id, owner, market, interval, call auction), the log's clock and line count,
 call mode's pending auctions (rows as C columns, cancelled keys), and cda mode's batch of
-engine events (``Book.run`` columns). Ids and owners live as bytes in a C arena; Python
-strings are made only for outputs (fills, refusals).
+engine events (``Book.run`` columns). Ids and owners live as bytes in a C arena (a
+64-hex id as its 32 bytes); fills keep references into it (``id_refs``), and Python
+strings are made only for outputs (``id_texts``, refusals).
 
 ``scan`` returns one of:
 
@@ -199,7 +200,7 @@ ctypedef struct Entry:      # the order holding a key (replay's "by_key")
     uint64_t key
     int64_t interval        # NO_INTERVAL: none
     size_t id_off           # id bytes (UTF-8) in the id arena
-    uint32_t id_len
+    uint32_t id_len         # HEX64: a 64 lower-case hex id, kept as its 32 bytes
     uint32_t owner
     int32_t market
     int32_t auction         # call: the auction its row went to; -1 in cda
@@ -208,6 +209,17 @@ ctypedef struct Entry:      # the order holding a key (replay's "by_key")
 ctypedef struct Slot:       # open addressing: key -> entry index (-1 empty)
     uint64_t key
     int32_t idx
+
+
+ctypedef struct KeySlot:    # the order table's slots: 8 bytes, a million orders' worth
+    uint32_t tag            # of slots is 16 MB; the entry itself holds the whole key
+    int32_t idx
+
+
+cdef inline uint32_t _tag(uint64_t key) noexcept nogil:
+    return <uint32_t>(key ^ (key >> 32))
+
+
 
 
 ctypedef struct Auction:    # call: the orders of one (interval, market), as columns
@@ -250,6 +262,35 @@ for _c in range(10):
     HEX[48 + _c] = _c
 for _c in range(6):
     HEX[97 + _c] = 10 + _c
+
+
+# An id of 64 lower-case hex digits (an order's SHA-256, as the network writes them) is
+# kept in the id arena as its 32 bytes: half the memory of the text.
+cdef enum:
+    HEX64 = 0xFFFF
+    HEX64_REF = 255     # the length byte of an id reference (ids are at most 128 bytes)
+
+cdef const char* HEX_DIGITS = b"0123456789abcdef"
+
+
+cdef inline bint _is_hex64(const unsigned char* p, size_t n) noexcept nogil:
+    cdef uint8_t acc = 0
+    cdef size_t i
+    if n != 64:
+        return False
+    for i in range(64):
+        acc |= HEX[p[i]]
+    return not (acc & 16)
+
+
+cdef str _hex64_text(const unsigned char* raw):
+    """The 64 lower-case hex digits of 32 bytes kept for a HEX64 id."""
+    cdef char text[64]
+    cdef int i
+    for i in range(32):
+        text[2 * i] = HEX_DIGITS[raw[i] >> 4]
+        text[2 * i + 1] = HEX_DIGITS[raw[i] & 15]
+    return PyUnicode_DecodeUTF8(text, 64, NULL)
 
 
 cdef inline const unsigned char* _hex_string(const unsigned char* p, const unsigned char* end,
@@ -497,7 +538,7 @@ cdef class Scanner:
     cdef Entry* entries
     cdef size_t n_entries
     cdef size_t ent_cap
-    cdef Slot* slots
+    cdef KeySlot* slots
     cdef size_t slot_mask
     # call: auctions, pending ones, cancelled (auction, key) pairs
     cdef Auction* auctions
@@ -573,7 +614,7 @@ cdef class Scanner:
 
     # -- hash tables ---------------------------------------------------------------------
     cdef int _rehash_slots(self, size_t cap) except -1:
-        cdef Slot* s = <Slot*>malloc(cap * sizeof(Slot))
+        cdef KeySlot* s = <KeySlot*>malloc(cap * sizeof(KeySlot))
         cdef size_t i, h
         if s == NULL:
             raise MemoryError()
@@ -583,7 +624,7 @@ cdef class Scanner:
             h = mix(self.entries[i].key) & (cap - 1)
             while s[h].idx != -1:
                 h = (h + 1) & (cap - 1)
-            s[h].key = self.entries[i].key
+            s[h].tag = _tag(self.entries[i].key)
             s[h].idx = <int32_t>i
         free(self.slots)
         self.slots = s
@@ -592,10 +633,11 @@ cdef class Scanner:
 
     cdef inline int32_t _find(self, uint64_t key) noexcept nogil:
         cdef size_t h = mix(key) & self.slot_mask
-        cdef Slot* s
+        cdef uint32_t tag = _tag(key)
+        cdef KeySlot* s
         while True:
             s = &self.slots[h]
-            if s.idx == -1 or s.key == key:
+            if s.idx == -1 or (s.tag == tag and self.entries[s.idx].key == key):
                 return s.idx
             h = (h + 1) & self.slot_mask
 
@@ -616,20 +658,27 @@ cdef class Scanner:
             h = mix(key) & self.slot_mask
             while self.slots[h].idx != -1:
                 h = (h + 1) & self.slot_mask
-            self.slots[h].key = key
+            self.slots[h].tag = _tag(key)
             self.slots[h].idx = i
-        if self.ids_n + oid_len > self.ids_cap:
-            self.id_arena = <unsigned char*>grow(self.id_arena, &self.ids_cap, self.ids_n + oid_len, 1)
-        memcpy(self.id_arena + self.ids_n, oid, oid_len)
+        cdef bint hex64 = _is_hex64(oid, oid_len)
+        cdef size_t kept = 32 if hex64 else oid_len
+        cdef size_t k
+        if self.ids_n + kept > self.ids_cap:
+            self.id_arena = <unsigned char*>grow(self.id_arena, &self.ids_cap, self.ids_n + kept, 1)
+        if hex64:
+            for k in range(32):
+                self.id_arena[self.ids_n + k] = (HEX[oid[2 * k]] << 4) | HEX[oid[2 * k + 1]]
+        else:
+            memcpy(self.id_arena + self.ids_n, oid, oid_len)
         e = &self.entries[i]
         e.key = key
         e.id_off = self.ids_n
-        e.id_len = <uint32_t>oid_len
+        e.id_len = HEX64 if hex64 else <uint32_t>oid_len
         e.owner = owner
         e.market = market
         e.interval = interval
         e.auction = -1
-        self.ids_n += oid_len
+        self.ids_n += kept
         return i
 
     cdef int _rehash_owners(self, size_t cap) except -1:
@@ -879,8 +928,7 @@ cdef class Scanner:
         if e == -1:
             return S_SLOW
         en = &self.entries[e]
-        if (en.id_len != L.oid_len or memcmp(self.id_arena + en.id_off, L.oid, L.oid_len) != 0
-                or en.owner != h):
+        if not self._same_id(en, L.oid, L.oid_len) or en.owner != h:
             return S_SLOW
         if self.call:
             if L.ts > self.clock and self.n_pend and L.ts >= self.next_gate_c:
@@ -1000,8 +1048,24 @@ cdef class Scanner:
 
     cdef str _id(self, int32_t e):
         cdef Entry* en = &self.entries[e]
+        if en.id_len == HEX64:
+            return _hex64_text(self.id_arena + en.id_off)
         return PyUnicode_DecodeUTF8(<const char*>(self.id_arena + en.id_off), en.id_len,
                                     "surrogatepass")
+
+    cdef bint _same_id(self, Entry* en, const unsigned char* oid,
+                       Py_ssize_t n) noexcept nogil:
+        """Whether the entry's id is the text ``oid`` (n bytes)."""
+        cdef const unsigned char* raw = self.id_arena + en.id_off
+        cdef int k
+        if en.id_len != HEX64:
+            return en.id_len == n and memcmp(raw, oid, n) == 0
+        if not _is_hex64(oid, n):
+            return False
+        for k in range(32):
+            if raw[k] != ((HEX[oid[2 * k]] << 4) | HEX[oid[2 * k + 1]]):
+                return False
+        return True
 
     def entry(self, uint64_t key):
         """The order holding ``key``: (id, owner handle, market index, interval or None),
@@ -1126,7 +1190,8 @@ cdef class Scanner:
             if e == -1:
                 raise KeyError(keys[i])
             en = &self.entries[e]
-            ref[i] = (<uint64_t>en.id_off << 8) | en.id_len
+            ref[i] = (<uint64_t>en.id_off << 8) | (HEX64_REF if en.id_len == HEX64
+                                                   else en.id_len)
         return out
 
     def id_texts(self, const uint64_t[::1] refs) -> list:
@@ -1136,8 +1201,11 @@ cdef class Scanner:
         out = []
         for i in range(refs.shape[0]):
             r = refs[i]
-            out.append(PyUnicode_DecodeUTF8(<const char*>(self.id_arena + (r >> 8)),
-                                            <Py_ssize_t>(r & 0xFF), "surrogatepass"))
+            if (r & 0xFF) == HEX64_REF:
+                out.append(_hex64_text(self.id_arena + (r >> 8)))
+            else:
+                out.append(PyUnicode_DecodeUTF8(<const char*>(self.id_arena + (r >> 8)),
+                                                <Py_ssize_t>(r & 0xFF), "surrogatepass"))
         return out
 
     @property

@@ -380,3 +380,32 @@ def test_another_tools_log_is_read_by_the_scanner():
             "refused", 0)  # fmt: skip
         fast, slow = replay_both(data, mode=mode)
         assert fast == slow
+
+
+@pytest.mark.parametrize("mode", ["call", "cda"])
+def test_ids_come_back_exactly_as_the_log_spelled_them(mode):
+    """A 64-hex id is kept as its 32 bytes; every id a fill or a refusal names is still
+    the log's own text, and a cancel by that text finds its order."""
+    ids = [hashlib.sha256(b"a").hexdigest(), hashlib.sha256(b"b").hexdigest().upper(),
+           "0" * 63 + "f", "plain-id", "f" * 64]  # fmt: skip
+    lines = [orjson.dumps({"type": "account", "owner": o, "energy": 10**4, "money": 10**12,
+                           "bmax": 10**5}) for o in ("alice", "bob")]  # fmt: skip
+    ts = T0 - L
+    for k, oid in enumerate(ids):
+        d = Order("energy", "ask", 100_000 + k, 10, "alice", ts + k, T0).to_dict()
+        d["id"] = oid
+        lines.append(orjson.dumps(d))
+    gone = Order("energy", "bid", 99_000, 5, "bob", ts + 10, T0).to_dict()
+    gone["id"] = "e" * 64
+    lines.append(orjson.dumps(gone))
+    lines.append(orjson.dumps(Cancel("e" * 64, "bob", ts + 11).to_dict()))
+    lines.append(orjson.dumps(Cancel("e" * 64, "bob", ts + 12).to_dict()))  # no longer live
+    bid = Order("energy", "bid", 200_000, 50, "bob", ts + 20, T0).to_dict()
+    bid["id"] = "b" * 64
+    lines.append(orjson.dumps(bid))
+    result = replay(io.BytesIO(b"\n".join(lines) + b"\n"), ReplayOptions(mode=mode))
+    assert sorted(r["ask"] for r in result.trade_rows()) == sorted(ids)
+    assert {r["bid"] for r in result.trade_rows()} == {"b" * 64}
+    assert result.accepted["cancels"] == 1
+    (refused,) = result.rejects
+    assert "e" * 64 in refused.text and refused.code in ("not-live", "late")
