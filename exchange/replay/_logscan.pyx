@@ -1163,18 +1163,6 @@ cdef class Scanner:
                 self.next_gate_c = self.auctions[self.pend[j]].interval
         return out
 
-    def ids(self, const uint64_t[::1] keys) -> list:
-        """The ids of the orders holding ``keys`` (for fills)."""
-        cdef Py_ssize_t i
-        cdef int32_t e
-        out = []
-        for i in range(keys.shape[0]):
-            e = self._find(keys[i])
-            if e == -1:
-                raise KeyError(keys[i])
-            out.append(self._id(e))
-        return out
-
     def id_refs(self, const uint64_t[::1] keys) -> array:
         """References to the ids of the orders holding ``keys`` now, 8 bytes each: where
         the id's bytes sit in the id arena, and how many (the arena only grows, so a
