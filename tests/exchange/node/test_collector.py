@@ -49,3 +49,18 @@ def test_other_events_change_nothing(collector: QuietCollector) -> None:
     collector("peer-joined", {"peer": "x"})
     assert gc.get_freeze_count() == frozen and collector.collections == 0
     del loose
+
+
+def test_catching_up_collects_once_per_gap() -> None:
+    """Settling many intervals in a row (a node catching up) walks the heap once per
+    ``min_gap_s``, not once per interval."""
+    now = [100.0]
+    gc.collect()
+    collector = QuietCollector(min_gap_s=5.0, clock=lambda: now[0])
+    try:
+        for _ in range(10):
+            collector("interval-settled", {})
+            now[0] += 1.0
+        assert collector.collections == 2  # at 100 s and at 105 s
+    finally:
+        gc.unfreeze()
