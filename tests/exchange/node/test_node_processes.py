@@ -30,6 +30,7 @@ from wattmesh.exchange.node.config import (
     write_node_config,
 )
 from wattmesh.exchange.node.message_store import MessageStore
+from wattmesh.exchange.replay.node_log import replay_node_log
 from wattmesh.settlement.keys import generate_key, peer_id_of, save_key
 from wattmesh.settlement.ledger import Ledger
 
@@ -191,6 +192,19 @@ def test_processes_settle_agree_and_see_a_stopped_node_leave(tmp_path: Path, lau
         s = status(d)
         assert s["settled"] >= 4 and s["disputed"] == [] and s["agreements"] > 0, s
         assert s["peers"] == 2, s
+
+    # What a running node settled so far exports (its files read while it writes) and
+    # replays to the node's ledger head at the last interval exported.
+    log = tmp_path / "running.jsonl"
+    exported = subprocess.run(
+        [sys.executable, "-m", "wattmesh.exchange.cli", "export-log", "--data-dir",
+         str(dirs[0]), "--out", str(log)], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    head = re.search(r"(\d+) settled intervals, .* ledger head after them (\d+:[0-9a-f]{64})",
+                     exported.stderr)  # fmt: skip
+    assert head is not None and int(head[1]) >= 4, exported.stderr
+    assert replay_node_log(log).head == head[2]
 
     # SIGTERM: exit code 0, and the others see it leave.
     assert stop(procs[2]) == 0, logs(dirs[2:])
