@@ -328,7 +328,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f" imported {summary['imported_wh']:,} Wh)",
         )
     slow = summary.get("python_path_lines", 0)
-    if summary["events"] and slow * 20 >= summary["events"]:  # 5% or more: say why
+    if slow >= 1000 and slow * 20 >= summary["events"]:  # 5% or more of a big log: say why
         by_reason = sorted(summary["python_path_by_reason"].items(), key=lambda x: -x[1])
         why = ", ".join(f"{reason} {n:,}" for reason, n in by_reason)
         lines.insert(-1, f"python    {slow:,} lines ({slow / summary['events']:.0%}) took the "

@@ -203,8 +203,8 @@ def export_log(
                 summary = write_log(target, fp)
     except (ValueError, sqlite3.Error) as exc:  # NodeConfigError, CommunityError, NodeLogError
         fail(str(exc), code=1)
-    except OSError as exc:
-        fail(f"{getattr(exc, 'filename', None) or out}: {exc.strerror or exc}", code=1)
+    except OSError as exc:  # the data directory's files are checked above: this is --out
+        fail(f"cannot write {out}: {exc.strerror or exc}", code=1)
     sys.stderr.write(summary.line("stdout" if out == "-" else out) + "\n")
 
 

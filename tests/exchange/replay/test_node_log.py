@@ -188,9 +188,13 @@ def test_another_community_replays_to_other_closes_and_says_from_where(
     assert f"the first that differs is interval {first_interval}" in done.line(None)
 
 
-def test_export_log_errors_are_one_line(tmp_path: Path, cli: Callable) -> None:
+def test_export_log_errors_are_one_line(street: Path, tmp_path: Path, cli: Callable) -> None:
     code, out, err = cli("export-log", "--data-dir", tmp_path / "none", "--out", tmp_path / "d")
     assert code == 1 and "no data directory" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "d").exists()
+    target = tmp_path / "missing" / "day.jsonl"
+    code, out, err = cli("export-log", "--data-dir", street / "house-1", "--out", target)
+    assert code == 1
+    assert err == f"wattmesh: error: cannot write {target}: No such file or directory\n"
     code, out, err = cli("replay", tmp_path / "none.jsonl")
     assert code == 2 and "does not exist" in err
