@@ -262,13 +262,19 @@ def _replay_node_log(
 ) -> None:
     """Replay a node log (exchange/replay/node_log.py): settle it as its nodes did, write
     the same tables as an order log's, and say whether the ledger head is the node's."""
-    from wattmesh.exchange.replay.node_log import NodeLogError, replay_node_log
+    from wattmesh.exchange.replay.node_log import (
+        LedgerTargetError,
+        NodeLogError,
+        replay_node_log,
+    )
 
     size = log.stat().st_size
     try:
         with progress_bar("replaying", size, show=size >= PROGRESS_MIN_BYTES,
                           in_bytes=True) as on_progress:  # fmt: skip
             done = replay_node_log(log, ledger, on_progress=on_progress)
+    except LedgerTargetError as exc:
+        _fail(f"--ledger: {exc}")
     except NodeLogError as exc:
         _fail(f"{log}: {exc}")
     except (OSError, sqlite3.Error) as exc:

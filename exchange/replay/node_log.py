@@ -69,6 +69,7 @@ from wattmesh.settlement.records import Meter, Reading, RecordError
 
 __all__ = [
     "ExportSummary",
+    "LedgerTargetError",
     "NodeLogError",
     "NodeReplay",
     "export_log",
@@ -86,6 +87,10 @@ _IN_SETS = frozenset({"order", "cancel", "batch", "reading"})
 class NodeLogError(WattmeshError, ValueError):
     """A node log that cannot be exported or replayed; the message names the line or the
     interval and what is wrong."""
+
+
+class LedgerTargetError(NodeLogError):
+    """The file a replay was asked to keep its rebuilt ledger in cannot be used."""
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -226,10 +231,13 @@ def replay_node_log(
     not at all. Raises :class:`NodeLogError` naming the first line that breaks the log."""
     target = Path(ledger_path) if ledger_path is not None else None
     if target is not None and target.exists() and (not target.is_file() or target.stat().st_size):
-        raise NodeLogError(f"{target} exists and is not empty; a replay ledger starts at "
-                           "genesis in a new file")  # fmt: skip
-    work = Path(tempfile.mkdtemp(prefix=".wattmesh-replay-",
-                                 dir=target.parent if target is not None else None))  # fmt: skip
+        raise LedgerTargetError(f"{target} exists and is not empty; a replay ledger starts at "
+                                "genesis in a new file")  # fmt: skip
+    where = target.parent if target is not None else None  # beside it: renamed at the end
+    try:
+        work = Path(tempfile.mkdtemp(prefix=".wattmesh-replay-", dir=where))
+    except OSError as exc:
+        raise LedgerTargetError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         with Ledger.open(work / "ledger.sqlite") as ledger, open(log, "rb") as fp:
             run = _NodeReplay(ledger, str(log))

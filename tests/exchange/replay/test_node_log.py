@@ -198,3 +198,15 @@ def test_export_log_errors_are_one_line(street: Path, tmp_path: Path, cli: Calla
     assert err == f"wattmesh: error: cannot write {target}: No such file or directory\n"
     code, out, err = cli("replay", tmp_path / "none.jsonl")
     assert code == 2 and "does not exist" in err
+
+
+def test_a_ledger_the_replay_cannot_keep_is_refused_naming_the_option(
+    day: Path, tmp_path: Path, cli: Callable
+) -> None:
+    taken = tmp_path / "taken.db"
+    taken.write_bytes(b"something")
+    code, _, err = cli("replay", day, "--ledger", taken)
+    assert code == 2 and err.startswith("wattmesh: error: --ledger: ") and "not empty" in err
+    assert taken.read_bytes() == b"something"
+    code, _, err = cli("replay", day, "--ledger", tmp_path / "missing" / "x.db")
+    assert code == 2 and err.startswith("wattmesh: error: --ledger: cannot write ")
