@@ -1,5 +1,6 @@
 """Build script: maps the top-level folders into the ``wattmesh`` namespace and compiles
-the Cython matching engine. Metadata lives in pyproject.toml."""
+the Cython extensions (the matching engine, the replay's line scanner, the ledger's fast
+path for trades). Metadata lives in pyproject.toml."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -31,6 +32,11 @@ extensions = [
         ["exchange/replay/_logscan.pyx"],
         extra_compile_args=["-O3"],
     ),
+    Extension(
+        "wattmesh.settlement.ledger._fastfold",
+        ["settlement/ledger/_fastfold.pyx"],
+        extra_compile_args=["-O2"],
+    ),
 ]
 
 setup(
@@ -39,6 +45,7 @@ setup(
     package_data={
         "wattmesh.exchange.replay": ["data/*.jsonl", "*.pyx"],
         "wattmesh.matching": ["*.pyx", "*.pxd"],
+        "wattmesh.settlement.ledger": ["*.pyx"],
         "wattmesh.agents": ["data/*.json"],
         "wattmesh.exchange.api": ["static/*"],  # the web page, served offline
     },
