@@ -10,34 +10,11 @@ be shadowed by its module's name.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .canonical import CanonicalError, canonical, record_id, sha256_hex
 
-if TYPE_CHECKING:
-    from .keys import (
-        generate_key,
-        load_key,
-        peer_id,
-        peer_id_of,
-        public_key_from_peer_id,
-        save_key,
-        sign,
-        verify,
-    )
-    from .records import (
-        Account,
-        Cancel,
-        MarketSpec,
-        Meter,
-        Order,
-        Reading,
-        RecordError,
-        Trade,
-        parse_record,
-        verify_signature,
-    )
-
+# Where each lazily loaded name lives: the one list of them (__all__ is made from it).
 _HOMES = {
     "keys": ("generate_key", "load_key", "peer_id", "peer_id_of", "public_key_from_peer_id",
              "save_key", "sign", "verify"),
@@ -46,30 +23,7 @@ _HOMES = {
 }  # fmt: skip
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
-__all__ = [
-    "Account",
-    "Cancel",
-    "CanonicalError",
-    "MarketSpec",
-    "Meter",
-    "Order",
-    "Reading",
-    "RecordError",
-    "Trade",
-    "canonical",
-    "generate_key",
-    "load_key",
-    "parse_record",
-    "peer_id",
-    "peer_id_of",
-    "public_key_from_peer_id",
-    "record_id",
-    "save_key",
-    "sha256_hex",
-    "sign",
-    "verify",
-    "verify_signature",
-]
+__all__ = ["CanonicalError", "canonical", "record_id", "sha256_hex", *sorted(_HOME_OF)]
 
 
 def __getattr__(name: str) -> Any:

@@ -220,8 +220,6 @@ cdef inline uint32_t _tag(uint64_t key) noexcept nogil:
     return <uint32_t>(key ^ (key >> 32))
 
 
-
-
 ctypedef struct Auction:    # call: the orders of one (interval, market), as columns
     int64_t interval
     int32_t market
@@ -252,8 +250,6 @@ cdef inline uint64_t _hash_bytes(const unsigned char* p, Py_ssize_t n) noexcept 
     return mix(h)
 
 
-
-
 # -- parsing (pure C) -----------------------------------------------------------------------
 # Hex digit values; 16 for anything else.
 cdef uint8_t HEX[256]
@@ -281,6 +277,13 @@ cdef inline bint _is_hex64(const unsigned char* p, size_t n) noexcept nogil:
     for i in range(64):
         acc |= HEX[p[i]]
     return not (acc & 16)
+
+
+cdef inline void _hex64_bytes(const unsigned char* text, unsigned char* out) noexcept nogil:
+    """The 32 bytes a 64 lower-case hex id spells (checked with :func:`_is_hex64`)."""
+    cdef int k
+    for k in range(32):
+        out[k] = (HEX[text[2 * k]] << 4) | HEX[text[2 * k + 1]]
 
 
 cdef str _hex64_text(const unsigned char* raw):
@@ -475,15 +478,11 @@ cdef inline uint64_t _id_key(const unsigned char* p, Py_ssize_t n) noexcept nogi
     """The engine key of an id (exchange/engine_keys.py): a 64 lower-case hex id's first
     16 digits as an integer, any other id's first 8 bytes of SHA-256, big-endian."""
     cdef uint64_t v = 0
-    cdef uint8_t acc = 0
     cdef int i
-    if n == 64:
-        for i in range(64):
-            acc |= HEX[p[i]]
-        if not (acc & 16):
-            for i in range(16):
-                v = (v << 4) | HEX[p[i]]
-            return v
+    if _is_hex64(p, <size_t>n):
+        for i in range(16):
+            v = (v << 4) | HEX[p[i]]
+        return v
     return wm_sha256_key(p, <size_t>n)
 
 
@@ -662,12 +661,10 @@ cdef class Scanner:
             self.slots[h].idx = i
         cdef bint hex64 = _is_hex64(oid, oid_len)
         cdef size_t kept = 32 if hex64 else oid_len
-        cdef size_t k
         if self.ids_n + kept > self.ids_cap:
             self.id_arena = <unsigned char*>grow(self.id_arena, &self.ids_cap, self.ids_n + kept, 1)
         if hex64:
-            for k in range(32):
-                self.id_arena[self.ids_n + k] = (HEX[oid[2 * k]] << 4) | HEX[oid[2 * k + 1]]
+            _hex64_bytes(oid, self.id_arena + self.ids_n)
         else:
             memcpy(self.id_arena + self.ids_n, oid, oid_len)
         e = &self.entries[i]
@@ -1057,15 +1054,13 @@ cdef class Scanner:
                        Py_ssize_t n) noexcept nogil:
         """Whether the entry's id is the text ``oid`` (n bytes)."""
         cdef const unsigned char* raw = self.id_arena + en.id_off
-        cdef int k
+        cdef unsigned char packed[32]
         if en.id_len != HEX64:
             return en.id_len == n and memcmp(raw, oid, n) == 0
         if not _is_hex64(oid, n):
             return False
-        for k in range(32):
-            if raw[k] != ((HEX[oid[2 * k]] << 4) | HEX[oid[2 * k + 1]]):
-                return False
-        return True
+        _hex64_bytes(oid, packed)
+        return memcmp(raw, packed, 32) == 0
 
     def entry(self, uint64_t key):
         """The order holding ``key``: (id, owner handle, market index, interval or None),

@@ -258,7 +258,11 @@ class _NodeReplay:
         self.lineno = 0
         self.events = 0
         self.block: list[tuple[int, Inbound]] = []  # the messages since the last close
+        self.block_ids: set[str] = set()
         self.lines: dict[str, int] = {}  # message or record id -> its line
+        self.owners: list[str] = []  # members by peer id: handle -> owner
+        self.handle: dict[str, int] = {}
+        self.fills = 0  # trades settled so far
         self.outcomes: list[IntervalOutcome] = []
         self.rejects: list[Reject] = []
         self.readings: list[ReadingEvent] = []
@@ -322,6 +326,8 @@ class _NodeReplay:
         except CommunityError as exc:
             raise NodeLogError(str(exc)) from None
         c = self.community
+        self.owners = sorted(m.peer_id for m in c.members)
+        self.handle = {o: h for h, o in enumerate(self.owners)}
         self.ledger.append_batch(c.genesis_items(), ts=c.genesis_ts)
 
     def message(self, kind: str, line: bytes) -> None:
@@ -330,8 +336,9 @@ class _NodeReplay:
             inbound = parse(TOPIC_OF_KIND[kind], bytes(line), self.community)
         except Refused as exc:
             raise self.fail(f"{exc.reason}: {exc.detail}") from None
-        if inbound.id in self.lines and any(m.id == inbound.id for _n, m in self.block):
+        if inbound.id in self.block_ids:
             raise self.fail(f"message {inbound.id[:16]} appears twice in one interval")
+        self.block_ids.add(inbound.id)
         self.lines[inbound.id] = self.lineno
         for order in inbound.orders():
             self.lines.setdefault(order.id, self.lineno)
@@ -383,18 +390,18 @@ class _NodeReplay:
             n = self.lines.get(rid, close_line)
             self.rejects.append(Reject(n, code, reason, f"interval {t}: {rid}"))
         self.note_readings(before, len(self.outcomes) - 1)
+        self.fills += len(outcome.trades)
         if outcome.digest == d["node_close"]:
             self.same += 1
         elif self.first_difference is None:
             self.first_difference = t
         self.block = []
+        self.block_ids = set()
 
     def note_readings(self, before: int, clears_before: int) -> None:
         """A ReadingEvent per reading the interval applied, with its grid entry's energy."""
         assert self.community is not None
         entries = list(self.ledger.entries(since=before + 1))
-        owners = self.owners()
-        fills = sum(len(o.trades) for o in self.outcomes[:-1])
         for k, e in enumerate(entries):
             if e.kind != "reading":
                 continue
@@ -406,20 +413,14 @@ class _NodeReplay:
                     exported = grid.body["qty"]
                 elif grid.kind == "grid_import":
                     imported, billed = grid.body["qty"], grid.body.get("billed", 0)
-            owner = self.community.meter_owner(reading.meter)
-            self.readings.append(ReadingEvent(fills, clears_before, e.ts, reading,
-                                              owners.index(owner), exported, imported,
-                                              billed))  # fmt: skip
-
-    def owners(self) -> list[str]:
-        assert self.community is not None
-        return sorted(m.peer_id for m in self.community.members)
+            owner = self.handle[self.community.meter_owner(reading.meter)]
+            self.readings.append(ReadingEvent(self.fills, clears_before, e.ts, reading,
+                                              owner, exported, imported, billed))  # fmt: skip
 
     def finish(self) -> NodeReplay:
         c = self.community
         assert c is not None
-        owners = self.owners()
-        handle = {o: h for h, o in enumerate(owners)}
+        owners, handle = self.owners, self.handle
         trades = Trades()
         intervals = []
         for o in self.outcomes:

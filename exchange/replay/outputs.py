@@ -13,7 +13,7 @@ from typing import IO, Any
 import orjson
 
 from wattmesh.exchange.atomic_file import StagedFiles
-from wattmesh.exchange.replay.replay import ReplayResult
+from wattmesh.exchange.replay.replay import ROWS_PER_BLOCK, ReplayResult
 from wattmesh.exchange.tables import write_csv
 
 __all__ = ["ACCOUNT_COLUMNS", "INTERVAL_COLUMNS", "TRADE_COLUMNS", "TRADE_FIELDS",
@@ -33,7 +33,6 @@ ACCOUNT_COLUMNS = (
     "owner", "bmax_wh", "energy_start_wh", "energy_wh", "money_start_nano", "money_nano",
     "bought_wh", "sold_wh",
 )  # fmt: skip
-_ROWS_PER_WRITE = 65_536
 # Characters that make a str need escaping: in JSON (orjson's rule) and in CSV (RFC 4180).
 _json_special = re.compile(r'[\x00-\x1f"\\]').search
 _csv_special = re.compile(r'[",\r\n]').search
@@ -79,8 +78,8 @@ def _trade_blocks(
     seller handle, bid text, ask text, qty, price), so each writer formats only. The ids
     become str here, a block at a time (``text`` escapes them for the format), so a
     million fills never hold a million id strings at once."""
-    for start in range(0, len(t), _ROWS_PER_WRITE):
-        end = min(start + _ROWS_PER_WRITE, len(t))
+    for start in range(0, len(t), ROWS_PER_BLOCK):
+        end = min(start + ROWS_PER_BLOCK, len(t))
         yield zip(
             range(start, end),
             t.interval[start:end],

@@ -80,6 +80,7 @@ __all__ = [
     "BAD_LINE_CODES",
     "DEFAULT_INTERVAL_MS",
     "MODES",
+    "ROWS_PER_BLOCK",
     "STP_RULES",
     "BadLineError",
     "IntervalStats",
@@ -94,6 +95,8 @@ __all__ = [
 MODES = ("cda", "call")
 STP_RULES = ("none", "cancel-resting", "cancel-incoming")
 CHUNK_BYTES = 8 << 20
+# Fills made into text (ids, output lines) at a time: bounds what a writer holds at once.
+ROWS_PER_BLOCK = 65_536
 SAMPLE_RESOURCE = "data/sample_day.jsonl"
 
 # Refusal codes. The first three make a line *bad* (it is not a valid, authentic event);
@@ -226,11 +229,11 @@ class OrderIds:
     def __getitem__(self, i: int | slice) -> Any:
         if isinstance(i, slice):
             return self._decode(self.refs[i])
-        return self._decode(self.refs[i : i + 1 if i != -1 else None])[0]
+        return self._decode(array("Q", [self.refs[i]]))[0]
 
     def __iter__(self) -> Iterator[str]:
-        for start in range(0, len(self.refs), 65_536):
-            yield from self._decode(self.refs[start : start + 65_536])
+        for start in range(0, len(self.refs), ROWS_PER_BLOCK):
+            yield from self._decode(self.refs[start : start + ROWS_PER_BLOCK])
 
 
 @dataclass(slots=True)
@@ -315,8 +318,8 @@ class ReplayResult:
         t = self.trades
         owners = self.owners
         mode = self.options.mode
-        for start in range(0, len(t), 65_536):
-            end = min(start + 65_536, len(t))
+        for start in range(0, len(t), ROWS_PER_BLOCK):
+            end = min(start + ROWS_PER_BLOCK, len(t))
             bids, asks = t.bid[start:end], t.ask[start:end]
             for i in range(start, end):
                 yield {

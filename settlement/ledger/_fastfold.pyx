@@ -33,9 +33,10 @@ _SORTED = orjson.OPT_SORT_KEYS
 _TRADE_KEYS = KEYSETS["trade"]
 
 
-cdef bytes _fold_trade(st, object body, long long seq, object ets):
-    """Apply one trade if it is clean and return its canonical bytes; None (nothing
-    changed) if the Python fold must take it."""
+cdef bytes _fold_trade(st, object body, long long seq, object ets, bytes stored=None):
+    """Apply one trade if it is clean (and, with ``stored``, its canonical bytes are
+    exactly those) and return its canonical bytes; None (nothing changed) if the Python
+    fold must take it."""
     cdef object members = st.members
     cdef object bal = st.bal
     cdef object genesis = st.genesis
@@ -86,6 +87,8 @@ cdef bytes _fold_trade(st, object body, long long seq, object ets):
     try:  # a lone surrogate in a name has no canonical form: the Python fold says so
         body_bytes = _DUMPS(body, option=_SORTED)
     except orjson.JSONEncodeError:
+        return None
+    if stored is not None and body_bytes != stored:  # not in canonical form
         return None
     # Clean: apply it as the Python fold would.
     bal[buyer] = (ex, mx)
@@ -138,16 +141,4 @@ def verify_trade(st, long long seq, object ts, bytes body_b):
         body = _LOADS(body_b)
     except orjson.JSONDecodeError:
         return False
-    if type(body) is not dict or body.keys() != _TRADE_KEYS:
-        return False
-    saved = (st.bal.get(body["buyer"]) if type(body["buyer"]) is str else None,
-             st.bal.get(body["seller"]) if type(body["seller"]) is str else None,
-             st.first_trade, st.seq, st.ts)
-    body_bytes = _fold_trade(st, body, seq, ts)
-    if body_bytes is None:
-        return False
-    if body_bytes != body_b:  # not in canonical form: undo, and let Python say so
-        st.bal[body["buyer"]], st.bal[body["seller"]] = saved[0], saved[1]
-        st.first_trade, st.seq, st.ts = saved[2], saved[3], saved[4]
-        return False
-    return True
+    return _fold_trade(st, body, seq, ts, body_b) is not None
