@@ -75,11 +75,13 @@ def main() -> int:
         sys.exit("error: --orders must be positive")
     cols = make_orders(args.orders, args.seed)
     accounts = make_accounts(args.seed) if args.caps else None
+    opening = make_accounts(args.seed) if args.caps else None
     auction = CallAuction(accounts)
     times = []
     for _ in range(max(1, args.repeat)):
         if args.caps:  # each clearing settles into the accounts: start from the same ones
-            auction = CallAuction(make_accounts(args.seed))
+            for owner in opening.owners():
+                accounts.set(owner, *opening.get(owner))
         t0 = time.perf_counter()
         result = auction.clear_arrays(*cols)
         times.append(time.perf_counter() - t0)

@@ -20,7 +20,7 @@ from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memmove, memset
 
-from _native cimport grow, mix, next_cap, resize  # matching/_native.pxd
+from _native cimport grow, grow_scratch, mix, next_cap, resize  # matching/_native.pxd
 
 import weakref
 from array import array
@@ -83,25 +83,131 @@ cdef extern from * nogil:
             i = j;
         }
     }
-    /* Whether an id occurs twice among n (then *dup is one): one pass buckets the ids by
-       their top 16 bits into `buf` (n ids; `start` holds 2^16 + 1 sizes), then each
-       bucket, a handful of ids when ids are hashes, is sorted and its neighbours
-       compared. Ids that share their top bits only make the buckets bigger: still
-       correct, at worst one std::sort of them all. */
-    static inline int wm_find_duplicate(const uint64_t* ids, size_t n, uint64_t* buf,
-                                        size_t* start, uint64_t* dup) {
-        memset(start, 0, ((1 << 16) + 1) * sizeof(size_t));
-        for (size_t i = 0; i < n; i++) start[(ids[i] >> 48) + 1]++;
-        for (size_t d = 0; d < (1 << 16); d++) start[d + 1] += start[d];
-        for (size_t i = 0; i < n; i++) buf[start[ids[i] >> 48]++] = ids[i];
-        /* start[d] is now the end of bucket d, which is where bucket d + 1 starts */
+    /* Sort each run of equal prices, usually a handful of keys, by the full key. */
+    static inline void wm_sort_price_runs(wm_key* k, size_t n) {
+        size_t i = 0;
+        while (i < n) {
+            size_t j = i + 1;
+            while (j < n && k[j].pkey == k[i].pkey) j++;
+            if (j - i > 1) std::sort(k + i, k + j, wm_key_less());
+            i = j;
+        }
+    }
+    /* The order wm_sort_keys gives, with the keys built straight from the columns into
+       the first radix pass: a stable LSD radix sort on a side's 32-bit key ((uint32)pkey:
+       bids' -price wraps above every ask price and still falls as the price rises), in
+       11-bit digits, skipping the digits in which no two of a side's keys differ
+       (`bid_varying`/`ask_varying`: the key bits that vary), so that a side whose prices
+       span less than 2^11 takes one pass, building included. Bids go to keys[0, nb), asks
+       to keys[nb, n); `tmp` holds n keys. Side 0 is a bid (BID). The caller has checked
+       every row. */
+    static inline void wm_radix_place(const uint8_t* sides, const int64_t* prices,
+                                      const int64_t* qtys, const uint64_t* oids,
+                                      const uint32_t* owners, const int64_t* ts, size_t n,
+                                      size_t nb, uint32_t bid_varying, uint32_t ask_varying,
+                                      wm_key* keys, wm_key* tmp, size_t* scratch) {
+        /* scratch: the caller's 2 * 3 * 2048 counters (a side's digit's bucket starts) */
+        size_t (*count)[3][2048] = (size_t (*)[3][2048])scratch;
+        int digits[2][3];
+        int ndigits[2] = {0, 0};
+        uint32_t varying[2] = {bid_varying, ask_varying};
+        size_t base[2] = {0, nb};
+        size_t size[2] = {nb, n - nb};
+        for (int s = 0; s < 2; s++) {
+            for (int d = 0; d < 3; d++)
+                if ((varying[s] >> (11 * d)) & 2047) digits[s][ndigits[s]++] = d;
+            if (ndigits[s] == 0) digits[s][ndigits[s]++] = 0;  /* still one pass: the build */
+        }
+        memset(scratch, 0, 2 * 3 * 2048 * sizeof(size_t));
+        for (size_t i = 0; i < n; i++) {
+            int s = sides[i] != 0;
+            uint32_t k = s ? (uint32_t)prices[i] : (uint32_t)-prices[i];
+            count[s][0][k & 2047]++;
+            count[s][1][(k >> 11) & 2047]++;
+            count[s][2][k >> 22]++;
+        }
+        for (int s = 0; s < 2; s++)
+            for (int d = 0; d < 3; d++) {
+                size_t pos = base[s];
+                for (int v = 0; v < 2048; v++) {
+                    size_t c = count[s][d][v]; count[s][d][v] = pos; pos += c;
+                }
+            }
+        /* An odd number of passes ends where the first one writes: start in keys then. */
+        wm_key* first[2];
+        for (int s = 0; s < 2; s++) first[s] = (ndigits[s] & 1) ? keys : tmp;
+        int shift[2] = {11 * digits[0][0], 11 * digits[1][0]};
+        for (size_t i = 0; i < n; i++) {
+            int s = sides[i] != 0;
+            int64_t price = prices[i];
+            int32_t pkey = s ? (int32_t)price : (int32_t)-price;
+            size_t* at = &count[s][digits[s][0]][((uint32_t)pkey >> shift[s]) & 2047];
+            wm_key* out = &first[s][(*at)++];
+            out->pkey = pkey;
+            out->ts = ts ? ts[i] : 0;
+            out->oid = oids[i];
+            out->owner = owners ? owners[i] : 0;
+            out->qty = (int32_t)qtys[i];
+            out->exec_qty = 0;
+        }
+        for (int s = 0; s < 2; s++) {
+            wm_key* src = first[s];
+            wm_key* dst = src == keys ? tmp : keys;
+            for (int j = 1; j < ndigits[s]; j++) {
+                int d = digits[s][j];
+                size_t* pos = count[s][d];
+                for (size_t i = base[s]; i < base[s] + size[s]; i++)
+                    dst[pos[((uint32_t)src[i].pkey >> (11 * d)) & 2047]++] = src[i];
+                wm_key* t = src; src = dst; dst = t;
+            }
+            /* src is keys now: an odd count started there, an even one ended there */
+            wm_sort_price_runs(keys + base[s], size[s]);
+        }
+    }
+    /* Whether an id occurs twice among n (then *dup is one). One pass puts the ids into
+       2048 buckets by 11 bits, the top ones below `top_bit` (the highest bit any id sets),
+       so that the writes stay in cache; then each bucket's ids go into a small
+       open-addressing table, a power of two at least twice the bucket (the caller gives
+       `table` room for four times the largest), which stays in L1 for a usual bucket of a
+       few hundred ids. Linear in n whatever the ids: ids that share those bits only make
+       one bucket, and its table, bigger. `start` holds 2049 counters; `buf` n ids. */
+    static inline size_t wm_dup_buckets(const uint64_t* ids, size_t n, int top_bit,
+                                        uint64_t* buf, size_t* start) {
+        int shift = top_bit >= 11 ? top_bit - 10 : 0;
+        size_t largest = 0;
+        memset(start, 0, 2049 * sizeof(size_t));
+        for (size_t i = 0; i < n; i++) start[((ids[i] >> shift) & 2047) + 1]++;
+        for (size_t d = 0; d < 2048; d++) {
+            if (start[d + 1] > largest) largest = start[d + 1];
+            start[d + 1] += start[d];
+        }
+        for (size_t i = 0; i < n; i++) buf[start[(ids[i] >> shift) & 2047]++] = ids[i];
+        return largest;  /* start[d] is now the end of bucket d */
+    }
+    static inline int wm_find_duplicate(const uint64_t* buf, const size_t* end,
+                                        uint64_t* table, uint64_t* dup) {
         size_t from = 0;
-        for (size_t d = 0; d < (1 << 16); d++) {
-            size_t to = start[d];
-            if (to - from > 1) {
-                std::sort(buf + from, buf + to);
-                for (size_t i = from + 1; i < to; i++)
-                    if (buf[i] == buf[i - 1]) { *dup = buf[i]; return 1; }
+        for (size_t d = 0; d < 2048; d++) {
+            size_t to = end[d], m = to - from;
+            if (m > 1) {
+                int bits = 4;
+                while (((size_t)1 << bits) < 2 * m) bits++;
+                size_t mask = ((size_t)1 << bits) - 1;
+                int zeros = 0;  /* 0 marks an empty slot, so id 0 is counted apart */
+                memset(table, 0, (mask + 1) * sizeof(uint64_t));
+                for (size_t i = from; i < to; i++) {
+                    uint64_t id = buf[i];
+                    if (id == 0) {
+                        if (zeros++) { *dup = 0; return 1; }
+                        continue;
+                    }
+                    size_t h = (size_t)((id * 0x9E3779B97F4A7C15ULL) >> (64 - bits));
+                    while (table[h]) {
+                        if (table[h] == id) { *dup = id; return 1; }
+                        h = (h + 1) & mask;
+                    }
+                    table[h] = id;
+                }
             }
             from = to;
         }
@@ -116,7 +222,13 @@ cdef extern from * nogil:
         int32_t qty
         int32_t exec_qty
     void wm_sort_keys(wm_key* k, size_t n, wm_key* tmp)
-    int wm_find_duplicate(const uint64_t* ids, size_t n, uint64_t* buf, size_t* start,
+    void wm_radix_place(const uint8_t* sides, const int64_t* prices, const int64_t* qtys,
+                        const uint64_t* oids, const uint32_t* owners, const int64_t* ts,
+                        size_t n, size_t nb, uint32_t bid_varying, uint32_t ask_varying,
+                        wm_key* keys, wm_key* tmp, size_t* scratch)
+    size_t wm_dup_buckets(const uint64_t* ids, size_t n, int top_bit, uint64_t* buf,
+                          size_t* start)
+    int wm_find_duplicate(const uint64_t* buf, const size_t* end, uint64_t* table,
                           uint64_t* dup)
 
 # Public constants (also exported by wattmesh.matching).
@@ -1540,7 +1652,9 @@ cdef class CallAuction:
     cdef size_t sort_tmp_cap
     cdef uint64_t* dup_buf
     cdef size_t dup_cap
-    cdef size_t* dup_start
+    cdef uint64_t* dup_table
+    cdef size_t dup_table_cap
+    cdef size_t* counters  # wm_dup_buckets's 2049, then wm_radix_place's 2 * 3 * 2048
     # results of the last clearing
     cdef int64_t last_price
     cdef int64_t last_volume
@@ -1557,7 +1671,8 @@ cdef class CallAuction:
         free(self.keys)
         free(self.sort_tmp)
         free(self.dup_buf)
-        free(self.dup_start)
+        free(self.dup_table)
+        free(self.counters)
 
     cdef int _add(self, uint64_t oid, int side, int64_t price, int64_t qty,
                   uint32_t owner, int64_t ts) except -2:
@@ -1631,9 +1746,9 @@ cdef class CallAuction:
     cdef int _ensure_scratch(self, size_t n) except -1:
         """Room for the keys of n orders and for sorting them."""
         if self.keys_cap < n + 1:
-            self.keys = <wm_key*>grow(self.keys, &self.keys_cap, n + 1, sizeof(wm_key))
+            self.keys = <wm_key*>grow_scratch(self.keys, &self.keys_cap, n + 1, sizeof(wm_key))
         if self.sort_tmp_cap < n + 1:
-            self.sort_tmp = <wm_key*>grow(self.sort_tmp, &self.sort_tmp_cap, n + 1,
+            self.sort_tmp = <wm_key*>grow_scratch(self.sort_tmp, &self.sort_tmp_cap, n + 1,
                                           sizeof(wm_key))
         return 0
 
@@ -1778,19 +1893,22 @@ cdef class CallAuction:
         self.index.clear()
         self._ensure_scratch(n)
         # The orders go straight from the columns into the sort keys, bids first, then
-        # asks: no rows and no index, since the auction is empty again at the end.
-        cdef size_t i, nb = 0, ib = 0, ia = 0
+        # asks: no rows and no index, since the auction is empty again at the end. One pass
+        # checks every row (nothing is written before a bad row is refused) and finds what
+        # the sort needs: how many bids, the price bits that vary, the ids' highest bit.
+        cdef size_t i, nb = 0
         cdef const uint32_t* owner_of = &owners[0] if owners is not None and n else NULL
         cdef const int64_t* ts_of = &ts[0] if ts is not None and n else NULL
         cdef wm_key* bk = self.keys
         cdef wm_key* ak
-        cdef wm_key* out
         cdef uint8_t side
         cdef int64_t row_price, row_qty
-        cdef uint64_t dupval = 0
-        for i in range(n):
-            nb += sides[i] == C_BID
-        ak = bk + nb
+        cdef uint64_t dupval = 0, id_bits = 0
+        cdef size_t largest
+        # the bits of each side's sort key ((uint32)pkey) set in some key and clear in some
+        cdef uint32_t bid_or = 0, bid_and = 0xFFFFFFFF, ask_or = 0, ask_and = 0xFFFFFFFF
+        cdef uint32_t side_key
+        cdef int top_bit = 0
         for i in range(n):
             side = sides[i]
             row_price = prices[i]
@@ -1799,29 +1917,35 @@ cdef class CallAuction:
                     or row_price > C_MAX_PRICE):
                 raise ValueError(f"row {i}: bad side, price or quantity")
             if side == C_BID:
-                out = &bk[ib]
-                ib += 1
-                out.pkey = <int32_t>-row_price
+                nb += 1
+                side_key = <uint32_t>(-row_price)
+                bid_or |= side_key
+                bid_and &= side_key
             else:
-                out = &ak[ia]
-                ia += 1
-                out.pkey = <int32_t>row_price
-            out.ts = ts_of[i] if ts_of != NULL else 0
-            out.oid = oids[i]
-            out.owner = owner_of[i] if owner_of != NULL else 0
-            out.qty = <int32_t>row_qty
-            out.exec_qty = 0
+                side_key = <uint32_t>row_price
+                ask_or |= side_key
+                ask_and &= side_key
+            id_bits |= oids[i]
+        while top_bit < 63 and (id_bits >> (top_bit + 1)):
+            top_bit += 1
         if n:
             if self.dup_cap < n:
-                self.dup_buf = <uint64_t*>grow(self.dup_buf, &self.dup_cap, n, 8)
-            if self.dup_start == NULL:
-                self.dup_start = <size_t*>malloc(((1 << 16) + 1) * sizeof(size_t))
-                if self.dup_start == NULL:
+                self.dup_buf = <uint64_t*>grow_scratch(self.dup_buf, &self.dup_cap, n, 8)
+            if self.counters == NULL:
+                self.counters = <size_t*>malloc(2 * 3 * 2048 * sizeof(size_t))
+                if self.counters == NULL:
                     raise MemoryError()
-            if wm_find_duplicate(&oids[0], n, self.dup_buf, self.dup_start, &dupval):
+            largest = wm_dup_buckets(&oids[0], n, top_bit, self.dup_buf, self.counters)
+            # a bucket of m ids takes the power of two at or above 2m, under 4m + 16
+            if self.dup_table_cap < 4 * largest + 16:
+                self.dup_table = <uint64_t*>grow_scratch(self.dup_table, &self.dup_table_cap,
+                                                         4 * largest + 16, 8)
+            if wm_find_duplicate(self.dup_buf, self.counters, self.dup_table, &dupval):
                 raise ValueError(f"oid: {dupval} appears more than once")
-        wm_sort_keys(bk, nb, self.sort_tmp)
-        wm_sort_keys(ak, n - nb, self.sort_tmp)
+            wm_radix_place(&sides[0], &prices[0], &qtys[0], &oids[0], owner_of, ts_of, n, nb,
+                           bid_or ^ bid_and, ask_or ^ ask_and, bk, self.sort_tmp,
+                           self.counters)
+        ak = bk + nb
         orders = n
         self.fills.n = 0
         self._clear_sorted(bk, nb, ak, n - nb)

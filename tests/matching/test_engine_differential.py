@@ -543,6 +543,69 @@ def test_clear_arrays_matches_add_and_clear(orders: list, rows: list | None, stp
         assert (acc_a is None) or acc_a.get(owner) == acc_b.get(owner)
 
 
+# Prices anywhere in the engine's range, with levels that differ only in one 11-bit digit
+# of the sort key (so the radix sort's digit skipping is exercised), and ids that share
+# their high or low bits (so the duplicate check's buckets and tables are).
+WIDE_PRICE = st.one_of(
+    st.integers(1, MAX_PRICE),
+    st.sampled_from([1, 2, 2047, 2048, 2049, 1 << 22, (1 << 22) + 1, (1 << 22) + 2048,
+                     MAX_PRICE - 1, MAX_PRICE]),
+)  # fmt: skip
+ORDER_ID = st.one_of(
+    st.integers(0, 2**64 - 1), st.integers(0, 40), st.integers(2**63, 2**63 + 40),
+    st.integers(0, 40).map(lambda i: i << 53),
+)  # fmt: skip
+
+
+@SETTINGS
+@given(data=st.data(), rows=ACCOUNTS)
+def test_clear_arrays_sorts_wide_prices_and_any_ids_as_the_reference(
+    data: st.DataObject, rows: list | None
+) -> None:
+    levels = data.draw(st.lists(WIDE_PRICE, min_size=1, max_size=6))
+    orders = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from([BID, ASK]), st.sampled_from(levels), QTYS, OWNER,
+                      st.integers(0, 3)),
+            max_size=40,
+        )
+    )  # fmt: skip
+    oids = data.draw(st.lists(ORDER_ID, min_size=len(orders), max_size=len(orders), unique=True))
+    _, ref_acc = make_accounts(rows)
+    eng_acc, _ = make_accounts(rows)
+    reference = RefCallAuction(ref_acc)
+    for oid, (side, price, qty, owner, ts) in zip(oids, orders, strict=True):
+        reference.add(oid, side, price, qty, owner, ts)
+    want = reference.clear()
+    cols = list(zip(*orders, strict=True)) if orders else [[], [], [], [], []]
+    got = CallAuction(eng_acc).clear_arrays(
+        array("B", cols[0]), array("q", cols[1]), array("q", cols[2]), array("Q", oids),
+        array("I", cols[3]), array("q", cols[4]),
+    )  # fmt: skip
+    assert (got.price, got.volume, got.executable_orders) == (
+        want.price, want.volume, want.executable_orders,
+    )  # fmt: skip
+    assert list(zip(got.bid, got.ask, got.qty, got.buyer, got.seller, strict=True)) == [
+        (f.bid, f.ask, f.qty, f.buyer, f.seller) for f in want.fills
+    ]
+
+
+@SETTINGS
+@given(data=st.data())
+def test_clear_arrays_finds_any_repeated_id(data: st.DataObject) -> None:
+    oids = data.draw(st.lists(ORDER_ID, min_size=1, max_size=60, unique=True))
+    twice = data.draw(st.sampled_from(oids))
+    oids.insert(data.draw(st.integers(0, len(oids))), twice)
+    n = len(oids)
+    auction = CallAuction()
+    with pytest.raises(ValueError, match=f"oid: {twice} appears more than once"):
+        auction.clear_arrays(
+            array("B", [i % 2 for i in range(n)]), array("q", [100] * n), array("q", [1] * n),
+            array("Q", oids),
+        )  # fmt: skip
+    assert len(auction) == 0
+
+
 # ---------------------------------------------------------------------------------------
 # Regular reproducers of engine bugs found by the tests above
 # ---------------------------------------------------------------------------------------
