@@ -32,7 +32,6 @@ is the reference the scanner is tested against (tests/exchange/replay/test_logsc
 
 from __future__ import annotations
 
-import gc
 import os
 from array import array
 from collections.abc import Callable, Iterator
@@ -58,6 +57,7 @@ from wattmesh.matching import (
 )
 from wattmesh.meters.validate import ReadingRefused, ReadingValidator
 from wattmesh.settlement.errors import WattmeshError
+from wattmesh.settlement.gc_pause import cyclic_gc_paused
 from wattmesh.settlement.readings import (
     DEFAULT_FEEDIN_PRICE,
     DEFAULT_RETAIL_PRICE,
@@ -382,11 +382,8 @@ def replay(
     """
     options = options or ReplayOptions()
     run = _Replay(options)
-    # A replay keeps millions of small objects alive and makes no reference cycles; the
-    # cyclic collector would only rescan them again and again, so it pauses meanwhile.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    # A replay keeps millions of small objects alive and makes no reference cycles.
+    with cyclic_gc_paused():
         if log is None:
             with bundled_sample().open("rb") as fp:
                 run.consume(fp, on_progress)
@@ -396,9 +393,6 @@ def replay(
         else:
             run.consume(log, on_progress)
         return run.finish()
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _chunks(fp: IO[bytes], chunk_bytes: int) -> Iterator[tuple[bytearray, int, int, int]]:

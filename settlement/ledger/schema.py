@@ -4,8 +4,9 @@ the records a ledger hands out (LedgerEntry, VerifyResult, LedgerError)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 from ..canonical import canonical
 from ..errors import WattmeshError
@@ -93,6 +94,39 @@ class LedgerEntry(NamedTuple):
             "seq": self.seq, "ts": self.ts, "kind": self.kind, "body": self.body,
             "prev": self.prev.hex(), "hash": self.hash.hex(),
         }  # fmt: skip
+
+
+class WrittenEntries(Sequence[LedgerEntry]):
+    """The entries one append wrote, as :class:`LedgerEntry` made when asked for: the
+    append keeps only its rows ``(seq, ts, kind, body text, prev, hash)`` and the bodies
+    as given, since most callers never look (a million-entry append saves about 0.2 s)."""
+
+    __slots__ = ("_rows", "_bodies")
+
+    def __init__(self, rows: list[tuple], bodies: list[dict[str, Any]]) -> None:
+        self._rows = rows
+        self._bodies = bodies
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, i: int) -> LedgerEntry: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[LedgerEntry]: ...
+    def __getitem__(self, i: int | slice) -> LedgerEntry | list[LedgerEntry]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        seq, ts, kind, _text, prev, h = self._rows[i]
+        return LedgerEntry(seq, ts, kind, self._bodies[i], prev, h)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, WrittenEntries | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"WrittenEntries({list(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,6 @@ batch, caches the fold, proves and verifies."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import time
@@ -16,14 +15,16 @@ import orjson
 
 from ..canonical import CanonicalError, canonical
 from ..certificate import Certificate, check_certificate
+from ..gc_pause import cyclic_gc_paused
 from ..merkle import chain_digest, inclusion_proof, merkle_root
-from ._fastfold import append_trades
+from ._fastfold import append_trades, chain_hash
 from .fold import LedgerState, with_grid_entries
 from .schema import (
     I64,
     LedgerEntry,
     LedgerError,
     VerifyResult,
+    WrittenEntries,
     parse_head,
     show_value,
 )
@@ -266,9 +267,10 @@ class Ledger:
         items: Iterable[tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], int]],
         *,
         ts: int | None = None,
-    ) -> list[LedgerEntry]:
+    ) -> WrittenEntries:
         """Validate and append ``(kind, body)`` or ``(kind, body, ts)`` items as one SQLite
-        transaction (a savepoint inside :meth:`atomic`). All or nothing: a refused item
+        transaction (a savepoint inside :meth:`atomic`); returns the entries written (a
+        sequence of :class:`LedgerEntry`). All or nothing: a refused item
         raises LedgerError (with ``index``) and nothing is written. Entries without their
         own ts get ``ts`` (default: now, ms).
         A ``reading`` not followed by its grid entry gets it written after it (the export
@@ -427,7 +429,7 @@ class Ledger:
         if seq_db != self._state.seq:
             self._state = self._load()
 
-    def _append(self, make_items: Any, now: int, closing: bool = False) -> list[LedgerEntry]:
+    def _append(self, make_items: Any, now: int, closing: bool = False) -> WrittenEntries:
         conn = self.conn
         # Inside atomic() an append is a savepoint of the block's transaction, so a refused
         # append is undone alone and the block may go on; outside, its own transaction.
@@ -442,12 +444,15 @@ class Ledger:
                 self._reload_if_moved()
             st = self._state.copy()
             items = make_items(st)
-            rows, entries = self._build(st, items, now, closing)
-            # Raw sqlite3 executemany on the hot path: sqlite-utils' insert_all would walk each
-            # row's dict for column detection and type conversion, several times our own cost.
-            conn.executemany(
-                "INSERT INTO entries (seq, ts, kind, body, prev, hash) VALUES (?,?,?,?,?,?)", rows
-            )
+            with cyclic_gc_paused():  # a few acyclic tuples per entry
+                rows, entries = self._build(st, items, now, closing)
+                # Raw sqlite3 executemany on the hot path: sqlite-utils' insert_all would walk
+                # each row's dict for column detection and type conversion, several times our
+                # own cost.
+                conn.executemany(
+                    "INSERT INTO entries (seq, ts, kind, body, prev, hash) VALUES (?,?,?,?,?,?)",
+                    rows,
+                )
             self._write_cache(st, items)
             conn.execute("RELEASE wm_append" if nested else "COMMIT")
         except BaseException:
@@ -463,10 +468,9 @@ class Ledger:
 
     def _build(
         self, st: LedgerState, items: list, now: int, closing: bool = False
-    ) -> tuple[list, list[LedgerEntry]]:
+    ) -> tuple[list, WrittenEntries]:
         rows: list[tuple] = []
-        entries: list[LedgerEntry] = []
-        sha = hashlib.sha256
+        bodies: list[dict[str, Any]] = []
         prev = st.head
         items = items if type(items) is list else list(items)
         i = 0
@@ -476,7 +480,7 @@ class Ledger:
             if fast:
                 # Runs of clean trades fold in compiled code; it stops, changing nothing
                 # for it, at the first item the Python fold below must take.
-                i, prev = append_trades(st, items, i, now, prev, rows, entries)
+                i, prev = append_trades(st, items, i, now, prev, rows, bodies)
                 if i == n:
                     break
             item = items[i]
@@ -504,9 +508,9 @@ class Ledger:
                 err = LedgerError(f"batch item {i} (seq {seq}): body: {exc}", None, kind)
                 err.index = i
                 raise err from None
-            h = sha(b'%s[%d,%d,"%s",%s]' % (prev, seq, ets, kind.encode(), body_bytes)).digest()
+            h = chain_hash(prev, seq, ets, kind.encode(), body_bytes)
             rows.append((seq, ets, kind, body_bytes.decode(), prev, h))
-            entries.append(LedgerEntry(seq, ets, kind, body, prev, h))
+            bodies.append(body)
             prev = h
             i += 1
         if st.open_obligation():
@@ -514,7 +518,7 @@ class Ledger:
             err.index = len(items)
             raise err
         st.head = prev
-        return rows, entries
+        return rows, WrittenEntries(rows, bodies)
 
     def _write_cache(self, st: LedgerState, items: list) -> None:
         conn = self.conn

@@ -3,7 +3,6 @@ closes' digests and certificates, and the cached balances."""
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from typing import Any
 
@@ -12,7 +11,7 @@ import orjson
 from ..canonical import CanonicalError, canonical
 from ..certificate import Certificate, check_certificate
 from ..merkle import chain_digest, merkle_root
-from ._fastfold import verify_trade
+from ._fastfold import chain_hash, verify_trade
 from .fold import LedgerState
 from .schema import (
     KEYSETS,
@@ -28,7 +27,6 @@ def verify_rows(
     """Walk every row (see the module docstring); ``fast`` folds clean trades in compiled
     code, with the same outcome as the Python fold (which ``fast=False`` uses alone)."""
     st = LedgerState()
-    sha = hashlib.sha256
     loads = orjson.loads
     prev = ZERO_HASH
     expected = 1
@@ -61,7 +59,7 @@ def verify_rows(
             return bad(seq, f"unknown kind {kind_b!r:.40}")
         if type(body_b) is not bytes or type(ts) is not int:
             return bad(seq, "ts or body has the wrong type")
-        if sha(b'%s[%d,%d,"%s",%s]' % (p, seq, ts, kind_b, body_b)).digest() != h:
+        if chain_hash(p, seq, ts, kind_b, body_b) != h:
             return bad(
                 seq,
                 f"hash mismatch: stored {_hexish(h)} is not sha256(prev || "

@@ -5,6 +5,9 @@ balances and cache, and the same refusal (message and index), whatever the batch
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,8 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wattmesh.settlement.ledger import Ledger, LedgerError
+from wattmesh.settlement.canonical import canonical
+from wattmesh.settlement.ledger import KINDS, Ledger, LedgerError, entry_hash
 from wattmesh.settlement.ledger import store as store_module
+from wattmesh.settlement.ledger._fastfold import chain_hash
 
 T0 = 1_718_928_000_000
 MEMBERS = ["alice", "bob", "carol"]
@@ -189,3 +194,56 @@ def test_verify_finds_the_same_forged_trade_either_way(tmp_path: Path, forged: b
             results.append(led.verify())
     assert results[0] == results[1]
     assert not results[0].ok and results[0].bad_seq == seq
+
+
+# ---------------------------------------------------------------------------------------
+# The compiled chain hash (SHA-256 in C, with the CPU's SHA extensions where it has them)
+# against the definition, schema.entry_hash (hashlib over canonical([seq, ts, kind, body])).
+
+JSON_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    seq=st.integers(0, 2**63 - 1),
+    ts=st.integers(0, 2**63 - 1),
+    kind=st.sampled_from(sorted(KINDS)),
+    body=st.dictionaries(st.text(max_size=12), JSON_VALUE, max_size=6),
+)
+def test_the_chain_hash_is_the_entry_hash_of_the_definition(
+    seq: int, ts: int, kind: str, body: dict
+) -> None:
+    prev = bytes(range(32))
+    assert chain_hash(prev, seq, ts, kind.encode(), canonical(body)) == entry_hash(
+        prev, seq, ts, kind, body
+    )
+
+
+PORTABLE_CHECK = """
+import hashlib, random
+from wattmesh.settlement.ledger._fastfold import chain_hash
+rng = random.Random(7)
+for n in range(0, 400):  # every tail length around the 55/56/64-byte block boundaries
+    body = bytes(rng.getrandbits(8) for _ in range(n))
+    prev = bytes(rng.getrandbits(8) for _ in range(32))
+    want = hashlib.sha256(b'%s[%d,%d,"k",%s]' % (prev, n, 7 * n, body)).digest()
+    assert chain_hash(prev, n, 7 * n, b"k", body) == want, n
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["cpu-extensions", "portable"])
+def test_both_sha256_implementations_match_hashlib_at_every_length(portable: bool) -> None:
+    env = dict(os.environ)
+    env.pop("WM_SHA256_PORTABLE", None)
+    if portable:
+        env["WM_SHA256_PORTABLE"] = "1"  # the rounds a CPU without SHA extensions runs
+    out = subprocess.run([sys.executable, "-c", PORTABLE_CHECK], env=env, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
