@@ -152,8 +152,8 @@ class SessionResult:
 def make_traders(market: Market, strategy: str, rng: Random) -> list[Trader]:
     """One trader of ``strategy`` per buyer, then per seller."""
     low, high = market.price_min, market.price_max
-    return [make_trader(strategy, BID, rng, low, high) for _ in market.buyers] + [
-        make_trader(strategy, ASK, rng, low, high) for _ in market.sellers
+    return [make_trader(strategy, BID, rng, low, high, len(u)) for u in market.buyers] + [
+        make_trader(strategy, ASK, rng, low, high, len(u)) for u in market.sellers
     ]
 
 
@@ -204,7 +204,7 @@ def run_period(
     turn = 0
     for turn in range(1, shouts + 1):  # noqa: B007 (the last turn run is returned)
         t = active[int(random() * n_active)]
-        price = shout_of[t](current[t], rng)
+        price = shout_of[t](limits[t], unit[t], rng)
         if price is None:  # the trader passes; the turn still counts
             continue
         oid += 1
@@ -243,11 +243,7 @@ def run_period(
         else:
             quote = Quote(sides[t], price, False)
         for i, observe in learners:
-            # An exhausted trader still learns, against its last unit's limit.
-            if unit[i] < len(limits[i]):
-                observe(quote, current[i], True, rng)
-            else:
-                observe(quote, current[i], False, rng)
+            observe(quote, limits[i], unit[i], rng)
     return trades, turn
 
 
@@ -353,7 +349,9 @@ class Summary:
     """Measures over seeds. ``*_by_period`` lists are means over seeds, period by period
     (alpha over the sessions that traded in that period; None if none did). Spreads are
     sample standard deviations over seeds (0 for one seed); the overall spread is that of
-    each seed's mean efficiency over its periods."""
+    each seed's mean efficiency over its periods. ``price_by_period`` is the mean over seeds
+    of each session's mean trade price in the period (over the sessions that traded; None if
+    none did)."""
 
     market: int
     strategy: str
@@ -366,6 +364,7 @@ class Summary:
     alpha_by_period: list[float | None]
     dispersion_by_period: list[float]
     trades_by_period: list[float]
+    price_by_period: list[float | None]
 
 
 def _sd(xs: Sequence[float]) -> float:
@@ -381,6 +380,9 @@ def summarize(results: Sequence[SessionResult]) -> Summary:
     by_period = list(zip(*(r.periods for r in results), strict=True))
     per_seed = [statistics.fmean(p.efficiency for p in r.periods) for r in results]
     alphas = [[p.alpha for p in ps if p.alpha is not None] for ps in by_period]
+    prices = [
+        [statistics.fmean(t.price for t in p.trades) for p in ps if p.trades] for ps in by_period
+    ]
     return Summary(
         market=first.market,
         strategy=first.strategy,
@@ -393,6 +395,7 @@ def summarize(results: Sequence[SessionResult]) -> Summary:
         alpha_by_period=[statistics.fmean(a) if a else None for a in alphas],
         dispersion_by_period=[statistics.fmean(p.dispersion for p in ps) for ps in by_period],
         trades_by_period=[statistics.fmean(len(p.trades) for p in ps) for ps in by_period],
+        price_by_period=[statistics.fmean(x) if x else None for x in prices],
     )
 
 

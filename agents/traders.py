@@ -1,17 +1,18 @@
 """Trading strategies for one-unit double auctions: ZI-U and ZI-C (Gode and Sunder 1993) and
 ZIP (Cliff 1997).
 
-A trader is a buyer (side ``BID``) or a seller (side ``ASK``). The market gives it a turn with
-the limit price of the unit it must trade next (a buyer's value, a seller's cost) and a
-random generator; the trader answers with a price for one unit, or None to pass:
+A trader is a buyer (side ``BID``) or a seller (side ``ASK``) with a schedule of units to trade
+in order: ``limits``, each unit's limit price (a buyer's value, a seller's cost). The market
+gives it a turn with its schedule, the index of the unit it must trade next, and a random
+generator; the trader answers with a price for that one unit, or None to pass:
 
-    price = trader.shout(limit, rng)
+    price = trader.shout(limits, unit, rng)
 
 A trader whose ``adaptive`` flag is set learns: after every turn the market tells it what
-happened, with its own current limit (its last unit's limit once it has no units left) and
-whether it still has units to trade (``active``):
+happened, with its schedule and the index of its next unit (``len(limits)`` once it has no
+units left):
 
-    trader.observe(Quote(side, price, accepted), limit, active, rng)
+    trader.observe(Quote(side, price, accepted), limits, unit, rng)
 
 ``within_limit`` says the trader never bids above its value nor asks below its cost, so it
 never trades at a loss; the market uses it to end a period early once no trade is possible.
@@ -22,6 +23,7 @@ handed, so a session with one seed always makes the same draws in the same order
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from random import Random
 from typing import NamedTuple, Protocol
@@ -52,9 +54,9 @@ class Trader(Protocol):
     adaptive: bool
     within_limit: bool
 
-    def shout(self, limit: int, rng: Random) -> int | None: ...
+    def shout(self, limits: Sequence[int], unit: int, rng: Random) -> int | None: ...
 
-    def observe(self, quote: Quote, limit: int, active: bool, rng: Random) -> None: ...
+    def observe(self, quote: Quote, limits: Sequence[int], unit: int, rng: Random) -> None: ...
 
 
 def _check_side(side: int) -> int:
@@ -82,12 +84,12 @@ class ZIU:
         self.high = high
         self._span = high - low + 1
 
-    def shout(self, limit: int, rng: Random) -> int:
+    def shout(self, limits: Sequence[int], unit: int, rng: Random) -> int:
         # One random() per shout, floored onto the integers: cheaper than randint and the
         # same on every Python version.
         return self.low + int(rng.random() * self._span)
 
-    def observe(self, quote: Quote, limit: int, active: bool, rng: Random) -> None:
+    def observe(self, quote: Quote, limits: Sequence[int], unit: int, rng: Random) -> None:
         """ZI-U does not learn."""
 
     def __repr__(self) -> str:
@@ -108,7 +110,8 @@ class ZIC:
         self.low = low
         self.high = high
 
-    def shout(self, limit: int, rng: Random) -> int | None:
+    def shout(self, limits: Sequence[int], unit: int, rng: Random) -> int | None:
+        limit = limits[unit]
         if self.side == BID:
             top = limit if limit < self.high else self.high
             if top < self.low:
@@ -119,7 +122,7 @@ class ZIC:
             return None
         return bottom + int(rng.random() * (self.high - bottom + 1))
 
-    def observe(self, quote: Quote, limit: int, active: bool, rng: Random) -> None:
+    def observe(self, quote: Quote, limits: Sequence[int], unit: int, rng: Random) -> None:
         """ZI-C does not learn."""
 
     def __repr__(self) -> str:
@@ -130,10 +133,12 @@ class ZIC:
 class ZIPParams:
     """ZIP's constants, as read from Cliff (1997); docs/gode-sunder.md gives the reading.
 
-    Each trader draws its learning rate ``beta``, momentum ``gamma`` and initial margin
-    uniformly from these ranges once. Each margin update draws a fresh target perturbation:
-    relative R in [1, 1 + relative] (raise the price) or [1 - relative, 1] (lower it), and
-    absolute A in [0, absolute] or [-absolute, 0], in price units.
+    Each trader draws its learning rate ``beta`` and momentum ``gamma`` once, and an initial
+    margin for each of its units, uniformly from these ranges. Each margin update draws a
+    fresh target perturbation: relative R in [1, 1 + relative] (raise the price) or
+    [1 - relative, 1] (lower it), and absolute A in [0, absolute] or [-absolute, 0], in
+    price units. ``relative`` and ``absolute`` are Cliff's c_r and c_a, the same for every
+    trader.
     """
 
     beta: tuple[float, float] = (0.1, 0.5)
@@ -146,11 +151,14 @@ class ZIPParams:
 
 
 class ZIP:
-    """Zero intelligence plus (Cliff 1997): shouts ``limit * (1 + margin)`` and adapts the
-    margin after every quote and trade it observes, by a Widrow-Hoff rule with momentum
-    towards a target just beyond the observed price.
+    """Zero intelligence plus (Cliff 1997) with a margin and a momentum per unit: unit ``k``
+    shouts ``limits[k] * (1 + margins[k])``. After every quote and trade it observes, each
+    unit that has come up this period learns as one of Cliff's one-unit traders would: the
+    current unit as an active trader, the units already traded as inactive ones (they may
+    only raise their margins). Units not yet come up do not learn. The update is
+    Widrow-Hoff with momentum towards a target just beyond the observed price.
 
-    A seller's margin is >= 0, a buyer's in [-1, 0], so it never trades at a loss.
+    A seller's margins are >= 0, a buyer's in [-1, 0], so it never trades at a loss.
     """
 
     adaptive = True
@@ -163,24 +171,29 @@ class ZIP:
         low: int = PRICE_MIN,
         high: int = PRICE_MAX,
         params: ZIPParams = ZIPParams(),  # noqa: B008 (frozen, so sharing it is safe)
+        units: int = 1,
     ) -> None:
         _check_range(low, high)
+        if units < 1:
+            raise ValueError(f"units: need at least 1, got {units}")
         self.side = _check_side(side)
         self.low = low
         self.high = high
         self.params = params
         self.beta = rng.uniform(*params.beta)
         self.gamma = rng.uniform(*params.gamma)
-        margin = rng.uniform(*params.initial_margin)
-        self.margin = -margin if side == BID else margin
-        self.momentum = 0.0  # Cliff's Gamma: the smoothed last change of the price
+        sign = -1.0 if side == BID else 1.0
+        # Keyed by the unit's index in the trader's schedule.
+        self.margins = [sign * rng.uniform(*params.initial_margin) for _ in range(units)]
+        self.momenta = [0.0] * units  # Cliff's Gamma: each unit's smoothed last change
 
-    def price(self, limit: int) -> float:
-        """The unrounded shout price for a unit with this limit."""
-        return limit * (1.0 + self.margin)
+    def price(self, limits: Sequence[int], unit: int) -> float:
+        """Unit ``unit``'s unrounded shout price."""
+        return limits[unit] * (1.0 + self.margins[unit])
 
-    def shout(self, limit: int, rng: Random) -> int | None:
-        price = round(limit * (1.0 + self.margin))
+    def shout(self, limits: Sequence[int], unit: int, rng: Random) -> int | None:
+        limit = limits[unit]
+        price = round(limit * (1.0 + self.margins[unit]))
         # Rounding never crosses the integer limit; clamping keeps the price in range, and
         # the trader passes only when no price in range respects its limit.
         if self.side == BID:
@@ -195,54 +208,67 @@ class ZIP:
             return self.high if limit <= self.high else None
         return price
 
-    def observe(self, quote: Quote, limit: int, active: bool, rng: Random) -> None:
-        """Cliff's update rules. ``q`` is the observed price (the trade price if accepted).
+    def observe(self, quote: Quote, limits: Sequence[int], unit: int, rng: Random) -> None:
+        """Cliff's update rules, for the current unit (active) and every unit already
+        traded this period (inactive); ``unit`` is ``len(limits)`` once all have traded.
 
-        Seller: after a trade at q, raise the margin if p <= q; else, if the accepted quote
-        was a bid and the seller is active, lower it (p > q). After an unaccepted ask at q,
-        an active seller with p >= q lowers it. Buyer: the mirror image. Where the paper's
-        raise and lower conditions overlap (p == q after a trade), raising wins.
+        ``q`` is the observed price (the trade price if accepted); each unit compares it
+        with ``p``, the integer price it shouts. Seller: after a trade at q, raise the
+        margin if p <= q; else, if the accepted quote was a bid and the unit is active,
+        lower it. After an unaccepted ask at q, an active unit with p >= q lowers it.
+        Buyer: the mirror image. Where the paper's raise and lower conditions overlap
+        (p == q after a trade), raising wins.
+
+        p is compared as shouted: with the unrounded price, a unit whose ask rounds up (a
+        bid down) never sees its own shout as at or beyond its price, and a market of such
+        units stalls a tick or two apart (market 5 did).
         """
-        p = limit * (1.0 + self.margin)
         q = quote.price
-        if self.side == ASK:
-            if quote.accepted:
-                if p <= q:
-                    self._move(p, q, True, limit, rng)
-                elif quote.side == BID and active:
-                    self._move(p, q, False, limit, rng)
-            elif quote.side == ASK and active and p >= q:
-                self._move(p, q, False, limit, rng)
-        else:
-            if quote.accepted:
-                if p >= q:
-                    self._move(p, q, False, limit, rng)
-                elif quote.side == ASK and active:
-                    self._move(p, q, True, limit, rng)
-            elif quote.side == BID and active and p <= q:
-                self._move(p, q, True, limit, rng)
+        margins = self.margins
+        seller = self.side == ASK
+        if not quote.accepted:
+            # Only an active unit lowers, and only on a shout from its own side: so only
+            # the current unit can move, which keeps the common case (no trade) cheap.
+            if unit < len(limits) and quote.side == self.side:
+                limit = limits[unit]
+                exact = limit * (1.0 + margins[unit])
+                if (round(exact) >= q) if seller else (round(exact) <= q):
+                    self._move(exact, q, not seller, limit, unit, rng)
+            return
+        # A trade: every unit come up so far may raise its margin; the current one may
+        # lower it when the accepted quote was from the other side.
+        other_side_accepted = quote.side != self.side
+        for k in range(unit + 1 if unit < len(limits) else len(limits)):
+            limit = limits[k]
+            exact = limit * (1.0 + margins[k])
+            p = round(exact)
+            if (p <= q) if seller else (p >= q):
+                self._move(exact, q, seller, limit, k, rng)
+            elif k == unit and other_side_accepted:
+                self._move(exact, q, not seller, limit, k, rng)
 
-    def _move(self, p: float, q: float, up: bool, limit: int, rng: Random) -> None:
-        """Move the price from p towards a target just above (up) or below q."""
+    def _move(self, p: float, q: float, up: bool, limit: int, k: int, rng: Random) -> None:
+        """Move unit k's price from p towards a target just above (up) or below q."""
         params = self.params
         if up:
             target = q * (1.0 + params.relative * rng.random()) + params.absolute * rng.random()
         else:
             target = q * (1.0 - params.relative * rng.random()) - params.absolute * rng.random()
         delta = self.beta * (target - p)
-        self.momentum = self.gamma * self.momentum + (1.0 - self.gamma) * delta
-        margin = (p + self.momentum) / limit - 1.0
-        # The margin's sign is what keeps ZIP from trading at a loss.
+        momentum = self.gamma * self.momenta[k] + (1.0 - self.gamma) * delta
+        self.momenta[k] = momentum
+        margin = (p + momentum) / limit - 1.0
+        # The margin's sign is what keeps ZIP from trading at a loss: a step past the
+        # bound stops on it.
         if self.side == ASK:
-            self.margin = margin if margin > 0.0 else 0.0
+            self.margins[k] = margin if margin > 0.0 else 0.0
         else:
-            self.margin = -1.0 if margin < -1.0 else (margin if margin < 0.0 else 0.0)
+            self.margins[k] = -1.0 if margin < -1.0 else (margin if margin < 0.0 else 0.0)
 
     def __repr__(self) -> str:
         side = "BID" if self.side == BID else "ASK"
-        return (
-            f"ZIP({side}, margin={self.margin:.4f}, beta={self.beta:.3f}, gamma={self.gamma:.3f})"
-        )
+        margins = ", ".join(f"{m:.4f}" for m in self.margins)
+        return f"ZIP({side}, margins=[{margins}], beta={self.beta:.3f}, gamma={self.gamma:.3f})"
 
 
 STRATEGIES: dict[str, str] = {
@@ -253,14 +279,19 @@ STRATEGIES: dict[str, str] = {
 
 
 def make_trader(
-    strategy: str, side: int, rng: Random, low: int = PRICE_MIN, high: int = PRICE_MAX
+    strategy: str,
+    side: int,
+    rng: Random,
+    low: int = PRICE_MIN,
+    high: int = PRICE_MAX,
+    units: int = 1,
 ) -> Trader:
-    """A trader of the named strategy (a key of ``STRATEGIES``). ``rng`` is used only by
-    strategies that draw their parameters at birth (ZIP)."""
+    """A trader of the named strategy (a key of ``STRATEGIES``) with ``units`` units to
+    trade. ``rng`` is used only by strategies that draw their parameters at birth (ZIP)."""
     if strategy == "zi-u":
         return ZIU(side, low, high)
     if strategy == "zi-c":
         return ZIC(side, low, high)
     if strategy == "zip":
-        return ZIP(side, rng, low, high)
+        return ZIP(side, rng, low, high, units=units)
     raise ValueError(f"strategy: must be one of {', '.join(STRATEGIES)}, got {strategy!r}")

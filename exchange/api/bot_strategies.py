@@ -214,7 +214,7 @@ class ZICStrategy(_SideRule):
                 "an interval")  # fmt: skip
 
     def _shout(self, side: str) -> int | None:
-        return self.traders[side].shout(self.limits.of(side), self.rng)
+        return self.traders[side].shout((self.limits.of(side),), 0, self.rng)
 
     def posted(self, interval: int, intents: Sequence[Intent], ids: Sequence[str]) -> None:
         """ZI-C remembers nothing."""
@@ -247,7 +247,7 @@ class ZIPStrategy(_SideRule):
                 "interval")  # fmt: skip
 
     def _shout(self, side: str) -> int | None:
-        return self.zip[side].shout(self.limits.of(side), self.rng)
+        return self.zip[side].shout((self.limits.of(side),), 0, self.rng)
 
     def posted(self, interval: int, intents: Sequence[Intent], ids: Sequence[str]) -> None:
         """Remember the shout until its interval is settled."""
@@ -261,21 +261,23 @@ class ZIPStrategy(_SideRule):
         for t in [t for t in self.shouts if t < interval]:
             del self.shouts[t]  # an interval whose settlement the bot never heard of
         for side, trader in self.zip.items():
-            limit = self.limits.of(side)
+            # One unit, whose limit never changes: unit 0 while the household shouts on
+            # this side, 1 (none left) otherwise.
+            limits = (self.limits.of(side),)
             active = shout is not None and shout.side == side
             if price is not None:
                 other = ASK if side == "bid" else BID
-                trader.observe(Quote(other, price, True), limit, active, self.rng)
+                trader.observe(Quote(other, price, True), limits, 0 if active else 1, self.rng)
             elif active:
                 # Its own shout, unaccepted; the unrounded price, so that p >= q holds
                 # for an ask (p <= q for a bid) as Cliff's rule for it expects.
-                p = trader.price(limit)
+                p = trader.price(limits, 0)
                 own, q = (BID, math.ceil(p)) if side == "bid" else (ASK, math.floor(p))
-                trader.observe(Quote(own, q, False), limit, True, self.rng)
+                trader.observe(Quote(own, q, False), limits, 0, self.rng)
 
     def margins(self) -> dict[str, float]:
         """The buyer's and seller's margins now."""
-        return {side: t.margin for side, t in self.zip.items()}
+        return {side: t.margins[0] for side, t in self.zip.items()}
 
 
 class ThresholdStrategy:

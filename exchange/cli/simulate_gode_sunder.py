@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +25,10 @@ from wattmesh.exchange.cli.terminal import progress_bar
 # The period lengths of the efficiency-against-shouts plot (shouts per period).
 SWEEP_SHOUTS = (50, 100, 200, 500, 1000, 2000, 4000)
 SWEEP_STRATEGIES = ("zi-u", "zi-c")
+# A learning strategy's plots add its mean price per period beside this one's, the baseline
+# that does not learn (same seeds, periods and shouts).
+CONVERGENCE_BASELINE = "zi-c"
+LEARNING = ("zip",)
 # A progress bar is worth drawing only for runs of at least this many turns.
 PROGRESS_MIN_TURNS = 200_000
 
@@ -71,7 +75,8 @@ def gode_sunder(
             file_okay=False,
             help="Write PNGs to DIR: the schedules with the equilibrium, the trade prices "
             "across periods (first seed), and efficiency against shouts per period "
-            f"({SWEEP_SHOUTS[0]} to {SWEEP_SHOUTS[-1]}) for ZI-U and ZI-C.",
+            f"({SWEEP_SHOUTS[0]} to {SWEEP_SHOUTS[-1]}) for ZI-U and ZI-C; for zip also the "
+            "mean price per period against the equilibrium, ZIP beside ZI-C.",
         ),
     ] = None,
     workers: Annotated[
@@ -87,12 +92,17 @@ def gode_sunder(
     the_market = gs.load_market(market)
     seed_list = list(range(seeds))
     sweep = plot is not None
+    converge = sweep and strategy.value in LEARNING
     total_turns = seeds * periods * shouts
     total_sessions = seeds
     if sweep:
         total_turns += len(SWEEP_STRATEGIES) * seeds * periods * sum(SWEEP_SHOUTS)
         total_sessions += len(SWEEP_STRATEGIES) * len(SWEEP_SHOUTS) * seeds
+    if converge:
+        total_turns += seeds * periods * shouts
+        total_sessions += seeds
     curves: dict[str, list[tuple[int, float, float]]] = {}
+    prices: dict[str, list[float | None]] = {}
     with progress_bar(
         "simulating", total_sessions, show=total_turns >= PROGRESS_MIN_TURNS
     ) as update:
@@ -108,6 +118,18 @@ def gode_sunder(
             on_session=tick,
         )
         summary = gs.summarize(results)
+        if converge:
+            baseline = gs.run_sessions(
+                the_market,
+                CONVERGENCE_BASELINE,
+                seed_list,
+                periods,
+                shouts,
+                workers=workers,
+                on_session=tick,
+            )
+            prices[strategy.value] = summary.price_by_period
+            prices[CONVERGENCE_BASELINE] = gs.summarize(baseline).price_by_period
         if sweep:
             for name in SWEEP_STRATEGIES:
                 curves[name] = gs.efficiency_by_shouts(
@@ -121,7 +143,7 @@ def gode_sunder(
                 )
     if plot is not None:
         try:
-            write_plots(plot, the_market, results[0], curves, seeds)
+            write_plots(plot, the_market, results[0], curves, seeds, prices)
         except OSError as exc:
             _fail(f"cannot write plots to {plot}: {exc.strerror or exc}")
     if as_json:
@@ -187,8 +209,11 @@ def write_plots(
     session: gs.SessionResult,
     curves: dict[str, list[tuple[int, float, float]]],
     seeds: int,
+    prices: dict[str, list[float | None]] | None = None,
 ) -> list[Path]:
-    """Write the three PNGs (named ``gode-sunder-market<N>-...``); returns their paths."""
+    """Write the PNGs (named ``gode-sunder-market<N>-...``): schedules, prices, efficiency
+    against shouts, and, given ``prices`` (strategy -> mean price per period), the
+    convergence plot. Returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -201,15 +226,15 @@ def write_plots(
         directory / f"{stem}-{session.strategy}-prices.png",
         directory / f"{stem}-efficiency-by-shouts.png",
     ]
-    for path, draw in zip(
-        paths,
-        (
-            lambda ax: _draw_schedules(ax, market),
-            lambda ax: _draw_prices(ax, market, session),
-            lambda ax: _draw_efficiency(ax, market, curves, seeds),
-        ),
-        strict=True,
-    ):
+    draws: list[Callable[[Any], None]] = [
+        lambda ax: _draw_schedules(ax, market),
+        lambda ax: _draw_prices(ax, market, session),
+        lambda ax: _draw_efficiency(ax, market, curves, seeds),
+    ]
+    if prices:
+        paths.append(directory / f"{stem}-convergence.png")
+        draws.append(lambda ax: _draw_convergence(ax, market, session, prices, seeds))
+    for path, draw in zip(paths, draws, strict=True):
         fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
         draw(ax)
         fig.tight_layout()
@@ -276,3 +301,24 @@ def _draw_efficiency(
     ax.set_ylim(0, 102)
     ax.set_title(f"Market {market.number}: efficiency against period length ({seeds} seeds)")
     ax.legend(loc="lower right", fontsize="small")
+
+
+def _draw_convergence(
+    ax: Any,
+    market: gs.Market,
+    session: gs.SessionResult,
+    prices: dict[str, list[float | None]],
+    seeds: int,
+) -> None:
+    eq = market.equilibrium
+    if eq.price_high > eq.price_low:
+        ax.axhspan(eq.price_low, eq.price_high, color="lightgrey", alpha=0.5, linewidth=0)
+    ax.axhline(eq.price, color="black", linestyle="--", linewidth=0.8, label=f"P* = {eq.price:g}")
+    for name, by_period in prices.items():
+        points = [(k + 1, p) for k, p in enumerate(by_period) if p is not None]
+        ax.plot([k for k, _ in points], [p for _, p in points], "o-", label=name)
+    ax.set_xticks(range(1, len(session.periods) + 1))
+    ax.set_xlabel("period")
+    ax.set_ylabel(f"mean trade price (mean over {seeds} seeds)")
+    ax.set_title(f"Market {market.number}: mean price per period, {session.shouts} shouts/period")
+    ax.legend(loc="best", fontsize="small")
