@@ -68,6 +68,8 @@ def test_bad_side_range_or_strategy_is_refused() -> None:
         ZIU(BID, 10, 5)
     with pytest.raises(ValueError, match="strategy"):
         make_trader("zi-x", BID, Random(0))
+    with pytest.raises(ValueError, match="units"):
+        ZIP(ASK, Random(0), units=0)
 
 
 # -- never a loss, in real sessions ----------------------------------------------------
@@ -113,6 +115,8 @@ def test_zip_draws_its_parameters_from_cliffs_ranges() -> None:
         assert all(0.05 <= m <= 0.35 for m in seller.margins)
         assert all(-0.35 <= m <= -0.05 for m in buyer.margins)
     assert len(set(seller.margins)) == 3  # each unit draws its own
+    made = make_trader("zip", BID, Random(0), units=6)
+    assert isinstance(made, ZIP) and len(made.margins) == 6
 
 
 def test_zip_shouts_its_limit_times_one_plus_margin() -> None:
