@@ -269,6 +269,14 @@ def measure_period(
     )
 
 
+def check_session(strategy: str, periods: int, shouts: int) -> None:
+    """Raise ValueError naming the first argument :func:`run_session` cannot run with."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy: must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if periods < 1 or shouts < 1:
+        raise ValueError(f"periods and shouts must be positive, got {periods} and {shouts}")
+
+
 def run_session(
     market: Market,
     strategy: str,
@@ -280,10 +288,7 @@ def run_session(
     skip_dead: bool = True,
 ) -> SessionResult:
     """One session: the same traders for ``periods`` periods of at most ``shouts`` turns."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy: must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    if periods < 1 or shouts < 1:
-        raise ValueError(f"periods and shouts must be positive, got {periods} and {shouts}")
+    check_session(strategy, periods, shouts)
     traders = make_traders(market, strategy, Random(f"gode-sunder/{seed}"))
     results = []
     for period in range(1, periods + 1):
