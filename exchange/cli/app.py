@@ -23,6 +23,7 @@ from wattmesh.exchange.cli.meter import meter_app
 from wattmesh.exchange.cli.node import node_app
 from wattmesh.exchange.cli.simulate_community import community
 from wattmesh.exchange.cli.simulate_gode_sunder import gode_sunder
+from wattmesh.exchange.cli.sweep import sweep
 from wattmesh.exchange.cli.terminal import command_group, progress_bar
 from wattmesh.exchange.cli.terminal import fail as _fail
 from wattmesh.exchange.clock import DEFAULT_INTERVAL_MS
@@ -301,6 +302,7 @@ simulate = command_group("Market simulations: Gode and Sunder's ZI markets, the 
 app.add_typer(simulate, name="simulate")
 simulate.command("gode-sunder")(gode_sunder)
 simulate.command("community")(community)
+app.command("sweep")(sweep)  # grids and samples of the above (docs/analysis.md)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(meter_app, name="meter")
 app.add_typer(api_app, name="api")

@@ -9,7 +9,8 @@ import sys
 # Each costs 10 to 300 ms to import, and only some commands need it.
 HEAVY = ("httpx", "cryptography", "sqlite_utils", "pandas", "numpy", "libp2p", "trio",
          "matplotlib", "wattmesh.exchange.replay._logscan", "wattmesh.settlement.ledger.store",
-         "wattmesh.exchange.node.config", "wattmesh.settlement.keys")  # fmt: skip
+         "wattmesh.exchange.node.config", "wattmesh.settlement.keys", "pyarrow", "ray",
+         "wattmesh.exchange.sweep.targets")  # fmt: skip
 
 
 def loaded_by(args: list[str]) -> set[str]:
@@ -23,8 +24,15 @@ def loaded_by(args: list[str]) -> set[str]:
 
 
 def test_help_and_version_load_none_of_the_heavy_modules() -> None:
-    for args in ([], ["--help"], ["--version"], ["replay", "--help"], ["bot", "--help"],
-                 ["ledger", "--help"]):
+    for args in (
+        [],
+        ["--help"],
+        ["--version"],
+        ["replay", "--help"],
+        ["bot", "--help"],
+        ["ledger", "--help"],
+        ["sweep", "--help"],
+    ):
         assert loaded_by(args) & set(HEAVY) == set(), args
 
 

@@ -1,0 +1,109 @@
+"""A sweep's output folder: its spec, one file per finished point, the merged table.
+
+    DIR/spec.toml          the spec, copied on the first run
+    DIR/points/000007.json one point: its parameters, status, metrics or error
+    DIR/sweep.parquet      every point, one row each (``table.py``)
+
+Each file is written whole or not at all (``atomic_file``), so a sweep stopped at any
+moment resumes from the points it stored. A folder that holds another spec's sweep, or
+other files and no sweep, is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from wattmesh.exchange.atomic_file import write_atomic
+from wattmesh.exchange.sweep.spec import Point, SweepSpec
+from wattmesh.settlement.errors import WattmeshError
+
+__all__ = ["OK", "FAILED", "OutputError", "SweepFolder"]
+
+SPEC_NAME = "spec.toml"
+POINTS = "points"
+TABLE_NAME = "sweep.parquet"
+OK = "ok"
+FAILED = "failed"
+
+
+class OutputError(WattmeshError):
+    """An output folder a sweep may not write into, with one line saying why."""
+
+
+class SweepFolder:
+    """The output folder of one spec's sweep."""
+
+    def __init__(self, path: str | Path, spec: SweepSpec) -> None:
+        self.path = Path(path)
+        self.spec = spec
+
+    @property
+    def table_path(self) -> Path:
+        return self.path / TABLE_NAME
+
+    def _point_path(self, index: int) -> Path:
+        return self.path / POINTS / f"{index:06d}.json"
+
+    def check(self) -> None:
+        """Raise OutputError unless the folder is new, empty, or holds this spec's sweep."""
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputError(f"{self.path} is not a folder")
+        copy = self.path / SPEC_NAME
+        if copy.exists():
+            try:
+                theirs = tomllib.loads(copy.read_text("utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                theirs = None
+            if theirs is None or _canonical(theirs) != self.spec.identity():
+                raise OutputError(
+                    f"{self.path} holds another sweep's results (its {SPEC_NAME} is not "
+                    f"{self.spec.source}): choose another --out, or remove that folder"
+                )
+        elif self.path.is_dir() and any(self.path.iterdir()):
+            raise OutputError(
+                f"{self.path} is not empty and holds no sweep (no {SPEC_NAME}): choose a new "
+                "or an empty folder"
+            )
+
+    def claim(self, spec_text: bytes) -> None:
+        """Check the folder (:meth:`check`), then make it and copy the spec into it."""
+        self.check()
+        (self.path / POINTS).mkdir(parents=True, exist_ok=True)
+        copy = self.path / SPEC_NAME
+        if not copy.exists():
+            write_atomic(copy, spec_text)
+
+    def finished(self) -> set[int]:
+        """The points already run to the end: stored with status ok and the same
+        parameters (a failed point runs again)."""
+        done = set()
+        for point in self.spec.points:
+            record = self.load(point.index)
+            if record is not None and record["status"] == OK and record["params"] == point.params:
+                done.add(point.index)
+        return done
+
+    def load(self, index: int) -> dict[str, Any] | None:
+        """A stored point, or None if there is none (or it cannot be read)."""
+        try:
+            return orjson.loads(self._point_path(index).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+
+    def store(self, point: Point, result: dict[str, Any]) -> None:
+        """Keep one point's result: ``{"status", "metrics", "error"}`` from the runner."""
+        record = {"point": point.index, "params": point.params, **result}
+        write_atomic(self._point_path(point.index), _canonical(record) + b"\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every point of the spec that has a stored result, in point order."""
+        found = (self.load(p.index) for p in self.spec.points)
+        return [r for r in found if r is not None]
+
+
+def _canonical(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
