@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -73,6 +74,26 @@ def run_local(tasks: Sequence[Task], workers: int | None, on_result: OnResult) -
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+# How long a cluster's address may take to accept a connection before it is refused.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse at once an address where nothing listens: ``ray.init`` itself waits for a
+    minute or more before it gives up on one. ("auto" is Ray's own look-up, and quick.)"""
+    where = address.removeprefix("ray://")
+    host, sep, port = where.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise RayUnavailable(
+            f"cannot reach a Ray cluster at {address}: {exc.strerror or exc} (start one "
+            "with `ray start --head`)"
+        ) from None
+
+
 @contextmanager
 def ray_cluster(address: str) -> Iterator[Callable[[Sequence[Task], OnResult], None]]:
     """Connect to the Ray cluster at ``address`` ("auto", "host:6379", "ray://host:10001")
@@ -84,13 +105,18 @@ def ray_cluster(address: str) -> Iterator[Callable[[Sequence[Task], OnResult], N
         raise RayUnavailable(f"Ray is not installed: {INSTALL_RAY}") from None
     connected_here = False
     if not ray.is_initialized():
+        _check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
-        except (ConnectionError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # Ray raises many kinds here; each is one line to us
             lines = str(exc).strip().splitlines()
+            # Ray turns token authentication on by itself only for "auto" (Ray 2.5x+).
+            hint = "start one with `ray start --head`"
+            if address != "auto":
+                hint = "a cluster with token authentication needs RAY_AUTH_MODE=token here"
             raise RayUnavailable(
                 f"cannot reach a Ray cluster at {address}: "
-                f"{lines[0] if lines else type(exc).__name__} (start one with `ray start --head`)"
+                f"{lines[0] if lines else type(exc).__name__} ({hint})"
             ) from None
         connected_here = True
 

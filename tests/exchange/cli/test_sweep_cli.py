@@ -5,6 +5,7 @@ with nothing written."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -159,3 +160,15 @@ def test_an_interrupted_sweep_keeps_its_finished_points_and_resumes(
     assert not (out / "sweep.parquet").exists() and not list(out.rglob(".*.tmp"))
     code, stdout, _ = cli("sweep", spec, "--out", out, "--workers", 2)
     assert code == 0 and f"({150 - kept} run now, {kept} finished before)" in stdout
+
+
+def test_a_ray_address_where_nothing_listens_is_refused_at_once(cli, sweep_spec, tmp_path):
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code, _, err = cli("sweep", sweep_spec(), "--out", tmp_path / "out", "--ray",
+                       f"127.0.0.1:{port}")  # fmt: skip
+    assert code == 2
+    assert err == (f"wattmesh: error: --ray: cannot reach a Ray cluster at 127.0.0.1:{port}: "
+                   "Connection refused (start one with `ray start --head`)\n")  # fmt: skip
+    assert not (tmp_path / "out").exists()
