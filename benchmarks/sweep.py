@@ -72,7 +72,9 @@ def main() -> None:
         import ray
 
         t0 = time.perf_counter()
-        ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False
+        )
         started = time.perf_counter() - t0
         try:
             on_ray = timed(spec, root / "ray", ray_address="auto")

@@ -16,7 +16,7 @@ def test_a_sweep_on_ray_gives_the_local_processes_table(sweep_spec, cli, tmp_pat
     # Local processes first: nothing of Ray runs in this process yet.
     local = run_sweep(spec, tmp_path / "local", workers=2)
     assert not local.failed
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         on_ray = run_sweep(spec, tmp_path / "ray", ray_address="auto")
         code, out, err = cli("sweep", spec, "--out", tmp_path / "cli", "--ray", "auto")
