@@ -25,6 +25,7 @@ Parameter names and types are the target's (``targets.py``); every problem is a
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ from wattmesh.settlement.errors import WattmeshError
 __all__ = ["Point", "SpecError", "SweepSpec", "load_spec", "parse_spec"]
 
 _TOP = ("target", "fixed", "grid", "sample")
+# More points than this is a typo more often than a plan (and one file per point).
+MAX_POINTS = 1_000_000
 _SAMPLE = ("points", "seed", "ranges", "choices")
 
 
@@ -142,6 +145,9 @@ def parse_spec(text: str, *, source: str = "spec", base: Path | None = None) -> 
     given = {k: value(param(k, "fixed"), v, f"fixed.{k}") for k, v in fixed.items()}
     if grid is not None:
         axes = _grid_axes(grid, given, param, value, bad)
+        count = math.prod(len(values) for values in axes.values())
+        if count > MAX_POINTS:
+            raise bad(f"the grid has {count:,} points, more than {MAX_POINTS:,}")
         varying = [dict(zip(axes, combo, strict=True))
                    for combo in itertools.product(*axes.values())]  # fmt: skip
     else:
@@ -200,8 +206,8 @@ def _sample(sample: dict[str, Any], given: dict[str, Any], param: Any, value: An
             raise bad(f"unknown key sample.{key} (a [sample] has {', '.join(_SAMPLE)}; "
                       "parameters go under sample.ranges or sample.choices)")  # fmt: skip
     points, seed = sample.get("points"), sample.get("seed")
-    if type(points) is not int or points < 1:
-        raise bad(f"sample.points must be a positive integer, got {points!r}")
+    if type(points) is not int or not 1 <= points <= MAX_POINTS:
+        raise bad(f"sample.points must be an integer in 1..{MAX_POINTS:,}, got {points!r}")
     if type(seed) is not int:
         raise bad(f"sample.seed must be an integer (the draw's seed), got {seed!r}")
     ranges, choices = sample.get("ranges", {}), sample.get("choices", {})

@@ -109,7 +109,7 @@ GS = 'target = "simulate gode-sunder"\n[fixed]\nmarket = 1\n'
         (GS + "[grid]\nmarket = [2]\n", "market is both in [fixed] and in [grid]"),
         (
             GS + "strategy = 'zi-c'\n[sample]\npoints = 0\nseed = 1\nchoices = { seed = [1] }\n",
-            "sample.points must be a positive integer, got 0",
+            "sample.points must be an integer in 1..1,000,000, got 0",
         ),
         (
             GS + "strategy = 'zi-c'\n[sample]\npoints = 2\nseed = 1\nranges = { seed = [5, 1] }\n",
@@ -134,6 +134,15 @@ GS = 'target = "simulate gode-sunder"\n[fixed]\nmarket = 1\n'
         ),
         ('target = "replay"\nmode = "cda"\n', "unknown key 'mode' (a spec has target, fixed,"),
         ("target = ", "not valid TOML: "),
+        (
+            GS
+            + "[grid]\nstrategy = ['zi-c']\nseed = ["
+            + ", ".join(map(str, range(1001)))
+            + "]\nshouts = ["
+            + ", ".join(map(str, range(1, 1001)))
+            + "]\n",
+            "the grid has 1,001,000 points, more than 1,000,000",
+        ),
     ],
 )
 def test_a_bad_spec_is_one_line_naming_what_is_wrong(text: str, message: str):
