@@ -176,7 +176,7 @@ def replay(
     """
     # The replay's modules (the engine, the scanner) load here, not for every command.
     from wattmesh.exchange.replay import replay as replaying
-    from wattmesh.exchange.replay.node_log import is_node_log
+    from wattmesh.exchange.replay.log_kind import is_node_log
     from wattmesh.exchange.replay.to_ledger import ReplayLedgerError, settle_into_ledger
     from wattmesh.settlement.ledger import LedgerError
 

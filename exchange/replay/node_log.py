@@ -53,6 +53,7 @@ from wattmesh.exchange.node.wire import (
     parse,
     set_digest,
 )
+from wattmesh.exchange.replay.log_kind import CLOSE_LINE, COMMUNITY_LINE, is_node_log
 from wattmesh.exchange.replay.replay import (
     IntervalStats,
     ReadingEvent,
@@ -78,9 +79,6 @@ __all__ = [
     "write_node_log",
 ]
 
-COMMUNITY_LINE = "community"
-CLOSE_LINE = "close"
-_FIRST_LINE_MAX = 16 << 20  # a community line is far shorter, even with a thousand members
 _IN_SETS = frozenset({"order", "cancel", "batch", "reading"})
 
 
@@ -176,23 +174,6 @@ def _time_of(data: bytes) -> tuple[int, bytes]:
 
 
 # -- reading ------------------------------------------------------------------------------
-
-
-def is_node_log(path: str | os.PathLike[str]) -> bool:
-    """Whether the file at ``path`` starts (after blank lines) with a community line."""
-    with open(path, "rb") as fp:
-        while raw := fp.readline(_FIRST_LINE_MAX):
-            if raw.strip():
-                return _type_of(raw.removeprefix(b"\xef\xbb\xbf")) == COMMUNITY_LINE
-    return False
-
-
-def _type_of(raw: bytes) -> Any:
-    try:
-        d = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return d.get("type") if type(d) is dict else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,4 +445,3 @@ class _NodeReplay:
         )
         return NodeReplay(result, c, len(self.ledger), self.ledger.head_text(),
                           len(self.outcomes), self.same, self.first_difference)  # fmt: skip
-
