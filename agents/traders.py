@@ -174,8 +174,8 @@ class ZIP:
         units: int = 1,
     ) -> None:
         _check_range(low, high)
-        if units < 1:
-            raise ValueError(f"units: need at least 1, got {units}")
+        if units < 0:  # a trader with no units (an empty schedule) only watches
+            raise ValueError(f"units: need at least 0, got {units}")
         self.side = _check_side(side)
         self.low = low
         self.high = high

@@ -169,8 +169,9 @@ cdef extern from * nogil:
        so that the writes stay in cache; then each bucket's ids go into a small
        open-addressing table, a power of two at least twice the bucket (the caller gives
        `table` room for four times the largest), which stays in L1 for a usual bucket of a
-       few hundred ids. Linear in n whatever the ids: ids that share those bits only make
-       one bucket, and its table, bigger. `start` holds 2049 counters; `buf` n ids. */
+       few hundred ids. Ids that share those bits only make one bucket, and its table,
+       bigger; ids made to collide in a table make that bucket fall back to a sort (see
+       the probe budget below): n log n at worst. `start` holds 2049 counters; `buf` n ids. */
     static inline size_t wm_dup_buckets(const uint64_t* ids, size_t n, int top_bit,
                                         uint64_t* buf, size_t* start) {
         int shift = top_bit >= 11 ? top_bit - 10 : 0;
@@ -184,8 +185,8 @@ cdef extern from * nogil:
         for (size_t i = 0; i < n; i++) buf[start[(ids[i] >> shift) & 2047]++] = ids[i];
         return largest;  /* start[d] is now the end of bucket d */
     }
-    static inline int wm_find_duplicate(const uint64_t* buf, const size_t* end,
-                                        uint64_t* table, uint64_t* dup) {
+    static inline int wm_find_duplicate(uint64_t* buf, const size_t* end, uint64_t* table,
+                                        uint64_t* dup) {
         size_t from = 0;
         for (size_t d = 0; d < 2048; d++) {
             size_t to = end[d], m = to - from;
@@ -193,20 +194,30 @@ cdef extern from * nogil:
                 int bits = 4;
                 while (((size_t)1 << bits) < 2 * m) bits++;
                 size_t mask = ((size_t)1 << bits) - 1;
+                /* Ids chosen to collide (the slot is a fixed function of the id) would make
+                   the probing quadratic: past this many probes the bucket is sorted
+                   instead, so the worst case stays n log n. */
+                size_t budget = 8 * m + 64;
                 int zeros = 0;  /* 0 marks an empty slot, so id 0 is counted apart */
                 memset(table, 0, (mask + 1) * sizeof(uint64_t));
-                for (size_t i = from; i < to; i++) {
+                for (size_t i = from; i < to && budget; i++) {
                     uint64_t id = buf[i];
                     if (id == 0) {
                         if (zeros++) { *dup = 0; return 1; }
                         continue;
                     }
                     size_t h = (size_t)((id * 0x9E3779B97F4A7C15ULL) >> (64 - bits));
-                    while (table[h]) {
+                    while (table[h] && budget) {
                         if (table[h] == id) { *dup = id; return 1; }
                         h = (h + 1) & mask;
+                        budget--;
                     }
                     table[h] = id;
+                }
+                if (!budget) {
+                    std::sort(buf + from, buf + to);
+                    for (size_t i = from + 1; i < to; i++)
+                        if (buf[i] == buf[i - 1]) { *dup = buf[i]; return 1; }
                 }
             }
             from = to;
@@ -228,8 +239,7 @@ cdef extern from * nogil:
                         wm_key* keys, wm_key* tmp, size_t* scratch)
     size_t wm_dup_buckets(const uint64_t* ids, size_t n, int top_bit, uint64_t* buf,
                           size_t* start)
-    int wm_find_duplicate(const uint64_t* buf, const size_t* end, uint64_t* table,
-                          uint64_t* dup)
+    int wm_find_duplicate(uint64_t* buf, const size_t* end, uint64_t* table, uint64_t* dup)
 
 # Public constants (also exported by wattmesh.matching).
 BID = 0

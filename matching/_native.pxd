@@ -159,14 +159,28 @@ cdef extern from *:
         _mm_storeu_si128((__m128i*)&h[4], _mm_alignr_epi8(cdgh, t, 8));
     }
     #endif
+    #ifdef WM_HAVE_SHANI
+    #include <cpuid.h>
+    /* CPUID itself rather than __builtin_cpu_supports("sha"), which older compilers lack:
+       SHA is leaf 7 EBX bit 29, SSSE3 and SSE4.1 leaf 1 ECX bits 9 and 19. */
+    static int wm_cpu_has_shani(void) {
+        unsigned int a, b, c, d;
+        if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 9)) || !(c & (1u << 19)))
+            return 0;
+        if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+        return (b >> 29) & 1;
+    }
+    #endif
     static void (*wm_sha256_blocks)(uint32_t*, const unsigned char*, size_t) = NULL;
     static void wm_sha256_choose(void) {
+        /* WM_SHA256_PORTABLE set to anything but "" or "0": the portable rounds (tests) */
+        const char* portable = getenv("WM_SHA256_PORTABLE");
         wm_sha256_blocks = wm_sha256_portable;
     #ifdef WM_HAVE_SHANI
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1")
-                && __builtin_cpu_supports("ssse3") && !getenv("WM_SHA256_PORTABLE"))
+        if (wm_cpu_has_shani() && !(portable && portable[0] && strcmp(portable, "0") != 0))
             wm_sha256_blocks = wm_sha256_shani;
+    #else
+        (void)portable;
     #endif
     }
     /* The digest of p[0, n) as eight big-endian words in h. */

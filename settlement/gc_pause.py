@@ -4,7 +4,8 @@ The ledger's append and an order-log replay allocate many small objects (rows, e
 balances, fills) and make no reference cycles; the cyclic collector would walk the young
 ones every 700 allocations and, now and then, everything the process holds, finding
 nothing. Reference counting still frees all of it. The node keeps its own schedule
-(exchange/node/collector.py): where the collector is already off, this changes nothing.
+(exchange/node/collector.py, which freezes what it holds and collects after each
+settlement); a pause during one of its ledger appends only delays a collection.
 """
 
 from __future__ import annotations

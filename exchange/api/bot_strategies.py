@@ -269,8 +269,9 @@ class ZIPStrategy(_SideRule):
                 other = ASK if side == "bid" else BID
                 trader.observe(Quote(other, price, True), limits, 0 if active else 1, self.rng)
             elif active:
-                # Its own shout, unaccepted; the unrounded price, so that p >= q holds
-                # for an ask (p <= q for a bid) as Cliff's rule for it expects.
+                # Its own shout, unaccepted: q is its unrounded price floored for an ask
+                # (ceiled for a bid), which the price it shouts always reaches, so the
+                # rule for an unaccepted own shout applies as Cliff expects.
                 p = trader.price(limits, 0)
                 own, q = (BID, math.ceil(p)) if side == "bid" else (ASK, math.floor(p))
                 trader.observe(Quote(own, q, False), limits, 0, self.rng)

@@ -80,9 +80,14 @@ _SORTED = orjson.OPT_SORT_KEYS
 _TRADE_KEYS = KEYSETS["trade"]
 
 # The longest body _plain_trade_bytes writes: four names of MAX_NAME bytes, three
-# integers of at most 20 characters and the keys.
+# integers of at most 20 characters and the keys. A C constant, so checked against
+# schema.MAX_NAME here: a longer name there must grow the buffer too.
 cdef enum:
-    TRADE_BUF = 4 * 128 + 3 * 20 + 96
+    NAME_BYTES = 128
+    TRADE_BUF = 4 * NAME_BYTES + 3 * 20 + 96
+
+if MAX_NAME != NAME_BYTES:
+    raise ImportError(f"_fastfold: NAME_BYTES is {NAME_BYTES}, schema.MAX_NAME {MAX_NAME}")
 
 
 cdef bytes _plain_trade_bytes(str ask, str bid, str buyer, object interval, object price,
@@ -129,6 +134,8 @@ cpdef bytes chain_hash(bytes prev, long long seq, long long ts, bytes kind, byte
     """sha256(prev || b'[seq,ts,"kind",body]') for a body already in canonical form and a
     plain kind: ``schema.entry_hash`` (the definition), without building the list. The one
     form every path hashes with: append, the compiled trade fold and verify."""
+    if prev is None or kind is None or body is None:  # typed bytes arguments admit None
+        raise TypeError("chain_hash: prev, kind and body must be bytes, not None")
     cdef Py_ssize_t nk = PyBytes_GET_SIZE(kind), nbody = PyBytes_GET_SIZE(body)
     cdef Py_ssize_t need = PyBytes_GET_SIZE(prev) + nk + nbody + 64
     cdef char small[1024]

@@ -120,10 +120,12 @@ class WrittenEntries(Sequence[LedgerEntry]):
         seq, ts, kind, _text, prev, h = self._rows[i]
         return LedgerEntry(seq, ts, kind, self._bodies[i], prev, h)
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, WrittenEntries | list | tuple):
+    def __eq__(self, other: object) -> bool:  # as the list it stands for
+        if isinstance(other, WrittenEntries | list):
             return list(self) == list(other)
         return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # like a list: equal, so not hashable
 
     def __repr__(self) -> str:
         return f"WrittenEntries({list(self)!r})"

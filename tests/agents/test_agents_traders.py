@@ -69,7 +69,7 @@ def test_bad_side_range_or_strategy_is_refused() -> None:
     with pytest.raises(ValueError, match="strategy"):
         make_trader("zi-x", BID, Random(0))
     with pytest.raises(ValueError, match="units"):
-        ZIP(ASK, Random(0), units=0)
+        ZIP(ASK, Random(0), units=-1)
 
 
 # -- never a loss, in real sessions ----------------------------------------------------

@@ -52,6 +52,16 @@ def small_market(buyers, sellers) -> gs.Market:
     return gs.Market(0, tuple(map(tuple, buyers)), tuple(map(tuple, sellers)), 1, 200)
 
 
+def test_a_trader_without_units_only_watches_under_every_strategy() -> None:
+    # One buyer has an empty schedule: ZI-U, ZI-C and ZIP sessions all run, and every
+    # trade is between the others.
+    market = small_market([[150, 120], []], [[40, 60], [50]])
+    for strategy in gs.STRATEGIES:
+        session = gs.run_session(market, strategy, seed=3, periods=2, shouts=200)
+        assert all(t.buyer == 0 for p in session.periods for t in p.trades), strategy
+        assert sum(len(p.trades) for p in session.periods) > 0, strategy
+
+
 # -- the data ----------------------------------------------------------------------------
 
 

@@ -606,6 +606,26 @@ def test_clear_arrays_finds_any_repeated_id(data: st.DataObject) -> None:
     assert len(auction) == 0
 
 
+def colliding_ids(n: int) -> list[int]:
+    """Ids that all fall in slot 0 of the duplicate check's tables: multiples of the
+    inverse of its multiplier, what someone who read the engine could grind order ids
+    towards. Each of its 2048 buckets gets n / 2048 of them."""
+    inverse = pow(0x9E3779B97F4A7C15, -1, 2**64)
+    return [c * inverse % 2**64 for c in range(1, n + 1)]
+
+
+@pytest.mark.parametrize("n", [2, 500, 100_000])
+def test_clear_arrays_finds_a_repeated_id_among_ids_made_to_collide(n: int) -> None:
+    oids = colliding_ids(n)
+    cols = (array("B", [i % 2 for i in range(n + 1)]), array("q", [100] * (n + 1)),
+            array("q", [1] * (n + 1)))  # fmt: skip
+    result = CallAuction().clear_arrays(*cols[:3], array("Q", oids + [1]))
+    assert result.orders == n + 1  # no duplicate: none reported
+    twice = oids[n // 2]
+    with pytest.raises(ValueError, match=f"oid: {twice} appears more than once"):
+        CallAuction().clear_arrays(*cols, array("Q", oids + [twice]))
+
+
 # ---------------------------------------------------------------------------------------
 # Regular reproducers of engine bugs found by the tests above
 # ---------------------------------------------------------------------------------------
