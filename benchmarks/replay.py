@@ -2,7 +2,7 @@
 """End-to-end replay throughput: a generated 1M-event log through `wattmesh replay`.
 
     python benchmarks/replay.py [--events 1000000] [--log PATH] [--modes call,cda]
-                                [--repeat 1] [--outputs] [--foreign] [--json]
+                                [--repeat 1] [--outputs] [--foreign] [--formats] [--json]
 
 The log is `wattmesh.exchange.replay.sample_log.benchmark_log(PATH, events=N)` (1000 households,
 unsigned), written once and cached: by default in the temp directory under a name that
@@ -12,6 +12,10 @@ Each mode runs `wattmesh replay LOG --mode MODE --json` as a child process of th
 installed console script (`wattmesh` next to sys.executable), so the figure includes
 interpreter start-up, imports, reading, parsing, matching and the summary. With
 `--outputs` the child also writes `--out DIR --trades FILE` (to a temp directory).
+
+`--formats` runs each mode three times more, writing `--out DIR` with `--format csv`,
+`parquet` and `both`, and prints each one's time and its ratio to the CSV run (the bound,
+measured in the same run: Parquet may add at most 20%, a ratio of 1.20).
 
 `--foreign` replays instead a log as another tool would write it (:func:`foreign_log`,
 300,000 lines unless --events says otherwise): 16-hex ids, keys in another order than
@@ -111,11 +115,13 @@ def wattmesh_script() -> str:
     return str(script)
 
 
-def run_once(script: str, log: Path, mode: str, outputs: bool) -> dict:
+def run_once(script: str, log: Path, mode: str, outputs: bool, fmt: str | None = None) -> dict:
     args = [script, "replay", str(log), "--mode", mode, "--json"]
     with tempfile.TemporaryDirectory(prefix="wattmesh-bench-") as tmp:
         if outputs:
             args += ["--out", os.path.join(tmp, "out"), "--trades", os.path.join(tmp, "t.jsonl")]
+        if fmt is not None:
+            args += ["--out", os.path.join(tmp, "out"), "--format", fmt]
         started = time.perf_counter()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(args, stdout=out, stderr=err)
@@ -141,6 +147,36 @@ def run_once(script: str, log: Path, mode: str, outputs: bool) -> dict:
     }
 
 
+PARQUET_BOUND = 1.20  # Parquet may add at most 20% to the replay's time (issue 18)
+
+
+def compare_formats(script: str, log: Path, mode: str, repeat: int) -> dict:
+    """--out DIR with each --format: the best wall time of each and its ratio to csv's.
+    The runs alternate (csv, parquet, both, csv, ...) so that a slow spell of a shared
+    machine falls on all three."""
+    best: dict[str, dict] = {}
+    for _ in range(max(1, repeat)):
+        for fmt in ("csv", "parquet", "both"):
+            r = run_once(script, log, mode, False, fmt)
+            if fmt not in best or r["wall_s"] < best[fmt]["wall_s"]:
+                best[fmt] = r
+    csv_wall = best["csv"]["wall_s"]
+    out = {}
+    for fmt, r in best.items():
+        ratio = round(r["wall_s"] / csv_wall, 3)
+        out[fmt] = {"wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "ratio_to_csv": ratio,
+                    "peak_rss_mib": r["peak_rss_mib"]}  # fmt: skip
+        met = "met" if ratio <= PARQUET_BOUND else "MISSED"
+        verdict = "" if fmt == "csv" else f"  (bound {PARQUET_BOUND:.2f}: {met})"
+        print(
+            f"{mode:5} --out --format {fmt:8} wall {r['wall_s']:7.2f} s  "
+            f"cpu {r['cpu_s']:7.2f} s  {ratio:.3f}x csv{verdict}   "
+            f"peak RSS {r['peak_rss_mib']} MiB",
+            flush=True,
+        )
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -150,6 +186,8 @@ def main() -> int:
     parser.add_argument("--outputs", action="store_true", help="also write --out and --trades")
     parser.add_argument("--foreign", action="store_true",
                         help="replay a log as another tool writes it (300,000 lines)")  # fmt: skip
+    parser.add_argument("--formats", action="store_true",
+                        help="time --out with --format csv, parquet and both")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.foreign:
@@ -181,11 +219,19 @@ def main() -> int:
             f"{best['ratio_to_bound']:.2f}x the bound   peak RSS {best['peak_rss_mib']} MiB",
             flush=True,
         )
+    if args.formats:
+        formats = {mode: compare_formats(script, log, mode, args.repeat)
+                   for mode in args.modes.split(",")}  # fmt: skip
     if args.json:
         print(
             orjson.dumps(
-                {"events": args.events, "log_bytes": log.stat().st_size,
-                 "bound_s": round(bound, 3), "runs": runs}  # fmt: skip
+                {
+                    "events": args.events,
+                    "log_bytes": log.stat().st_size,
+                    "bound_s": round(bound, 3),
+                    "runs": runs,
+                    **({"formats": formats} if args.formats else {}),
+                }  # fmt: skip
             ).decode()
         )
     return 0

@@ -10,6 +10,7 @@ older file of that name as it was. :class:`StagedFiles` does the same for a set 
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,11 +74,23 @@ class StagedFiles:
         self.mode = mode
         self._staged: list[tuple[Path, Path, IO[bytes]]] = []
         self._dropped: list[Path] = []
+        # Every temporary name, recorded before its file is made: an interrupt (Ctrl-C
+        # raises in whichever line the main thread is at, and a writer thread beside it
+        # widens that moment) can then leave no file that the cleanup does not know.
+        self._temps: list[Path] = []
 
     def open(self, name: str) -> IO[bytes]:
         """A binary file that will become ``folder/name``."""
         target = self.folder / name
-        fd, tmp = _temp_beside(target, self.mode)
+        while True:
+            tmp = self.folder / f".{name}.{secrets.token_hex(4)}.tmp"
+            self._temps.append(tmp)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.mode)
+                break
+            except FileExistsError:  # another writer's name: draw again
+                self._temps.pop()
+        os.fchmod(fd, self.mode)  # the mode exactly, whatever the umask
         fp = os.fdopen(fd, "wb")
         self._staged.append((target, tmp, fp))
         return fp
@@ -107,6 +120,7 @@ class StagedFiles:
                 for target in self._dropped:
                     target.unlink(missing_ok=True)
         finally:
-            for _target, tmp, fp in self._staged:
+            for _target, _tmp, fp in self._staged:
                 fp.close()
+            for tmp in self._temps:
                 tmp.unlink(missing_ok=True)  # only what was not renamed is still there

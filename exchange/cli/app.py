@@ -24,9 +24,16 @@ from wattmesh.exchange.cli.node import node_app
 from wattmesh.exchange.cli.simulate_community import community
 from wattmesh.exchange.cli.simulate_gode_sunder import gode_sunder
 from wattmesh.exchange.cli.sweep import sweep
-from wattmesh.exchange.cli.terminal import command_group, progress_bar
+from wattmesh.exchange.cli.terminal import (
+    check_out_format,
+    command_group,
+    format_option,
+    option_given,
+    progress_bar,
+)
 from wattmesh.exchange.cli.terminal import fail as _fail
 from wattmesh.exchange.clock import DEFAULT_INTERVAL_MS
+from wattmesh.exchange.tables import DEFAULT_FORMAT, TableFormat
 from wattmesh.settlement.errors import WattmeshError
 from wattmesh.settlement.readings import DEFAULT_FEEDIN_PRICE, DEFAULT_RETAIL_PRICE
 
@@ -110,10 +117,13 @@ def replay(
         typer.Option(
             metavar="DIR",
             file_okay=False,
-            help="Write trades.csv, intervals.csv, accounts.csv, rejects.jsonl and "
+            help="Write the tables (trades, intervals, accounts, refusals; by --format) and "
             "summary.json to DIR.",
         ),
     ] = None,
+    fmt: Annotated[
+        TableFormat, format_option("trades, intervals, accounts, rejects")
+    ] = DEFAULT_FORMAT,
     strict: Annotated[
         bool,
         typer.Option(
@@ -180,16 +190,15 @@ def replay(
     from wattmesh.exchange.replay.to_ledger import ReplayLedgerError, settle_into_ledger
     from wattmesh.settlement.ledger import LedgerError
 
+    check_out_format(fmt, out, option_given(ctx, "fmt"))
     if log is not None and is_node_log(log):
-        # By name: typer carries its own copy of click, whose enum is not click's.
-        given = [name for name in _COMMUNITY_RULED
-                 if getattr(ctx.get_parameter_source(name), "name", None) != "DEFAULT"]  # fmt: skip
+        given = [name for name in _COMMUNITY_RULED if option_given(ctx, name)]
         if given:
             flags = " and ".join(f"--{name.replace('_', '-')}" for name in given)
             _fail(f"{log} is a node log (wattmesh export-log): it settles under its "
                   f"community's own rules, so {flags} {'does' if len(given) == 1 else 'do'} "
                   "not apply")  # fmt: skip
-        _replay_node_log(log, trades, out, as_json, ledger)
+        _replay_node_log(log, trades, out, fmt.value, as_json, ledger)
         return
     if storage_rate and ledger is None:
         _fail("--storage-rate needs --ledger (the fees are settled into the ledger)")
@@ -211,7 +220,7 @@ def replay(
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot read {log}: {exc.strerror or exc}")
-    _write_tables(result, trades, out)
+    _write_tables(result, trades, out, fmt.value)
     if ledger is not None:
         try:
             settled = settle_into_ledger(result, ledger, storage_rate)
@@ -231,7 +240,7 @@ _COMMUNITY_RULED = ("mode", "interval_ms", "stp", "verify_signatures", "storage_
                     "retail_price", "feedin_price")  # fmt: skip
 
 
-def _write_tables(result: ReplayResult, trades: str | None, out: Path | None) -> None:
+def _write_tables(result: ReplayResult, trades: str | None, out: Path | None, fmt: str) -> None:
     """--trades and --out: each file whole or not at all."""
     from wattmesh.exchange.replay import outputs
 
@@ -243,7 +252,7 @@ def _write_tables(result: ReplayResult, trades: str | None, out: Path | None) ->
             with atomic_output(trades) as fp:
                 outputs.write_trades(result, fp)
         if out is not None:
-            outputs.write_outputs(result, out)
+            outputs.write_outputs(result, out, fmt)
     except OSError as exc:
         _fail(f"cannot write {exc.filename or trades or out}: {exc.strerror or exc}")
 
@@ -259,7 +268,7 @@ def _show_summary(result: ReplayResult, trades: str | None, as_json: bool) -> No
 
 
 def _replay_node_log(
-    log: Path, trades: str | None, out: Path | None, as_json: bool, ledger: Path | None
+    log: Path, trades: str | None, out: Path | None, fmt: str, as_json: bool, ledger: Path | None
 ) -> None:
     """Replay a node log (exchange/replay/node_log.py): settle it as its nodes did, write
     the same tables as an order log's, and say whether the ledger head is the node's."""
@@ -281,7 +290,7 @@ def _replay_node_log(
     except (OSError, sqlite3.Error) as exc:
         where = getattr(exc, "filename", None) or ledger or log
         _fail(f"{where}: {getattr(exc, 'strerror', None) or exc}")
-    _write_tables(done.result, trades, out)
+    _write_tables(done.result, trades, out, fmt)
     sys.stderr.write(done.line(None if ledger is None else str(ledger)) + "\n")
     _show_summary(done.result, trades, as_json)
 

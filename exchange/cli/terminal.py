@@ -1,6 +1,6 @@
-"""What the `wattmesh` commands share about the terminal: the one-line error and the
-progress bar. Bars are drawn with rich on stderr, and only when stderr is a terminal, so
-pipes and captured output stay clean."""
+"""What the `wattmesh` commands share about the terminal: the one-line error, the
+``--format`` option of output folders, and the progress bar. Bars are drawn with rich on
+stderr, and only when stderr is a terminal, so pipes and captured output stay clean."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
+
+from wattmesh.exchange.tables import MissingPyarrowError, TableFormat, check_format
 
 
 def command_group(help: str, *, no_args_is_help: bool = True) -> typer.Typer:
@@ -31,6 +33,38 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Report an error as one line on stderr and exit with ``code`` (2 unless told)."""
     sys.stderr.write(f"wattmesh: error: {message}\n")
     raise typer.Exit(code)
+
+
+def format_option(tables: str) -> Any:
+    """The ``--format csv|parquet|both`` option of a command whose ``--out DIR`` writes
+    ``tables`` (its default and rule: exchange/tables.py)."""
+    return typer.Option(
+        "--format",
+        help=f"--out's tables ({tables}): csv, parquet (typed .parquet files; needs "
+        f"pyarrow: {INSTALL_HINT}) or both.",
+    )
+
+
+INSTALL_HINT = "pip install 'wattmesh[analysis]'"
+
+
+def check_out_format(fmt: TableFormat, out: object, given: bool) -> None:
+    """Fail in one line before any work: ``--format`` without ``--out``, or a format that
+    needs pyarrow when it is missing."""
+    if out is None:
+        if given:
+            fail("--format chooses --out's tables: give --out DIR")
+        return
+    try:
+        check_format(fmt.value, f"--out {out}")
+    except MissingPyarrowError as exc:
+        fail(str(exc))
+
+
+def option_given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given (not its default). By name: typer carries its own
+    copy of click, whose enum is not click's."""
+    return getattr(ctx.get_parameter_source(name), "name", None) != "DEFAULT"
 
 
 def stderr_is_terminal() -> bool:

@@ -441,6 +441,40 @@ cdef inline uint64_t _id_key(const unsigned char* p, Py_ssize_t n) noexcept nogi
     return wm_sha256_key(p, <size_t>n)
 
 
+def utf8_take(const uint32_t[::1] index, const int32_t[::1] offsets,
+              const unsigned char[::1] data) -> tuple:
+    """Arrow string buffers (int32 offsets, UTF-8 bytes) of the strings ``index`` picks
+    from a string column given as its ``offsets`` and ``data``: replay's Parquet owner
+    columns from the fills' owner handles, with no str made."""
+    cdef Py_ssize_t i, n = index.shape[0], m = offsets.shape[0] - 1
+    cdef int64_t total = 0
+    cdef uint32_t h
+    for i in range(n):
+        h = index[i]
+        if h >= m:
+            raise IndexError(h)
+        total += offsets[h + 1] - offsets[h]
+    if total >= (1 << 31):
+        raise ValueError("utf8_take: more than 2**31 bytes")
+    cdef carray.array out_offsets = array("i", bytes(4 * (n + 1)))
+    cdef int32_t* off = <int32_t*>out_offsets.data.as_voidptr
+    out = bytearray(total)
+    cdef unsigned char[::1] view
+    cdef unsigned char* dst = NULL
+    if total:
+        view = out
+        dst = &view[0]
+    cdef int32_t at = 0, length
+    for i in range(n):
+        h = index[i]
+        length = offsets[h + 1] - offsets[h]
+        if length:
+            memcpy(dst + at, &data[offsets[h]], length)
+        at += length
+        off[i + 1] = at
+    return out_offsets, out
+
+
 def id_key(bytes oid) -> int:
     """The engine key the scanner gives ``oid`` (its UTF-8 bytes); for tests, which hold it
     to ``exchange.engine_keys.order_key``."""
@@ -1145,6 +1179,40 @@ cdef class Scanner:
                 out.append(PyUnicode_DecodeUTF8(<const char*>(self.id_arena + (r >> 8)),
                                                 <Py_ssize_t>(r & 0xFF), "surrogatepass"))
         return out
+
+    def id_utf8(self, const uint64_t[::1] refs) -> tuple:
+        """The ids that :meth:`id_refs` references name, as the two buffers of an Arrow
+        string column (replay's Parquet trades): the offsets (``array('i')``, one more than
+        ``refs``) and the UTF-8 bytes of all the ids, joined. No str is made. At most 2**23
+        references at a time (int32 offsets: an id has at most 128 bytes)."""
+        cdef Py_ssize_t i, n = refs.shape[0]
+        cdef uint64_t r
+        cdef int32_t total = 0
+        cdef int k
+        if n > (1 << 23):
+            raise ValueError("id_utf8: at most 2**23 references at a time")
+        cdef carray.array offsets = array("i", bytes(4 * (n + 1)))
+        cdef int32_t* off = <int32_t*>offsets.data.as_voidptr
+        for i in range(n):
+            r = refs[i]
+            total += 64 if (r & 0xFF) == HEX64_REF else <int32_t>(r & 0xFF)
+            off[i + 1] = total
+        data = bytearray(total)
+        if total == 0:
+            return offsets, data
+        cdef unsigned char[::1] view = data
+        cdef unsigned char* out = &view[0]
+        cdef const unsigned char* raw
+        for i in range(n):
+            r = refs[i]
+            raw = self.id_arena + (r >> 8)
+            if (r & 0xFF) == HEX64_REF:
+                for k in range(32):
+                    out[off[i] + 2 * k] = HEX_DIGITS[raw[k] >> 4]
+                    out[off[i] + 2 * k + 1] = HEX_DIGITS[raw[k] & 15]
+            else:
+                memcpy(out + off[i], raw, r & 0xFF)
+        return offsets, data
 
     @property
     def batch_size(self) -> int:

@@ -37,6 +37,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import accumulate
 from typing import IO, Any, NamedTuple
 
 import orjson
@@ -199,11 +200,16 @@ class OrderIds:
     (``ids[start:end]``). Without a scanner (``append``), the column keeps its own list.
     """
 
-    __slots__ = ("refs", "_texts", "_own")
+    __slots__ = ("refs", "_texts", "_utf8", "_own")
 
-    def __init__(self, texts: Callable[[array], list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        texts: Callable[[array], list[str]] | None = None,
+        utf8: Callable[[array], tuple[array, bytearray]] | None = None,
+    ) -> None:
         self.refs = array("Q")
         self._texts = texts  # references -> str; None: references index self._own
+        self._utf8 = utf8  # references -> (int64 offsets, UTF-8 bytes): Arrow's buffers
         self._own: list[str] = []
 
     def append(self, oid: str) -> None:
@@ -222,6 +228,15 @@ class OrderIds:
             return self._texts(refs)
         own = self._own
         return [own[r] for r in refs]
+
+    def utf8(self, start: int, end: int) -> tuple[array, bytes | bytearray]:
+        """Rows ``start:end`` (a block) as an Arrow string column's buffers: int32 offsets
+        and the UTF-8 bytes joined, made in C from the scanner's arena when there is one."""
+        refs = self.refs[start:end]
+        if self._utf8 is not None:
+            return self._utf8(refs)
+        encoded = [t.encode("utf-8", "surrogatepass") for t in self._decode(refs)]
+        return array("i", accumulate(map(len, encoded), initial=0)), b"".join(encoded)
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -470,8 +485,8 @@ class _Replay:
         self.first_ts: int | None = None
         # cda: (ts, number of fills) per slow-path event that filled, in order.
         self.fill_events: list[tuple[int, int]] = []
-        texts = self.scan.id_texts
-        self.trades = Trades(bid=OrderIds(texts), ask=OrderIds(texts))
+        texts, utf8 = self.scan.id_texts, self.scan.id_utf8
+        self.trades = Trades(bid=OrderIds(texts, utf8), ask=OrderIds(texts, utf8))
         self.intervals: list[IntervalStats] = []
         self.rejects: list[Reject] = []
         self.accepted = {"accounts": 0, "orders": 0, "cancels": 0, "meters": 0, "readings": 0}

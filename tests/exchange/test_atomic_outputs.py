@@ -20,7 +20,8 @@ from wattmesh.exchange.replay.sample_log import benchmark_log
 from wattmesh.settlement.keys import generate_key, save_key
 
 # The sample's outputs (it refuses no line: no rejects.jsonl).
-OUTPUTS = ("trades.csv", "intervals.csv", "accounts.csv", "summary.json")
+OUTPUTS = ("trades.csv", "intervals.csv", "accounts.csv", "summary.json", "trades.parquet",
+           "intervals.parquet", "accounts.parquet", "rejects.parquet")  # fmt: skip
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -61,7 +62,7 @@ def big_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("stage", ["trades.csv", "summary.json"])
+@pytest.mark.parametrize("stage", ["trades.csv", "trades.parquet", "summary.json"])
 def test_an_interrupted_replay_keeps_the_old_outputs_and_says_so(
     tmp_path: Path, big_log: Path, stage: str
 ) -> None:

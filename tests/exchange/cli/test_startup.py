@@ -9,8 +9,8 @@ import sys
 # Each costs 10 to 300 ms to import, and only some commands need it.
 HEAVY = ("httpx", "cryptography", "sqlite_utils", "pandas", "numpy", "libp2p", "trio",
          "matplotlib", "wattmesh.exchange.replay._logscan", "wattmesh.settlement.ledger.store",
-         "wattmesh.exchange.node.config", "wattmesh.settlement.keys", "pyarrow", "ray",
-         "wattmesh.exchange.sweep.targets")  # fmt: skip
+         "wattmesh.exchange.node.config", "wattmesh.settlement.keys", "pyarrow", "polars",
+         "duckdb", "ray", "wattmesh.exchange.sweep.targets")  # fmt: skip
 
 
 def loaded_by(args: list[str]) -> set[str]:
@@ -40,3 +40,11 @@ def test_a_command_still_loads_what_it_needs() -> None:
     assert {"wattmesh.matching._engine", "wattmesh.exchange.replay._logscan"} <= loaded_by(
         ["replay", "--json"]
     )
+
+
+def test_writing_parquet_loads_neither_pandas_nor_pyarrow_compute(tmp_path) -> None:
+    """pyarrow's pa.array and its casts load pandas (0.3-0.6 s) and pyarrow.compute
+    (0.1 s): replay's Parquet is built from buffers instead (exchange/tables.py)."""
+    loaded = loaded_by(["replay", "--mode", "cda", "--out", str(tmp_path)])
+    assert "pyarrow.parquet" in loaded
+    assert loaded & {"pandas", "pyarrow.compute"} == set()

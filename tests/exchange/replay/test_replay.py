@@ -613,6 +613,7 @@ def test_the_same_log_gives_the_same_bytes_out(tmp_path, mode):
     refused = {"rejects.jsonl"} if sample_day(mode).rejects else set()  # only then
     assert set(first) == {
         "accounts.csv", "intervals.csv", "summary.json", "trades.csv", "trades.jsonl",
+        "accounts.parquet", "intervals.parquet", "rejects.parquet", "trades.parquet",
     } | refused  # fmt: skip
 
 
