@@ -35,6 +35,7 @@ class Format(StrEnum):
     csv = "csv"
     jsonl = "jsonl"
     sqlite = "sqlite"
+    parquet = "parquet"
 
 
 def _open(path: Path) -> Ledger:
@@ -128,26 +129,43 @@ def show(
 def export(
     file: FileArg,
     fmt: Annotated[
-        Format, typer.Option("--format", help="jsonl, csv, or sqlite (needs --out).")
+        Format,
+        typer.Option("--format", help="jsonl, csv, sqlite or parquet (these two need --out)."),
     ] = Format.jsonl,
     out: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", dir_okay=False, show_default=False,
-                     help="sqlite: the database to write (replaced whole if it exists)."),
+        typer.Option(metavar="PATH", show_default=False,
+                     help="sqlite: the database FILE to write (replaced whole if it exists); "
+                     "parquet: the folder DIR for one .parquet file per table."),
     ] = None,
 ) -> None:  # fmt: skip
     """Write every entry: jsonl and csv to stdout (csv columns seq,ts,kind,body,prev,hash,
-    body as canonical JSON, hashes in hex); sqlite to --out, one table per entry kind with
-    the body's fields as columns, and the balances (docs/ledger.md, "Export")."""
-    if (fmt is Format.sqlite) != (out is not None):
-        fail("--out FILE goes with --format sqlite (jsonl and csv go to stdout)")
+    body as canonical JSON, hashes in hex); sqlite and parquet to --out, one table per
+    entry kind with the body's fields as columns, the balances, and every account's
+    balances after each interval (docs/ledger.md, "Export")."""
+    tabular = fmt in (Format.sqlite, Format.parquet)
+    if tabular != (out is not None):
+        fail("--out goes with --format sqlite (a FILE) or parquet (a DIR); "
+             "jsonl and csv go to stdout")  # fmt: skip
+    if fmt is Format.sqlite and out is not None and out.is_dir():
+        fail(f"--out {out} is a folder: --format sqlite writes one database FILE")
+    if fmt is Format.parquet and out is not None and out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file: --format parquet writes a folder DIR of tables")
+    if fmt is Format.parquet:
+        from wattmesh.exchange.tables import MissingPyarrowError, check_format
+
+        try:
+            check_format("parquet", "ledger export --format parquet")
+        except MissingPyarrowError as exc:
+            fail(str(exc))
     with _open(file) as ledger:
-        if fmt is Format.sqlite:
+        if tabular:
+            from wattmesh.exchange.ledger_tables import export_parquet
             from wattmesh.settlement.ledger.tables import export_tables
 
             assert out is not None
             try:
-                counts = export_tables(ledger, out)
+                counts = (export_tables if fmt is Format.sqlite else export_parquet)(ledger, out)
             except OSError as exc:
                 fail(f"cannot write {out}: {exc.strerror or exc}")
             tables = ", ".join(f"{k} {n:,}" for k, n in counts.items())

@@ -132,7 +132,7 @@ def test_export_sqlite_is_a_table_per_kind(cli, ledger_file: Path, tmp_path: Pat
         balances = led.balances()
     for kind, n in kinds.items():
         assert db.execute(f'SELECT count(*) FROM "{kind}"').fetchone() == (n,)
-    assert f"{len(kinds) + 1} tables" in err
+    assert f"{len(kinds) + 2} tables" in err  # and balances, interval_balances
     # Typed columns: sums are numbers, not text.
     assert db.execute("SELECT buyer, seller, qty * price, ledger_seq FROM trade").fetchall() == [
         ("alice", "bob", 100 * 200_000, 7)
@@ -141,4 +141,4 @@ def test_export_sqlite_is_a_table_per_kind(cli, ledger_file: Path, tmp_path: Pat
     assert got == {a: (b["kind"], b["energy"], b["money"]) for a, b in balances.items()}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     code, _, err = cli("ledger", "export", ledger_file, "--format", "sqlite")
-    assert code == 2 and "--out FILE goes with --format sqlite" in err
+    assert code == 2 and "--out goes with --format sqlite (a FILE) or parquet (a DIR)" in err
