@@ -25,8 +25,15 @@ from wattmesh.agents.community import (
     CommunityResult,
     simulate,
 )
-from wattmesh.exchange.cli.terminal import fail, progress_bar
-from wattmesh.exchange.tables import write_tables
+from wattmesh.exchange.cli.terminal import (
+    check_out_format,
+    fail,
+    format_option,
+    option_given,
+    progress_bar,
+)
+from wattmesh.exchange.simulation_tables import community_tables, write_simulation
+from wattmesh.exchange.tables import DEFAULT_FORMAT, TableFormat
 from wattmesh.exchange.units import MICRO, NANO, price_text
 from wattmesh.meters.profiles import INTERVALS_PER_DAY
 from wattmesh.settlement.readings import DEFAULT_FEEDIN_PRICE, DEFAULT_RETAIL_PRICE
@@ -37,6 +44,7 @@ PLOTS = ("community-prices.png", "community-balance.png", "community-savings.png
 
 
 def community(
+    ctx: typer.Context,
     households: Annotated[int, typer.Option(min=1, help="Households in the community.")] = 130,
     prosumers: Annotated[
         int, typer.Option(min=0, help="How many of them are prosumers (the rest consume).")
@@ -85,10 +93,11 @@ def community(
         Path | None,
         typer.Option(
             metavar="DIR", file_okay=False, show_default=False,
-            help="Write intervals.csv, households.csv and summary.json to DIR (units in "
-            "the column names).",
+            help="Write the intervals and households tables (by --format) and "
+            "summary.json to DIR (units in the column names).",
         ),
     ] = None,
+    fmt: Annotated[TableFormat, format_option("intervals, households")] = DEFAULT_FORMAT,
 ) -> None:
     """Simulate an Energo community: threshold agents, a call auction every 15 minutes
     under Bmax caps, and each household's cost against the grid alone.
@@ -112,6 +121,7 @@ def community(
         config.validate()
     except ValueError as exc:
         fail(str(exc))
+    check_out_format(fmt, out, option_given(ctx, "fmt"))
     with progress_bar("simulating", config.days * INTERVALS_PER_DAY) as update:
         on_progress = (lambda done, _total: update(done)) if update else None
         result = simulate(config, on_progress=on_progress)
@@ -122,7 +132,7 @@ def community(
             fail(f"cannot write plots to {plot}: {exc}")
     if out is not None:
         try:
-            write_tables(out, *_tables(result.summary()))
+            write_simulation(out, *community_tables(result.summary()), fmt.value)
         except OSError as exc:
             fail(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
     if as_json:
@@ -133,27 +143,6 @@ def community(
 
         for part in format_summary(result):
             Console().print(part)
-
-
-# -- tables ------------------------------------------------------------------------------
-
-# Report keys whose unit the name does not say yet.
-_UNITS = {"price": "price_micro_per_kwh", "buy_price": "buy_price_micro_per_kwh",
-          "sell_price": "sell_price_micro_per_kwh", "start_ms": "interval_start_ms"}  # fmt: skip
-
-
-def _tables(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``--out``'s tables from the --json report: one row per interval, one per
-    household; the rest (scenario, totals, orders) as summary.json."""
-    columns = report["intervals"]
-    names = list(columns)
-    rows = zip(*(columns[n] for n in names), strict=True)
-    intervals = ([_UNITS.get(n, n) for n in names], rows)
-    people = report["households"]
-    keys = list(people[0]) if people else []
-    households = ([_UNITS.get(k, k) for k in keys], ([h[k] for k in keys] for h in people))
-    rest = {k: v for k, v in report.items() if k not in ("intervals", "households")}
-    return {"intervals.csv": intervals, "households.csv": households}, rest
 
 
 # -- the human summary ------------------------------------------------------------------

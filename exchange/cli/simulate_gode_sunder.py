@@ -19,8 +19,14 @@ import orjson
 import typer
 
 from wattmesh.agents import gode_sunder as gs
+from wattmesh.exchange.cli.terminal import (
+    check_out_format,
+    format_option,
+    option_given,
+    progress_bar,
+)
 from wattmesh.exchange.cli.terminal import fail as _fail
-from wattmesh.exchange.cli.terminal import progress_bar
+from wattmesh.exchange.tables import DEFAULT_FORMAT, TableFormat
 
 # The period lengths of the efficiency-against-shouts plot (shouts per period).
 SWEEP_SHOUTS = (50, 100, 200, 500, 1000, 2000, 4000)
@@ -42,6 +48,7 @@ class Strategy(StrEnum):
 
 
 def gode_sunder(
+    ctx: typer.Context,
     market: Annotated[
         int,
         typer.Option(min=1, max=5, show_default=False, help="Gode and Sunder's market, 1 to 5."),
@@ -83,12 +90,22 @@ def gode_sunder(
         int | None,
         typer.Option(min=1, help="Worker processes (default: one per core for big runs)."),
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR", file_okay=False, show_default=False,
+            help="Write the periods (one row per seed and period), trades and schedule "
+            "tables (by --format) and summary.json to DIR.",
+        ),
+    ] = None,
+    fmt: Annotated[TableFormat, format_option("periods, trades, schedule")] = DEFAULT_FORMAT,
 ) -> None:
     """Run Gode and Sunder's (1993) market on the CDA engine and report allocative
     efficiency per period and overall (mean and spread over seeds).
 
     The same options always give the same bytes out.
     """
+    check_out_format(fmt, out, option_given(ctx, "fmt"))
     the_market = gs.load_market(market)
     seed_list = list(range(seeds))
     sweep = plot is not None
@@ -146,6 +163,14 @@ def gode_sunder(
             write_plots(plot, the_market, results[0], curves, seeds, prices)
         except OSError as exc:
             _fail(f"cannot write plots to {plot}: {exc.strerror or exc}")
+    if out is not None:
+        from wattmesh.exchange.simulation_tables import gode_sunder_tables, write_simulation
+
+        try:
+            tables = gode_sunder_tables(the_market, results, summary_json(summary))
+            write_simulation(out, *tables, fmt.value)
+        except OSError as exc:
+            _fail(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
     if as_json:
         sys.stdout.write(orjson.dumps(summary_json(summary), option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
