@@ -6,6 +6,7 @@ node run on trio. Both kinds can run in one session.
 """
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -150,3 +151,28 @@ def run_group() -> Callable[..., tuple[int, str]]:
         return proc.returncode, out
 
     return run
+
+
+@pytest.fixture(scope="session")
+def analysis_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder made by docs/analysis.md's example commands, run as printed: day.jsonl
+    (the sample day with meters), node.db (its ledger), results/ (replay --out), tables/
+    (the ledger as Parquet), community/ and gode-sunder/ (simulate --out)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "analysis.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", doc.split("## An example folder", 1)[1], re.S)
+    assert block is not None
+    folder = tmp_path_factory.mktemp("analysis")
+    env = dict(os.environ)  # `wattmesh` and `python` as a reader's activated venv has them
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    for line in block.group(1).splitlines():
+        cmd = line.split("  #")[0].strip()
+        if cmd:
+            res = subprocess.run(["bash", "-c", cmd], cwd=folder, env=env, text=True,
+                                 capture_output=True, timeout=300)  # fmt: skip
+            assert res.returncode == 0, f"{cmd}\n{res.stderr}"
+    return folder

@@ -7,6 +7,11 @@ log opens with one account line per household, then orders (ids computed from th
 signed when ``sign``) and a few cancels, sorted by ``ts``. Every order names its delivery
 interval and is placed before that interval's gate, so the log replays in both modes.
 
+With ``meters`` (``--meters``) every household also has a meter: a ``meter`` line after
+the account lines, and after each interval a signed reading of what its PV produced and
+its home consumed over it (the same curves its orders follow), so that a replay with
+``--ledger`` settles readings beside the trades (docs/analysis.md uses such a log).
+
 Everything follows from ``seed``, Ed25519 keys included, so the same arguments always give
 the same bytes::
 
@@ -30,7 +35,7 @@ import orjson
 from wattmesh.exchange.atomic_file import atomic_output
 from wattmesh.exchange.units import NANO
 from wattmesh.settlement.keys import Ed25519PrivateKey, peer_id_of
-from wattmesh.settlement.records import Account, Cancel, Order
+from wattmesh.settlement.records import Account, Cancel, Meter, Order, Reading
 
 __all__ = [
     "DAY_START",
@@ -72,6 +77,11 @@ class Household:
 def _key(seed: int, index: int) -> Ed25519PrivateKey:
     # The Ed25519 seed is a hash of the generator seed, so keys are as reproducible as the rest.
     material = hashlib.sha256(f"wattmesh sample household {seed} {index}".encode()).digest()
+    return Ed25519PrivateKey.from_private_bytes(material)
+
+
+def _meter_key(seed: int, index: int) -> Ed25519PrivateKey:
+    material = hashlib.sha256(f"wattmesh sample meter {seed} {index}".encode()).digest()
     return Ed25519PrivateKey.from_private_bytes(material)
 
 
@@ -134,13 +144,25 @@ def _load(home: Household, hour: float) -> float:
 
 
 def _day(
-    homes: list[Household], rng: random.Random, day_start: int, sign: bool
+    homes: list[Household],
+    rng: random.Random,
+    day_start: int,
+    sign: bool,
+    meters: list[Ed25519PrivateKey] | None = None,
+    day: int = 0,
 ) -> Iterator[dict[str, Any]]:
-    """One day's orders and cancels, sorted by ts."""
-    events: list[tuple[int, int, Order | Cancel]] = []
+    """One day's orders and cancels (and with ``meters`` each interval's readings, placed
+    at the interval's end), sorted by ts."""
+    events: list[tuple[int, int, Order | Cancel | Reading]] = []
     for k in range(INTERVALS_PER_DAY):
         gate = day_start + k * INTERVAL_MS
         hour = (k + 0.5) / 4
+        if meters is not None:  # no draw from rng: the orders stay those of the plain log
+            for home, key in zip(homes, meters, strict=True):
+                reading = Reading(peer_id_of(key), gate, gate + INTERVAL_MS,
+                                  round(_pv(home, hour) / 4), round(_load(home, hour) / 4),
+                                  day * INTERVALS_PER_DAY + k + 1)  # fmt: skip
+                events.append((gate + INTERVAL_MS, len(events), reading.signed(key)))
         for home in homes:
             surplus = (_pv(home, hour) - _load(home, hour)) / 4  # Wh over the interval
             if home.prosumer and surplus > 50 and rng.random() < 0.85:
@@ -187,14 +209,19 @@ def generate(
     days: int = 1,
     sign: bool = True,
     start: int = DAY_START,
+    meters: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """The log's events as dicts: account lines, then ``days`` days of orders and cancels."""
+    """The log's events as dicts: account lines (and meter lines), then ``days`` days of
+    orders and cancels (and readings)."""
     homes = make_households(households, seed, days=days)
     for home in homes:
         yield Account(home.owner, home.energy, home.money, home.bmax).to_dict()
+    keys = [_meter_key(seed, i) for i in range(households)] if meters else None
+    for home, key in zip(homes, keys or [], strict=False):
+        yield Meter(peer_id_of(key), home.owner).to_dict()
     rng = random.Random(f"orders {seed}")
     for day in range(days):
-        yield from _day(homes, rng, start + day * 86_400_000, sign)
+        yield from _day(homes, rng, start + day * 86_400_000, sign, keys, day)
 
 
 def write_log(
@@ -205,6 +232,7 @@ def write_log(
     days: int = 1,
     max_events: int | None = None,
     sign: bool = True,
+    meters: bool = False,
 ) -> int:
     """Write a generated log as JSON Lines; returns the number of lines written.
 
@@ -212,13 +240,12 @@ def write_log(
     """
     if isinstance(out, (str, os.PathLike)):
         with atomic_output(out) as fp:  # whole or not at all
-            return write_log(
-                fp, households=households, seed=seed, days=days, max_events=max_events, sign=sign
-            )
+            return write_log(fp, households=households, seed=seed, days=days,
+                             max_events=max_events, sign=sign, meters=meters)  # fmt: skip
     dumps = orjson.dumps
     buffer: list[bytes] = []
     written = 0
-    for event in generate(households, seed, days=days, sign=sign):
+    for event in generate(households, seed, days=days, sign=sign, meters=meters):
         if max_events is not None and written >= max_events:
             break
         buffer.append(dumps(event))
@@ -260,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=1, help="days of trading (default: 1)")
     parser.add_argument("--events", type=int, default=None, help="stop after this many lines")
     parser.add_argument("--no-sign", action="store_true", help="leave orders unsigned (faster)")
+    parser.add_argument("--meters", action="store_true",
+                        help="a meter per household, a signed reading per interval")  # fmt: skip
     parser.add_argument("--out", default="-", help="output file (default: stdout)")
     args = parser.parse_args(argv)
     if args.households < 1 or args.days < 1:
@@ -270,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         days=args.days,
         max_events=args.events,
         sign=not args.no_sign,
+        meters=args.meters,
     )
     if args.out == "-":
         write_log(sys.stdout.buffer, **options)

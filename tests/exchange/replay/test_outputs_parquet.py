@@ -115,3 +115,14 @@ def test_without_pyarrow_the_default_fails_in_one_line_and_writes_nothing(
     assert sorted(p.name for p in out.iterdir()) == [
         "accounts.csv", "intervals.csv", "summary.json", "trades.csv"]  # fmt: skip
     assert orjson.loads((out / "summary.json").read_bytes())["fills"] == 418
+
+
+def test_the_sample_with_meters_adds_readings_and_keeps_the_orders() -> None:
+    from wattmesh.exchange.replay.sample_log import generate
+
+    plain = list(generate(4, 1))
+    metered = list(generate(4, 1, meters=True))
+    assert [e for e in metered if e["type"] not in ("meter", "reading")] == plain
+    readings = [e for e in metered if e["type"] == "reading"]
+    assert len(readings) == 4 * 96 and [e["type"] for e in metered[4:8]] == ["meter"] * 4
+    assert all(r["end"] - r["start"] == 900_000 for r in readings)
