@@ -1669,6 +1669,10 @@ cdef class CallAuction:
     cdef int64_t last_price
     cdef int64_t last_volume
     cdef int64_t last_exec
+    # its bids and asks: the first last_nb keys are its bids, the next last_na its asks,
+    # each side in priority order with its committed executable quantity (last_depth)
+    cdef size_t last_nb
+    cdef size_t last_na
 
     def __cinit__(self, accounts: Accounts | None = None, stp="none"):
         self.index = _KeyMap()
@@ -1817,6 +1821,8 @@ cdef class CallAuction:
         cdef FillRec* r
         cdef Accounts acc = self.acc
         cdef int64_t n_exec = 0
+        self.last_nb = nb
+        self.last_na = na
         n_exec = self._commit(bk, nb, C_BID)
         # A household that both buys and sells: its scratch balances restart per side,
         # so each side is checked against the balances before the clearing.
@@ -1964,6 +1970,45 @@ cdef class CallAuction:
         return ClearingArrays(self.last_price if self.last_price >= 0 else None,
                               self.last_volume, orders, self.last_exec,
                               bid, ask, qty, buyer, seller)
+
+    def last_depth(self) -> tuple:
+        """The book of the last clearing per price level, as columns ``(side, price, qty,
+        executable)`` (``array`` B, q, q, q): bids best first, then asks best first;
+        ``qty`` is what the orders at that price asked for, ``executable`` what the caps
+        let them commit (step 2 of the clearing: balances, Bmax headroom, money). The
+        plain and the executable depth of the Energo overlap, without clearing again."""
+        sides = array("B")
+        prices = array("q")
+        qtys = array("q")
+        execs = array("q")
+        cdef size_t i, start, end
+        cdef int side
+        cdef wm_key* k
+        cdef int64_t level = -1, q = 0, e = 0
+        cdef bint open_level
+        for side in (C_BID, C_ASK):
+            start = 0 if side == C_BID else self.last_nb
+            end = self.last_nb if side == C_BID else self.last_nb + self.last_na
+            open_level = False
+            for i in range(start, end):
+                k = &self.keys[i]
+                if open_level and k.pkey != level:
+                    sides.append(side)
+                    prices.append(-level if side == C_BID else level)
+                    qtys.append(q)
+                    execs.append(e)
+                    q = e = 0
+                level = k.pkey
+                q += k.qty
+                e += k.exec_qty
+                open_level = True
+            if open_level:
+                sides.append(side)
+                prices.append(-level if side == C_BID else level)
+                qtys.append(q)
+                execs.append(e)
+                q = e = 0
+        return sides, prices, qtys, execs
 
     def quotes(self):
         """`Quote` over the pending orders; executable means the owner has capacity at the

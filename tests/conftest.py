@@ -5,7 +5,7 @@ asyncio tests run in strict mode (``@pytest.mark.asyncio``); trio tests use anyi
 node run on trio. Both kinds can run in one session.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -176,3 +176,36 @@ def analysis_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                  capture_output=True, timeout=300)  # fmt: skip
             assert res.returncode == 0, f"{cmd}\n{res.stderr}"
     return folder
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package, never a browser playwright downloads
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]  # fmt: skip
+
+
+@pytest.fixture
+def chromium_context(tmp_path: Path) -> Iterator[object]:
+    """A headless Chromium (playwright's BrowserContext) in a fresh profile: the web page's
+    tests and the report's. .ci/run installs Chromium where it is missing; without it these
+    tests fail (a skip would hide that the page went untested)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"no {CHROMIUM}: apt-get install -y chromium (.ci/run does)")
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1000},
+            timezone_id="UTC",
+            locale="en-GB",
+        )
+        try:
+            yield context
+        finally:
+            context.close()

@@ -35,3 +35,23 @@ def test_each_query_prints_what_the_page_shows(analysis_folder: Path, index: int
                          capture_output=True, timeout=120)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert res.stdout.rstrip() == shown.rstrip()
+
+
+def test_the_report_commands_run_as_printed(analysis_folder: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    section = DOC.read_text().split("## Reports", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block is not None
+    folder = tmp_path / "copy"
+    shutil.copytree(analysis_folder, folder)  # the session's folder stays as it was
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    commands = [line.split("  #")[0].strip() for line in block.group(1).splitlines()]
+    for cmd in filter(None, commands):
+        res = subprocess.run(["bash", "-c", cmd], cwd=folder, env=env, text=True,
+                             capture_output=True, timeout=120)  # fmt: skip
+        assert res.returncode == 0, f"{cmd}\n{res.stderr}"
+    for page in ("results/report.html", "street.html", "busy.html", "gode-sunder/report.html"):
+        assert (folder / page).stat().st_size > 10_000, page

@@ -21,6 +21,7 @@ from wattmesh.exchange.cli.community import community_app
 from wattmesh.exchange.cli.ledger import ledger_app
 from wattmesh.exchange.cli.meter import meter_app
 from wattmesh.exchange.cli.node import node_app
+from wattmesh.exchange.cli.report import report
 from wattmesh.exchange.cli.simulate_community import community
 from wattmesh.exchange.cli.simulate_gode_sunder import gode_sunder
 from wattmesh.exchange.cli.sweep import sweep
@@ -124,6 +125,15 @@ def replay(
     fmt: Annotated[
         TableFormat, format_option("trades, intervals, accounts, rejects")
     ] = DEFAULT_FORMAT,
+    book: Annotated[
+        bool,
+        typer.Option(
+            "--book",
+            help="With --out, call mode: also write book (.csv/.parquet): each auction's "
+            "orders per price level, what they asked for and what Bmax and the balances "
+            "let them execute (the depth wattmesh report draws).",
+        ),
+    ] = False,
     strict: Annotated[
         bool,
         typer.Option(
@@ -191,6 +201,9 @@ def replay(
     from wattmesh.settlement.ledger import LedgerError
 
     check_out_format(fmt, out, option_given(ctx, "fmt"))
+    if book and (out is None or mode is not Mode.call or (log is not None and is_node_log(log))):
+        _fail("--book writes the depth of each call auction into --out DIR: it needs --out "
+              "and --mode call, and an order log (not a node log)")  # fmt: skip
     if log is not None and is_node_log(log):
         given = [name for name in _COMMUNITY_RULED if option_given(ctx, name)]
         if given:
@@ -210,6 +223,7 @@ def replay(
         verify_signatures=verify_signatures,
         retail_price=retail_price,
         feedin_price=feedin_price,
+        book=book,
     )
     size = log.stat().st_size if log is not None else 0
     try:
@@ -317,6 +331,7 @@ app.add_typer(meter_app, name="meter")
 app.add_typer(api_app, name="api")
 app.add_typer(community_app, name="community")
 app.command("bot")(bot)  # a trading bot through the node's API (docs/bots.md)
+app.command("report")(report)  # an output folder as one HTML page (docs/analysis.md)
 app.add_typer(node_app)  # wattmesh init (node commands sit at the top level)
 
 

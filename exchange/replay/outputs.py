@@ -49,6 +49,10 @@ ACCOUNT_COLUMNS = (
     "bought_wh", "sold_wh",
 )  # fmt: skip
 REJECT_COLUMNS = ("line", "code", "reason", "text")  # rejects.jsonl's fields, in order
+# book (with --book): each auction's orders per price level, asked and executable.
+BOOK_COLUMNS = ("interval_start_ms", "market", "side", "price_micro_per_kwh", "qty_wh",
+                "executable_wh")  # fmt: skip
+BOOK_KINDS = ("time", "str", "str", "int", "int", "int")
 # The Parquet kind of each column (exchange/tables.py): instants are UTC timestamps.
 TRADE_KINDS = ("int", "str", "time", "time", "str", "str", "str", "str", "int", "int")
 INTERVAL_KINDS = ("time", "str", "int", "int", "int", "int", "int")
@@ -149,8 +153,25 @@ def write_outputs(
         finally:
             if parquet is not None:
                 parquet.result()  # waits; raises the Parquet writer's error, if any
+        if result.book is not None:
+            book = _book_table(result)
+            if writes_csv(fmt):
+                write_csv(files.open("book.csv"), book.names, book.rows())
+            if writes_parquet(fmt):
+                write_parquet(files.open("book.parquet"), arrow_table(book))
+        for ext in ("csv", "parquet"):
+            if result.book is None or not (writes_csv if ext == "csv" else writes_parquet)(fmt):
+                files.drop(f"book.{ext}")
         with files.open("summary.json") as fp:
             fp.write(orjson.dumps(result.summary(), option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def _book_table(result: ReplayResult) -> ColumnTable:
+    b = result.book
+    assert b is not None
+    sides = [("bid", "ask")[s] for s in b.side]
+    return ColumnTable(BOOK_COLUMNS, BOOK_KINDS,
+                       (b.interval, b.market, sides, b.price, b.qty, b.executable))  # fmt: skip
 
 
 def _account_rows(result: ReplayResult) -> list[tuple]:

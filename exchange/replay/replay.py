@@ -84,6 +84,7 @@ __all__ = [
     "ROWS_PER_BLOCK",
     "STP_RULES",
     "BadLineError",
+    "BookLevels",
     "IntervalStats",
     "Reject",
     "ReplayOptions",
@@ -160,6 +161,7 @@ class ReplayOptions:
     verify_signatures: bool = False
     retail_price: int = DEFAULT_RETAIL_PRICE
     feedin_price: int = DEFAULT_FEEDIN_PRICE
+    book: bool = False  # call mode: keep each auction's depth (ReplayResult.book)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -252,6 +254,23 @@ class OrderIds:
 
 
 @dataclass(slots=True)
+class BookLevels:
+    """Call mode, with ``ReplayOptions.book``: each cleared auction's book per price level
+    (``CallAuction.last_depth``): what the orders at a price asked for (``qty``) and what
+    the Energo caps let them commit (``executable``), bids best first, then asks."""
+
+    interval: array = field(default_factory=lambda: array("q"))
+    market: list[str] = field(default_factory=list)
+    side: array = field(default_factory=lambda: array("B"))  # BID 0, ASK 1
+    price: array = field(default_factory=lambda: array("q"))
+    qty: array = field(default_factory=lambda: array("q"))
+    executable: array = field(default_factory=lambda: array("q"))
+
+    def __len__(self) -> int:
+        return len(self.price)
+
+
+@dataclass(slots=True)
 class Trades:
     """The fills in engine order, as columns (``seq`` is the row number + 1): numbers in
     arrays (8 bytes a value), ids as :class:`OrderIds` references, the interval and
@@ -304,6 +323,7 @@ class ReplayResult:
     readings: list[ReadingEvent] = field(default_factory=list)
     # Lines the C scanner handed to the Python path, by why (docs/replay.md, "Performance")
     python_path: dict[str, int] = field(default_factory=dict)
+    book: BookLevels | None = None  # call mode with ReplayOptions.book
 
     @property
     def volume(self) -> int:
@@ -488,6 +508,7 @@ class _Replay:
         texts, utf8 = self.scan.id_texts, self.scan.id_utf8
         self.trades = Trades(bid=OrderIds(texts, utf8), ask=OrderIds(texts, utf8))
         self.intervals: list[IntervalStats] = []
+        self.book = BookLevels() if options.book and self.call else None
         self.rejects: list[Reject] = []
         self.accepted = {"accounts": 0, "orders": 0, "cancels": 0, "meters": 0, "readings": 0}
         self.validator = ReadingValidator()
@@ -926,6 +947,15 @@ class _Replay:
         """Clear one auction: columns (sides, prices, qtys, keys, owners, ts) of its live
         orders, in arrival order."""
         result = self.auctioneer.clear_arrays(*columns)
+        if self.book is not None:
+            sides, prices, qtys, execs = self.auctioneer.last_depth()
+            b = self.book
+            b.interval += array("q", [interval]) * len(prices)
+            b.market += [market] * len(prices)
+            b.side += sides
+            b.price += prices
+            b.qty += qtys
+            b.executable += execs
         t = self.trades
         scan = self.scan
         n = len(result.qty)
@@ -1001,6 +1031,7 @@ class _Replay:
             meters=self.meters,
             readings=self.readings,
             python_path=self.python_path,
+            book=self.book,
         )
 
 

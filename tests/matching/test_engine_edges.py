@@ -149,3 +149,25 @@ def test_account_handles_are_dense_small_integers():
     accounts.set(MAX_ACCOUNT_OWNER - 1, 0, 0, None)
     with pytest.raises(ValueError, match="owner: an account handle must be in"):
         accounts.set(MAX_ACCOUNT_OWNER, 0, 0, None)
+
+
+def test_call_auction_last_depth_is_the_book_per_level_plain_and_executable() -> None:
+    """last_depth: per price level, what the orders asked for and what step 2 committed
+    (Bmax headroom per household, in priority order; energy for asks)."""
+    from wattmesh.matching import ASK, BID, Accounts, CallAuction
+
+    acc = Accounts()
+    acc.set(owner=1, energy=0, money=10**15, bmax=500)  # room for 500 Wh
+    acc.set(owner=2, energy=300, money=0, bmax=1_000)  # 300 Wh to sell
+    acc.set(owner=3, energy=0, money=10**15, bmax=10_000)
+    auction = CallAuction(acc)
+    auction.add(oid=1, side=BID, price=250_000, qty=400, owner=1, ts=1)
+    auction.add(oid=2, side=BID, price=250_000, qty=400, owner=1, ts=2)  # 100 of it fits
+    auction.add(oid=3, side=BID, price=240_000, qty=50, owner=3, ts=3)
+    auction.add(oid=4, side=ASK, price=200_000, qty=1_000, owner=2, ts=4)
+    assert tuple(map(list, CallAuction(acc).last_depth())) == ([], [], [], [])  # none yet
+    result = auction.clear()
+    sides, prices, qtys, execs = auction.last_depth()
+    assert list(zip(sides, prices, qtys, execs, strict=True)) == [
+        (BID, 250_000, 800, 500), (BID, 240_000, 50, 50), (ASK, 200_000, 1_000, 300)]  # fmt: skip
+    assert result.volume == 300 and result.executable_orders == 4

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,22 +20,12 @@ from typing import Any
 
 import pytest
 import trio
-from playwright.sync_api import Locator, Page, expect, sync_playwright
+from playwright.sync_api import Locator, Page, expect
 
 from wattmesh.exchange.api import views
 from wattmesh.exchange.api.tokens import READ
 from wattmesh.exchange.node.wire import Batch, Refused
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 # WATTMESH_SCREENSHOTS=1 writes the screenshots of docs/dashboard.md into docs/img; a
 # plain run leaves the checkout as it was.
 DOCS_IMG = Path(__file__).parents[3] / "docs" / "img"
@@ -45,14 +34,6 @@ STARTUP_S = 30  # two nodes, a gossip mesh and the API
 LIFETIME_S = 180  # the street stops by itself after this, whatever the test does
 JOIN_S = 15
 WAIT_MS = 5000  # most waits: a few intervals of 2 s
-
-
-@pytest.fixture(autouse=True)
-def chromium_is_there() -> None:
-    """Debian's package, never a downloaded browser; .ci/run installs it where it is
-    missing. Without it these tests fail (a skip would hide that the page went untested)."""
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"no {CHROMIUM}: apt-get install -y chromium (.ci/run does)")
 
 
 class Served:
@@ -175,26 +156,14 @@ def quiet_street(api_street: Callable[..., Any]) -> Iterator[Served]:
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    """Chromium, headless, in a fresh profile (never downloaded: Debian's package)."""
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "chromium"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=ARGS,
-            viewport={"width": 1280, "height": 1000},
-            timezone_id="UTC",
-            locale="en-GB",
-        )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            b = Browser(page)
-            context.on("request", lambda r: b.requests.append(r.url))
-            page.on("pageerror", lambda e: b.errors.append(str(e)))
-            yield b
-        finally:
-            context.close()
+def browser(chromium_context: Any) -> Iterator[Browser]:
+    """Chromium, headless, in a fresh profile (the root conftest's ``chromium_context``)."""
+    context = chromium_context
+    page = context.pages[0] if context.pages else context.new_page()
+    b = Browser(page)
+    context.on("request", lambda r: b.requests.append(r.url))
+    page.on("pageerror", lambda e: b.errors.append(str(e)))
+    yield b
 
 
 def _screenshot(target: Page | Locator, name: str, **options: Any) -> None:

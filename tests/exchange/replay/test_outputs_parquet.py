@@ -126,3 +126,25 @@ def test_the_sample_with_meters_adds_readings_and_keeps_the_orders() -> None:
     readings = [e for e in metered if e["type"] == "reading"]
     assert len(readings) == 4 * 96 and [e["type"] for e in metered[4:8]] == ["meter"] * 4
     assert all(r["end"] - r["start"] == 900_000 for r in readings)
+
+
+def test_book_is_each_auctions_depth_and_covers_what_traded(tmp_path: Path) -> None:
+    result = replay_module.replay(None, replay_module.ReplayOptions(mode="call", book=True))
+    write_outputs(result, tmp_path, "both")
+    book = pq.read_table(tmp_path / "book.parquet").to_pylist()
+    assert [list(r.values()) for r in csv_rows(tmp_path / "book.csv")] == [
+        [as_csv_text(v) for v in r.values()] for r in book]  # fmt: skip
+    for stats in result.intervals:
+        rows = [r for r in book
+                if int(r["interval_start_ms"].timestamp() * 1000) == stats.interval]  # fmt: skip
+        for side in ("bid", "ask"):
+            levels = [r for r in rows if r["side"] == side]
+            assert all(0 <= r["executable_wh"] <= r["qty_wh"] for r in levels)
+            assert sum(r["executable_wh"] for r in levels) >= stats.volume
+            prices = [r["price_micro_per_kwh"] for r in levels]
+            assert prices == sorted(prices, reverse=side == "bid")  # best first
+    held = sum(s.orders - s.executable_orders for s in result.intervals)
+    assert held > 0 and any(r["executable_wh"] < r["qty_wh"] for r in book)  # caps bound
+    plain = replay_module.replay(None, replay_module.ReplayOptions(mode="call"))
+    write_outputs(plain, tmp_path, "both")
+    assert not (tmp_path / "book.csv").exists() and not (tmp_path / "book.parquet").exists()
