@@ -131,28 +131,16 @@ def write_outputs(
     out.mkdir(parents=True, exist_ok=True)
     with StagedFiles(out) as files:
         accounts = _account_rows(result)
-        parquet = None
+        if writes_csv(fmt):
+            _write_csv_outputs(result, accounts, files)
+        else:
+            for name in ("trades.csv", "intervals.csv", "accounts.csv", "rejects.jsonl"):
+                files.drop(name)
         if writes_parquet(fmt):
-            # In a thread beside the CSV: pyarrow encodes and compresses without the GIL,
-            # so on two cores most of the Parquet's cost hides behind the CSV's formatting.
-            # (Each writer opens its own files; StagedFiles.open only appends to a list.)
-            from concurrent.futures import ThreadPoolExecutor
-
-            pool = ThreadPoolExecutor(1, thread_name_prefix="parquet")
-            parquet = pool.submit(_write_parquet_outputs, result, accounts, files)
-            pool.shutdown(wait=False)
+            _write_parquet_outputs(result, accounts, files)
         else:
             for name in ("trades", "intervals", "accounts", "rejects"):
                 files.drop(name + ".parquet")
-        try:
-            if writes_csv(fmt):
-                _write_csv_outputs(result, accounts, files)
-            else:
-                for name in ("trades.csv", "intervals.csv", "accounts.csv", "rejects.jsonl"):
-                    files.drop(name)
-        finally:
-            if parquet is not None:
-                parquet.result()  # waits; raises the Parquet writer's error, if any
         if result.book is not None:
             book = _book_table(result)
             if writes_csv(fmt):
