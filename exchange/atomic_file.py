@@ -75,8 +75,8 @@ class StagedFiles:
         self._staged: list[tuple[Path, Path, IO[bytes]]] = []
         self._dropped: list[Path] = []
         # Every temporary name, recorded before its file is made: an interrupt (Ctrl-C
-        # raises in whichever line the main thread is at, and a writer thread beside it
-        # widens that moment) can then leave no file that the cleanup does not know.
+        # raises in whichever line the main thread is at, even right after a file is
+        # created) can then leave no file that the cleanup does not know.
         self._temps: list[Path] = []
 
     def open(self, name: str) -> IO[bytes]:
