@@ -81,8 +81,9 @@ class Report:
     plots: list[Plot]
 
 
-class _Unsupported(Exception):
-    """The data cannot support a plot: the message says why (one line on the page)."""
+class _Unsupported(WattmeshError):
+    """The data cannot support a plot: the message says why (one line on the page; caught
+    where the plot is drawn, never shown as an error)."""
 
 
 # -- reading a folder ---------------------------------------------------------------------
