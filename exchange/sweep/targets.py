@@ -239,7 +239,8 @@ REPLAY = Target(
         skip=("options", "on_progress"),
         overrides={"log": Parameter("log", str, None, nullable=True)},
     )
-    + parameters_of(replaying.ReplayOptions),
+    # `book` only keeps each auction's depth for `--out DIR --book`: no metric reads it.
+    + parameters_of(replaying.ReplayOptions, skip=("book",)),
     metrics=(
         ("events", int),
         ("fills", int),
