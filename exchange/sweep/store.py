@@ -63,7 +63,7 @@ class SweepFolder:
                     f"{self.path} holds another sweep's results (its {SPEC_NAME} is not "
                     f"{self.spec.source}): choose another --out, or remove that folder"
                 )
-        elif self.path.is_dir() and any(self.path.iterdir()):
+        elif self.path.is_dir() and not _only_empty_points(self.path):
             raise OutputError(
                 f"{self.path} is not empty and holds no sweep (no {SPEC_NAME}): choose a new "
                 "or an empty folder"
@@ -72,10 +72,13 @@ class SweepFolder:
     def claim(self, spec_text: bytes) -> None:
         """Check the folder (:meth:`check`), then make it and copy the spec into it."""
         self.check()
-        (self.path / POINTS).mkdir(parents=True, exist_ok=True)
+        # The spec first: a folder with a spec.toml is this sweep's, whatever else a kill
+        # left out of it (a points/ made first would leave a folder of no sweep).
+        self.path.mkdir(parents=True, exist_ok=True)
         copy = self.path / SPEC_NAME
         if not copy.exists():
             write_atomic(copy, spec_text)
+        (self.path / POINTS).mkdir(exist_ok=True)
 
     def finished(self) -> set[int]:
         """The points already run to the end: stored with status ok and the same
@@ -103,6 +106,16 @@ class SweepFolder:
         """Every point of the spec that has a stored result, in point order."""
         found = (self.load(p.index) for p in self.spec.points)
         return [r for r in found if r is not None]
+
+
+def _only_empty_points(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing, or only an empty ``points/`` (what a run of an
+    earlier version, killed before it copied the spec, left)."""
+    entries = list(folder.iterdir())
+    if not entries:
+        return True
+    points = folder / POINTS
+    return entries == [points] and points.is_dir() and not any(points.iterdir())
 
 
 def _canonical(value: Any) -> bytes:

@@ -177,3 +177,25 @@ def test_the_docs_name_every_parameter_and_metric():
                for name in [p.name for p in t.parameters] + [m for m, _ in t.metrics]
                if f"`{name}`" not in text]  # fmt: skip
     assert missing == []
+
+
+def test_a_folder_left_by_a_kill_before_the_spec_was_copied_is_taken(sweep_spec, tmp_path: Path):
+    # What a run killed between making the folder and copying the spec into it leaves.
+    (tmp_path / "out" / "points").mkdir(parents=True)
+    assert run_sweep(sweep_spec(), tmp_path / "out", workers=1).ran == 6
+
+
+def test_the_spec_is_copied_before_the_points_folder_is_made(
+    sweep_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    out, seen = tmp_path / "out", []
+    mkdir = Path.mkdir
+
+    def watched(self: Path, *args, **kwargs) -> None:
+        if self == out / "points":
+            seen.append((out / "spec.toml").exists())
+        mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", watched)
+    run_sweep(sweep_spec(), out, workers=1)
+    assert seen == [True]
