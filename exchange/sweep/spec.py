@@ -24,10 +24,13 @@ Parameter names and types are the target's (``targets.py``); every problem is a
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
+import os
+import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -37,7 +40,7 @@ import orjson
 from wattmesh.exchange.sweep.targets import REQUIRED, TARGETS, Parameter, Target
 from wattmesh.settlement.errors import WattmeshError
 
-__all__ = ["Point", "SpecError", "SweepSpec", "load_spec", "parse_spec"]
+__all__ = ["Point", "SpecError", "SweepSpec", "identity_of", "load_spec", "parse_spec", "to_toml"]
 
 _TOP = ("target", "fixed", "grid", "sample")
 # More points than this is a typo more often than a plan (and one file per point).
@@ -74,22 +77,118 @@ class SweepSpec:
     document: dict[str, Any]
     points: tuple[Point, ...]
     base: Path
+    # sha256 of each file the points read, by absolute path: each file is read once.
+    _digests: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def identity(self) -> bytes:
-        """Canonical bytes of the spec's content: two specs with the same are one sweep."""
-        return orjson.dumps(self.document, option=orjson.OPT_SORT_KEYS, default=str)
+        """Canonical bytes of the spec's content, its paths made absolute: two specs with
+        the same are one sweep (the same text in another folder names other files)."""
+        return identity_of(self.document, self.base)
+
+    def copy_text(self) -> str:
+        """The spec as a sweep's folder keeps it: its text as written, or, when it names
+        files by relative paths, the same spec with those paths made absolute (so the
+        copy, in another folder, names the same files and is the same sweep)."""
+        resolved = _resolved_document(self.document, self.base)
+        if resolved == self.document:
+            return self.text
+        return f"# {self.source}, its relative paths made absolute\n" + to_toml(resolved)
 
     def run_params(self, point: Point) -> dict[str, Any]:
         """A point's parameters as the target runs them: paths made absolute."""
         return _resolved(self.target, point.params, self.base)
+
+    def inputs(self, point: Point) -> dict[str, dict[str, str]]:
+        """The files a point reads (its path parameters, the replay's log), each as its
+        absolute path and the sha256 of its content, read when first asked for (before
+        any point runs): a point stored with other inputs has not run on these files."""
+        out = {}
+        for name in self.target.paths:
+            if point.params.get(name) is None:
+                continue
+            path = _absolute(self.base, point.params[name])
+            if path not in self._digests:
+                with open(path, "rb") as fp:
+                    self._digests[path] = hashlib.file_digest(fp, "sha256").hexdigest()
+            out[name] = {"path": path, "sha256": self._digests[path]}
+        return out
+
+
+def _absolute(base: Path, value: str) -> str:
+    # normpath, so that "logs/../a.jsonl" and "a.jsonl" name one file to identity().
+    return os.path.normpath(base / value)
 
 
 def _resolved(target: Target, params: dict[str, Any], base: Path) -> dict[str, Any]:
     out = dict(params)
     for name in target.paths:
         if out.get(name) is not None:
-            out[name] = str(base / out[name])
+            out[name] = _absolute(base, out[name])
     return out
+
+
+def _resolved_document(document: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A spec's TOML with the values of its target's path parameters made absolute
+    (in [fixed], [grid] and sample.choices; anything not a string is left as it is)."""
+    target = TARGETS.get(document.get("target"))  # type: ignore[arg-type]
+    if target is None or not target.paths:
+        return document
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str):
+            return _absolute(base, value)
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        return value
+
+    def fix_table(table: Any) -> Any:
+        if not isinstance(table, dict):
+            return table
+        return {k: fix(v) if k in target.paths else v for k, v in table.items()}
+
+    out = dict(document)
+    for key in ("fixed", "grid"):
+        if key in out:
+            out[key] = fix_table(out[key])
+    sample = out.get("sample")
+    if isinstance(sample, dict) and "choices" in sample:
+        out["sample"] = {**sample, "choices": fix_table(sample["choices"])}
+    return out
+
+
+def identity_of(document: dict[str, Any], base: Path) -> bytes:
+    """Canonical bytes of a spec's TOML read from a file in ``base`` (its paths made
+    absolute): what two sweeps compare."""
+    resolved = _resolved_document(document, base)
+    return orjson.dumps(resolved, option=orjson.OPT_SORT_KEYS, default=str)
+
+
+def to_toml(document: dict[str, Any]) -> str:
+    """TOML text of a spec's document (strings, integers, finite floats, booleans,
+    lists and tables of them: all a spec holds) that reads back as the same document."""
+
+    def key(k: str) -> str:
+        return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else value(k)
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)  # repr round-trips a float; NaN and inf are refused in a spec
+        if isinstance(v, str):
+            return orjson.dumps(v).decode()  # JSON's string escapes are TOML's too
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{key(k)} = {value(x)}" for k, x in v.items()) + " }"
+        raise TypeError(f"a spec cannot hold {v!r}")
+
+    lines = [f"{key(k)} = {value(v)}" for k, v in document.items() if not isinstance(v, dict)]
+    for name, table in document.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{key(name)}]"]
+            lines += [f"{key(k)} = {value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
 
 
 def load_spec(path: str | Path) -> SweepSpec:

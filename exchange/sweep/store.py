@@ -1,7 +1,8 @@
 """A sweep's output folder: its spec, one file per finished point, the merged table.
 
-    DIR/spec.toml          the spec, copied on the first run
-    DIR/points/000007.json one point: its parameters, status, metrics or error
+    DIR/spec.toml          the spec, copied on the first run (its paths made absolute)
+    DIR/points/000007.json one point: its parameters, input files (path, sha256),
+                           status, metrics or error
     DIR/sweep.parquet      every point, one row each (``table.py``)
 
 Each file is written whole or not at all (``atomic_file``), so a sweep stopped at any
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 
 from wattmesh.exchange.atomic_file import write_atomic
-from wattmesh.exchange.sweep.spec import Point, SweepSpec
+from wattmesh.exchange.sweep.spec import Point, SweepSpec, identity_of
 from wattmesh.settlement.errors import WattmeshError
 
 __all__ = ["OK", "FAILED", "OutputError", "SweepFolder"]
@@ -58,7 +59,8 @@ class SweepFolder:
                 theirs = tomllib.loads(copy.read_text("utf-8"))
             except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
                 theirs = None
-            if theirs is None or _canonical(theirs) != self.spec.identity():
+            # The copy's relative paths (a copy of an earlier version's) from its folder.
+            if theirs is None or identity_of(theirs, self.path.resolve()) != self.spec.identity():
                 raise OutputError(
                     f"{self.path} holds another sweep's results (its {SPEC_NAME} is not "
                     f"{self.spec.source}): choose another --out, or remove that folder"
@@ -69,24 +71,34 @@ class SweepFolder:
                 "or an empty folder"
             )
 
-    def claim(self, spec_text: bytes) -> None:
-        """Check the folder (:meth:`check`), then make it and copy the spec into it."""
+    def claim(self) -> None:
+        """Check the folder (:meth:`check`), then make it and copy the spec into it
+        (``SweepSpec.copy_text``: its paths absolute, so the copy runs the same sweep)."""
         self.check()
         # The spec first: a folder with a spec.toml is this sweep's, whatever else a kill
         # left out of it (a points/ made first would leave a folder of no sweep).
         self.path.mkdir(parents=True, exist_ok=True)
         copy = self.path / SPEC_NAME
         if not copy.exists():
-            write_atomic(copy, spec_text)
+            write_atomic(copy, self.spec.copy_text().encode())
         (self.path / POINTS).mkdir(exist_ok=True)
 
     def finished(self) -> set[int]:
-        """The points already run to the end: stored with status ok and the same
-        parameters (a failed point runs again)."""
+        """The points already run to the end: stored with status ok, the same
+        parameters and the same input files, by content (a failed point runs again, and
+        so does one whose log was changed since)."""
+        # A file is compared by its absolute path and content (``inputs``), not as the
+        # spec wrote it: the copy in this folder names it by its absolute path.
+        paths = self.spec.target.paths
         done = set()
         for point in self.spec.points:
             record = self.load(point.index)
-            if record is not None and record["status"] == OK and record["params"] == point.params:
+            if (
+                record is not None
+                and record["status"] == OK
+                and _without(record["params"], paths) == _without(point.params, paths)
+                and record.get("inputs", {}) == self.spec.inputs(point)
+            ):
                 done.add(point.index)
         return done
 
@@ -100,12 +112,18 @@ class SweepFolder:
     def store(self, point: Point, result: dict[str, Any]) -> None:
         """Keep one point's result: ``{"status", "metrics", "error"}`` from the runner."""
         record = {"point": point.index, "params": point.params, **result}
+        if inputs := self.spec.inputs(point):
+            record["inputs"] = inputs
         write_atomic(self._point_path(point.index), _canonical(record) + b"\n")
 
     def records(self) -> list[dict[str, Any]]:
         """Every point of the spec that has a stored result, in point order."""
         found = (self.load(p.index) for p in self.spec.points)
         return [r for r in found if r is not None]
+
+
+def _without(params: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in names}
 
 
 def _only_empty_points(folder: Path) -> bool:

@@ -57,7 +57,7 @@ def run_sweep(
         # Connect first: an unreachable cluster is refused before the folder is made.
         on_ray = None if ray_address is None else stack.enter_context(
             executors.ray_cluster(ray_address))  # fmt: skip
-        folder.claim(spec.text.encode())
+        folder.claim()
         finished = folder.finished()
         todo = [p for p in spec.points if p.index not in finished]
         by_index = {p.index: p for p in todo}

@@ -3,9 +3,11 @@ every parameter of the target; each bad spec is one line naming what is wrong.""
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
-from wattmesh.exchange.sweep.spec import SpecError, parse_spec
+from wattmesh.exchange.sweep.spec import SpecError, parse_spec, to_toml
 
 
 def test_a_grid_is_the_cartesian_product_in_the_order_written():
@@ -151,3 +153,17 @@ def test_a_bad_spec_is_one_line_naming_what_is_wrong(text: str, message: str):
     line = str(exc.value)
     assert "\n" not in line and line.startswith("s.toml: "), line
     assert message in line
+
+
+def test_a_spec_written_back_as_toml_reads_as_the_same_document():
+    document = {
+        "target": "replay",
+        "fixed": {"strict": True, "interval_ms": 900000, "log": 'a "quoted"\\ name, ünï\n'},
+        "sample": {
+            "points": 3,
+            "seed": -1,
+            "ranges": {"retail_price": [1, 2], "x": [0.1, 1e-07, 1e20]},
+            "choices": {"odd key": ["zi-u", ""]},
+        },
+    }
+    assert tomllib.loads(to_toml(document)) == document

@@ -5,9 +5,12 @@ the others go on, and an output folder of another sweep refused."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
+import tomllib
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -199,3 +202,55 @@ def test_the_spec_is_copied_before_the_points_folder_is_made(
     monkeypatch.setattr(Path, "mkdir", watched)
     run_sweep(sweep_spec(), out, workers=1)
     assert seen == [True]
+
+
+REPLAY_SPEC = 'target = "replay"\n[grid]\nlog = ["orders.jsonl"]\nmode = ["call", "cda"]\n'
+
+
+def write_log(folder: Path, lines: int) -> Path:
+    """The bundled sample's first ``lines`` lines as ``folder/orders.jsonl``."""
+    from wattmesh.exchange.replay.replay import bundled_sample
+
+    folder.mkdir(parents=True, exist_ok=True)
+    head = bundled_sample().read_bytes().splitlines(keepends=True)[:lines]
+    (folder / "orders.jsonl").write_bytes(b"".join(head))
+    return folder / "orders.jsonl"
+
+
+def test_the_same_spec_text_beside_another_log_is_another_sweep(tmp_path: Path):
+    out = tmp_path / "out"
+    for name, lines in (("a", 200), ("b", 300)):
+        write_log(tmp_path / name, lines)
+        (tmp_path / name / "spec.toml").write_text(REPLAY_SPEC)
+    assert run_sweep(tmp_path / "a" / "spec.toml", out, workers=1).ran == 2
+    with pytest.raises(OutputError, match="holds another sweep's results"):
+        run_sweep(tmp_path / "b" / "spec.toml", out, workers=1)
+
+
+def test_a_log_changed_since_the_last_run_runs_its_points_again(tmp_path: Path):
+    log, out = write_log(tmp_path, 200), tmp_path / "out"
+    (tmp_path / "spec.toml").write_text(REPLAY_SPEC)
+    first = run_sweep(tmp_path / "spec.toml", out, workers=1)
+    events = pq.read_table(first.table).column("events").to_pylist()
+    assert run_sweep(tmp_path / "spec.toml", out, workers=1).ran == 0
+    write_log(tmp_path, 300)
+    again = run_sweep(tmp_path / "spec.toml", out, workers=1)
+    assert (again.ran, again.skipped) == (2, 0)
+    now = pq.read_table(again.table).column("events").to_pylist()
+    assert all(n > e for n, e in zip(now, events, strict=True))
+    record = orjson.loads((out / "points" / "000000.json").read_bytes())
+    assert record["inputs"] == {
+        "log": {"path": str(log), "sha256": hashlib.sha256(log.read_bytes()).hexdigest()}
+    }
+
+
+def test_the_copied_spec_resumes_its_sweep_from_the_output_folder(tmp_path: Path):
+    log, out = write_log(tmp_path / "logs", 200), tmp_path / "out"
+    (tmp_path / "logs" / "spec.toml").write_text("# two modes\n" + REPLAY_SPEC)
+    assert run_sweep(tmp_path / "logs" / "spec.toml", out, workers=1).ran == 2
+    copy = out / "spec.toml"
+    assert tomllib.loads(copy.read_text())["grid"]["log"] == [str(log)]
+    resumed = run_sweep(copy, out, workers=1)
+    assert (resumed.ran, resumed.skipped) == (0, 2)
+    # and the original spec still is the same sweep as its copy
+    assert run_sweep(tmp_path / "logs" / "spec.toml", out, workers=1).skipped == 2
