@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import statistics
 import types
 import typing
@@ -23,6 +24,7 @@ from typing import Any
 from wattmesh.agents import gode_sunder as gs
 from wattmesh.agents.community import CommunityConfig, simulate
 from wattmesh.exchange.replay import replay as replaying
+from wattmesh.exchange.replay.log_kind import is_node_log
 
 __all__ = ["REQUIRED", "TARGETS", "Parameter", "Target", "target_named"]
 
@@ -47,10 +49,13 @@ class Parameter:
         if value is None and self.nullable:
             return None
         # bool is an int to Python, not to a spec: `shouts = true` is a wrong type.
+        if self.kind is float and type(value) in (int, float):
+            # NaN and inf would not come back the same (NaN != NaN: never finished).
+            if not math.isfinite(value):
+                raise TypeError(f"{self.name} needs a finite number, got {value}")
+            return float(value)
         if type(value) is self.kind:
             return value
-        if self.kind is float and type(value) is int:
-            return float(value)
         raise TypeError(f"{self.name} needs {_KIND_NAMES[self.kind]}, got {_shown(value)}")
 
 
@@ -213,6 +218,16 @@ def _replay_check(params: dict[str, Any]) -> None:
     log = params["log"]
     if log is not None and not Path(log).is_file():
         raise ValueError(f"log: no such file {log}")
+    # replay() reads any file as an order log: a node log would be all refused lines.
+    try:
+        node_log = log is not None and is_node_log(log)
+    except OSError as exc:
+        raise ValueError(f"log: cannot read {log}: {exc.strerror or exc}") from None
+    if node_log:
+        raise ValueError(
+            f"log: {log} is a node log (it starts with a community line): a sweep replays "
+            "order logs; replay a node log with `wattmesh replay`"
+        )
     replaying.ReplayOptions(**{k: v for k, v in params.items() if k != "log"})
 
 

@@ -3,6 +3,7 @@ every parameter of the target; each bad spec is one line naming what is wrong.""
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 
 import pytest
@@ -167,3 +168,18 @@ def test_a_spec_written_back_as_toml_reads_as_the_same_document():
         },
     }
     assert tomllib.loads(to_toml(document)) == document
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_float_that_cannot_round_trip_is_refused(monkeypatch: pytest.MonkeyPatch, value: str):
+    from wattmesh.exchange.sweep import targets
+
+    real = targets.TARGETS["simulate gode-sunder"]
+    ratio = targets.Parameter("ratio", float, 0.5)
+    with_float = dataclasses.replace(real, parameters=(*real.parameters, ratio))
+    monkeypatch.setitem(targets.TARGETS, real.name, with_float)
+    base = 'target = "simulate gode-sunder"\n[fixed]\nmarket = 1\nstrategy = "zi-u"\n'
+    assert parse_spec(base + "[grid]\nseed = [0]\nratio = [0.25]\n").points[0].params["ratio"]
+    with pytest.raises(SpecError, match=rf"^spec: grid.ratio\[1\]: ratio needs a finite "
+                                        rf"number, got {value}$"):  # fmt: skip
+        parse_spec(base + f"[grid]\nseed = [0]\nratio = [0.25, {value}]\n")

@@ -74,3 +74,12 @@ def test_a_gode_sunder_point_is_one_session_of_the_library():
     assert metrics["trades"] == sum(len(p.trades) for p in session.periods)
     assert metrics["efficiency_pct"] == gs.summarize([session]).efficiency
     assert metrics["alpha_last_pct"] == session.periods[-1].alpha
+
+
+def test_a_node_log_is_refused_by_a_replay_sweep(tmp_path: Path):
+    (tmp_path / "node.jsonl").write_text('{"type": "community", "members": []}\n')
+    params = {p.name: p.default for p in TARGETS["replay"].parameters}
+    params["log"] = str(tmp_path / "node.jsonl")
+    refused = r"^log: .*node\.jsonl is a node log \(it starts with a community line\): a sweep"
+    with pytest.raises(ValueError, match=refused + " replays order logs"):
+        TARGETS["replay"].check(params)
