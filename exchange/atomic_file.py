@@ -18,14 +18,36 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-__all__ = ["StagedFiles", "atomic_output", "committed", "write_atomic"]
+__all__ = ["StagedFiles", "atomic_output", "committed", "write_atomic", "written_summary"]
 
-_committed: list[Path] = []  # every file renamed into place by this process, in order
+# The files renamed into place by this process, for an interrupt's message: the first
+# NAMED_MAX by name, the rest only counted (a sweep writes a file per point, up to a
+# million, and such a message could not name them all anyway).
+NAMED_MAX = 20
+_committed: list[Path] = []
+_committed_count = 0
 
 
 def committed() -> list[Path]:
-    """The files this process has renamed into place so far (for an interrupt's message)."""
+    """The first files (up to NAMED_MAX) this process has renamed into place so far."""
     return list(_committed)
+
+
+def _commit(path: Path) -> None:
+    global _committed_count
+    _committed_count += 1
+    if len(_committed) < NAMED_MAX:
+        _committed.append(path)
+
+
+def written_summary() -> str:
+    """What this process has written, for an interrupt's message: "nothing was
+    written", or the files, each whole (the first NAMED_MAX named, then how many more)."""
+    if not _committed_count:
+        return "nothing was written"
+    named = ", ".join(str(p) for p in _committed)
+    more = _committed_count - len(_committed)
+    return f"only these were written, each whole: {named}" + (f" and {more} more" if more else "")
 
 
 def _temp_beside(path: Path, mode: int) -> tuple[int, Path]:
@@ -45,7 +67,7 @@ def atomic_output(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[I
             fp.flush()
             os.fsync(fp.fileno())
         os.replace(tmp, target)
-        _committed.append(target)
+        _commit(target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -116,7 +138,7 @@ class StagedFiles:
                     _fsync_path(tmp)
                 for target, tmp, _fp in self._staged:
                     os.replace(tmp, target)
-                    _committed.append(target)
+                    _commit(target)
                 for target in self._dropped:
                     target.unlink(missing_ok=True)
         finally:

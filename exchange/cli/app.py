@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
-from wattmesh.exchange.atomic_file import atomic_output, committed
+from wattmesh.exchange.atomic_file import atomic_output, written_summary
 from wattmesh.exchange.cli.api import api_app
 from wattmesh.exchange.cli.bot import bot
 from wattmesh.exchange.cli.community import community_app
@@ -406,13 +406,7 @@ def main(argv: list[str] | None = None) -> None:
         code = command.main(args=args, prog_name="wattmesh", standalone_mode=False)
     except Interrupted:
         # Outputs are written whole or not at all (exchange/atomic_file.py): say which.
-        done = committed()
-        wrote = (
-            "nothing was written"
-            if not done
-            else ("only these were written, each whole: " + ", ".join(str(p) for p in done))
-        )
-        sys.stderr.write(f"wattmesh: interrupted: {wrote}\n")
+        sys.stderr.write(f"wattmesh: interrupted: {written_summary()}\n")
         sys.exit(130)
     except typer.TyperException as exc:  # usage errors: a wrong flag, a missing file
         message = exc.format_message().strip()

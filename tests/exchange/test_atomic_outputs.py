@@ -112,3 +112,23 @@ def test_meter_read_with_a_bad_row_leaves_the_old_file(tmp_path: Path) -> None:
     assert snapshot(tmp_path) == {
         "m.csv": csv.read_bytes(), "meter.key": key.read_bytes(), "week.jsonl": b"older readings\n"
     }  # fmt: skip
+
+
+def test_the_files_kept_for_an_interrupt_message_do_not_grow_without_bound(tmp_path: Path):
+    # A sweep writes one file per point: a million points must not be a million paths kept.
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from wattmesh.exchange import atomic_file\n"
+        "for i in range(500):\n"
+        "    atomic_file.write_atomic(Path(sys.argv[1]) / f'{i:03d}.json', b'{}')\n"
+        "print(len(atomic_file.committed()))\n"
+        "print(atomic_file.written_summary())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    kept, summary = done.stdout.splitlines()
+    assert int(kept) < 500
+    named = ", ".join(str(tmp_path / f"{i:03d}.json") for i in range(int(kept)))
+    assert summary == (f"only these were written, each whole: {named} and {500 - int(kept)} "
+                       "more")  # fmt: skip
