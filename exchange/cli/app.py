@@ -372,6 +372,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 _OWN_SIGNALS = ("node", "demo", "bot")
 # Commands that talk to peers or to a node over sockets: SIGPIPE stays ignored for them.
 _NETWORK = ("node", "demo", "bot", "api")
+# Commands that talk to their own worker processes over pipes: a worker that died (a
+# crashed point, or one ended by Ctrl-C) must be an error the command handles, not a
+# SIGPIPE that ends it mid-write.
+_WORKER_PIPES = ("sweep",)
 
 
 class Interrupted(BaseException):
@@ -394,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     previous = pipe = None
     if threading.current_thread() is threading.main_thread():
-        if not args or args[0] not in _NETWORK:
+        if not args or args[0] not in _NETWORK + _WORKER_PIPES:
             # `wattmesh ... | head`: when the reader has all it wanted, end quietly, as
             # Unix tools do, instead of a "Broken pipe" error (an output file in
             # progress stays a temp file: atomic_file.py). Not for the commands that
