@@ -60,8 +60,18 @@ def _temp_beside(path: Path, mode: int) -> tuple[int, Path]:
 def atomic_output(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[IO[bytes]]:
     """Yield a binary file that becomes ``path`` when the block ends without an error."""
     target = Path(path)
-    fd, tmp = _temp_beside(target, mode)
+    # The name first, the file inside the try: Ctrl-C between making the file and
+    # entering the try (inside mkstemp, say) would leave it behind.
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except FileExistsError:  # another writer's (a 1 in 2**64 draw): not ours to remove
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        os.fchmod(fd, mode)  # the mode as asked for, whatever the umask
         with os.fdopen(fd, "wb") as fp:
             yield fp
             fp.flush()
