@@ -6,10 +6,13 @@ Nothing here prints; ``wattmesh sweep`` (exchange/cli/sweep.py) does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import ExitStack
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from wattmesh.exchange.sweep import executors, table
 from wattmesh.exchange.sweep.spec import Point, SweepSpec, load_spec
@@ -69,12 +72,15 @@ def run_sweep(
         def arrived(index: int, result: dict) -> None:
             nonlocal done
             point = by_index[index]
-            folder.store(point, result)
-            done += 1
-            if result["status"] == FAILED and on_failed is not None:
-                on_failed(point, result["error"])
-            if on_progress is not None:
-                on_progress(done, outcome.total)
+            # Stored and counted as one step, so that Ctrl-C's count of the points kept
+            # is the number of files (it would miss one stored just before it).
+            with _one_step():
+                folder.store(point, result)
+                done += 1
+                if result["status"] == FAILED and on_failed is not None:
+                    on_failed(point, result["error"])
+                if on_progress is not None:
+                    on_progress(done, outcome.total)
 
         tasks = [(p.index, spec.target.name, spec.run_params(p)) for p in todo]
         if tasks and on_ray is not None:
@@ -86,3 +92,22 @@ def run_sweep(
                       for r in records if r["status"] == FAILED]  # fmt: skip
     table.write_table(folder.table_path, spec.target, records)
     return outcome
+
+
+@contextmanager
+def _one_step() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then act on it as it would have. Only
+    in the main thread (the only one that can set a signal's handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught and callable(previous):
+        previous(*caught[0])  # the command's handler: it raises (Interrupted)
+    elif caught and previous == signal.SIG_DFL:
+        raise KeyboardInterrupt

@@ -131,15 +131,16 @@ def test_a_missing_extra_says_how_to_install_it(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("workers", [1, 2])  # in this process; worker processes ended at once
 def test_an_interrupted_sweep_keeps_its_finished_points_and_resumes(
-    cli, sweep_spec, tmp_path: Path
+    cli, sweep_spec, tmp_path: Path, workers: int
 ):
     seeds = ", ".join(map(str, range(150)))  # zip, 500 shouts: about 10 ms a point
     spec = sweep_spec('target = "simulate gode-sunder"\n[fixed]\nmarket = 1\nstrategy = "zip"\n'
                       f"periods = 2\nshouts = 500\n[grid]\nseed = [{seeds}]\n")  # fmt: skip
     out = tmp_path / "out"
     command = [sys.executable, "-m", "wattmesh.exchange.cli", "sweep", str(spec), "--out",
-               str(out), "--workers", "1"]  # fmt: skip
+               str(out), "--workers", str(workers)]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)  # fmt: skip
     try:
