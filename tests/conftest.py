@@ -157,7 +157,8 @@ def run_group() -> Callable[..., tuple[int, str]]:
 def analysis_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder made by docs/analysis.md's example commands, run as printed: day.jsonl
     (the sample day with meters), node.db (its ledger), results/ (replay --out), tables/
-    (the ledger as Parquet), community/ and gode-sunder/ (simulate --out)."""
+    (the ledger as Parquet), community/ and gode-sunder/ (simulate --out), and efficiency/
+    (the sweep section's example spec, swept)."""
     import os
     import re
     import subprocess
@@ -175,6 +176,17 @@ def analysis_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
             res = subprocess.run(["bash", "-c", cmd], cwd=folder, env=env, text=True,
                                  capture_output=True, timeout=300)  # fmt: skip
             assert res.returncode == 0, f"{cmd}\n{res.stderr}"
+    # The sweep section's example: its spec (the first TOML block there), swept as its
+    # first command shows, so that the page's query over sweep.parquet runs here too.
+    sweeps = doc.split("## Sweeps", 1)[1]
+    spec = re.search(r"```toml\n(.*?)```", sweeps, re.S)
+    first = re.search(r"```bash\n(.*?)\n", sweeps)
+    assert spec is not None and first is not None
+    (folder / "efficiency.toml").write_text(spec.group(1))
+    cmd = first.group(1).split("  #")[0].strip()
+    res = subprocess.run(["bash", "-c", cmd], cwd=folder, env=env, text=True,
+                         capture_output=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, f"{cmd}\n{res.stderr}"
     return folder
 
 
