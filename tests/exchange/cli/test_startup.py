@@ -45,6 +45,15 @@ def test_a_command_still_loads_what_it_needs() -> None:
 def test_writing_parquet_loads_neither_pandas_nor_pyarrow_compute(tmp_path) -> None:
     """pyarrow's pa.array and its casts load pandas (0.3-0.6 s) and pyarrow.compute
     (0.1 s): replay's Parquet is built from buffers instead (exchange/tables.py)."""
-    loaded = loaded_by(["replay", "--mode", "cda", "--out", str(tmp_path)])
+    loaded = loaded_by(["replay", "--mode", "cda", "--out", str(tmp_path), "--format",
+                        "parquet"])  # fmt: skip
     assert "pyarrow.parquet" in loaded
     assert loaded & {"pandas", "pyarrow.compute"} == set()
+
+
+def test_both_formats_leave_the_parquet_tables_to_a_child_process(tmp_path) -> None:
+    """--format both (the default): the CSV here, the Parquet tables in a forked child at
+    the same time (exchange/replay/outputs.py), so this process never loads pyarrow."""
+    loaded = loaded_by(["replay", "--mode", "cda", "--out", str(tmp_path)])
+    assert "pyarrow" not in loaded
+    assert {p.name for p in tmp_path.iterdir()} >= {"trades.csv", "trades.parquet"}

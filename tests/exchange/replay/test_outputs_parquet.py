@@ -148,3 +148,36 @@ def test_book_is_each_auctions_depth_and_covers_what_traded(tmp_path: Path) -> N
     plain = replay_module.replay(None, replay_module.ReplayOptions(mode="call"))
     write_outputs(plain, tmp_path, "both")
     assert not (tmp_path / "book.csv").exists() and not (tmp_path / "book.parquet").exists()
+
+
+def test_a_failed_parquet_writer_process_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+    # --format both writes the Parquet tables in a forked child (outputs._parquet_beside);
+    # its failure is this process's error, and no file of the run is left.
+    def broken(*_args: object) -> None:
+        raise RuntimeError("the disk is on fire")
+
+    monkeypatch.setattr(outputs, "_write_parquet_outputs", broken)
+    # the forking path, whatever idle threads earlier tests left (trio's thread cache)
+    monkeypatch.setattr(outputs.threading, "active_count", lambda: 1)
+    with pytest.raises(OSError, match="writing the Parquet tables: RuntimeError: the disk"):
+        write_outputs(sample("call"), tmp_path, "both")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_with_another_thread_running_both_formats_are_written_here(tmp_path: Path) -> None:
+    # Forking a process that runs other threads is not safe: the tables are then written
+    # one after the other, with the same bytes.
+    import threading
+
+    result = sample("call")
+    write_outputs(result, tmp_path / "forked", "both")
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        write_outputs(result, tmp_path / "here", "both")
+    finally:
+        release.set()
+        other.join()
+    forked = {p.name: p.read_bytes() for p in (tmp_path / "forked").iterdir()}
+    assert {p.name: p.read_bytes() for p in (tmp_path / "here").iterdir()} == forked
