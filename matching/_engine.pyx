@@ -51,6 +51,16 @@ cdef extern from * nogil:
             return a.oid < b.oid;
         }
     };
+    /* Sort each run of equal prices, usually a handful of keys, by the full key. */
+    static inline void wm_sort_price_runs(wm_key* k, size_t n) {
+        size_t i = 0;
+        while (i < n) {
+            size_t j = i + 1;
+            while (j < n && k[j].pkey == k[i].pkey) j++;
+            if (j - i > 1) std::sort(k + i, k + j, wm_key_less());
+            i = j;
+        }
+    }
     /* Sort by (pkey, ts, oid). Prices span a small range, so a stable LSD radix sort on
        pkey (11-bit digits, only as many passes as the range needs) puts the keys in price
        order; then each run of equal prices, usually short, is sorted by the full key.
@@ -75,23 +85,7 @@ cdef extern from * nogil:
             wm_key* t = src; src = dst; dst = t;
         }
         if (src != k) memcpy(k, src, n * sizeof(wm_key));
-        size_t i = 0;
-        while (i < n) {
-            size_t j = i + 1;
-            while (j < n && k[j].pkey == k[i].pkey) j++;
-            if (j - i > 1) std::sort(k + i, k + j, wm_key_less());
-            i = j;
-        }
-    }
-    /* Sort each run of equal prices, usually a handful of keys, by the full key. */
-    static inline void wm_sort_price_runs(wm_key* k, size_t n) {
-        size_t i = 0;
-        while (i < n) {
-            size_t j = i + 1;
-            while (j < n && k[j].pkey == k[i].pkey) j++;
-            if (j - i > 1) std::sort(k + i, k + j, wm_key_less());
-            i = j;
-        }
+        wm_sort_price_runs(k, n);
     }
     /* The order wm_sort_keys gives, with the keys built straight from the columns into
        the first radix pass: a stable LSD radix sort on a side's 32-bit key ((uint32)pkey:

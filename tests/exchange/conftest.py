@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,3 +38,28 @@ def sweep_spec(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def interrupt_when() -> Callable[[list[str], Callable[[], bool]], tuple[int, str]]:
+    """Run a command, press Ctrl-C (SIGINT) once ``ready()`` holds or it has ended, and
+    give back its exit code and stderr. Bounded: a minute to get ready, a minute to end;
+    a process still running after that is killed."""
+
+    def run(command: list[str], ready: Callable[[], bool]) -> tuple[int, str]:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not ready() and proc.poll() is None:
+                assert time.monotonic() < deadline, f"{command[3]} never got ready"
+                time.sleep(0.001)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        return proc.returncode, err.decode()
+
+    return run

@@ -4,10 +4,8 @@ says in one line that nothing was written."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
@@ -64,7 +62,7 @@ def big_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("stage", ["trades.csv", "trades.parquet", "summary.json"])
 def test_an_interrupted_replay_keeps_the_old_outputs_and_says_so(
-    tmp_path: Path, big_log: Path, stage: str
+    tmp_path: Path, big_log: Path, stage: str, interrupt_when
 ) -> None:
     """Ctrl-C while replay is writing (its temporary file for ``stage`` exists): the old
     outputs stay, byte for byte, and stderr is one line."""
@@ -72,26 +70,15 @@ def test_an_interrupted_replay_keeps_the_old_outputs_and_says_so(
     cli = [sys.executable, "-m", "wattmesh.exchange.cli", "replay"]
     subprocess.run([*cli, "--out", str(out)], check=True, capture_output=True)  # the sample
     old = snapshot(out)
-    proc = subprocess.Popen([*cli, str(big_log), "--out", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not any(out.glob(f".{stage}.*.tmp")) and proc.poll() is None:
-            assert time.monotonic() < deadline, "replay never started writing"
-            time.sleep(0.001)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    code, err = interrupt_when([*cli, str(big_log), "--out", str(out)],
+                               lambda: any(out.glob(f".{stage}.*.tmp")))  # fmt: skip
     now = snapshot(out)
     assert set(now) - {"rejects.jsonl"} == set(OUTPUTS), now.keys()  # no temporary file left
-    if proc.returncode == 130:
-        assert err.decode().splitlines() == ["wattmesh: interrupted: nothing was written"]
+    if code == 130:
+        assert err.splitlines() == ["wattmesh: interrupted: nothing was written"]
         assert now == old
     else:  # it finished between the look and the signal: a whole new, consistent set
-        assert proc.returncode == 0, err
+        assert code == 0, err
         summary = orjson.loads(now["summary.json"])
         assert now["trades.csv"].count(b"\n") == summary["fills"] + 1
 

@@ -4,11 +4,8 @@ with nothing written."""
 
 from __future__ import annotations
 
-import signal
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -133,7 +130,7 @@ def test_a_missing_extra_says_how_to_install_it(
 
 @pytest.mark.parametrize("workers", [1, 2])  # in this process; worker processes ended at once
 def test_an_interrupted_sweep_keeps_its_finished_points_and_resumes(
-    cli, sweep_spec, tmp_path: Path, workers: int
+    cli, sweep_spec, interrupt_when, tmp_path: Path, workers: int
 ):
     seeds = ", ".join(map(str, range(150)))  # zip, 500 shouts: about 10 ms a point
     spec = sweep_spec('target = "simulate gode-sunder"\n[fixed]\nmarket = 1\nstrategy = "zip"\n'
@@ -141,22 +138,10 @@ def test_an_interrupted_sweep_keeps_its_finished_points_and_resumes(
     out = tmp_path / "out"
     command = [sys.executable, "-m", "wattmesh.exchange.cli", "sweep", str(spec), "--out",
                str(out), "--workers", str(workers)]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while len(list((out / "points").glob("*.json"))) < 2:
-            assert time.monotonic() < deadline and proc.poll() is None, "no point finished"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    code, err = interrupt_when(command, lambda: len(list((out / "points").glob("*.json"))) >= 2)
     kept = len(list((out / "points").glob("*.json")))
-    assert proc.returncode == 130 and 2 <= kept < 150
-    assert err.decode() == (f"wattmesh: interrupted: {kept} of 150 points are finished and "
+    assert code == 130 and 2 <= kept < 150
+    assert err == (f"wattmesh: interrupted: {kept} of 150 points are finished and "
                             f"kept in {out}; the same command resumes\n")  # fmt: skip
     assert not (out / "sweep.parquet").exists() and not list(out.rglob(".*.tmp"))
     code, stdout, _ = cli("sweep", spec, "--out", out, "--workers", 2)
