@@ -36,24 +36,6 @@ PLOTS = {
     "savings": "Savings per household against the grid",
     "bmax": "How often Bmax bound",
 }
-# Columns of a sweep's table that are measured, not chosen (sweep.parquet).
-SWEEP_METRICS = (
-    "efficiency_pct",
-    "efficiency",
-    "alpha",
-    "alpha_pct",
-    "dispersion",
-    "mean_price",
-    "vwap",
-    "volume_wh",
-    "traded_wh",
-    "fills",
-    "trades",
-    "savings_nano",
-    "savings_pct",
-    "cost_nano",
-    "elapsed_s",
-)
 MICRO = 1_000_000  # micro-currency per currency unit
 NANO = 1_000_000_000
 BID_COLOUR, ASK_COLOUR, LINE_COLOUR = "#2a9d4b", "#e07b24", "#3465a4"
@@ -683,8 +665,12 @@ def _sweep(folder: Path, interval: int | None) -> Report:
         )
     table = read_table(folder, "sweep") or {}
     n = len(next(iter(table.values()), []))
-    metrics = [m for m in SWEEP_METRICS if m in table]
-    params = [c for c in table if c not in metrics and len({_key(v) for v in table[c]}) > 1]
+    target = _sweep_target(folder)
+    metrics = [m for m, _kind in target.metrics if m in table]
+    params = [
+        p.name for p in target.parameters
+        if p.name in table and len({_key(v) for v in table[p.name]}) > 1
+    ]  # fmt: skip
     facts = [
         ("points", f"{n:,}"),
         ("varied", ", ".join(params) or "nothing"),
@@ -693,15 +679,9 @@ def _sweep(folder: Path, interval: int | None) -> Report:
     plots: list[Plot] = []
     if not metrics:
         plots.append(
-            Plot(
-                "sweep",
-                "Metrics against parameters",
-                None,
-                "the sweep's table has no metric column ("
-                + ", ".join(SWEEP_METRICS[:3])
-                + ", ...)",
-            )
-        )
+            Plot("sweep", "Metrics against parameters", None,
+                 f"the sweep's table has none of {target.name}'s metric columns")
+        )  # fmt: skip
     elif not params:
         plots.append(
             Plot(
@@ -724,6 +704,25 @@ def _sweep(folder: Path, interval: int | None) -> Report:
                 )
             )
     return Report("sweep", folder, facts, plots)
+
+
+def _sweep_target(folder: Path) -> Any:
+    """The sweep target whose points the folder's sweep.parquet holds, as its schema
+    metadata names it (exchange/sweep/table.py): which columns are parameters and which
+    metrics is the target's to say (exchange/sweep/targets.py), not a guess from names."""
+    import pyarrow.parquet as pq
+
+    from wattmesh.exchange.sweep.table import TARGET_KEY
+    from wattmesh.exchange.sweep.targets import TARGETS
+
+    name = (pq.read_schema(folder / "sweep.parquet").metadata or {}).get(TARGET_KEY)
+    target = TARGETS.get(name.decode(errors="replace")) if name else None
+    if target is None:
+        raise ReportError(
+            f"{folder / 'sweep.parquet'} names no sweep target "
+            f"({TARGET_KEY.decode()}): not a table `wattmesh sweep` wrote"
+        )
+    return target
 
 
 def _key(v: Any) -> Any:

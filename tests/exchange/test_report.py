@@ -102,21 +102,31 @@ def test_a_chosen_interval_is_drawn(cli, analysis_folder, tmp_path) -> None:
     assert out.read_text().count(f"interval starting {when} UTC") == 2  # curves and depth
 
 
-def test_a_sweep_plots_each_metric_against_each_varied_parameter(cli, tmp_path) -> None:
-    table = pa.table({
-        "strategy": ["zi-u", "zi-c"] * 4, "shouts": [100, 100, 500, 500] * 2,
-        "market": [1] * 8, "seed": [0] * 4 + [1] * 4,
-        "efficiency_pct": [80.0, 97.0, 85.0, 99.0, 79.0, 96.0, 86.0, 98.5],
-        "alpha": [20.0, 8.0, 18.0, 6.0, 21.0, 7.5, 17.0, 6.5],
-    })  # fmt: skip
-    pq.write_table(table, tmp_path / "sweep.parquet")
-    code, _, err = cli("report", tmp_path)
+def test_a_sweep_plots_each_metric_against_each_varied_parameter(
+    cli, sweep_spec, tmp_path
+) -> None:
+    out = tmp_path / "sweep"
+    spec = sweep_spec(
+        'target = "simulate gode-sunder"\n[fixed]\nmarket = 1\nperiods = 1\n'
+        '[grid]\nstrategy = ["zi-u", "zi-c"]\nshouts = [50, 200]\nseed = [0]\n'
+    )
+    assert cli("sweep", spec, "--out", out, "--workers", "1")[0] == 0
+    code, _, err = cli("report", out)
     assert code == 0, err
-    report = build_report(tmp_path)
+    report = build_report(out)
     assert report.kind == "sweep"
+    # The target's metrics, each against the parameters that took more than one value
+    # (market and seed took one; the metrics are never taken for parameters).
+    metrics = ("efficiency_pct", "alpha_last_pct", "dispersion_last", "mean_price", "trades")
     assert sorted(p.id for p in report.plots) == sorted(
-        f"sweep-{m}-{p}"
-        for m in ("efficiency_pct", "alpha")
-        for p in ("strategy", "shouts", "seed")
-    )  # market took one value: not a varied parameter
-    assert "efficiency_pct (%)" in (tmp_path / "report.html").read_text()
+        f"sweep-{m}-{p}" for m in metrics for p in ("strategy", "shouts")
+    )
+    assert "efficiency_pct (%)" in (out / "report.html").read_text()
+
+
+def test_a_sweep_table_that_names_no_target_is_refused(cli, tmp_path) -> None:
+    pq.write_table(pa.table({"shouts": [100, 200], "efficiency_pct": [80.0, 90.0]}),
+                   tmp_path / "sweep.parquet")  # fmt: skip
+    code, _, err = cli("report", tmp_path)
+    assert code != 0 and "names no sweep target" in err and err.count("\n") == 1
+    assert not (tmp_path / "report.html").exists()
