@@ -522,7 +522,8 @@ def test_clear_arrays_matches_add_and_clear(orders: list, rows: list | None, stp
         one.add(oid, side, price, qty, owner, ts)
     want = one.clear()
     cols = list(zip(*orders, strict=True)) if orders else [[], [], [], [], []]
-    got = CallAuction(acc_b, stp=stp).clear_arrays(
+    two = CallAuction(acc_b, stp=stp)
+    got = two.clear_arrays(
         array("B", cols[0]),
         array("q", cols[1]),
         array("q", cols[2]),
@@ -541,6 +542,7 @@ def test_clear_arrays_matches_add_and_clear(orders: list, rows: list | None, stp
     ]
     for owner in range(OWNERS):
         assert (acc_a is None) or acc_a.get(owner) == acc_b.get(owner)
+    assert [list(c) for c in two.last_depth()] == [list(c) for c in one.last_depth()]
 
 
 # Prices anywhere in the engine's range, with levels that differ only in one 11-bit digit
