@@ -191,7 +191,9 @@ def test_processes_settle_agree_and_see_a_stopped_node_leave(tmp_path: Path, lau
     for d in dirs:
         s = status(d)
         assert s["settled"] >= 4 and s["disputed"] == [] and s["agreements"] > 0, s
-        assert s["peers"] == 2, s
+    # Both others in view: a status.json is a snapshot, and a connection being dialled
+    # again (seen once in CI: one node showed 1 peer) is not a node leaving.
+    wait_for(lambda: all(status(d)["peers"] == 2 for d in dirs), "both peers in view", 10, dirs)
 
     # What a running node settled so far exports (its files read while it writes) and
     # replays to the node's ledger head at the last interval exported.
