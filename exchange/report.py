@@ -475,12 +475,7 @@ def _replay(folder: Path, summary: dict[str, Any], interval: int | None) -> Repo
     return Report("replay", folder, facts, _plots(draw, captions))
 
 
-def _gode_sunder(folder: Path, summary: dict[str, Any], interval: int | None) -> Report:
-    if interval is not None:
-        raise ReportError(
-            "--interval chooses a replay's auction: a gode-sunder folder has one "
-            "schedule and no intervals"
-        )
+def _gode_sunder(folder: Path, summary: dict[str, Any]) -> Report:
     periods = read_table(folder, "periods") or {}
     trades = read_table(folder, "trades") or {}
     schedule = read_table(folder, "schedule")
@@ -587,12 +582,7 @@ def _gode_sunder(folder: Path, summary: dict[str, Any], interval: int | None) ->
     return Report("gode-sunder", folder, facts, _plots(draw, captions))
 
 
-def _community(folder: Path, summary: dict[str, Any], interval: int | None) -> Report:
-    if interval is not None:
-        raise ReportError(
-            "--interval chooses a replay's auction: a community folder keeps "
-            "no order book per interval"
-        )
+def _community(folder: Path, summary: dict[str, Any]) -> Report:
     iv = read_table(folder, "intervals") or {}
     hs = read_table(folder, "households") or {}
     sc, tot = summary["scenario"], summary["totals"]
@@ -658,11 +648,7 @@ def _community(folder: Path, summary: dict[str, Any], interval: int | None) -> R
     return Report("community", folder, facts, _plots(draw, captions))
 
 
-def _sweep(folder: Path, interval: int | None) -> Report:
-    if interval is not None:
-        raise ReportError(
-            "--interval chooses a replay's auction: a sweep folder has points, not intervals"
-        )
+def _sweep(folder: Path) -> Report:
     table = read_table(folder, "sweep") or {}
     n = len(next(iter(table.values()), []))
     target = _sweep_target(folder)
@@ -785,13 +771,16 @@ def build_report(folder: str | os.PathLike[str], interval: int | None = None) ->
     """The report of an output folder (raises :class:`ReportError` naming what is wrong)."""
     path = Path(folder)
     kind = detect(path)
+    if interval is not None and kind != "replay":
+        raise ReportError(f"--interval chooses a replay's call auction: a {kind} folder has none")
     if kind == "sweep":
-        return _sweep(path, interval)
+        return _sweep(path)
     summary = _summary(path)
     assert summary is not None
-    maker = {"replay": _replay, "gode-sunder": _gode_sunder, "community": _community}[kind]
     try:
-        return maker(path, summary, interval)
+        if kind == "replay":
+            return _replay(path, summary, interval)
+        return {"gode-sunder": _gode_sunder, "community": _community}[kind](path, summary)
     except (KeyError, ValueError, TypeError) as exc:
         if isinstance(exc, ReportError):
             raise
