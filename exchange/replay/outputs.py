@@ -12,7 +12,7 @@ import sys
 import threading
 from array import array
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from itertools import accumulate
 from pathlib import Path
 from typing import IO, Any
@@ -136,8 +136,13 @@ def write_outputs(
     with StagedFiles(out) as files:
         accounts = _account_rows(result)
         book = _book_table(result) if result.book is not None else None
-        both = writes_csv(fmt) and writes_parquet(fmt)
-        with _parquet_beside(result, accounts, book, files) if both else _nothing():
+        if writes_parquet(fmt):
+            parquet = _parquet_tables(result, accounts, book, files, writes_csv(fmt))
+        else:
+            parquet = nullcontext()
+            for name in PARQUET_NAMES:
+                files.drop(name)
+        with parquet:
             if writes_csv(fmt):
                 _write_csv_outputs(result, accounts, files)
                 if book is not None:
@@ -145,11 +150,6 @@ def write_outputs(
             else:
                 for name in ("trades.csv", "intervals.csv", "accounts.csv", "rejects.jsonl"):
                     files.drop(name)
-        if writes_parquet(fmt) and not both:
-            _write_parquet_tables(result, accounts, book, files.open)
-        elif not writes_parquet(fmt):
-            for name in ("trades", "intervals", "accounts", "rejects"):
-                files.drop(name + ".parquet")
         for ext in ("csv", "parquet"):
             if result.book is None or not (writes_csv if ext == "csv" else writes_parquet)(fmt):
                 files.drop(f"book.{ext}")
@@ -212,23 +212,23 @@ PARQUET_NAMES = ("trades.parquet", "intervals.parquet", "accounts.parquet", "rej
 
 
 @contextmanager
-def _nothing() -> Iterator[None]:
-    yield
-
-
-@contextmanager
-def _parquet_beside(
-    result: ReplayResult, accounts: list[tuple], book: ColumnTable | None, files: StagedFiles
+def _parquet_tables(
+    result: ReplayResult,
+    accounts: list[tuple],
+    book: ColumnTable | None,
+    files: StagedFiles,
+    beside_csv: bool,
 ) -> Iterator[None]:
-    """With ``--format both``, the Parquet tables are written by a forked child process
-    while this one writes the CSV files, so that the second format costs the other core
-    and not the wait (a 1M-event replay: +0.6 s one after the other; the CSV's formatting
-    holds the GIL, so a thread does not help). The staged files are opened here, before
-    the fork: the child writes into them and exits; they are renamed into place with the
-    others only when it succeeded. Where forking is not safe (another thread is running,
-    or not Linux), the tables are written here, after the block."""
+    """The Parquet tables, written when the block (the CSV files) is done, or, with
+    ``beside_csv`` (``--format both``), by a forked child process while the block writes
+    the CSV files, so that the second format costs the other core and not the wait (a
+    1M-event replay: +0.6 s one after the other; the CSV's formatting holds the GIL, so a
+    thread does not help). The staged files are opened here, before the fork: the child
+    writes into them and exits; they are renamed into place with the others only when it
+    succeeded. Where forking is not safe (another thread is running, or not Linux), the
+    tables are written here, after the block."""
     names = PARQUET_NAMES + (("book.parquet",) if book is not None else ())
-    if sys.platform != "linux" or threading.active_count() != 1:
+    if not beside_csv or sys.platform != "linux" or threading.active_count() != 1:
         yield
         _write_parquet_tables(result, accounts, book, files.open)
         return

@@ -151,7 +151,7 @@ def test_book_is_each_auctions_depth_and_covers_what_traded(tmp_path: Path) -> N
 
 
 def test_a_failed_parquet_writer_process_writes_nothing(tmp_path: Path, monkeypatch) -> None:
-    # --format both writes the Parquet tables in a forked child (outputs._parquet_beside);
+    # --format both writes the Parquet tables in a forked child (outputs._parquet_tables);
     # its failure is this process's error, and no file of the run is left.
     def broken(*_args: object) -> None:
         raise RuntimeError("the disk is on fire")
