@@ -16,7 +16,7 @@ __all__ = ["export_parquet"]
 def export_parquet(ledger: Ledger, folder: str | os.PathLike[str]) -> dict[str, int]:
     """Write ``folder/<table>.parquet`` for every table of the ledger; rows per table.
     Tables of an earlier export that this ledger has no rows for are removed."""
-    from wattmesh.settlement.ledger.tables import ledger_tables
+    from wattmesh.settlement.ledger.tables import TABLE_NAMES, ledger_tables
 
     out = Path(folder)
     tables = {}
@@ -27,6 +27,7 @@ def export_parquet(ledger: Ledger, folder: str | os.PathLike[str]) -> dict[str, 
         values = tuple(zip(*rows, strict=True)) if rows else tuple(() for _ in names)
         tables[name] = ColumnTable(names, kinds, values)
         counts[name] = len(rows)
-    stale = [p.name for p in out.glob("*.parquet") if p.stem not in tables] if out.is_dir() else []
+    # Only an earlier export's tables: the folder may hold a replay's or a sweep's too.
+    stale = [f"{name}.parquet" for name in sorted(TABLE_NAMES - tables.keys())]
     write_table_set(out, tables, None, "parquet", drop=stale)
     return dict(sorted(counts.items()))

@@ -26,8 +26,8 @@ from .fold import LedgerState
 from .schema import KINDS, OPTIONAL
 from .store import Ledger
 
-__all__ = ["BALANCE_COLUMNS", "INTERVAL_BALANCE_COLUMNS", "ENTRY_COLUMNS", "entry_columns",
-           "export_tables", "ledger_tables"]  # fmt: skip
+__all__ = ["BALANCE_COLUMNS", "INTERVAL_BALANCE_COLUMNS", "ENTRY_COLUMNS", "TABLE_NAMES",
+           "entry_columns", "export_tables", "ledger_tables"]  # fmt: skip
 
 _ROWS_PER_INSERT = 10_000
 
@@ -52,6 +52,8 @@ def entry_columns(kind: str) -> tuple[tuple[str, str], ...]:
 BALANCE_COLUMNS = (("account", "str"), ("kind", "str"), ("energy_wh", "int"),
                    ("money_nano", "int"))  # fmt: skip
 INTERVAL_BALANCE_COLUMNS = (("interval_ms", "time"), *BALANCE_COLUMNS)
+# Every table an export can hold: an entry kind's, the balances, the interval balances.
+TABLE_NAMES = frozenset({*KINDS, "balances", "interval_balances"})
 
 
 def ledger_tables(ledger: Ledger) -> dict[str, tuple[tuple[tuple[str, str], ...], list[tuple]]]:

@@ -92,3 +92,18 @@ def test_parquet_export_bad_out_is_one_line(cli, sample_ledger, tmp_path) -> Non
     assert code == 2 and err.count("\n") == 1 and "is a file" in err
     code, _, err = cli("ledger", "export", sample_ledger, "--format", "parquet")
     assert code == 2 and "--out goes with" in err
+
+
+def test_an_export_removes_only_an_earlier_exports_tables(cli, sample_ledger, tmp_path) -> None:
+    # A folder that also holds a replay's tables and a sweep's: only ledger tables this
+    # ledger has no rows for (here grid_export, left by "an earlier export") are removed.
+    out = tmp_path / "shared"
+    assert cli("replay", "--out", out)[0] == 0
+    (out / "sweep.parquet").write_bytes(b"a sweep's table")
+    (out / "grid_export.parquet").write_bytes(b"an earlier export's table")
+    before = {p.name for p in out.iterdir()} - {"grid_export.parquet"}
+    code, _, err = cli("ledger", "export", sample_ledger, "--format", "parquet", "--out", out)
+    assert code == 0, err
+    after = {p.name for p in out.iterdir()}
+    assert before <= after and "grid_export.parquet" not in after
+    assert (out / "sweep.parquet").read_bytes() == b"a sweep's table"
