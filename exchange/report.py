@@ -719,8 +719,12 @@ def _sweep_plot(xs: list[Any], ys: list[Any], param: str, metric: str) -> str:
     fig, ax = _figure(6.5, 3.6)
     pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None and x is not None]
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in pairs)
-    values = sorted({x for x, _ in pairs}, key=lambda v: (str(type(v)), v))
-    pos = (lambda x: x) if numeric else values.index
+    by_value: dict[Any, list[Any]] = {}
+    for x, y in pairs:  # one pass: a sampled parameter may take a value per point
+        by_value.setdefault(x, []).append(y)
+    values = sorted(by_value, key=lambda v: (str(type(v)), v))
+    index = {v: i for i, v in enumerate(values)}
+    pos = (lambda x: x) if numeric else index.__getitem__
     ax.plot(
         [pos(x) for x, _ in pairs],
         [y for _, y in pairs],
@@ -729,7 +733,7 @@ def _sweep_plot(xs: list[Any], ys: list[Any], param: str, metric: str) -> str:
         color=LINE_COLOUR,
         markersize=4,
     )
-    means = [statistics.fmean(y for x, y in pairs if x == v) for v in values]
+    means = [statistics.fmean(by_value[v]) for v in values]
     ax.plot([pos(v) for v in values], means, "-", color="black")
     if not numeric:
         ax.set_xticks(range(len(values)), [str(v) for v in values])

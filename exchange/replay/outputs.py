@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import sys
-import threading
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -228,29 +227,35 @@ def _parquet_tables(
     succeeded. Where forking is not safe (another thread is running, or not Linux), the
     tables are written here, after the block."""
     names = PARQUET_NAMES + (("book.parquet",) if book is not None else ())
-    if not beside_csv or sys.platform != "linux" or threading.active_count() != 1:
+    if not beside_csv or not _only_thread():
         yield
         _write_parquet_tables(result, accounts, book, files.open)
         return
     opened = {name: files.open(name) for name in names}
     read_end, write_end = os.pipe()
+    # Ctrl-C held over the fork, so that the child cannot raise KeyboardInterrupt into the
+    # parent's cleanup (which would remove the files the parent is writing).
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     pid = os.fork()
     if pid == 0:  # the child: write, flush, and leave without running the parent's cleanup
-        os.close(read_end)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it; the parent cleans up
-        code = 0
+        code = 1
         try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it; the parent cleans up
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            os.close(read_end)
             _write_parquet_tables(result, accounts, book, opened.__getitem__)
             for fp in opened.values():
                 if not fp.closed:
                     fp.flush()
+            code = 0
         except BaseException as exc:  # noqa: BLE001 (reported to the parent, which raises)
             os.write(write_end, f"{type(exc).__name__}: {exc}".encode()[:4096])
-            code = 1
-        os._exit(code)
-    os.close(write_end)
+        finally:
+            os._exit(code)
     waited = False
-    try:
+    try:  # a Ctrl-C held over the fork arrives here, where the child is killed for it
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        os.close(write_end)
         yield
         _, status = os.waitpid(pid, 0)
         waited = True
@@ -265,6 +270,17 @@ def _parquet_tables(
             os.waitpid(pid, 0)
         if read_end >= 0:
             os.close(read_end)
+
+
+def _only_thread() -> bool:
+    """Whether forking is safe here: on Linux, and this process runs one thread, native
+    ones included (pyarrow's pools, say, which threading does not count)."""
+    if sys.platform != "linux":
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
 
 
 def _write_parquet_tables(
