@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,12 +47,6 @@ def written_summary() -> str:
     named = ", ".join(str(p) for p in _committed)
     more = _committed_count - len(_committed)
     return f"only these were written, each whole: {named}" + (f" and {more} more" if more else "")
-
-
-def _temp_beside(path: Path, mode: int) -> tuple[int, Path]:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, mode)
-    return fd, Path(tmp)
 
 
 @contextmanager

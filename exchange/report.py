@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from wattmesh.exchange.tables import INSTALL_ANALYSIS
 from wattmesh.settlement.errors import WattmeshError
 
 __all__ = ["KINDS", "PLOTS", "Report", "ReportError", "build_report", "detect", "write_report"]
@@ -138,7 +139,7 @@ def read_table(folder: Path, stem: str) -> dict[str, list[Any]] | None:
             rows = list(reader)
         return {name: [_cell(r[i]) for r in rows] for i, name in enumerate(header)}
     if pq_path.is_file():
-        raise ReportError(f"{pq_path} needs pyarrow to read: pip install 'wattmesh[analysis]'")
+        raise ReportError(f"{pq_path} needs pyarrow to read: {INSTALL_ANALYSIS}")
     return None
 
 

@@ -12,7 +12,12 @@ from typing import Any, NoReturn
 
 import typer
 
-from wattmesh.exchange.tables import MissingPyarrowError, TableFormat, check_format
+from wattmesh.exchange.tables import (
+    INSTALL_ANALYSIS,
+    MissingPyarrowError,
+    TableFormat,
+    check_format,
+)
 
 
 def command_group(help: str, *, no_args_is_help: bool = True) -> typer.Typer:
@@ -41,11 +46,9 @@ def format_option(tables: str) -> Any:
     return typer.Option(
         "--format",
         help=f"--out's tables ({tables}): csv, parquet (typed .parquet files; needs "
-        f"pyarrow: {INSTALL_HINT}) or both.",
+        f"pyarrow: {INSTALL_ANALYSIS}) or both.",
     )
 
-
-INSTALL_HINT = "pip install 'wattmesh[analysis]'"
 
 
 def check_out_format(fmt: TableFormat, out: object, given: bool) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 
 from wattmesh.exchange.atomic_file import write_atomic
 from wattmesh.exchange.sweep.targets import Target
+from wattmesh.exchange.tables import INSTALL_ANALYSIS
 from wattmesh.settlement.errors import WattmeshError
 
 __all__ = [
-    "INSTALL_PYARROW",
     "TARGET_KEY",
     "PyarrowMissing",
     "require_pyarrow",
@@ -25,7 +25,6 @@ __all__ = [
     "write_table",
 ]
 
-INSTALL_PYARROW = "pip install 'wattmesh[analysis]'"
 # The table's schema metadata names the target (for `wattmesh report` and readers).
 TARGET_KEY = b"wattmesh.sweep.target"
 
@@ -39,7 +38,7 @@ def require_pyarrow() -> None:
     try:
         import pyarrow  # noqa: F401
     except ImportError:
-        raise PyarrowMissing(f"pyarrow is not installed: {INSTALL_PYARROW}") from None
+        raise PyarrowMissing(f"pyarrow is not installed: {INSTALL_ANALYSIS}") from None
 
 
 def sweep_table(target: Target, records: list[dict[str, Any]]) -> Any:
