@@ -87,96 +87,80 @@ cdef extern from * nogil:
         if (src != k) memcpy(k, src, n * sizeof(wm_key));
         wm_sort_price_runs(k, n);
     }
-    /* The order wm_sort_keys gives, with the keys built straight from the columns into
-       the first radix pass: a stable LSD radix sort on a side's 32-bit key ((uint32)pkey:
-       bids' -price wraps above every ask price and still falls as the price rises), in
-       11-bit digits, skipping the digits in which no two of a side's keys differ
-       (`bid_varying`/`ask_varying`: the key bits that vary), so that a side whose prices
-       span less than 2^11 takes one pass, building included. Bids go to keys[0, nb), asks
-       to keys[nb, n); `tmp` holds n keys. Side 0 is a bid (BID). The caller has checked
+    /* Keys built straight from the columns, each side's placed in order of its coarse
+       digit: the highest 11-bit digit of the side's key ((uint32)pkey: bids' -price
+       wraps above every ask price and still falls as the price rises) in which two of its
+       keys differ (`bid_varying`/`ask_varying`: the key bits that vary). One pass, and
+       the buckets are few enough (at most 2048, usually far fewer) that its writes stay in
+       cache. Each bucket is then a contiguous range of keys, every one of them before
+       every key of the next bucket in priority, and is sorted by wm_sort_keys only when
+       the walk reaches it (in cache: a bucket is a few thousand keys when prices are
+       spread, one price when they are not), so the keys of prices that cannot trade are
+       never sorted. Bids go to keys[0, nb), asks to keys[nb, n); `ends` gets 2 * 2048
+       bucket ends, a side's in ascending digit order (absolute positions). `exec_qty`
+       starts at `qty`, as without caps. Side 0 is a bid (BID). The caller has checked
        every row. */
-    static inline void wm_radix_place(const uint8_t* sides, const int64_t* prices,
-                                      const int64_t* qtys, const uint64_t* oids,
-                                      const uint32_t* owners, const int64_t* ts, size_t n,
-                                      size_t nb, uint32_t bid_varying, uint32_t ask_varying,
-                                      wm_key* keys, wm_key* tmp, size_t* scratch) {
-        /* scratch: the caller's 2 * 3 * 2048 counters (a side's digit's bucket starts) */
-        size_t (*count)[3][2048] = (size_t (*)[3][2048])scratch;
-        int digits[2][3];
-        int ndigits[2] = {0, 0};
+    static inline void wm_bucket_place(const uint8_t* sides, const int64_t* prices,
+                                       const int64_t* qtys, const uint64_t* oids,
+                                       const uint32_t* owners, const int64_t* ts, size_t n,
+                                       size_t nb, uint32_t bid_varying, uint32_t ask_varying,
+                                       wm_key* keys, size_t* ends) {
+        size_t (*count)[2048] = (size_t (*)[2048])ends;
         uint32_t varying[2] = {bid_varying, ask_varying};
         size_t base[2] = {0, nb};
-        size_t size[2] = {nb, n - nb};
+        int shift[2] = {0, 0};
         for (int s = 0; s < 2; s++) {
-            for (int d = 0; d < 3; d++)
-                if ((varying[s] >> (11 * d)) & 2047) digits[s][ndigits[s]++] = d;
-            if (ndigits[s] == 0) digits[s][ndigits[s]++] = 0;  /* still one pass: the build */
+            for (int d = 2; d > 0; d--)
+                if ((varying[s] >> (11 * d)) & 2047) { shift[s] = 11 * d; break; }
         }
-        memset(scratch, 0, 2 * 3 * 2048 * sizeof(size_t));
+        memset(ends, 0, 2 * 2048 * sizeof(size_t));
         for (size_t i = 0; i < n; i++) {
             int s = sides[i] != 0;
             uint32_t k = s ? (uint32_t)prices[i] : (uint32_t)-prices[i];
-            count[s][0][k & 2047]++;
-            count[s][1][(k >> 11) & 2047]++;
-            count[s][2][k >> 22]++;
+            count[s][(k >> shift[s]) & 2047]++;
         }
-        for (int s = 0; s < 2; s++)
-            for (int d = 0; d < 3; d++) {
-                size_t pos = base[s];
-                for (int v = 0; v < 2048; v++) {
-                    size_t c = count[s][d][v]; count[s][d][v] = pos; pos += c;
-                }
+        for (int s = 0; s < 2; s++) {
+            size_t pos = base[s];
+            for (int v = 0; v < 2048; v++) {
+                size_t c = count[s][v]; count[s][v] = pos; pos += c;
             }
-        /* An odd number of passes ends where the first one writes: start in keys then. */
-        wm_key* first[2];
-        for (int s = 0; s < 2; s++) first[s] = (ndigits[s] & 1) ? keys : tmp;
-        int shift[2] = {11 * digits[0][0], 11 * digits[1][0]};
+        }
         for (size_t i = 0; i < n; i++) {
             int s = sides[i] != 0;
             int64_t price = prices[i];
             int32_t pkey = s ? (int32_t)price : (int32_t)-price;
-            size_t* at = &count[s][digits[s][0]][((uint32_t)pkey >> shift[s]) & 2047];
-            wm_key* out = &first[s][(*at)++];
+            wm_key* out = &keys[count[s][((uint32_t)pkey >> shift[s]) & 2047]++];
             out->pkey = pkey;
             out->ts = ts ? ts[i] : 0;
             out->oid = oids[i];
             out->owner = owners ? owners[i] : 0;
             out->qty = (int32_t)qtys[i];
-            out->exec_qty = 0;
+            out->exec_qty = (int32_t)qtys[i];
         }
-        for (int s = 0; s < 2; s++) {
-            wm_key* src = first[s];
-            wm_key* dst = src == keys ? tmp : keys;
-            for (int j = 1; j < ndigits[s]; j++) {
-                int d = digits[s][j];
-                size_t* pos = count[s][d];
-                for (size_t i = base[s]; i < base[s] + size[s]; i++)
-                    dst[pos[((uint32_t)src[i].pkey >> (11 * d)) & 2047]++] = src[i];
-                wm_key* t = src; src = dst; dst = t;
-            }
-            /* src is keys now: an odd count started there, an even one ended there */
-            wm_sort_price_runs(keys + base[s], size[s]);
-        }
+        /* count[s][v] is now the end of bucket v of side s */
     }
     /* Whether an id occurs twice among n (then *dup is one). One pass puts the ids into
-       2048 buckets by 11 bits, the top ones below `top_bit` (the highest bit any id sets),
-       so that the writes stay in cache; then each bucket's ids go into a small
-       open-addressing table, a power of two at least twice the bucket (the caller gives
-       `table` room for four times the largest), which stays in L1 for a usual bucket of a
-       few hundred ids. Ids that share those bits only make one bucket, and its table,
-       bigger; ids made to collide in a table make that bucket fall back to a sort (see
-       the probe budget below): n log n at worst. `start` holds 2049 counters; `buf` n ids. */
-    static inline size_t wm_dup_buckets(const uint64_t* ids, size_t n, int top_bit,
-                                        uint64_t* buf, size_t* start) {
-        int shift = top_bit >= 11 ? top_bit - 10 : 0;
+       2048 buckets (wm_dup_bucket: the top 11 bits of a multiplicative hash, so ids of any
+       shape spread), so that the writes stay in cache; then each bucket's ids go into a
+       small open-addressing table, a power of two at least twice the bucket (the caller
+       gives `table` room for four times the largest), which stays in L1 for a usual
+       bucket of a few hundred ids. The table hashes with another multiplier, so ids made
+       to share a bucket do not share a slot for it; ids made to collide in a table make
+       that bucket fall back to a sort (see the probe budget below): n log n at worst.
+       `start[b + 1]` holds how many ids fall in bucket b (the caller counts them in its
+       pass over the rows); `buf` holds n ids. */
+    static inline size_t wm_dup_bucket(uint64_t id) {
+        return (size_t)((id * 0xD6E8FEB86659FD93ULL) >> 53);
+    }
+    static inline size_t wm_dup_buckets(const uint64_t* ids, size_t n, uint64_t* buf,
+                                        size_t* start) {
         size_t largest = 0;
-        memset(start, 0, 2049 * sizeof(size_t));
-        for (size_t i = 0; i < n; i++) start[((ids[i] >> shift) & 2047) + 1]++;
+        start[0] = 0;
         for (size_t d = 0; d < 2048; d++) {
             if (start[d + 1] > largest) largest = start[d + 1];
             start[d + 1] += start[d];
         }
-        for (size_t i = 0; i < n; i++) buf[start[(ids[i] >> shift) & 2047]++] = ids[i];
+        for (size_t i = 0; i < n; i++) buf[start[wm_dup_bucket(ids[i])]++] = ids[i];
         return largest;  /* start[d] is now the end of bucket d */
     }
     static inline int wm_find_duplicate(uint64_t* buf, const size_t* end, uint64_t* table,
@@ -227,12 +211,12 @@ cdef extern from * nogil:
         int32_t qty
         int32_t exec_qty
     void wm_sort_keys(wm_key* k, size_t n, wm_key* tmp)
-    void wm_radix_place(const uint8_t* sides, const int64_t* prices, const int64_t* qtys,
-                        const uint64_t* oids, const uint32_t* owners, const int64_t* ts,
-                        size_t n, size_t nb, uint32_t bid_varying, uint32_t ask_varying,
-                        wm_key* keys, wm_key* tmp, size_t* scratch)
-    size_t wm_dup_buckets(const uint64_t* ids, size_t n, int top_bit, uint64_t* buf,
-                          size_t* start)
+    void wm_bucket_place(const uint8_t* sides, const int64_t* prices, const int64_t* qtys,
+                         const uint64_t* oids, const uint32_t* owners, const int64_t* ts,
+                         size_t n, size_t nb, uint32_t bid_varying, uint32_t ask_varying,
+                         wm_key* keys, size_t* ends)
+    size_t wm_dup_bucket(uint64_t id)
+    size_t wm_dup_buckets(const uint64_t* ids, size_t n, uint64_t* buf, size_t* start)
     int wm_find_duplicate(uint64_t* buf, const size_t* end, uint64_t* table, uint64_t* dup)
 
 # Public constants (also exported by wattmesh.matching).
@@ -393,6 +377,59 @@ cdef class _FillBuffer:
             p_aggr[i] = r.aggressor
             p_market[i] = r.market
         return (ev, bid, ask, price, qty, buyer, seller, aggr, market)
+
+
+cdef class _PairColumns:
+    """One call-auction clearing's fills as the columns bid, ask, qty, buyer, seller
+    (array.array), written by the walk straight from C. `open` makes room for as many
+    fills as a clearing can make (each fill uses up a bid or an ask, so fewer than its
+    orders), and `close` cuts the columns to the fills made: no record per fill to copy
+    out afterwards, and pages only for the fills made."""
+
+    cdef carray.array bid, ask, qty, buyer, seller
+    cdef uint64_t* p_bid
+    cdef uint64_t* p_ask
+    cdef int64_t* p_qty
+    cdef uint32_t* p_buyer
+    cdef uint32_t* p_seller
+    cdef size_t n
+
+    cdef int open(self, size_t room) except -1:
+        self.bid = _new_array("Q", room)
+        self.ask = _new_array("Q", room)
+        self.qty = _new_array("q", room)
+        self.buyer = _new_array("I", room)
+        self.seller = _new_array("I", room)
+        self.n = 0
+        self._point()
+        return 0
+
+    cdef void _point(self) noexcept:
+        self.p_bid = <uint64_t*>self.bid.data.as_voidptr
+        self.p_ask = <uint64_t*>self.ask.data.as_voidptr
+        self.p_qty = <int64_t*>self.qty.data.as_voidptr
+        self.p_buyer = <uint32_t*>self.buyer.data.as_voidptr
+        self.p_seller = <uint32_t*>self.seller.data.as_voidptr
+
+    cdef inline void push(self, uint64_t bid, uint64_t ask, int64_t qty, uint32_t buyer,
+                          uint32_t seller) noexcept nogil:
+        self.p_bid[self.n] = bid
+        self.p_ask[self.n] = ask
+        self.p_qty[self.n] = qty
+        self.p_buyer[self.n] = buyer
+        self.p_seller[self.n] = seller
+        self.n += 1
+
+    cdef int close(self) except -1:
+        for column in (self.bid, self.ask, self.qty, self.buyer, self.seller):
+            carray.resize(column, self.n)
+        self._point()  # resizing may move the data
+        return 0
+
+    cdef list to_list(self, int64_t price):
+        cdef size_t k
+        return [Fill(self.p_bid[k], self.p_ask[k], price, self.p_qty[k], self.p_buyer[k],
+                     self.p_seller[k], None) for k in range(self.n)]
 
 
 cdef dict _TEMPLATES = {tc: array(tc) for tc in "qQIB"}
@@ -1647,7 +1684,7 @@ cdef class CallAuction:
     cdef _KeyMap index
     cdef Accounts acc
     cdef int stp
-    cdef _FillBuffer fills
+    cdef _PairColumns fills  # of the clearing being walked, or the last one
     cdef wm_key* keys
     cdef size_t keys_cap
     # scratch kept across clearings (wm_sort_keys, wm_find_duplicate): a clearing of a
@@ -1658,7 +1695,7 @@ cdef class CallAuction:
     cdef size_t dup_cap
     cdef uint64_t* dup_table
     cdef size_t dup_table_cap
-    cdef size_t* counters  # wm_dup_buckets's 2049, then wm_radix_place's 2 * 3 * 2048
+    cdef size_t* counters  # wm_dup_buckets's 2049
     # results of the last clearing
     cdef int64_t last_price
     cdef int64_t last_volume
@@ -1667,10 +1704,17 @@ cdef class CallAuction:
     # each side in priority order with its committed executable quantity (last_depth)
     cdef size_t last_nb
     cdef size_t last_na
+    # Keys placed by wm_bucket_place are sorted a bucket at a time, when the walk reaches
+    # them: per side, the keys before ready[side] are sorted, bucket_ends[side] are the
+    # ends of its buckets (2048 each), next_bucket[side] the first one not yet sorted.
+    cdef size_t* bucket_ends
+    cdef size_t ready[2]
+    cdef size_t next_bucket[2]
 
     def __cinit__(self, accounts: Accounts | None = None, stp="none"):
         self.index = _KeyMap()
-        self.fills = _FillBuffer()
+        self.fills = _PairColumns()
+        self.fills.open(0)
         self.acc = accounts
         self.stp = _stp_code(stp)
 
@@ -1681,6 +1725,7 @@ cdef class CallAuction:
         free(self.dup_buf)
         free(self.dup_table)
         free(self.counters)
+        free(self.bucket_ends)
 
     cdef int _add(self, uint64_t oid, int side, int64_t price, int64_t qty,
                   uint32_t owner, int64_t ts) except -2:
@@ -1746,7 +1791,7 @@ cdef class CallAuction:
                 out[k].oid = o.oid
                 out[k].owner = o.owner
                 out[k].qty = <int32_t>o.qty
-                out[k].exec_qty = 0
+                out[k].exec_qty = <int32_t>o.qty
                 k += 1
         wm_sort_keys(out, k, self.sort_tmp)
         return k
@@ -1760,18 +1805,39 @@ cdef class CallAuction:
                                           sizeof(wm_key))
         return 0
 
+    cdef void _sort_next_bucket(self, int side) noexcept nogil:
+        """Sort the next bucket of keys of `side` (see wm_bucket_place), the one holding
+        key ready[side]."""
+        cdef size_t* ends = self.bucket_ends + side * 2048
+        cdef size_t v = self.next_bucket[side]
+        cdef size_t start = self.ready[side]
+        while ends[v] <= start:  # skip empty buckets; the caller has a key left to sort
+            v += 1
+        wm_sort_keys(self.keys + start, ends[v] - start, self.sort_tmp)
+        self.ready[side] = ends[v]
+        self.next_bucket[side] = v + 1
+
+    cdef void _sort_all(self) noexcept nogil:
+        """Sort every bucket of the last clearing's keys not sorted yet."""
+        while self.ready[C_BID] < self.last_nb:
+            self._sort_next_bucket(C_BID)
+        while self.ready[C_ASK] < self.last_nb + self.last_na:
+            self._sort_next_bucket(C_ASK)
+
     cdef int64_t _commit(self, wm_key* k, size_t nk, int side) noexcept:
         """Executable quantity of each order, in priority order, per household; returns
-        how many orders can execute at all."""
+        how many orders can execute at all. Without accounts every key already has its
+        whole quantity."""
         cdef Accounts acc = self.acc
         cdef size_t i
         cdef wm_key* o
         cdef int64_t c, price, n_exec = 0
-        if acc is not None:
-            acc.new_scratch()
+        if acc is None:
+            return nk
+        acc.new_scratch()
         for i in range(nk):
             o = &k[i]
-            if acc is None or not acc.has(o.owner):
+            if not acc.has(o.owner):
                 o.exec_qty = o.qty
                 n_exec += 1
                 continue
@@ -1802,32 +1868,43 @@ cdef class CallAuction:
         ak = self.keys + nb
         na = self._sorted_keys(C_ASK, ak)
         # The ask keys were written after the bid keys; both fit in n slots.
+        self.ready[C_BID] = nb
+        self.ready[C_ASK] = nb + na
         return self._clear_sorted(bk, nb, ak, na)
 
     cdef int _clear_sorted(self, wm_key* bk, size_t nb, wm_key* ak, size_t na) except -1:
-        """Clear the orders whose keys are `bk` (bids) and `ak` (asks), each side in
-        priority order, into the fill buffer; empty the auction."""
+        """Clear the orders whose keys are `bk` (bids, at the start of `keys`) and `ak`
+        (asks, right after them) into `fills`; empty the auction. Each side is in
+        priority order up to ready[side] and in sorted buckets after it
+        (wm_bucket_place)."""
         cdef size_t i = 0, j = 0
         cdef wm_key* b
         cdef wm_key* a
         cdef int64_t rb = 0, ra = 0, f, pb = 0, pa = 0, price, volume = 0
-        cdef size_t first_fill = self.fills.n, k
-        cdef FillRec* r
+        cdef size_t k
+        cdef _PairColumns fills = self.fills
         cdef Accounts acc = self.acc
         cdef int64_t n_exec = 0
         self.last_nb = nb
         self.last_na = na
+        if acc is not None:  # caps are committed in priority order, across every price
+            self._sort_all()
         n_exec = self._commit(bk, nb, C_BID)
         # A household that both buys and sells: its scratch balances restart per side,
         # so each side is checked against the balances before the clearing.
         n_exec += self._commit(ak, na, C_ASK)
+        fills.open(nb + na)
         # Walk executable bids and asks in priority while they cross.
         while True:
             while i < nb and rb == 0:
+                if i == self.ready[C_BID]:
+                    self._sort_next_bucket(C_BID)
                 rb = bk[i].exec_qty
                 if rb == 0:
                     i += 1
             while j < na and ra == 0:
+                if nb + j == self.ready[C_ASK]:
+                    self._sort_next_bucket(C_ASK)
                 ra = ak[j].exec_qty
                 if ra == 0:
                     j += 1
@@ -1848,7 +1925,7 @@ cdef class CallAuction:
                     j += 1
                 continue
             f = rb if rb < ra else ra
-            self.fills.push(b.oid, a.oid, 0, f, b.owner, a.owner, NO_AGGRESSOR, 0)
+            fills.push(b.oid, a.oid, f, b.owner, a.owner)
             volume += f
             pb = -b.pkey
             pa = a.pkey
@@ -1858,12 +1935,11 @@ cdef class CallAuction:
                 i += 1
             if ra == 0:
                 j += 1
-        price = (pb + pa) // 2 if self.fills.n > first_fill else -1
-        for k in range(first_fill, self.fills.n):
-            r = &self.fills.recs[k]
-            r.price = price
-            if acc is not None:
-                acc.settle(r.buyer, r.seller, r.qty, price, False)
+        fills.close()
+        price = (pb + pa) // 2 if fills.n else -1
+        if acc is not None:
+            for k in range(fills.n):
+                acc.settle(fills.p_buyer[k], fills.p_seller[k], fills.p_qty[k], price, False)
         self.last_price = price
         self.last_volume = volume
         self.last_exec = n_exec
@@ -1876,10 +1952,8 @@ cdef class CallAuction:
         """Clear the pending orders at one price, settle the fills into the accounts and
         empty the auction. Returns a `Clearing`."""
         cdef size_t orders = self.n_live
-        self.fills.n = 0
         self._clear()
-        fills = self.fills.to_list(0)
-        self.fills.n = 0
+        fills = self.fills.to_list(self.last_price)
         return Clearing(self.last_price if self.last_price >= 0 else None, fills,
                         self.last_volume, orders, self.last_exec)
 
@@ -1905,7 +1979,8 @@ cdef class CallAuction:
         # The orders go straight from the columns into the sort keys, bids first, then
         # asks: no rows and no index, since the auction is empty again at the end. One pass
         # checks every row (nothing is written before a bad row is refused) and finds what
-        # the sort needs: how many bids, the price bits that vary, the ids' highest bit.
+        # the sort needs, how many bids and the price bits that vary, and counts the ids of
+        # each bucket of the duplicate check.
         cdef size_t i, nb = 0
         cdef const uint32_t* owner_of = &owners[0] if owners is not None and n else NULL
         cdef const int64_t* ts_of = &ts[0] if ts is not None and n else NULL
@@ -1913,12 +1988,17 @@ cdef class CallAuction:
         cdef wm_key* ak
         cdef uint8_t side
         cdef int64_t row_price, row_qty
-        cdef uint64_t dupval = 0, id_bits = 0
+        cdef uint64_t dupval = 0
         cdef size_t largest
         # the bits of each side's sort key ((uint32)pkey) set in some key and clear in some
         cdef uint32_t bid_or = 0, bid_and = 0xFFFFFFFF, ask_or = 0, ask_and = 0xFFFFFFFF
-        cdef uint32_t side_key
-        cdef int top_bit = 0
+        cdef uint32_t side_key, bid_mask
+        if self.counters == NULL:
+            self.counters = <size_t*>malloc(2049 * sizeof(size_t))
+            if self.counters == NULL:
+                raise MemoryError()
+        cdef size_t* dup_count = self.counters
+        memset(dup_count, 0, 2049 * sizeof(size_t))
         for i in range(n):
             side = sides[i]
             row_price = prices[i]
@@ -1926,44 +2006,42 @@ cdef class CallAuction:
             if (side > 1 or row_qty <= 0 or row_qty > C_MAX_QTY or row_price <= 0
                     or row_price > C_MAX_PRICE):
                 raise ValueError(f"row {i}: bad side, price or quantity")
-            if side == C_BID:
-                nb += 1
-                side_key = <uint32_t>(-row_price)
-                bid_or |= side_key
-                bid_and &= side_key
-            else:
-                side_key = <uint32_t>row_price
-                ask_or |= side_key
-                ask_and &= side_key
-            id_bits |= oids[i]
-        while top_bit < 63 and (id_bits >> (top_bit + 1)):
-            top_bit += 1
+            # Without branches on the side: sides come in no order, so a branch would be
+            # mispredicted every other row. bid_mask is all ones for a bid, else zero.
+            bid_mask = <uint32_t>0 - <uint32_t>(side == C_BID)
+            nb += side == C_BID
+            side_key = <uint32_t>(-row_price if side == C_BID else row_price)
+            bid_or |= side_key & bid_mask
+            bid_and &= side_key | ~bid_mask
+            ask_or |= side_key & ~bid_mask
+            ask_and &= side_key | bid_mask
+            dup_count[wm_dup_bucket(oids[i]) + 1] += 1
         if n:
             if self.dup_cap < n:
                 self.dup_buf = <uint64_t*>grow_scratch(self.dup_buf, &self.dup_cap, n, 8)
-            if self.counters == NULL:
-                self.counters = <size_t*>malloc(2 * 3 * 2048 * sizeof(size_t))
-                if self.counters == NULL:
-                    raise MemoryError()
-            largest = wm_dup_buckets(&oids[0], n, top_bit, self.dup_buf, self.counters)
+            largest = wm_dup_buckets(&oids[0], n, self.dup_buf, dup_count)
             # a bucket of m ids takes the power of two at or above 2m, under 4m + 16
             if self.dup_table_cap < 4 * largest + 16:
                 self.dup_table = <uint64_t*>grow_scratch(self.dup_table, &self.dup_table_cap,
                                                          4 * largest + 16, 8)
             if wm_find_duplicate(self.dup_buf, self.counters, self.dup_table, &dupval):
                 raise ValueError(f"oid: {dupval} appears more than once")
-            wm_radix_place(&sides[0], &prices[0], &qtys[0], &oids[0], owner_of, ts_of, n, nb,
-                           bid_or ^ bid_and, ask_or ^ ask_and, bk, self.sort_tmp,
-                           self.counters)
+            if self.bucket_ends == NULL:
+                self.bucket_ends = <size_t*>malloc(2 * 2048 * sizeof(size_t))
+                if self.bucket_ends == NULL:
+                    raise MemoryError()
+            wm_bucket_place(&sides[0], &prices[0], &qtys[0], &oids[0], owner_of, ts_of, n,
+                            nb, bid_or ^ bid_and, ask_or ^ ask_and, bk, self.bucket_ends)
+        self.ready[C_BID] = 0
+        self.ready[C_ASK] = nb
+        self.next_bucket[C_BID] = self.next_bucket[C_ASK] = 0
         ak = bk + nb
         orders = n
-        self.fills.n = 0
         self._clear_sorted(bk, nb, ak, n - nb)
-        ev, bid, ask, price, qty, buyer, seller, aggr, _market = self.fills.to_columns(0, 0)
-        self.fills.n = 0
+        fills = self.fills
         return ClearingArrays(self.last_price if self.last_price >= 0 else None,
                               self.last_volume, orders, self.last_exec,
-                              bid, ask, qty, buyer, seller)
+                              fills.bid, fills.ask, fills.qty, fills.buyer, fills.seller)
 
     def last_depth(self) -> tuple:
         """The book of the last clearing per price level, as columns ``(side, price, qty,
@@ -1980,6 +2058,7 @@ cdef class CallAuction:
         cdef wm_key* k
         cdef int64_t level = -1, q = 0, e = 0
         cdef bint open_level
+        self._sort_all()  # a clearing sorts only the buckets its walk reached
         for side in (C_BID, C_ASK):
             start = 0 if side == C_BID else self.last_nb
             end = self.last_nb if side == C_BID else self.last_nb + self.last_na

@@ -592,6 +592,76 @@ def test_clear_arrays_sorts_wide_prices_and_any_ids_as_the_reference(
     ]
 
 
+def plain_depth(orders: list) -> list[tuple[int, int, int]]:
+    """(side, price, qty) per price level, best first, bids then asks: what docs/matching.md
+    calls the plain depth, summed straight from the orders."""
+    levels: dict[tuple[int, int], int] = {}
+    for side, price, qty, *_ in orders:
+        levels[(side, price)] = levels.get((side, price), 0) + qty
+    bids = sorted(((s, p, q) for (s, p), q in levels.items() if s == BID), key=lambda r: -r[1])
+    asks = sorted((s, p, q) for (s, p), q in levels.items() if s == ASK)
+    return bids + asks
+
+
+def spread_orders(seed: int, n: int, spread: int) -> list[tuple[int, int, int, int, int]]:
+    """n orders (side, price, qty, owner, ts) with prices spread over 10**spread around a
+    mid, drawn from ``seed`` (hypothesis's lists stay short: a few orders each)."""
+    rng = random.Random(seed)
+    half = 10**spread // 2
+    return [
+        (rng.choice([BID, ASK]), 10**7 + rng.randint(-half, half), rng.randint(1, 20),
+         rng.randrange(OWNERS), rng.randint(0, 5))
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+# Prices spread over a span wide enough that each side's keys fall in many of the clearing's
+# buckets (each sorted only when the walk reaches it), with many orders per interval.
+SPREAD_ORDERS = st.builds(
+    spread_orders, st.integers(0, 2**32 - 1), st.integers(0, 300), st.integers(1, 7)
+)
+
+
+@settings(SETTINGS, max_examples=150)
+@given(batches=st.lists(SPREAD_ORDERS, min_size=1, max_size=2), rows=ACCOUNTS, stp=STP)
+def test_clear_arrays_over_many_price_buckets_matches_the_reference(
+    batches: list, rows: list | None, stp: str
+) -> None:
+    """One auction clears interval after interval, each as the reference clears it, and
+    its depth is the whole book per level: the plain quantities summed from the orders,
+    the executable ones as the fully sorted path (`add` then `clear`) commits them."""
+    eng_acc, ref_acc = make_accounts(rows)
+    auction = CallAuction(eng_acc, stp=stp)
+    oids = iter(range(1, 10**6))
+    for orders in batches:
+        ids = [next(oids) for _ in orders]
+        reference = RefCallAuction(ref_acc, stp=stp)
+        sorted_path = CallAuction(make_accounts(rows)[0], stp=stp)
+        for oid, (side, price, qty, owner, ts) in zip(ids, orders, strict=True):
+            reference.add(oid, side, price, qty, owner, ts)
+        want = reference.clear()
+        cols = list(zip(*orders, strict=True)) if orders else [[], [], [], [], []]
+        got = auction.clear_arrays(
+            array("B", cols[0]), array("q", cols[1]), array("q", cols[2]), array("Q", ids),
+            array("I", cols[3]), array("q", cols[4]),
+        )  # fmt: skip
+        assert (got.price, got.volume, got.executable_orders) == (
+            want.price, want.volume, want.executable_orders,
+        )  # fmt: skip
+        assert list(zip(got.bid, got.ask, got.qty, got.buyer, got.seller, strict=True)) == [
+            (f.bid, f.ask, f.qty, f.buyer, f.seller) for f in want.fills
+        ]
+        sides, prices, qtys, execs = auction.last_depth()
+        assert list(zip(sides, prices, qtys, strict=True)) == plain_depth(orders)
+        if len(batches) == 1:  # the sorted path's accounts have not seen earlier batches
+            for oid, (side, price, qty, owner, ts) in zip(ids, orders, strict=True):
+                sorted_path.add(oid, side, price, qty, owner, ts)
+            sorted_path.clear()
+            assert list(execs) == list(sorted_path.last_depth()[3])
+        elif eng_acc is None:
+            assert list(execs) == list(qtys)
+
+
 @SETTINGS
 @given(data=st.data())
 def test_clear_arrays_finds_any_repeated_id(data: st.DataObject) -> None:
@@ -611,7 +681,7 @@ def test_clear_arrays_finds_any_repeated_id(data: st.DataObject) -> None:
 def colliding_ids(n: int) -> list[int]:
     """Ids that all fall in slot 0 of the duplicate check's tables: multiples of the
     inverse of its multiplier, what someone who read the engine could grind order ids
-    towards. Each of its 2048 buckets gets n / 2048 of them."""
+    towards. The buckets hash with another multiplier, so each gets about n / 2048."""
     inverse = pow(0x9E3779B97F4A7C15, -1, 2**64)
     return [c * inverse % 2**64 for c in range(1, n + 1)]
 
