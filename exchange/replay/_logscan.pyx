@@ -93,6 +93,30 @@ cdef extern from *:
     uint64_t wm_sha256_key(const unsigned char* p, size_t n) nogil
     void wm_prefetch "__builtin_prefetch"(const void* p) nogil
 
+cdef extern from *:
+    """
+    #ifdef __GLIBC__
+    #include <malloc.h>
+    static int wm_fix_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
+    #else
+    static int wm_fix_mmap_threshold(int bytes) { (void)bytes; return 0; }
+    #endif
+    """
+    int wm_fix_mmap_threshold(int bytes) nogil
+
+
+def map_large_blocks(int threshold=256 << 10) -> bool:
+    """Have malloc serve every block of ``threshold`` bytes or more by its own mapping, for
+    the rest of the process (glibc; elsewhere nothing changes, and False is returned).
+
+    glibc's threshold otherwise slides up to 32 MiB each time such a block is freed (the
+    batch columns, a rehashed table), after which the growing tables and fill columns are
+    realloc'd inside the heap: copied, leaving holes behind. A 1M-event cda replay peaked
+    about 25 MiB higher that way, and spent longer copying; mapped blocks grow in place
+    (mremap) and are returned to the kernel whole when freed."""
+    return wm_fix_mmap_threshold(threshold) == 1
+
+
 DONE = 0
 SLOW = 1
 CLEAR = 2

@@ -44,7 +44,14 @@ import orjson
 
 from wattmesh.exchange.clock import DEFAULT_INTERVAL_MS, check_interval, is_late
 from wattmesh.exchange.engine_keys import order_key
-from wattmesh.exchange.replay._logscan import CLEAR, DONE, FLUSH, Scanner, cda_buckets
+from wattmesh.exchange.replay._logscan import (
+    CLEAR,
+    DONE,
+    FLUSH,
+    Scanner,
+    cda_buckets,
+    map_large_blocks,
+)
 from wattmesh.matching import (
     ASK,
     BID,
@@ -96,7 +103,9 @@ __all__ = [
 
 MODES = ("cda", "call")
 STP_RULES = ("none", "cancel-resting", "cancel-incoming")
-CHUNK_BYTES = 8 << 20
+# Bytes read at a time (the buffer is twice this): 1 MiB reads as fast as 8 MiB did, and
+# the buffer is 14 MiB less of a replay's peak, small logs' too.
+CHUNK_BYTES = 1 << 20
 # Fills made into text (ids, output lines) at a time: bounds what a writer holds at once.
 ROWS_PER_BLOCK = 65_536
 SAMPLE_RESOURCE = "data/sample_day.jsonl"
@@ -416,6 +425,7 @@ def replay(
     Raises :class:`BadLineError` under ``options.strict`` at the first bad line.
     """
     options = options or ReplayOptions()
+    map_large_blocks()  # tables and fill columns grow in place, not copied (_logscan)
     run = _Replay(options)
     # A replay keeps millions of small objects alive and makes no reference cycles.
     with cyclic_gc_paused():
