@@ -51,6 +51,7 @@ from wattmesh.exchange.replay._logscan import (
     Scanner,
     cda_buckets,
     map_large_blocks,
+    volume_turnover,
 )
 from wattmesh.matching import (
     ASK,
@@ -382,7 +383,7 @@ class ReplayResult:
     def summary(self) -> dict[str, Any]:
         """The content of summary.json: counts, volume, prices and refusals."""
         refused = self.refused()
-        volume, turnover = self.volume, self.turnover  # each sum once: millions of fills
+        volume, turnover = volume_turnover(self.trades.qty, self.trades.price)  # in C
         return {
             "mode": self.options.mode,
             "interval_ms": self.options.interval_ms,
@@ -1015,6 +1016,7 @@ class _Replay:
         else:
             self._collect_fills()
             self.intervals = _cda_intervals(self.trades, self.interval_ms)
+        scan.release_tables()  # the fills keep only their id references into the arena
         closing = {}
         for h in self.opening:
             state = self.accounts.get(h)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from array import array
 from typing import Any
 
 import orjson
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from wattmesh.exchange.engine_keys import order_key
 from wattmesh.exchange.replay import replay as replay_module
-from wattmesh.exchange.replay._logscan import id_key
+from wattmesh.exchange.replay._logscan import id_key, volume_turnover
 from wattmesh.exchange.replay.replay import ReplayOptions, ReplayResult, replay
 from wattmesh.exchange.replay.sample_log import write_log
 from wattmesh.settlement.records import Cancel, Order
@@ -409,3 +410,43 @@ def test_ids_come_back_exactly_as_the_log_spelled_them(mode):
     assert result.accepted["cancels"] == 1
     (refused,) = result.rejects
     assert "e" * 64 in refused.text and refused.code in ("not-live", "late")
+
+
+@pytest.mark.parametrize("mode", ["call", "cda"])
+def test_a_finished_replay_keeps_its_ids_and_releases_its_tables(mode):
+    """finish() frees the scanner's order tables: the fills' ids still read from the id
+    arena, and any use of the freed tables is refused instead of reading freed memory."""
+    result = replay(None, ReplayOptions(mode=mode))  # the bundled sample
+    scanner = result.trades.bid._texts.__self__
+    assert scanner.released
+    assert len(result.trades) and all(len(oid) == 64 for oid in result.trades.bid)
+    assert result.trades.ask[0] == next(result.trade_rows())["ask"]
+    for use in (
+        lambda: scanner.entry(1),
+        lambda: scanner.call_live(1),
+        lambda: scanner.id_refs(array("Q", [1])),
+        lambda: scanner.scan(b"x", 0, 1),
+    ):
+        with pytest.raises(RuntimeError, match="released"):
+            use()
+
+
+SUM_VALUES = st.integers(0, 2**31 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(SUM_VALUES, SUM_VALUES), max_size=40))
+def test_volume_and_turnover_are_summed_exactly_in_c(rows):
+    """The summary's sums (in C, 128 bits) are Python's, past 2**64 too."""
+    rows = rows + [(2**31 - 1, 2**31 - 1)] * 5  # 5 * (2**31 - 1)**2 > 2**64
+    qty, price = array("q", [q for q, _ in rows]), array("q", [p for _, p in rows])
+    assert volume_turnover(qty, price) == (sum(qty), sum(q * p for q, p in rows))
+
+
+def test_volume_turnover_refuses_what_it_cannot_sum_exactly():
+    with pytest.raises(ValueError, match="row 1"):
+        volume_turnover(array("q", [1, -1]), array("q", [1, 1]))
+    with pytest.raises(ValueError, match="row 0"):
+        volume_turnover(array("q", [1]), array("q", [2**31]))
+    with pytest.raises(ValueError, match="lengths"):
+        volume_turnover(array("q", [1]), array("q", []))
