@@ -175,14 +175,13 @@ ctypedef struct Line:
     int64_t interval     # NO_INTERVAL: null or absent
 
 
-ctypedef struct Entry:      # the order holding a key (replay's "by_key")
+ctypedef struct Entry:      # the order holding a key (replay's "by_key"): 24 bytes
     uint64_t key
-    int64_t interval        # NO_INTERVAL: none
-    size_t id_off           # id bytes (UTF-8) in the id arena
-    uint32_t id_len         # HEX64: a 64 lower-case hex id, kept as its 32 bytes
+    uint64_t id_ref         # its id in the id arena: offset << 8 | length, or HEX64_REF
+                            # for a 64 lower-case hex id kept as its 32 bytes (id_refs)
     uint32_t owner
-    int32_t market
-    int32_t auction         # call: the auction its row went to; -1 in cda
+    int32_t where           # call: the auction its row went to (which holds the interval
+                            # and market); cda: its market (the interval plays no part)
 
 
 ctypedef struct Slot:       # open addressing: key -> entry index (-1 empty)
@@ -242,7 +241,6 @@ for _c in range(6):
 # An id of 64 lower-case hex digits (an order's SHA-256, as the network writes them) is
 # kept in the id arena as its 32 bytes: half the memory of the text.
 cdef enum:
-    HEX64 = 0xFFFF
     HEX64_REF = 255     # the length byte of an id reference (ids are at most 128 bytes)
 
 cdef const char* HEX_DIGITS = b"0123456789abcdef"
@@ -266,7 +264,7 @@ cdef inline void _hex64_bytes(const unsigned char* text, unsigned char* out) noe
 
 
 cdef str _hex64_text(const unsigned char* raw):
-    """The 64 lower-case hex digits of 32 bytes kept for a HEX64 id."""
+    """The 64 lower-case hex digits of 32 bytes kept for a 64-hex id (HEX64_REF)."""
     cdef char text[64]
     cdef int i
     for i in range(32):
@@ -703,7 +701,7 @@ cdef class Scanner:
             h = (h + 1) & self.slot_mask
 
     cdef int32_t _put(self, uint64_t key, const unsigned char* oid, size_t oid_len,
-                      uint32_t owner, int32_t market, int64_t interval) except -2:
+                      uint32_t owner, int32_t where) except -2:
         """Set the entry of ``key`` (new, or taken over); returns its index."""
         cdef int32_t i = self._find(key)
         cdef size_t h
@@ -731,12 +729,9 @@ cdef class Scanner:
             memcpy(self.id_arena + self.ids_n, oid, oid_len)
         e = &self.entries[i]
         e.key = key
-        e.id_off = self.ids_n
-        e.id_len = HEX64 if hex64 else <uint32_t>oid_len
+        e.id_ref = (<uint64_t>self.ids_n << 8) | (HEX64_REF if hex64 else oid_len)
         e.owner = owner
-        e.market = market
-        e.interval = interval
-        e.auction = -1
+        e.where = where
         self.ids_n += kept
         return i
 
@@ -863,10 +858,9 @@ cdef class Scanner:
         self.last_auction = i
         return i
 
-    cdef int _add_row(self, int32_t e, int side, int64_t price, int64_t qty,
-                      int64_t ts) except -1:
-        cdef Entry* en = &self.entries[e]
-        cdef int32_t i = self._auction(en.interval, en.market)
+    cdef int _add_row(self, int32_t i, uint64_t key, uint32_t owner, int side, int64_t price,
+                      int64_t qty, int64_t ts) except -1:
+        """Add an order's row to auction ``i`` (its entry's ``where``)."""
         cdef Auction* a = &self.auctions[i]
         cdef size_t cap
         if a.n == a.cap:
@@ -886,16 +880,14 @@ cdef class Scanner:
         a.side[a.n] = <uint8_t>side
         a.price[a.n] = price
         a.qty[a.n] = qty
-        a.key[a.n] = en.key
-        a.owner[a.n] = en.owner
+        a.key[a.n] = key
+        a.owner[a.n] = owner
         a.ts[a.n] = ts
         a.n += 1
-        en = &self.entries[e]
-        en.auction = i
         return 0
 
     cdef inline bint _call_live(self, int32_t e) noexcept nogil:
-        cdef int32_t a = self.entries[e].auction
+        cdef int32_t a = self.entries[e].where
         return a >= 0 and self.auctions[a].pending and not self._cancelled(a, self.entries[e].key)
 
     # -- cda batch -----------------------------------------------------------------------
@@ -942,9 +934,9 @@ cdef class Scanner:
         cdef size_t j
         cdef uint32_t h
         cdef uint64_t key
-        cdef int32_t e
+        cdef int32_t e, a
         cdef Entry* en
-        cdef int64_t clock
+        cdef int64_t clock, interval
         if not self.have_first_ts:
             return S_SLOW
         key = _id_key(L.oid, L.oid_len)
@@ -970,14 +962,15 @@ cdef class Scanner:
                         or L.tif == C_FOK or L.interval <= clock):
                     return S_SLOW
                 self.clock = clock
-                e = self._put(key, L.oid, L.oid_len, h, m, L.interval)
-                self._add_row(e, L.side, L.price, L.qty, L.ts)
+                a = self._auction(L.interval, m)
+                self._put(key, L.oid, L.oid_len, h, a)
+                self._add_row(a, key, h, L.side, L.price, L.qty, L.ts)
             else:
                 if self.b_n and (self.batch_market != m or self.b_n >= BATCH_MAX):
                     return S_FLUSH
                 if L.ts > self.clock:
                     self.clock = L.ts
-                self._put(key, L.oid, L.oid_len, h, m, L.interval)
+                self._put(key, L.oid, L.oid_len, h, m)
                 self.batch_market = m
                 self._batch_push(E_LIMIT, L.side, L.price, L.qty, key, h, L.tif, L.ts,
                                  start, end)
@@ -994,17 +987,18 @@ cdef class Scanner:
                 self.gate_ts = L.ts
                 return S_CLEAR
             clock = L.ts if L.ts > self.clock else self.clock
-            if L.ts >= en.interval or en.interval <= clock or not self._call_live(e):
+            interval = self.auctions[en.where].interval
+            if L.ts >= interval or interval <= clock or not self._call_live(e):
                 return S_SLOW
             self.clock = clock
-            self._cancel_in(en.auction, key)
+            self._cancel_in(en.where, key)
             self.accepted_cancels += 1
         else:
-            if self.b_n and (self.batch_market != en.market or self.b_n >= BATCH_MAX):
+            if self.b_n and (self.batch_market != en.where or self.b_n >= BATCH_MAX):
                 return S_FLUSH
             if L.ts > self.clock:
                 self.clock = L.ts
-            self.batch_market = en.market
+            self.batch_market = en.where
             self._batch_push(E_CANCEL, 0, 0, 0, key, h, 0, L.ts, start, end)
         return 0
 
@@ -1107,45 +1101,56 @@ cdef class Scanner:
         return self.n_markets - 1
 
     cdef str _id(self, int32_t e):
-        cdef Entry* en = &self.entries[e]
-        if en.id_len == HEX64:
-            return _hex64_text(self.id_arena + en.id_off)
-        return PyUnicode_DecodeUTF8(<const char*>(self.id_arena + en.id_off), en.id_len,
-                                    "surrogatepass")
+        return self._ref_text(self.entries[e].id_ref)
+
+    cdef str _ref_text(self, uint64_t r):
+        if (r & 0xFF) == HEX64_REF:
+            return _hex64_text(self.id_arena + (r >> 8))
+        return PyUnicode_DecodeUTF8(<const char*>(self.id_arena + (r >> 8)),
+                                    <Py_ssize_t>(r & 0xFF), "surrogatepass")
 
     cdef bint _same_id(self, Entry* en, const unsigned char* oid,
                        Py_ssize_t n) noexcept nogil:
         """Whether the entry's id is the text ``oid`` (n bytes)."""
-        cdef const unsigned char* raw = self.id_arena + en.id_off
+        cdef const unsigned char* raw = self.id_arena + (en.id_ref >> 8)
+        cdef uint64_t length = en.id_ref & 0xFF
         cdef unsigned char packed[32]
-        if en.id_len != HEX64:
-            return en.id_len == n and memcmp(raw, oid, n) == 0
+        if length != HEX64_REF:
+            return <Py_ssize_t>length == n and memcmp(raw, oid, n) == 0
         if not _is_hex64(oid, n):
             return False
         _hex64_bytes(oid, packed)
         return memcmp(raw, packed, 32) == 0
 
     def entry(self, uint64_t key):
-        """The order holding ``key``: (id, owner handle, market index, interval or None),
-        or None."""
+        """The order holding ``key``: (id, owner handle, market index, interval), or None.
+        The interval is its auction's in call mode and None in cda, where no rule uses it."""
         self._tables()
         cdef int32_t e = self._find(key)
         cdef Entry* en
+        cdef Auction* a
         if e == -1:
             return None
         en = &self.entries[e]
-        return (self._id(e), en.owner, en.market,
-                None if en.interval == NO_INTERVAL else en.interval)
+        if self.call:
+            a = &self.auctions[en.where]
+            return (self._id(e), en.owner, a.market, a.interval)
+        return (self._id(e), en.owner, en.where, None)
 
     def put_order(self, uint64_t key, str oid, uint32_t owner, int32_t market, interval,
                   int side, int64_t price, int64_t qty, int64_t ts) -> None:
         """Record an accepted order as the holder of ``key`` (call mode: add its row)."""
         self._tables()
         cdef bytes b = oid.encode("utf-8", "surrogatepass")
-        cdef int64_t iv = NO_INTERVAL if interval is None else interval
-        cdef int32_t e = self._put(key, <const unsigned char*>b, len(b), owner, market, iv)
-        if self.call:
-            self._add_row(e, side, price, qty, ts)
+        cdef int32_t a
+        if not self.call:
+            self._put(key, <const unsigned char*>b, len(b), owner, market)
+            return
+        if interval is None:
+            raise ValueError("put_order: a call auction's order needs its interval")
+        a = self._auction(interval, market)
+        self._put(key, <const unsigned char*>b, len(b), owner, a)
+        self._add_row(a, key, owner, side, price, qty, ts)
 
     def call_live(self, uint64_t key) -> bool:
         """call: is the holder of ``key`` still live (pending and not cancelled)?"""
@@ -1162,7 +1167,7 @@ cdef class Scanner:
         cdef int32_t a
         if e == -1:
             return False
-        a = self.entries[e].auction
+        a = self.entries[e].where
         return a >= 0 and self.auctions[a].pending
 
     def call_cancel(self, uint64_t key) -> bool:
@@ -1171,7 +1176,7 @@ cdef class Scanner:
         cdef int32_t e = self._find(key)
         if e == -1 or not self._call_live(e):
             return False
-        self._cancel_in(self.entries[e].auction, key)
+        self._cancel_in(self.entries[e].where, key)
         return True
 
     @property
@@ -1237,14 +1242,11 @@ cdef class Scanner:
         cdef int32_t e
         cdef carray.array out = array("Q", bytes(8 * n))
         cdef uint64_t* ref = <uint64_t*>out.data.as_voidptr
-        cdef Entry* en
         for i in range(n):
             e = self._find(keys[i])
             if e == -1:
                 raise KeyError(keys[i])
-            en = &self.entries[e]
-            ref[i] = (<uint64_t>en.id_off << 8) | (HEX64_REF if en.id_len == HEX64
-                                                   else en.id_len)
+            ref[i] = self.entries[e].id_ref
         return out
 
     def id_texts(self, const uint64_t[::1] refs) -> list:
