@@ -29,7 +29,9 @@ A line is applied here (the *fast path*) only when all of this holds:
   before its gate with a valid interval and not ``fok``; a cancel of the live order
   holding that id, by its owner, before the gate. (cda cancels: liveness is known only
   when the engine runs the batch, so a batch cancel that finds its order gone comes back
-  as a ``not-live`` refusal with the reason the Python path gives.)
+  as a ``not-live`` refusal with the reason the Python path gives. call cancels of a
+  known order by its owner that are late come back as ``REFUSED``, below, for the
+  Python path to write the same ``late`` refusal without reading the line again.)
 - The Python path has already seen the first valid order or cancel (``first_ts``), and
   ``--verify-signatures`` is off (signatures need the Python path).
 
@@ -51,7 +53,11 @@ strings are made only for outputs (``id_texts``, refusals).
   Python path; ``pos`` is after it;
 - ``CLEAR`` (call): intervals with gate ``<= gate_ts`` must clear before the line at
   ``pos`` (not consumed yet; scan again after clearing);
-- ``FLUSH`` (cda): the batch must run (``run_batch``) before the line at ``pos``.
+- ``FLUSH`` (cda): the batch must run (``run_batch``) before the line at ``pos``;
+- ``REFUSED`` (call): line ``lineno`` (``line_start:line_end``) is a cancel in the fast
+  shape, of a known order by its owner, that is late: at or after its order's gate
+  (``late_ts >= late_interval``) or after that interval cleared (``late_interval <=
+  clock``). The clock has moved to its ts; the Python path writes the refusal.
 """
 
 cimport cpython.array as carray
@@ -121,12 +127,14 @@ DONE = 0
 SLOW = 1
 CLEAR = 2
 FLUSH = 3
+REFUSED = 4
 
 cdef enum:
     S_DONE = 0
     S_SLOW = 1
     S_CLEAR = 2
     S_FLUSH = 3
+    S_REFUSED = 4
     K_ORDER = 1
     K_CANCEL = 2
     # Book.run kinds, sides and tifs (wattmesh.matching)
@@ -524,6 +532,8 @@ cdef class Scanner:
     cdef readonly Py_ssize_t line_start
     cdef readonly Py_ssize_t line_end
     cdef readonly int64_t gate_ts
+    cdef readonly int64_t late_ts         # REFUSED: the cancel's ts and its order's interval
+    cdef readonly int64_t late_interval
     # ids arena and owners arena
     cdef unsigned char* id_arena
     cdef size_t ids_n
@@ -988,7 +998,14 @@ cdef class Scanner:
                 return S_CLEAR
             clock = L.ts if L.ts > self.clock else self.clock
             interval = self.auctions[en.where].interval
-            if L.ts >= interval or interval <= clock or not self._call_live(e):
+            if L.ts >= interval or interval <= clock:
+                # Late (at or after its gate, or its interval already cleared): refused,
+                # with the reason the Python path gives (replay.late_cancel_reason).
+                self.clock = clock
+                self.late_ts = L.ts
+                self.late_interval = interval
+                return S_REFUSED
+            if not self._call_live(e):
                 return S_SLOW
             self.clock = clock
             self._cancel_in(en.where, key)
@@ -1025,11 +1042,11 @@ cdef class Scanner:
                 self.pos = pos
                 return r
             self.lineno += 1
-            if r == S_SLOW:
+            if r == S_SLOW or r == S_REFUSED:
                 self.line_start = pos
                 self.line_end = lend
                 self.pos = lend + 1 if lend < end else end
-                return S_SLOW
+                return r
             pos = lend + 1
         self.pos = end
         return S_DONE

@@ -48,6 +48,7 @@ from wattmesh.exchange.replay._logscan import (
     CLEAR,
     DONE,
     FLUSH,
+    REFUSED,
     Scanner,
     cda_buckets,
     map_large_blocks,
@@ -549,6 +550,12 @@ class _Replay:
             if status == CLEAR:
                 self._clear_until(scan.gate_ts)
                 continue
+            if status == REFUSED:  # call: a late cancel, read and checked in C
+                self.lineno = scan.lineno
+                reason = late_cancel_reason(scan.late_ts, scan.late_interval, scan.clock)
+                assert reason is not None
+                self._reject(LATE, reason, bytes(buf[scan.line_start : scan.line_end]))
+                continue
             self._run_batch(buf)
             if status == FLUSH:
                 continue
@@ -841,17 +848,9 @@ class _Replay:
             return
         if self.call:
             assert interval is not None  # call mode accepts no order without one
-            if is_late(ts, interval):
-                self._reject(
-                    LATE, f"cancel at ts {ts} is at or after the gate of interval {interval}", raw
-                )
-                return
-            if interval <= self.clock:
-                self._reject(
-                    LATE,
-                    f"interval {interval} already cleared (the log had reached ts {self.clock})",
-                    raw,
-                )
+            late = late_cancel_reason(ts, interval, self.clock)
+            if late is not None:
+                self._reject(LATE, late, raw)
                 return
             live = self.scan.call_cancel(key)  # pending, not cancelled: now cancelled
         else:
@@ -1045,6 +1044,17 @@ class _Replay:
             python_path=self.python_path,
             book=self.book,
         )
+
+
+def late_cancel_reason(ts: int, interval: int, clock: int) -> str | None:
+    """call: why a cancel at ``ts`` of an order for ``interval`` is late, the log's clock
+    being ``clock`` (already at ``ts`` or past it), or None if it is in time. The one
+    wording of both paths (the scanner refuses such cancels in C: REFUSED)."""
+    if is_late(ts, interval):
+        return f"cancel at ts {ts} is at or after the gate of interval {interval}"
+    if interval <= clock:
+        return f"interval {interval} already cleared (the log had reached ts {clock})"
+    return None
 
 
 def _market_names(names: list[str], market: array) -> list[str]:

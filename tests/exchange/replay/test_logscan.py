@@ -526,3 +526,29 @@ def test_the_scanner_tables_hold_what_a_plain_model_holds(ops, call):
                 if call:
                     assert bool(scan.call_pending(k)) is auctions[want_entry[4]]["pending"]
                     assert bool(scan.call_live(k)) is live(k)
+
+
+def test_late_call_cancels_are_refused_by_the_scanner_as_the_python_path_refuses_them():
+    """call: a cancel at or after its order's gate, or after its interval cleared, is
+    refused in C (REFUSED) with the Python path's reason and line, and takes no Python
+    path; only the log's first cancel (first_ts) does."""
+    account = {"type": "account", "owner": "alice", "energy": 0, "money": 10**9, "bmax": 10}
+    lines = [orjson.dumps(account)]
+    orders = [Order("energy", "bid", 100_000, 5, "alice", T0 - L + k, T0).to_dict()
+              for k in range(4)]  # fmt: skip
+    lines += [orjson.dumps(d) for d in orders]
+    lines.append(orjson.dumps(Cancel(orders[0]["id"], "alice", T0 - 1).to_dict()))  # in time
+    lines.append(orjson.dumps(Cancel(orders[1]["id"], "alice", T0).to_dict()))  # at the gate
+    lines.append(orjson.dumps(Order("energy", "bid", 100_000, 5, "alice", T0 + L, T0 + 2 * L)
+                              .to_dict()))  # fmt: skip
+    lines.append(orjson.dumps(Cancel(orders[2]["id"], "alice", T0 - 2).to_dict()))  # cleared
+    data = b"\n".join(lines) + b"\n"
+    result = replay(io.BytesIO(data), ReplayOptions(mode="call"))
+    assert [(r.line, r.code) for r in result.rejects] == [(7, "late"), (9, "late")]
+    assert "gate of interval" in result.rejects[0].reason
+    assert "already cleared" in result.rejects[1].reason
+    assert result.rejects[1].text == lines[8].decode()
+    assert result.python_path == {"account, meter or reading line": 1,
+                                  "the log's first order or cancel": 1}  # fmt: skip
+    fast, slow = replay_both(data, mode="call")
+    assert fast == slow
