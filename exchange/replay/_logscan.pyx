@@ -1375,26 +1375,29 @@ def volume_turnover(const int64_t[::1] qty, const int64_t[::1] price) -> tuple:
     return (<object>vhi << 64) | vlo, (<object>hi << 64) | lo
 
 
-def cda_buckets(const int64_t[::1] ts, list market, const int64_t[::1] qty,
-                const int64_t[::1] price, int64_t length) -> dict:
+def cda_buckets(const int64_t[::1] ts, const int64_t[::1] market_starts, list market_values,
+                const int64_t[::1] qty, const int64_t[::1] price, int64_t length) -> dict:
     """cda intervals.csv: {(interval start, market): [volume, turnover, fills]} over the
-    fills' columns (ts, qty, price as int64 arrays, market a list), bucketing each fill
-    by the interval of its ts. Sums run in C over runs of fills with the same bucket
-    (turnover in 128 bits) and are added to the dict as Python ints when the bucket
-    changes."""
+    fills' columns (ts, qty, price as int64 arrays; the market as runs: each run's first
+    row and its value, replay.Runs), bucketing each fill by the interval of its ts. Sums
+    run in C over runs of fills with the same bucket (turnover in 128 bits) and are added
+    to the dict as Python ints when the bucket changes."""
     cdef Py_ssize_t n = ts.shape[0]
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, run = -1, n_runs = market_starts.shape[0]
     cdef int64_t t, q, p, start = 0, prev_start = 0
     cdef int64_t vol = 0, fills = 0
     cdef uint64_t lo = 0, hi = 0, prod
-    cdef object m, prev_m = None
+    cdef object m = None, prev_m = None
     cdef dict out = {}
-    if len(market) != n or qty.shape[0] != n or price.shape[0] != n or length <= 0:
+    if (qty.shape[0] != n or price.shape[0] != n or length <= 0
+            or len(market_values) != n_runs or (n and (n_runs == 0 or market_starts[0] != 0))):
         raise ValueError("cda_buckets: columns of different lengths or a bad length")
     for i in range(n + 1):
         if i < n:
             t = ts[i]
-            m = market[i]
+            if run + 1 < n_runs and market_starts[run + 1] == i:
+                run += 1
+                m = market_values[run]
             start = t - t % length
         if fills and (i == n or start != prev_start or (m is not prev_m and m != prev_m)):
             b = out.get((prev_start, prev_m))
