@@ -254,21 +254,30 @@ cdef enum:
 cdef const char* HEX_DIGITS = b"0123456789abcdef"
 
 
-cdef inline bint _is_hex64(const unsigned char* p, size_t n) noexcept nogil:
-    cdef uint8_t acc = 0
-    cdef size_t i
+cdef inline bint _hex64_pack(const unsigned char* p, Py_ssize_t n,
+                             unsigned char* out) noexcept nogil:
+    """Whether ``p`` is a 64 lower-case hex id, writing its 32 bytes to ``out`` on the way:
+    one pass where checking, keying and packing took four."""
+    cdef uint8_t acc = 0, hi, lo
+    cdef int k
     if n != 64:
         return False
-    for i in range(64):
-        acc |= HEX[p[i]]
+    for k in range(32):
+        hi = HEX[p[2 * k]]
+        lo = HEX[p[2 * k + 1]]
+        acc |= hi | lo
+        out[k] = <unsigned char>((hi << 4) | (lo & 15))
     return not (acc & 16)
 
 
-cdef inline void _hex64_bytes(const unsigned char* text, unsigned char* out) noexcept nogil:
-    """The 32 bytes a 64 lower-case hex id spells (checked with :func:`_is_hex64`)."""
+cdef inline uint64_t _packed_key(const unsigned char* packed) noexcept nogil:
+    """The engine key of a 64-hex id from its packed bytes: its first 8, big-endian (the
+    first 16 hex digits as an integer)."""
+    cdef uint64_t v = 0
     cdef int k
-    for k in range(32):
-        out[k] = (HEX[text[2 * k]] << 4) | HEX[text[2 * k + 1]]
+    for k in range(8):
+        v = (v << 8) | packed[k]
+    return v
 
 
 cdef str _hex64_text(const unsigned char* raw):
@@ -461,13 +470,11 @@ cdef int _parse(const unsigned char* p, const unsigned char* end, Line* L,
 
 cdef inline uint64_t _id_key(const unsigned char* p, Py_ssize_t n) noexcept nogil:
     """The engine key of an id (exchange/engine_keys.py): a 64 lower-case hex id's first
-    16 digits as an integer, any other id's first 8 bytes of SHA-256, big-endian."""
-    cdef uint64_t v = 0
-    cdef int i
-    if _is_hex64(p, <size_t>n):
-        for i in range(16):
-            v = (v << 4) | HEX[p[i]]
-        return v
+    16 digits as an integer, any other id's first 8 bytes of SHA-256, big-endian (the
+    scanner's _apply keys its lines the same way, from the packed bytes)."""
+    cdef unsigned char packed[32]
+    if _hex64_pack(p, n, packed):
+        return _packed_key(packed)
     return wm_sha256_key(p, <size_t>n)
 
 
@@ -713,7 +720,16 @@ cdef class Scanner:
     cdef int32_t _put(self, uint64_t key, const unsigned char* oid, size_t oid_len,
                       uint32_t owner, int32_t where) except -2:
         """Set the entry of ``key`` (new, or taken over); returns its index."""
-        cdef int32_t i = self._find(key)
+        cdef unsigned char packed[32]
+        cdef bint hex64 = _hex64_pack(oid, oid_len, packed)
+        return self._store(self._find(key), key, oid, oid_len, packed if hex64 else NULL,
+                           owner, where)
+
+    cdef int32_t _store(self, int32_t i, uint64_t key, const unsigned char* oid,
+                        size_t oid_len, const unsigned char* packed, uint32_t owner,
+                        int32_t where) except -2:
+        """Set entry ``i`` (``_find(key)``; -1: a new one) to the order with id ``oid``,
+        given as its 32 packed bytes when it is a 64-hex id (else ``packed`` is NULL)."""
         cdef size_t h
         cdef Entry* e
         if i == -1:
@@ -729,12 +745,12 @@ cdef class Scanner:
                 h = (h + 1) & self.slot_mask
             self.slots[h].tag = _tag(key)
             self.slots[h].idx = i
-        cdef bint hex64 = _is_hex64(oid, oid_len)
+        cdef bint hex64 = packed != NULL
         cdef size_t kept = 32 if hex64 else oid_len
         if self.ids_n + kept > self.ids_cap:
             self.id_arena = <unsigned char*>grow(self.id_arena, &self.ids_cap, self.ids_n + kept, 1)
         if hex64:
-            _hex64_bytes(oid, self.id_arena + self.ids_n)
+            memcpy(self.id_arena + self.ids_n, packed, 32)
         else:
             memcpy(self.id_arena + self.ids_n, oid, oid_len)
         e = &self.entries[i]
@@ -947,9 +963,12 @@ cdef class Scanner:
         cdef int32_t e, a
         cdef Entry* en
         cdef int64_t clock, interval
+        cdef unsigned char packed[32]
+        cdef bint hex64
         if not self.have_first_ts:
             return S_SLOW
-        key = _id_key(L.oid, L.oid_len)
+        hex64 = _hex64_pack(L.oid, L.oid_len, packed)
+        key = _packed_key(packed) if hex64 else wm_sha256_key(L.oid, <size_t>L.oid_len)
         wm_prefetch(&self.slots[mix(key) & self.slot_mask])  # a cache miss, mostly
         h = self._owner(L.owner, L.owner_len)
         if h == NO_OWNER:
@@ -973,14 +992,14 @@ cdef class Scanner:
                     return S_SLOW
                 self.clock = clock
                 a = self._auction(L.interval, m)
-                self._put(key, L.oid, L.oid_len, h, a)
+                self._store(-1, key, L.oid, L.oid_len, packed if hex64 else NULL, h, a)
                 self._add_row(a, key, h, L.side, L.price, L.qty, L.ts)
             else:
                 if self.b_n and (self.batch_market != m or self.b_n >= BATCH_MAX):
                     return S_FLUSH
                 if L.ts > self.clock:
                     self.clock = L.ts
-                self._put(key, L.oid, L.oid_len, h, m)
+                self._store(-1, key, L.oid, L.oid_len, packed if hex64 else NULL, h, m)
                 self.batch_market = m
                 self._batch_push(E_LIMIT, L.side, L.price, L.qty, key, h, L.tif, L.ts,
                                  start, end)
@@ -990,7 +1009,8 @@ cdef class Scanner:
         if e == -1:
             return S_SLOW
         en = &self.entries[e]
-        if not self._same_id(en, L.oid, L.oid_len) or en.owner != h:
+        if (not self._same_id(en, L.oid, L.oid_len, packed if hex64 else NULL)
+                or en.owner != h):
             return S_SLOW
         if self.call:
             if L.ts > self.clock and self.n_pend and L.ts >= self.next_gate_c:
@@ -1126,18 +1146,15 @@ cdef class Scanner:
         return PyUnicode_DecodeUTF8(<const char*>(self.id_arena + (r >> 8)),
                                     <Py_ssize_t>(r & 0xFF), "surrogatepass")
 
-    cdef bint _same_id(self, Entry* en, const unsigned char* oid,
-                       Py_ssize_t n) noexcept nogil:
-        """Whether the entry's id is the text ``oid`` (n bytes)."""
+    cdef bint _same_id(self, Entry* en, const unsigned char* oid, Py_ssize_t n,
+                       const unsigned char* packed) noexcept nogil:
+        """Whether the entry's id is the text ``oid`` (n bytes; ``packed``: its 32 bytes
+        if it is a 64-hex id, else NULL)."""
         cdef const unsigned char* raw = self.id_arena + (en.id_ref >> 8)
         cdef uint64_t length = en.id_ref & 0xFF
-        cdef unsigned char packed[32]
         if length != HEX64_REF:
             return <Py_ssize_t>length == n and memcmp(raw, oid, n) == 0
-        if not _is_hex64(oid, n):
-            return False
-        _hex64_bytes(oid, packed)
-        return memcmp(raw, packed, 32) == 0
+        return packed != NULL and memcmp(raw, packed, 32) == 0
 
     def entry(self, uint64_t key):
         """The order holding ``key``: (id, owner handle, market index, interval), or None.
