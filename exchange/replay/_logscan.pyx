@@ -181,6 +181,13 @@ ctypedef struct Line:
     int64_t qty
     int64_t ts
     int64_t interval     # NO_INTERVAL: null or absent
+    # Where the line is, and what _read_line made of it
+    Py_ssize_t start
+    Py_ssize_t end       # its newline (or the end of the buffer)
+    bint parsed          # in the fast shape with valid values (_parse)
+    bint hex64           # its id is 64 lower-case hex digits, packed into `packed`
+    uint64_t key         # its id's engine key
+    unsigned char packed[32]
 
 
 ctypedef struct Entry:      # the order holding a key (replay's "by_key"): 24 bytes
@@ -963,13 +970,10 @@ cdef class Scanner:
         cdef int32_t e, a
         cdef Entry* en
         cdef int64_t clock, interval
-        cdef unsigned char packed[32]
-        cdef bint hex64
+        cdef const unsigned char* packed = L.packed if L.hex64 else NULL
         if not self.have_first_ts:
             return S_SLOW
-        hex64 = _hex64_pack(L.oid, L.oid_len, packed)
-        key = _packed_key(packed) if hex64 else wm_sha256_key(L.oid, <size_t>L.oid_len)
-        wm_prefetch(&self.slots[mix(key) & self.slot_mask])  # a cache miss, mostly
+        key = L.key
         h = self._owner(L.owner, L.owner_len)
         if h == NO_OWNER:
             return S_SLOW
@@ -992,14 +996,14 @@ cdef class Scanner:
                     return S_SLOW
                 self.clock = clock
                 a = self._auction(L.interval, m)
-                self._store(-1, key, L.oid, L.oid_len, packed if hex64 else NULL, h, a)
+                self._store(-1, key, L.oid, L.oid_len, packed, h, a)
                 self._add_row(a, key, h, L.side, L.price, L.qty, L.ts)
             else:
                 if self.b_n and (self.batch_market != m or self.b_n >= BATCH_MAX):
                     return S_FLUSH
                 if L.ts > self.clock:
                     self.clock = L.ts
-                self._store(-1, key, L.oid, L.oid_len, packed if hex64 else NULL, h, m)
+                self._store(-1, key, L.oid, L.oid_len, packed, h, m)
                 self.batch_market = m
                 self._batch_push(E_LIMIT, L.side, L.price, L.qty, key, h, L.tif, L.ts,
                                  start, end)
@@ -1009,8 +1013,7 @@ cdef class Scanner:
         if e == -1:
             return S_SLOW
         en = &self.entries[e]
-        if (not self._same_id(en, L.oid, L.oid_len, packed if hex64 else NULL)
-                or en.owner != h):
+        if not self._same_id(en, L.oid, L.oid_len, packed) or en.owner != h:
             return S_SLOW
         if self.call:
             if L.ts > self.clock and self.n_pend and L.ts >= self.next_gate_c:
@@ -1039,35 +1042,58 @@ cdef class Scanner:
             self._batch_push(E_CANCEL, 0, 0, 0, key, h, 0, L.ts, start, end)
         return 0
 
+    cdef inline void _read_line(self, const unsigned char* base, Py_ssize_t pos,
+                                Py_ssize_t end, Line* L) noexcept nogil:
+        """Find the line at ``pos`` and parse it; a parsed line gets its id's key, and
+        the slot that key hashes to is prefetched (a cache miss, mostly, in tens of MB of
+        slots), so that the miss overlaps the work on the line before it."""
+        cdef const unsigned char* nl = <const unsigned char*>memchr(base + pos, 10, end - pos)
+        L.start = pos
+        L.end = nl - base if nl != NULL else end
+        L.parsed = (L.end > pos and not self.all_slow
+                    and _parse(base + pos, base + L.end, L, self.min_price,
+                               self.max_price) == 0)
+        if not L.parsed:
+            return
+        L.hex64 = _hex64_pack(L.oid, L.oid_len, L.packed)
+        L.key = _packed_key(L.packed) if L.hex64 else wm_sha256_key(L.oid, <size_t>L.oid_len)
+        wm_prefetch(&self.slots[mix(L.key) & self.slot_mask])
+
     cdef int _scan(self, const unsigned char* base, Py_ssize_t pos,
                    Py_ssize_t end) except -1:
-        cdef const unsigned char* nl
-        cdef Py_ssize_t lend
-        cdef Line L
+        cdef Line lines[2]
+        cdef Line* L = &lines[0]
+        cdef Line* ahead = &lines[1]
+        cdef Line* swap
+        cdef bint have_ahead = False
         cdef int r
         while pos < end:
-            nl = <const unsigned char*>memchr(base + pos, 10, end - pos)
-            lend = nl - base if nl != NULL else end
-            if lend == pos:  # an empty line
+            if have_ahead:  # the line at pos was read with the one before
+                swap = L
+                L = ahead
+                ahead = swap
+                have_ahead = False
+            else:
+                self._read_line(base, pos, end, L)
+            if L.end == pos:  # an empty line
                 self.lineno += 1
                 self.blank += 1
-                pos = lend + 1
+                pos = L.end + 1
                 continue
-            if self.all_slow or _parse(base + pos, base + lend, &L, self.min_price,
-                                       self.max_price):
-                r = S_SLOW
-            else:
-                r = self._apply(&L, pos, lend)
+            if L.end + 1 < end:  # read the next line now: its slot loads meanwhile
+                self._read_line(base, L.end + 1, end, ahead)
+                have_ahead = True
+            r = self._apply(L, pos, L.end) if L.parsed else S_SLOW
             if r == S_CLEAR or r == S_FLUSH:
                 self.pos = pos
                 return r
             self.lineno += 1
             if r == S_SLOW or r == S_REFUSED:
                 self.line_start = pos
-                self.line_end = lend
-                self.pos = lend + 1 if lend < end else end
+                self.line_end = L.end
+                self.pos = L.end + 1 if L.end < end else end
                 return r
-            pos = lend + 1
+            pos = L.end + 1
         self.pos = end
         return S_DONE
 
