@@ -98,6 +98,7 @@ cdef extern from *:
     uint64_t wm_load(const unsigned char* p) nogil
     uint64_t wm_sha256_key(const unsigned char* p, size_t n) nogil
     void wm_prefetch "__builtin_prefetch"(const void* p) nogil
+    int wm_ctz "__builtin_ctzll"(unsigned long long x) nogil
 
 cdef extern from *:
     """
@@ -319,10 +320,15 @@ cdef inline const unsigned char* _string(const unsigned char* p, const unsigned 
     position after the closing quote, or NULL."""
     cdef const unsigned char* q
     cdef unsigned char c
+    cdef uint64_t m
     if p >= end or p[0] != 34:  # '"'
         return NULL
     q = p + 1
-    while q + 8 <= end and wm_special(wm_load(q)) == 0:
+    while q + 8 <= end:
+        m = wm_special(wm_load(q))
+        if m:  # its lowest flagged byte is the first special one (no false flag below it)
+            q += wm_ctz(m) >> 3
+            break
         q += 8
     while q < end:
         c = q[0]

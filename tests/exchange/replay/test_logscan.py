@@ -552,3 +552,25 @@ def test_late_call_cancels_are_refused_by_the_scanner_as_the_python_path_refuses
                                   "the log's first order or cancel": 1}  # fmt: skip
     fast, slow = replay_both(data, mode="call")
     assert fast == slow
+
+
+@pytest.mark.parametrize("special", ["é", '\\"', "\\\\", "\\u0041", "\x7f"])
+def test_a_special_byte_anywhere_in_a_string_is_found(special):
+    """The scanner reads strings 8 bytes at a time and jumps to the first byte that is
+    not plain ASCII (a quote, a backslash, a control or non-ASCII byte): at every offset
+    within and across those words, such an id replays as the Python path has it."""
+    account = {"type": "account", "owner": "alice", "energy": 10**4, "money": 10**12,
+               "bmax": 10**5}  # fmt: skip
+    lines = [orjson.dumps(account)]
+    for offset in range(20):
+        d = Order("energy", "ask", 100_000, 10, "alice", T0 - L + offset, T0).to_dict()
+        lines.append(orjson.dumps(d))  # plain: the scanner's own
+        text = orjson.dumps(d).decode().replace(d["id"], "i" * offset + special + "d" * 5)
+        lines.append(text.encode())
+    data = b"\n".join(lines) + b"\n"
+    for mode in ("call", "cda"):
+        fast, slow = replay_both(data, mode=mode)
+        assert fast == slow
+        result = replay(io.BytesIO(data), ReplayOptions(mode=mode))
+        assert result.accepted["orders"] == 40
+        assert result.python_path["a shape the scanner does not read"] == 20
