@@ -1309,6 +1309,8 @@ cdef class Scanner:
         cdef carray.array out = array("Q", bytes(8 * n))
         cdef uint64_t* ref = <uint64_t*>out.data.as_voidptr
         for i in range(n):
+            if i + 8 < n:  # the slots are read at random: start the load 8 keys ahead
+                wm_prefetch(&self.slots[mix(keys[i + 8]) & self.slot_mask])
             e = self._find(keys[i])
             if e == -1:
                 raise KeyError(keys[i])
