@@ -34,7 +34,6 @@ import json
 import os
 import statistics
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
@@ -339,6 +338,9 @@ def run_sessions(
             if on_session is not None:
                 on_session(results[-1])
         return results
+    # Loaded here: multiprocessing costs every wattmesh command ~12 ms (the CLI imports this).
+    from concurrent.futures import ProcessPoolExecutor
+
     chunk = max(1, len(seeds) // (4 * workers))
     with ProcessPoolExecutor(max_workers=workers) as pool:
         # map() yields in submission order, whatever order the workers finish in.

@@ -19,12 +19,30 @@ import dataclasses
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from wattmesh.settlement.errors import RecordError
 
 from .canonical import CanonicalError, record_id
-from .keys import Ed25519PrivateKey, peer_id_of, sign, verify
+
+if TYPE_CHECKING:
+    from .keys import Ed25519PrivateKey
+
+# settlement.keys (and with it cryptography, ~9 MB and 20 ms) loads when a record is
+# signed or a signature checked, so a replay without --verify-signatures never loads it.
+
+
+def _sign(key: Ed25519PrivateKey, body: dict) -> str:
+    from .keys import sign
+
+    return sign(key, body)
+
+
+def _verify(signer: str, body: dict, sig: str) -> bool:
+    from .keys import verify
+
+    return verify(signer, body, sig)
+
 
 __all__ = [
     "Account",
@@ -300,7 +318,7 @@ class Order:
     def signed(self, key: Ed25519PrivateKey) -> Order:
         """A copy signed by ``key``, which must be the owner's (owner = its peer id)."""
         _check_signer(self.owner, key)
-        return dataclasses.replace(self, sig=sign(key, self.body()))
+        return dataclasses.replace(self, sig=_sign(key, self.body()))
 
 
 (
@@ -370,10 +388,12 @@ class Cancel:
     def signed(self, key: Ed25519PrivateKey) -> Cancel:
         """A copy signed by ``key``, which must be the owner's (owner = its peer id)."""
         _check_signer(self.owner, key)
-        return dataclasses.replace(self, sig=sign(key, self.body()))
+        return dataclasses.replace(self, sig=_sign(key, self.body()))
 
 
 def _check_signer(signer_id: str, key: Ed25519PrivateKey, field: str = "owner") -> None:
+    from .keys import peer_id_of
+
     signer = peer_id_of(key)
     if signer != signer_id:
         raise ValueError(f"{field} is {signer_id!r} but the key belongs to {signer!r}")
@@ -386,7 +406,7 @@ def verify_signature(record: Order | Cancel) -> bool:
     ``record.id == record.computed_id()`` (or parse it with ``check_id=True``).
     """
     sig = record.sig
-    return sig is not None and verify(record.owner, record.body(), sig)
+    return sig is not None and _verify(record.owner, record.body(), sig)
 
 
 _TRADE_KEYS = frozenset(
@@ -644,11 +664,11 @@ class Reading:
     def signed(self, key: Ed25519PrivateKey) -> Reading:
         """A copy signed by ``key``, which must be the meter's (meter = its peer id)."""
         _check_signer(self.meter, key, "meter")
-        return dataclasses.replace(self, sig=sign(key, self.body()))
+        return dataclasses.replace(self, sig=_sign(key, self.body()))
 
     def verify_signature(self) -> bool:
         """True iff the reading carries a valid signature by its meter's key."""
-        return self.sig is not None and verify(self.meter, self.body(), self.sig)
+        return self.sig is not None and _verify(self.meter, self.body(), self.sig)
 
 
 def parse_record(

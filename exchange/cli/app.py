@@ -197,8 +197,6 @@ def replay(
     # The replay's modules (the engine, the scanner) load here, not for every command.
     from wattmesh.exchange.replay import replay as replaying
     from wattmesh.exchange.replay.log_kind import is_node_log
-    from wattmesh.exchange.replay.to_ledger import ReplayLedgerError, settle_into_ledger
-    from wattmesh.settlement.ledger import LedgerError
 
     check_out_format(fmt, out, option_given(ctx, "fmt"))
     if book and (out is None or mode is not Mode.call or (log is not None and is_node_log(log))):
@@ -236,6 +234,10 @@ def replay(
         _fail(f"cannot read {log}: {exc.strerror or exc}")
     _write_tables(result, trades, out, fmt.value)
     if ledger is not None:
+        # The ledger's modules (its store, the keys, cryptography) load only for --ledger.
+        from wattmesh.exchange.replay.to_ledger import ReplayLedgerError, settle_into_ledger
+        from wattmesh.settlement.ledger import LedgerError
+
         try:
             settled = settle_into_ledger(result, ledger, storage_rate)
         except (ReplayLedgerError, LedgerError) as exc:

@@ -57,3 +57,12 @@ def test_both_formats_leave_the_parquet_tables_to_a_child_process(tmp_path) -> N
     loaded = loaded_by(["replay", "--mode", "cda", "--out", str(tmp_path)])
     assert "pyarrow" not in loaded
     assert {p.name for p in tmp_path.iterdir()} >= {"trades.csv", "trades.parquet"}
+
+
+def test_a_replay_without_ledger_or_signatures_loads_no_keys_and_no_ledger() -> None:
+    """cryptography (~9 MB, 20 ms) and the ledger's store load only for --ledger or
+    --verify-signatures (settlement/records.py signs and checks through keys lazily)."""
+    loaded = loaded_by(["replay", "--json"])
+    assert "wattmesh.exchange.replay._logscan" in loaded
+    assert loaded & {"cryptography", "wattmesh.settlement.keys",
+                     "wattmesh.settlement.ledger.store", "multiprocessing"} == set()  # fmt: skip

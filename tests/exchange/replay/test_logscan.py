@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from array import array
 from typing import Any
 
 import orjson
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from wattmesh.exchange.engine_keys import order_key
 from wattmesh.exchange.replay import replay as replay_module
-from wattmesh.exchange.replay._logscan import id_key
+from wattmesh.exchange.replay._logscan import id_key, volume_turnover
 from wattmesh.exchange.replay.replay import ReplayOptions, ReplayResult, replay
 from wattmesh.exchange.replay.sample_log import write_log
 from wattmesh.settlement.records import Cancel, Order
@@ -409,3 +410,167 @@ def test_ids_come_back_exactly_as_the_log_spelled_them(mode):
     assert result.accepted["cancels"] == 1
     (refused,) = result.rejects
     assert "e" * 64 in refused.text and refused.code in ("not-live", "late")
+
+
+@pytest.mark.parametrize("mode", ["call", "cda"])
+def test_a_finished_replay_keeps_its_ids_and_releases_its_tables(mode):
+    """finish() frees the scanner's order tables: the fills' ids still read from the id
+    arena, and any use of the freed tables is refused instead of reading freed memory."""
+    result = replay(None, ReplayOptions(mode=mode))  # the bundled sample
+    scanner = result.trades.bid._texts.__self__
+    assert scanner.released
+    assert len(result.trades) and all(len(oid) == 64 for oid in result.trades.bid)
+    assert result.trades.ask[0] == next(result.trade_rows())["ask"]
+    for use in (
+        lambda: scanner.entry(1),
+        lambda: scanner.call_live(1),
+        lambda: scanner.id_refs(array("Q", [1])),
+        lambda: scanner.scan(b"x", 0, 1),
+    ):
+        with pytest.raises(RuntimeError, match="released"):
+            use()
+
+
+SUM_VALUES = st.integers(0, 2**31 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(SUM_VALUES, SUM_VALUES), max_size=40))
+def test_volume_and_turnover_are_summed_exactly_in_c(rows):
+    """The summary's sums (in C, 128 bits) are Python's, past 2**64 too."""
+    rows = rows + [(2**31 - 1, 2**31 - 1)] * 5  # 5 * (2**31 - 1)**2 > 2**64
+    qty, price = array("q", [q for q, _ in rows]), array("q", [p for _, p in rows])
+    assert volume_turnover(qty, price) == (sum(qty), sum(q * p for q, p in rows))
+
+
+def test_volume_turnover_refuses_what_it_cannot_sum_exactly():
+    with pytest.raises(ValueError, match="row 1"):
+        volume_turnover(array("q", [1, -1]), array("q", [1, 1]))
+    with pytest.raises(ValueError, match="row 0"):
+        volume_turnover(array("q", [1]), array("q", [2**31]))
+    with pytest.raises(ValueError, match="lengths"):
+        volume_turnover(array("q", [1]), array("q", []))
+
+
+# -- the scanner's tables against a plain model ------------------------------------------------
+# Both replay paths keep their orders in the scanner's tables, so the differential tests
+# above cannot see a fault in them; this holds the tables to dicts.
+TABLE_IDS = ["a" * 64, "0" * 63 + "1", "plain", "x-2", "ünï"]
+TABLE_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "put", "put", "cancel", "take", "check"]),
+        st.integers(0, 5),  # key
+        st.sampled_from(TABLE_IDS),
+        st.integers(0, 2),  # owner handle
+        st.integers(0, 1),  # market index
+        st.sampled_from([1_000, 2_000, 3_000]),  # interval
+        st.integers(1, 99),  # price, qty, ts
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(TABLE_OPS, st.booleans())
+def test_the_scanner_tables_hold_what_a_plain_model_holds(ops, call):
+    from wattmesh.exchange.replay._logscan import Scanner
+
+    scan = Scanner(call, 1_000, True, 1, 2**31 - 1)
+    for name in ("alice", "bob", "carol"):
+        scan.add_owner(name)
+    for market in ("energy", "heat"):
+        scan.add_market(market)
+    entries: dict[int, tuple] = {}  # key -> (id, owner, market, interval, auction)
+    auctions: list[dict] = []  # interval, market, pending, rows
+    cancelled: set[tuple[int, int]] = set()
+
+    def live(key: int) -> bool:
+        a = entries[key][4]
+        return auctions[a]["pending"] and (a, key) not in cancelled
+
+    for op, key, oid, owner, market, interval, n in ops:
+        if op == "put":
+            if not call:
+                scan.put_order(key, oid, owner, market, None, 0, n, n, n)
+                entries[key] = (oid, owner, market, None, None)
+                continue
+            a = next((i for i, x in enumerate(auctions) if x["pending"]
+                      and (x["interval"], x["market"]) == (interval, market)), None)  # fmt: skip
+            if a is None:
+                a = len(auctions)
+                auctions.append({"interval": interval, "market": market, "pending": True,
+                                 "rows": []})  # fmt: skip
+            scan.put_order(key, oid, owner, market, interval, n % 2, n, n + 1, n + 2)
+            auctions[a]["rows"].append((n % 2, n, n + 1, key, owner, n + 2))
+            entries[key] = (oid, owner, market, interval, a)
+        elif op == "cancel" and call:
+            expected = key in entries and live(key)
+            assert bool(scan.call_cancel(key)) is expected
+            if expected:
+                cancelled.add((entries[key][4], key))
+        elif op == "take" and call:
+            got = sorted((m, tuple(map(list, cols))) for m, cols in scan.take_interval(interval))
+            want = []
+            for a, x in enumerate(auctions):
+                if x["pending"] and x["interval"] == interval:
+                    rows = [r for r in x["rows"] if (a, r[3]) not in cancelled]
+                    want.append((x["market"], tuple(map(list, zip(*rows, strict=True)))
+                                 if rows else ([],) * 6))  # fmt: skip
+                    x["pending"] = False
+            assert got == sorted(want)
+        for k in range(6):
+            want_entry = entries.get(k)
+            assert scan.entry(k) == (want_entry[:4] if want_entry else None)
+            if want_entry is not None:
+                assert scan.id_texts(scan.id_refs(array("Q", [k]))) == [want_entry[0]]
+                if call:
+                    assert bool(scan.call_pending(k)) is auctions[want_entry[4]]["pending"]
+                    assert bool(scan.call_live(k)) is live(k)
+
+
+def test_late_call_cancels_are_refused_by_the_scanner_as_the_python_path_refuses_them():
+    """call: a cancel at or after its order's gate, or after its interval cleared, is
+    refused in C (REFUSED) with the Python path's reason and line, and takes no Python
+    path; only the log's first cancel (first_ts) does."""
+    account = {"type": "account", "owner": "alice", "energy": 0, "money": 10**9, "bmax": 10}
+    lines = [orjson.dumps(account)]
+    orders = [Order("energy", "bid", 100_000, 5, "alice", T0 - L + k, T0).to_dict()
+              for k in range(4)]  # fmt: skip
+    lines += [orjson.dumps(d) for d in orders]
+    lines.append(orjson.dumps(Cancel(orders[0]["id"], "alice", T0 - 1).to_dict()))  # in time
+    lines.append(orjson.dumps(Cancel(orders[1]["id"], "alice", T0).to_dict()))  # at the gate
+    lines.append(orjson.dumps(Order("energy", "bid", 100_000, 5, "alice", T0 + L, T0 + 2 * L)
+                              .to_dict()))  # fmt: skip
+    lines.append(orjson.dumps(Cancel(orders[2]["id"], "alice", T0 - 2).to_dict()))  # cleared
+    data = b"\n".join(lines) + b"\n"
+    result = replay(io.BytesIO(data), ReplayOptions(mode="call"))
+    assert [(r.line, r.code) for r in result.rejects] == [(7, "late"), (9, "late")]
+    assert "gate of interval" in result.rejects[0].reason
+    assert "already cleared" in result.rejects[1].reason
+    assert result.rejects[1].text == lines[8].decode()
+    assert result.python_path == {"account, meter or reading line": 1,
+                                  "the log's first order or cancel": 1}  # fmt: skip
+    fast, slow = replay_both(data, mode="call")
+    assert fast == slow
+
+
+@pytest.mark.parametrize("special", ["é", '\\"', "\\\\", "\\u0041", "\x7f"])
+def test_a_special_byte_anywhere_in_a_string_is_found(special):
+    """The scanner reads strings 8 bytes at a time and jumps to the first byte that is
+    not plain ASCII (a quote, a backslash, a control or non-ASCII byte): at every offset
+    within and across those words, such an id replays as the Python path has it."""
+    account = {"type": "account", "owner": "alice", "energy": 10**4, "money": 10**12,
+               "bmax": 10**5}  # fmt: skip
+    lines = [orjson.dumps(account)]
+    for offset in range(20):
+        d = Order("energy", "ask", 100_000, 10, "alice", T0 - L + offset, T0).to_dict()
+        lines.append(orjson.dumps(d))  # plain: the scanner's own
+        text = orjson.dumps(d).decode().replace(d["id"], "i" * offset + special + "d" * 5)
+        lines.append(text.encode())
+    data = b"\n".join(lines) + b"\n"
+    for mode in ("call", "cda"):
+        fast, slow = replay_both(data, mode=mode)
+        assert fast == slow
+        result = replay(io.BytesIO(data), ReplayOptions(mode=mode))
+        assert result.accepted["orders"] == 40
+        assert result.python_path["a shape the scanner does not read"] == 20

@@ -20,6 +20,7 @@ from wattmesh.exchange.replay.replay import (
     BadLineError,
     ReplayOptions,
     ReplayResult,
+    Runs,
     order_key,
     replay,
 )
@@ -640,9 +641,9 @@ def test_out_files_have_their_columns_and_agree_with_the_trades_file(tmp_path, m
         accounts = list(csv.DictReader(fp))
     assert list(accounts[0]) == list(outputs.ACCOUNT_COLUMNS)
     for row in accounts:
-        assert int(row["energy_wh"]) == int(row["energy_start_wh"]) + int(
-            row["bought_wh"]
-        ) - int(row["sold_wh"])
+        assert int(row["energy_wh"]) == int(row["energy_start_wh"]) + int(row["bought_wh"]) - int(
+            row["sold_wh"]
+        )
     assert sum(int(r["bought_wh"]) for r in accounts) == sum(t["qty"] for t in jsonl)
 
     summary = orjson.loads(files["summary.json"])
@@ -708,3 +709,30 @@ def test_the_docs_show_the_sample_ledger_as_it_is_written(tmp_path, console, mon
     assert written in doc
     code, out, _err = console("ledger", "verify", "audit.db")
     assert code == 0 and out.strip() in doc
+
+
+RUN_VALUES = st.sampled_from([None, 0, 1, 1_000, "energy", "heat", ""])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(RUN_VALUES, st.integers(0, 5)), max_size=12), st.data())
+def test_a_runs_column_reads_as_the_list_it_stands_for(runs, data):
+    """The fills' interval and market columns (Runs) read exactly like plain lists: index,
+    slice, iteration and length; 0 and None never share a run."""
+    column, plain = Runs(), []
+    for value, count in runs:
+        if count == 1 and data.draw(st.booleans()):
+            column.append(value)
+        else:
+            column.extend(value, count)
+        plain += [value] * count
+    assert len(column) == len(plain) and list(column) == plain
+    assert [type(v) for v in column] == [type(v) for v in plain]
+    if plain:
+        i = data.draw(st.integers(-len(plain), len(plain) - 1))
+        assert column[i] == plain[i] and type(column[i]) is type(plain[i])
+    a, b = data.draw(st.integers(-3, len(plain) + 3)), data.draw(st.integers(-3, len(plain) + 3))
+    step = data.draw(st.sampled_from([None, 1, 2, -1]))
+    assert column[a:b:step] == plain[a:b:step]
+    with pytest.raises(IndexError):
+        column[len(plain)]
