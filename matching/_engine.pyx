@@ -68,6 +68,10 @@ cdef extern from * nogil:
        worth of memory is not faulted in again each time. */
     static inline void wm_sort_keys(wm_key* k, size_t n, wm_key* tmp) {
         if (n < 2) return;
+        if (n <= 128) {  /* a radix pass costs its 2048 counters, more than this sort */
+            std::sort(k, k + n, wm_key_less());
+            return;
+        }
         int64_t lo = k[0].pkey, hi = k[0].pkey;
         for (size_t i = 1; i < n; i++) {
             if (k[i].pkey < lo) lo = k[i].pkey;

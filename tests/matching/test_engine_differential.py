@@ -617,8 +617,13 @@ def spread_orders(seed: int, n: int, spread: int) -> list[tuple[int, int, int, i
 
 # Prices spread over a span wide enough that each side's keys fall in many of the clearing's
 # buckets (each sorted only when the walk reaches it), with many orders per interval.
+# Some intervals are large enough that buckets hold hundreds of orders (sorted by radix
+# passes, not only by comparisons).
 SPREAD_ORDERS = st.builds(
-    spread_orders, st.integers(0, 2**32 - 1), st.integers(0, 300), st.integers(1, 7)
+    spread_orders,
+    st.integers(0, 2**32 - 1),
+    st.one_of(st.integers(0, 300), st.integers(1_000, 3_000)),
+    st.integers(1, 7),
 )
 
 
