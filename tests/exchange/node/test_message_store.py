@@ -22,6 +22,7 @@ from wattmesh.exchange.node.wire import (
     Inbound,
     carried_records,
     parse,
+    set_digest,
 )
 from wattmesh.settlement.canonical import canonical
 from wattmesh.settlement.keys import generate_key, peer_id_of
@@ -97,7 +98,8 @@ def test_held_messages_come_back_as_parsed_with_the_same_orders_and_ids(store, o
         same(got, want)
     assert carried_records(pending) == carried_records([o, b, c])
     same(store.pending(T1)[0], reading)
-    assert store.digest(T0) == store.digest(T0) and store.ids(T0) == sorted([o.id, b.id, c.id])
+    assert store.ids(T0) == sorted([o.id, b.id, c.id])
+    assert store.digest(T0) == set_digest([o.id, b.id, c.id])
 
 
 def test_an_order_held_twice_stays_held_until_its_last_copy_goes(store, order):
@@ -108,6 +110,12 @@ def test_an_order_held_twice_stays_held_until_its_last_copy_goes(store, order):
     store.add(copy, T0)
     assert [m.id for m in store.carriers(o.id)] == [o.id, copy.id]
     assert [m.id for m in store.carriers(copy.orders()[1].id)] == [copy.id]
+    other = copy.orders()[1].id
+    found = store.carriers_of([other, "ff" * 32, o.id])  # what a message's check asks
+    assert {k: [m.id for m in v] for k, v in found.items()} == {
+        other: [copy.id],
+        o.id: [o.id, copy.id],
+    }
     store.remove([o.id])
     assert [m.id for m in store.carriers(o.id)] == [copy.id]
     assert store.order(o.id) == (A, T0)
