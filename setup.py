@@ -1,6 +1,6 @@
 """Build script: maps the top-level folders into the ``wattmesh`` namespace and compiles
 the Cython extensions (the matching engine, the replay's line scanner, the ledger's fast
-path for trades). Metadata lives in pyproject.toml."""
+path for trades, the node's index of open orders). Metadata lives in pyproject.toml."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -37,6 +37,11 @@ extensions = [
         ["settlement/ledger/_fastfold.pyx"],
         extra_compile_args=["-O2"],
     ),
+    Extension(
+        "wattmesh.exchange.node._order_index",
+        ["exchange/node/_order_index.pyx"],
+        extra_compile_args=["-O2"],
+    ),
 ]
 
 setup(
@@ -46,13 +51,14 @@ setup(
         "wattmesh.exchange.replay": ["data/*.jsonl", "*.pyx"],
         "wattmesh.matching": ["*.pyx", "*.pxd"],
         "wattmesh.settlement.ledger": ["*.pyx"],
+        "wattmesh.exchange.node": ["*.pyx"],
         "wattmesh.agents": ["data/*.json"],
         "wattmesh.exchange.api": ["static/*"],  # the web page, served offline
     },
     ext_modules=cythonize(
         extensions,
         language_level=3,
-        include_path=["matching"],  # matching/_native.pxd, shared by both extensions
+        include_path=["matching"],  # matching/_native.pxd, shared by the extensions
         compiler_directives={
             "boundscheck": False,
             "wraparound": False,

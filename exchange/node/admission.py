@@ -251,18 +251,19 @@ class Admission:
         the later copies."""
         if self.store.has(inbound.id):
             raise Refused("duplicate", f"{inbound.kind} {inbound.id[:16]} is already held")
-        for order in inbound.orders():
-            for copy in self.store.carriers(order.id):
+        held = self.store.carriers_of([o.id for o in inbound.orders()])
+        for order_id, copies in held.items():
+            for copy in copies:
                 if (copy.ts, copy.id) < (inbound.ts, inbound.id):
-                    raise Refused("duplicate", f"order {order.id[:16]} is already held, in "
+                    raise Refused("duplicate", f"order {order_id[:16]} is already held, in "
                                   f"{copy.kind} {copy.id[:16]} which comes first")  # fmt: skip
 
     def _copies(self, inbound: Inbound) -> list[str]:
         """Held messages that carry an order of ``inbound`` (later copies, once
         :meth:`_check_not_held` let it in)."""
         found = {}
-        for order in inbound.orders():
-            for copy in self.store.carriers(order.id):
+        for copies in self.store.carriers_of([o.id for o in inbound.orders()]).values():
+            for copy in copies:
                 if copy.id != inbound.id:
                     found[copy.id] = None
         return list(found)

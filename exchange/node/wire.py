@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "READ_BACK_KINDS",
     "REASONS",
     "TOPIC_OF_KIND",
     "Batch",
@@ -213,7 +214,15 @@ class IntervalDigest:
         return {**self.body(), "sig": self.sig}
 
 
-@dataclass(frozen=True, slots=True)
+# The kinds whose record can be read back from their bytes alone (:meth:`Inbound.stored`):
+# those that carry or cancel orders, the bulk of what a node holds until an interval
+# settles.
+READ_BACK_KINDS = frozenset(("order", "cancel", "batch"))
+# Bounds for reading back a message that passed :func:`parse`: its price was checked
+# against the community's market then, and is not checked again.
+_ANY_PRICE = MarketSpec("any", 1, 2**63 - 1)
+
+
 class Inbound:
     """A message that passed :func:`parse`.
 
@@ -221,16 +230,75 @@ class Inbound:
     uses it (None for a cancel, whose interval is its order's, looked up by
     :meth:`.admission.Admission.interval_of`; for a digest, the interval it reports);
     ``signer`` is the member (or meter) that signed it; ``ts`` its timestamp (a reading's
-    end).
+    end); ``data`` its canonical bytes, as stored and served to peers.
+
+    ``record`` is the parsed message. One made by :meth:`stored` (an order, cancel or
+    batch a node holds) reads ``record`` back from ``data`` each time it is asked for, so
+    what a node holds is bytes, not one parsed object per order.
     """
+
+    __slots__ = ("kind", "id", "interval", "signer", "ts", "data", "_record")
 
     kind: str  # "order" | "cancel" | "batch" | "reading" | "interval_vote" | "interval_digest"
     id: str
     interval: int | None
     signer: str
     ts: int
-    record: Order | Cancel | Batch | Reading | IntervalVote | IntervalDigest
-    data: bytes  # the canonical bytes, as stored and served to peers
+    data: bytes
+    _record: Order | Cancel | Batch | Reading | IntervalVote | IntervalDigest | None
+
+    def __init__(
+        self,
+        kind: str,
+        id: str,
+        interval: int | None,
+        signer: str,
+        ts: int,
+        record: Order | Cancel | Batch | Reading | IntervalVote | IntervalDigest | None,
+        data: bytes,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "kind", kind)
+        _set(self, "id", id)
+        _set(self, "interval", interval)
+        _set(self, "signer", signer)
+        _set(self, "ts", ts)
+        _set(self, "data", data)
+        _set(self, "_record", record)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Inbound is immutable: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Inbound:
+            return NotImplemented
+        # the bytes decide everything else (parse is a function of them and the community)
+        return (self.kind, self.id, self.interval, self.data) == (
+            other.kind, other.id, other.interval, other.data,
+        )  # fmt: skip
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.id, self.interval, self.data))
+
+    def __repr__(self) -> str:
+        return (f"Inbound(kind={self.kind!r}, id={self.id!r}, interval={self.interval!r}, "
+                f"signer={self.signer!r}, ts={self.ts!r}, {len(self.data)} bytes)")  # fmt: skip
+
+    @property
+    def record(self) -> Order | Cancel | Batch | Reading | IntervalVote | IntervalDigest:
+        """The parsed message (read back from ``data`` in one made by :meth:`stored`)."""
+        record = self._record
+        return record if record is not None else _read_back(self.kind, self.data)
+
+    @classmethod
+    def stored(
+        cls, kind: str, id: str, interval: int | None, signer: str, ts: int, data: bytes
+    ) -> Inbound:
+        """A held order, cancel or batch (one of :data:`READ_BACK_KINDS`) whose ``data``
+        passed :func:`parse`: its record is read back from ``data`` when asked for."""
+        if kind not in READ_BACK_KINDS:
+            raise ValueError(f"a {kind} is held parsed, never as bytes only")
+        return cls(kind, id, interval, signer, ts, None, data)
 
     def orders(self) -> tuple[Order, ...]:
         """The orders this message carries."""
@@ -247,6 +315,22 @@ class Inbound:
         if self.kind == "batch":
             return self.record.cancels  # type: ignore[union-attr]
         return ()
+
+
+def _read_back(kind: str, data: bytes) -> Order | Cancel | Batch:
+    """The record of a held order, cancel or batch, from the canonical bytes that passed
+    :func:`parse` (so no signature, membership or price check again): the same records,
+    with the same ids, as :func:`parse` gave."""
+    d = orjson.loads(data)
+    if kind == "batch":
+        owner, interval, ts = d["owner"], d["interval"], d["ts"]
+        orders = tuple(_item_order(item, owner, ts, interval, _ANY_PRICE) for item in d["orders"])
+        return Batch(owner, interval, ts, orders, tuple(d["cancels"]), d["sig"])
+    if kind == "order":
+        return Order.from_dict(d, _ANY_PRICE)
+    if kind == "cancel":
+        return Cancel.from_dict(d)
+    raise ValueError(f"a {kind} is not read back from its bytes")
 
 
 def carried_records(
