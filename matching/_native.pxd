@@ -1,7 +1,8 @@
-# The C helpers the engine (_engine.pyx) and the replay scanner
-# (exchange/replay/_logscan.pyx) share: growable arrays and the 64-bit mix their hash
-# tables use. Both cimport these inline functions (no module is imported at run time);
-# setup.py puts this folder on Cython's include path.
+# The C helpers the compiled modules share: the engine (_engine.pyx), the replay scanner
+# (exchange/replay/_logscan.pyx), the ledger's fold (settlement/ledger/_fastfold.pyx) and
+# the node's order index (exchange/node/_order_index.pyx). Growable arrays, the 64-bit mix
+# their hash tables use, SHA-256. Each cimports these inline functions (no module is
+# imported at run time); setup.py puts this folder on Cython's include path.
 
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
