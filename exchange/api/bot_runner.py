@@ -211,7 +211,11 @@ async def _trade(node: NodeClient, trader: _Trader) -> None:
         while True:
             timeout = None if pending is None else max(0.0, pending[1] - loop.time())
             try:
-                item = await asyncio.wait_for(queue.get(), timeout)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the item
+                # and drops a cancellation (the bot's stop) that comes with it, and the bot
+                # would then run on until it is killed.
+                async with asyncio.timeout(timeout):
+                    item = await queue.get()
             except TimeoutError:  # the predecessor's settlement is late: act without it
                 assert pending is not None
                 t, pending = pending[0], None
@@ -252,5 +256,3 @@ async def until_signal(url: str, token: str, settings: BotSettings,
         if not got:
             raise
     return got[0] if got else "end"
-
-

@@ -318,3 +318,54 @@ def test_the_limits_default_to_the_communitys_grid_prices():
     mine = BotSettings("zip", Path("t"), seed=1, limit_buy=200_000, limit_sell=90_000)
     assert mine.strategy_for(holding(1_000), community).limits == Limits(
         buy=200_000, sell=90_000, low=90_000, high=200_000)  # fmt: skip
+
+
+@pytest.mark.asyncio
+async def test_a_stop_that_comes_with_an_event_stops_the_bot() -> None:
+    """SIGTERM cancels the bot's task; when an event reaches the bot's queue in the same
+    turn of the loop, the bot must still stop (Python 3.11's wait_for dropped that
+    cancellation, and a demo's bot ran on until it was killed)."""
+    from wattmesh.exchange.api.bot_runner import _trade
+    from wattmesh.exchange.api.client import STREAM_OPENED, Event
+
+    interval_ms = 900_000
+    stopped = asyncio.Event()
+    bot_task: list[asyncio.Task] = []
+
+    class Node:
+        async def status(self) -> dict:
+            # the open interval's predecessor is not settled and its gate is a minute
+            # away: the bot waits for an event with a deadline
+            clock = {"open_interval": 10 * interval_ms, "gate_in_s": 60, "interval_ms": interval_ms}
+            return {"settled_through": None, "clock": clock}
+
+        async def events(self):
+            yield Event(None, STREAM_OPENED, {"last_event_id": None})
+            await asyncio.sleep(0.05)  # the bot is now waiting with a deadline
+            yield Event(1, "interval-opened", {"interval": 11 * interval_ms})
+            # the reader asks for the next event right after queueing that one: the stop
+            # lands in the same turn of the loop as the event
+            bot_task[0].cancel()
+            stopped.set()
+            await asyncio.Event().wait()
+
+    class Trader:
+        acted: set[int] = set()
+        settled_through = None
+
+        def __init__(self) -> None:
+            self.interval_ms = interval_ms
+
+        def say(self, line: str) -> None:
+            pass
+
+        async def act(self, t: int) -> None:
+            self.acted.add(t)
+
+        def settled(self, data: dict) -> None:
+            pass
+
+    bot_task.append(asyncio.create_task(_trade(Node(), Trader())))  # type: ignore[arg-type]
+    await asyncio.wait_for(stopped.wait(), 5)
+    done, _ = await asyncio.wait(bot_task, timeout=5)
+    assert bot_task[0] in done and bot_task[0].cancelled()
