@@ -1979,7 +1979,6 @@ cdef class CallAuction:
         # Only cancelled rows may remain: drop them, so a refused batch leaves nothing.
         self.n = 0
         self.index.clear()
-        self._ensure_scratch(n)
         # The orders go straight from the columns into the sort keys, bids first, then
         # asks: no rows and no index, since the auction is empty again at the end. One pass
         # checks every row (nothing is written before a bad row is refused) and finds what
@@ -1988,7 +1987,7 @@ cdef class CallAuction:
         cdef size_t i, nb = 0
         cdef const uint32_t* owner_of = &owners[0] if owners is not None and n else NULL
         cdef const int64_t* ts_of = &ts[0] if ts is not None and n else NULL
-        cdef wm_key* bk = self.keys
+        cdef wm_key* bk
         cdef wm_key* ak
         cdef uint8_t side
         cdef int64_t row_price, row_qty
@@ -2030,6 +2029,11 @@ cdef class CallAuction:
                                                          4 * largest + 16, 8)
             if wm_find_duplicate(self.dup_buf, self.counters, self.dup_table, &dupval):
                 raise ValueError(f"oid: {dupval} appears more than once")
+        # Only now, the rows accepted: growing the keys' buffer drops the last clearing's
+        # keys, which last_depth reads until this clearing replaces them.
+        self._ensure_scratch(n)
+        bk = self.keys
+        if n:
             if self.bucket_ends == NULL:
                 self.bucket_ends = <size_t*>malloc(2 * 2048 * sizeof(size_t))
                 if self.bucket_ends == NULL:

@@ -171,3 +171,29 @@ def test_call_auction_last_depth_is_the_book_per_level_plain_and_executable() ->
     assert list(zip(sides, prices, qtys, execs, strict=True)) == [
         (BID, 250_000, 800, 500), (BID, 240_000, 50, 50), (ASK, 200_000, 1_000, 300)]  # fmt: skip
     assert result.volume == 300 and result.executable_orders == 4
+
+
+def test_a_refused_clear_arrays_keeps_the_last_clearings_depth() -> None:
+    """A refused batch changes nothing: not even when it is larger than any clearing
+    before it (the keys' buffer must not grow, and drop the last clearing's book, before
+    the rows and ids are accepted)."""
+    from array import array
+
+    from wattmesh.matching import ASK, BID, CallAuction
+
+    auction = CallAuction()
+    auction.clear_arrays(
+        array("B", [BID, BID, ASK, ASK]), array("q", [100, 80, 90, 120]),
+        array("q", [5, 2, 3, 4]), array("Q", [1, 2, 3, 4]),
+    )  # fmt: skip
+    depth = [list(c) for c in auction.last_depth()]
+    n = 20_001
+    for oids, message in (
+        (list(range(10, 10 + n - 1)) + [10], "oid: 10 appears more than once"),
+        (list(range(10, 10 + n)), "row 20000: bad side, price or quantity"),
+    ):
+        prices = [100] * (n - 1) + [0 if "row" in message else 100]
+        with pytest.raises(ValueError, match=message):
+            auction.clear_arrays(array("B", [i % 2 for i in range(n)]), array("q", prices),
+                                 array("q", [1] * n), array("Q", oids))  # fmt: skip
+        assert [list(c) for c in auction.last_depth()] == depth
