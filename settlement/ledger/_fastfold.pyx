@@ -37,7 +37,7 @@ from cpython.bytearray cimport (
     PyByteArray_FromStringAndSize,
     PyByteArray_GET_SIZE,
 )
-from cpython.dict cimport PyDict_CheckExact, PyDict_GetItem, PyDict_Size
+from cpython.dict cimport PyDict_CheckExact, PyDict_GetItem, PyDict_Next, PyDict_Size
 from cpython.list cimport PyList_Append
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE
@@ -301,6 +301,21 @@ cdef class _Fold:
         return True
 
 
+cdef inline bint _exact_keys(dict body, Py_ssize_t n) noexcept:
+    """Whether ``body`` has ``n`` keys, each a str and not a subclass of it: the keys the
+    canonical form accepts (a str subclass equal to "ask" would pass the lookups below,
+    and the reference refuses it)."""
+    cdef Py_ssize_t pos = 0
+    cdef PyObject* key
+    cdef PyObject* value
+    if PyDict_Size(body) != n:
+        return False
+    while PyDict_Next(body, &pos, &key, &value):
+        if not PyUnicode_CheckExact(<object>key):
+            return False
+    return True
+
+
 cdef inline object _get(dict d, str key):
     """d[key], or None where it is missing (None is no plain value either)."""
     cdef PyObject* v = PyDict_GetItem(d, key)
@@ -371,7 +386,7 @@ def append_run(st, list items, Py_ssize_t start, object now, bytearray prev,
                 break
             seq = f.seq + 1
             if kind == "trade":
-                if PyDict_Size(body) != 7:
+                if not _exact_keys(body, 7):
                     break
                 ask = _get(body, "ask")
                 bid = _get(body, "bid")
@@ -398,7 +413,7 @@ def append_run(st, list items, Py_ssize_t start, object now, bytearray prev,
                 o[1] = b']'
                 kind = "trade"
             elif kind == "fee":
-                if PyDict_Size(body) != 3:
+                if not _exact_keys(body, 3):
                     break
                 owner = _get(body, "owner")
                 if not (_plain_name(owner, 1, &s[0], &sl[0])

@@ -154,6 +154,15 @@ def a_fee(**changes: Any) -> tuple:
     return ("fee", {"owner": "alice", "amount": 3, "trade": 2} | changes)
 
 
+class _Key(str):
+    """A str subclass: equal to its text, and a key the canonical form refuses."""
+
+
+def with_key_subclass(item: tuple, key: str) -> tuple:
+    kind, body = item
+    return (kind, {(_Key(k) if k == key else k): v for k, v in body.items()})
+
+
 @pytest.mark.parametrize("item", [
     a_trade(buyer="carol", qty=2_500, price=1_000),  # above carol's bmax
     a_trade(qty=3_001),  # more than bob holds
@@ -162,6 +171,7 @@ def a_fee(**changes: Any) -> tuple:
     a_trade(seller='q"t'), a_fee(trade=len(opening()) + 2), a_fee(amount=10**9 + 1),
     a_fee(owner="fund:fees"), a_fee(owner="fund:net"), a_fee(owner="@grid"),
     a_trade(buyer="@grid"), a_fee(interval=3), ("fee", {"owner": "alice", "amount": 3}),
+    with_key_subclass(a_trade(), "ask"), with_key_subclass(a_fee(), "owner"),
 ])  # fmt: skip
 def test_an_unclean_item_after_clean_ones_is_the_python_folds(tmp_path: Path, ledger_rows,
                                                               item: tuple) -> None:  # fmt: skip
