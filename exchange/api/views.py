@@ -78,12 +78,16 @@ def status(node: HouseholdNode) -> dict[str, Any]:
             "names": names, "community": rules, "clock": clock(node)}  # fmt: skip
 
 
-def _open_orders(node: HouseholdNode) -> tuple[dict[int, list[Order]], dict[int, list[Cancel]]]:
-    """Held orders and cancels of the unsettled intervals, by interval."""
+def _open_orders(
+    node: HouseholdNode, intervals: list[int], signer: str | None = None
+) -> tuple[dict[int, list[Order]], dict[int, list[Cancel]]]:
+    """Held orders and cancels of the unsettled ``intervals``, by interval; with
+    ``signer``, only those it signed (an order and its cancels are signed by its owner),
+    so that the others are not read back and parsed."""
     orders: dict[int, list[Order]] = defaultdict(list)
     cancels: dict[int, list[Cancel]] = defaultdict(list)
-    for t in node.store.open_intervals():
-        for m in node.store.pending(t):
+    for t in intervals:
+        for m in node.store.pending(t, signer=signer):
             orders[t].extend(m.orders())
             cancels[t].extend(Cancel(oid, m.signer, m.ts) for oid in m.cancelled())
     return orders, cancels
@@ -96,7 +100,7 @@ def _order_dict(o: Order) -> dict[str, Any]:
 
 def own_orders(node: HouseholdNode) -> list[dict[str, Any]]:
     """The household's orders of unsettled intervals that are not cancelled."""
-    orders, cancels = _open_orders(node)
+    orders, cancels = _open_orders(node, node.store.open_intervals(), node.peer_id)
     out = []
     for t in sorted(orders):
         gone = {c.id for c in cancels[t] if c.owner == node.peer_id}
@@ -128,7 +132,7 @@ def book(node: HouseholdNode, interval: int | None = None) -> dict[str, Any]:
     order entering it, depth per side (cumulative Wh at each price level, best first), and
     the plain quote beside the executable one (docs/matching.md, "Call auction")."""
     t = open_interval(node) if interval is None else interval
-    orders, cancels = _open_orders(node)
+    orders, cancels = _open_orders(node, [t])
     view = open_book(node.ledger, t, orders.get(t, []), cancels.get(t, []),
                      market=node.community.market)  # fmt: skip
     depth: dict[str, list[dict[str, int]]] = {}

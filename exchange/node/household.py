@@ -782,9 +782,8 @@ class _Meter:
         node = self.node
         end = max(node.ledger.meter_end(self.meter), node.community.start_ms)
         for t in node.store.open_intervals():
-            for m in node.store.pending(t):
-                if m.kind == "reading" and m.signer == self.meter:
-                    end = max(end, m.record.end)  # type: ignore[union-attr]
+            for m in node.store.pending(t, signer=self.meter, kinds=("reading",)):
+                end = max(end, m.record.end)  # type: ignore[union-attr]
         return end
 
     async def read(self, settled: int) -> None:

@@ -214,3 +214,34 @@ def test_an_open_order_takes_no_parsed_object_in_memory(store):
     assert sum(len(m.orders()) for m in store.pending(T0)) == 4_000
     store.forget(T0)
     assert store.index_bytes() == 0
+
+
+def test_pending_of_one_signer_or_kind_reads_back_only_those(store, order, make_reading,
+                                                            monkeypatch):  # fmt: skip
+    """A household's own orders and a meter's readings are chosen before anything is read
+    back: the same messages as filtering all of them, and no other message parsed."""
+    mine, theirs = order(), batch(KEY_B)
+    reading = parse(READINGS, canonical(make_reading(METER_A, T0 - 2 * L, 500, 100, 9)
+                                        .to_dict()), C)  # fmt: skip
+    c = cancel(mine.id)
+    for m in (mine, theirs, reading, c):
+        assert store.add(m, T0)
+    everything = store.pending(T0)
+    read_back: list[str] = []
+    stored = Inbound.stored
+
+    def counting(kind, message_id, *rest):
+        read_back.append(message_id)
+        return stored(kind, message_id, *rest)
+
+    monkeypatch.setattr(Inbound, "stored", counting)
+    for signer, kinds in ((A, None), (B, None), (peer_id_of(METER_A), ("reading",)),
+                          (None, ("reading",)), (A, ("cancel",))):  # fmt: skip
+        read_back.clear()
+        got = store.pending(T0, signer=signer, kinds=kinds)
+        want = [m for m in everything
+                if (signer is None or m.signer == signer) and (kinds is None or m.kind in kinds)]  # fmt: skip
+        assert [m.id for m in got] == [m.id for m in want]
+        for g, w in zip(got, want, strict=True):
+            same(g, w)
+        assert sorted(read_back) == sorted(m.id for m in want if m.kind != "reading")
