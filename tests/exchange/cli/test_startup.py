@@ -13,6 +13,16 @@ HEAVY = ("httpx", "cryptography", "sqlite_utils", "pandas", "numpy", "libp2p", "
          "duckdb", "ray", "wattmesh.exchange.sweep.targets")  # fmt: skip
 
 
+# Each of our own library modules below costs 2 to 15 ms and belongs to a few commands
+# only: the command modules import them in the command's body (exchange/cli/), and
+# simulate gode-sunder's option defaults come from agents/gode_sunder_defaults.py.
+COMMAND_ONLY = ("wattmesh.agents.gode_sunder", "wattmesh.agents.traders",
+                "wattmesh.agents.metrics", "wattmesh.agents.community",
+                "wattmesh.agents.threshold", "wattmesh.meters.profiles",
+                "wattmesh.exchange.simulation_tables", "wattmesh.exchange.api.tokens",
+                "wattmesh.settlement.ledger", "wattmesh.settlement.merkle")  # fmt: skip
+
+
 def loaded_by(args: list[str]) -> set[str]:
     code = ("import sys\n"
             "from wattmesh.exchange.cli.app import main\n"
@@ -34,6 +44,18 @@ def test_help_and_version_load_none_of_the_heavy_modules() -> None:
         ["sweep", "--help"],
     ):
         assert loaded_by(args) & set(HEAVY) == set(), args
+
+
+def test_help_and_a_replay_load_no_other_commands_modules() -> None:
+    for args in ([], ["--help"], ["replay", "--help"], ["simulate", "--help"],
+                 ["replay", "--json"]):  # fmt: skip
+        assert loaded_by(args) & set(COMMAND_ONLY) == set(), args
+
+
+def test_help_loads_no_secrets() -> None:
+    """Temporary file names come from os.urandom (exchange/atomic_file.py) and the API
+    tokens' module loads in `wattmesh api`: secrets and hmac stay out of --help."""
+    assert loaded_by(["--help"]) & {"secrets", "hmac"} == set()
 
 
 def test_a_command_still_loads_what_it_needs() -> None:
