@@ -88,3 +88,34 @@ def test_a_replay_without_ledger_or_signatures_loads_no_keys_and_no_ledger() -> 
     assert "wattmesh.exchange.replay._logscan" in loaded
     assert loaded & {"cryptography", "wattmesh.settlement.keys",
                      "wattmesh.settlement.ledger.store", "multiprocessing"} == set()  # fmt: skip
+
+
+def test_a_command_line_gets_a_root_with_only_its_command(console, capsys, monkeypatch) -> None:
+    """main() mounts only the command a line names (typer builds every mounted command's
+    parameters, about 30 ms for all of them); each one's help is the same as on the
+    whole tree, and the root's help and unknown names still get every command."""
+    import typer
+
+    from wattmesh.exchange.cli.app import app
+
+    whole_tree = typer.main.get_command(app)
+    names = set(whole_tree.commands)
+    assert {"replay", "simulate", "ledger", "init", "node", "demo"} <= names
+    built: list[set[str]] = []
+    get_command = typer.main.get_command
+
+    def recording(typer_app: typer.Typer) -> object:
+        command = get_command(typer_app)
+        built.append(set(command.commands))
+        return command
+
+    monkeypatch.setattr(typer.main, "get_command", recording)
+    for name in sorted(names):
+        code, out, _err = console(name, "--help")
+        whole_tree.main([name, "--help"], prog_name="wattmesh", standalone_mode=False)
+        assert (code, out) == (0, capsys.readouterr().out), name
+    node_commands = {"init", "node", "export-log", "demo"}  # one group, mounted together
+    assert built == [node_commands if name in node_commands else {name} for name in sorted(names)]
+    built.clear()
+    assert console("--help")[0] == 0 and console("no-such-command")[0] == 2
+    assert built == [names, names]
