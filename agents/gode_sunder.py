@@ -40,13 +40,14 @@ from importlib import resources
 from random import Random
 
 from wattmesh.agents import metrics
+
+# A session's default size; its home is gode_sunder_defaults (the CLI reads it from there).
+from wattmesh.agents.gode_sunder_defaults import PERIODS, SHOUTS
+from wattmesh.agents.gode_sunder_defaults import SEEDS as SEEDS  # re-exported
 from wattmesh.agents.traders import STRATEGIES, Quote, Trader, make_trader
 from wattmesh.matching import ASK, BID, Book
 
 DATA_FILE = "gode_sunder_1993.json"
-PERIODS = 6
-SHOUTS = 2000
-SEEDS = 20
 # Below this many shouts in all, worker processes cost more than they save.
 PARALLEL_MIN_SHOUTS = 200_000
 

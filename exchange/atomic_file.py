@@ -10,7 +10,6 @@ older file of that name as it was. :class:`StagedFiles` does the same for a set 
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,8 +53,9 @@ def atomic_output(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[I
     """Yield a binary file that becomes ``path`` when the block ends without an error."""
     target = Path(path)
     # The name first, the file inside the try: Ctrl-C between making the file and
-    # entering the try (inside mkstemp, say) would leave it behind.
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
+    # entering the try (inside mkstemp, say) would leave it behind. os.urandom(n).hex() is
+    # secrets.token_hex(n), without loading secrets (hmac, random) for every command.
+    tmp = target.parent / f".{target.name}.{os.urandom(8).hex()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     except FileExistsError:  # another writer's (a 1 in 2**64 draw): not ours to remove
@@ -108,7 +108,7 @@ class StagedFiles:
         """A binary file that will become ``folder/name``."""
         target = self.folder / name
         while True:
-            tmp = self.folder / f".{name}.{secrets.token_hex(4)}.tmp"
+            tmp = self.folder / f".{name}.{os.urandom(4).hex()}.tmp"
             self._temps.append(tmp)
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.mode)

@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 
-from wattmesh.exchange.api.tokens import ensure_token, rotate_token
 from wattmesh.exchange.cli.terminal import command_group, fail
 from wattmesh.exchange.node.defaults import default_data_dir
 from wattmesh.settlement.errors import WattmeshError
@@ -40,6 +39,9 @@ def token(
     Example: ``curl -H "Authorization: Bearer $(wattmesh api token)"
     http://127.0.0.1:8480/api/v1/balance``
     """
+    # The credentials' module (secrets, hmac) loads here, not for every command.
+    from wattmesh.exchange.api.tokens import ensure_token, rotate_token
+
     target = data_dir if data_dir is not None else default_data_dir()
     if not target.is_dir():
         fail(f"no data directory {target}: run wattmesh init first", code=1)
@@ -61,6 +63,7 @@ def login_code(
     minutes), and print the page's address with it."""
     import httpx
 
+    from wattmesh.exchange.api.tokens import ensure_token
     from wattmesh.exchange.node.config import load_node_config
 
     target = data_dir if data_dir is not None else default_data_dir()

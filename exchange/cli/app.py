@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 # A progress bar is worth drawing only for logs that take more than a moment.
 PROGRESS_MIN_BYTES = 16 << 20
 
-app = command_group("wattmesh: a peer-to-peer energy exchange for a neighbourhood.")
-
 
 def _version(show: bool) -> None:
     if show:
@@ -55,7 +53,6 @@ def _version(show: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -81,7 +78,6 @@ class StpRule(StrEnum):
     cancel_incoming = "cancel-incoming"
 
 
-@app.command()
 def replay(
     ctx: typer.Context,
     log: Annotated[
@@ -324,17 +320,66 @@ def _empty_or_garbage(summary: dict[str, Any], source: str) -> str | None:
 
 
 simulate = command_group("Market simulations: Gode and Sunder's ZI markets, the Energo community.")
-app.add_typer(simulate, name="simulate")
 simulate.command("gode-sunder")(gode_sunder)
 simulate.command("community")(community)
-app.command("sweep")(sweep)  # grids and samples of the above (docs/analysis.md)
-app.add_typer(ledger_app, name="ledger")
-app.add_typer(meter_app, name="meter")
-app.add_typer(api_app, name="api")
-app.add_typer(community_app, name="community")
-app.command("bot")(bot)  # a trading bot through the node's API (docs/bots.md)
-app.command("report")(report)  # an output folder as one HTML page (docs/analysis.md)
-app.add_typer(node_app)  # wattmesh init (node commands sit at the top level)
+# wattmesh init, node, export-log, demo: the node's commands sit at the top level.
+_NODE_COMMANDS = tuple(
+    info.name or typer.main.get_command_name(info.callback.__name__)
+    for info in node_app.registered_commands
+    if info.callback is not None
+)
+
+
+def _new_root() -> typer.Typer:
+    root = command_group("wattmesh: a peer-to-peer energy exchange for a neighbourhood.")
+    root.callback()(_root)
+    return root
+
+
+def _mount(root: typer.Typer, only: str | None = None) -> bool:
+    """Mount every command on ``root``, in the order the help lists them; with ``only``,
+    just the top-level command or group of that name. Whether one was mounted."""
+    mounted = False
+
+    def wanted(*names: str) -> bool:
+        nonlocal mounted
+        hit = only is None or only in names
+        mounted = mounted or hit
+        return hit
+
+    if wanted("replay"):
+        root.command()(replay)
+    if wanted("simulate"):
+        root.add_typer(simulate, name="simulate")
+    if wanted("sweep"):
+        root.command("sweep")(sweep)  # grids and samples of the above (docs/analysis.md)
+    if wanted("ledger"):
+        root.add_typer(ledger_app, name="ledger")
+    if wanted("meter"):
+        root.add_typer(meter_app, name="meter")
+    if wanted("api"):
+        root.add_typer(api_app, name="api")
+    if wanted("community"):
+        root.add_typer(community_app, name="community")
+    if wanted("bot"):
+        root.command("bot")(bot)  # a trading bot through the node's API (docs/bots.md)
+    if wanted("report"):
+        root.command("report")(report)  # an output folder as one HTML page (docs/analysis.md)
+    if wanted(*_NODE_COMMANDS):
+        root.add_typer(node_app)
+    return mounted
+
+
+app = _new_root()
+_mount(app)
+
+
+def _app_for(name: str) -> typer.Typer | None:
+    """A root with only the command ``name`` mounted (None if there is none of that name).
+    typer builds the parameters of every command mounted, about 30 ms for all of them:
+    :func:`main` gives a command line that names a command a root with only that one."""
+    root = _new_root()
+    return root if _mount(root, name) else None
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -396,8 +441,10 @@ def main(argv: list[str] | None = None) -> None:
     Errors (a wrong flag, a missing file, a bad line under --strict) are one line on
     stderr, ``wattmesh: error: ...``, and exit code 2.
     """
-    command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
+    # A command line that names a command gets a root with only that command mounted (the
+    # same usage lines and errors); the root's help, its options and unknown names get all.
+    command = typer.main.get_command((_app_for(args[0]) if args else None) or app)
     previous = pipe = None
     if threading.current_thread() is threading.main_thread():
         if not args or args[0] not in _NETWORK + _WORKER_PIPES:

@@ -18,8 +18,9 @@ import orjson
 import typer
 
 from wattmesh.exchange.cli.terminal import command_group, fail
-from wattmesh.settlement.ledger import KINDS, LedgerError, check_proof, parse_head, parse_proof
 
+# The ledger package (its schema, proofs, Merkle trees; the store for commands that open a
+# file) loads in the commands, not for every command (tests/exchange/cli/test_startup.py).
 if TYPE_CHECKING:
     from wattmesh.settlement.ledger import Ledger
 
@@ -39,7 +40,7 @@ class Format(StrEnum):
 
 
 def _open(path: Path) -> Ledger:
-    from wattmesh.settlement.ledger import Ledger  # the store loads for commands that open
+    from wattmesh.settlement.ledger import Ledger, LedgerError
 
     try:
         return Ledger.open(path, create=False)
@@ -61,6 +62,8 @@ def verify(
 ) -> None:
     """Recompute every seq, link, hash, body, signature and balance. Exit 0 if all hold,
     1 naming the first bad entry otherwise."""
+    from wattmesh.settlement.ledger import parse_head
+
     head = None
     if expect_head is not None:
         try:
@@ -115,6 +118,8 @@ def show(
     since: Annotated[int, typer.Option(min=1, help="Start at this seq.")] = 1,
 ) -> None:
     """Print entries as JSON lines: seq, ts, kind, body, prev and hash (hex)."""
+    from wattmesh.settlement.ledger import KINDS
+
     if kind is not None and kind not in KINDS:
         fail(f"--kind: unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
     out = sys.stdout
@@ -190,6 +195,8 @@ def prove(
 ) -> None:
     """Print an inclusion proof of entry SEQ under the Merkle root of the interval_close
     that covers it, as one JSON object (for check-proof)."""
+    from wattmesh.settlement.ledger import LedgerError
+
     with _open(file) as ledger:
         try:
             proof = ledger.prove(entry)
@@ -206,6 +213,8 @@ def check_proof_cmd(
 ) -> None:
     """Check an inclusion proof: print ok (exit 0), or what is wrong (exit 1; a malformed
     proof: exit 2). Whether its root is the ledger's is for the caller to trust."""
+    from wattmesh.settlement.ledger import LedgerError, check_proof, parse_proof
+
     try:
         text = sys.stdin.buffer.read() if proof == "-" else Path(proof).read_bytes()
     except OSError as exc:

@@ -13,18 +13,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
-from wattmesh.agents.community import (
-    CONSUMER,
-    PROSUMER,
-    CommunityConfig,
-    CommunityResult,
-    simulate,
-)
 from wattmesh.exchange.cli.terminal import (
     check_out_format,
     fail,
@@ -32,11 +25,12 @@ from wattmesh.exchange.cli.terminal import (
     option_given,
     progress_bar,
 )
-from wattmesh.exchange.simulation_tables import community_tables, write_simulation
 from wattmesh.exchange.tables import DEFAULT_FORMAT, TableFormat
 from wattmesh.exchange.units import MICRO, NANO, price_text
-from wattmesh.meters.profiles import INTERVALS_PER_DAY
 from wattmesh.settlement.readings import DEFAULT_FEEDIN_PRICE, DEFAULT_RETAIL_PRICE
+
+if TYPE_CHECKING:
+    from wattmesh.agents.community import CommunityResult
 
 __all__ = ["community", "format_summary", "write_plots"]
 
@@ -105,6 +99,12 @@ def community(
     Default: the Gabrich scenario, 130 households (50 prosumers at 360 kWh/month, 80
     consumers at 1125 kWh/month), 30 days. The same seed always gives the same bytes out.
     """
+    # The simulation's modules (the agents, the engine, the tables) load here, not for
+    # every command (tests/exchange/cli/test_startup.py).
+    from wattmesh.agents.community import CommunityConfig, simulate
+    from wattmesh.exchange.simulation_tables import community_tables, write_simulation
+    from wattmesh.meters.profiles import INTERVALS_PER_DAY
+
     config = CommunityConfig(
         households=households,
         prosumers=prosumers,
@@ -155,6 +155,9 @@ def _money(nano: int) -> str:
 def format_summary(result: CommunityResult) -> list[Any]:
     """The human report as a list of rich renderables (text and tables)."""
     from rich.table import Table
+
+    from wattmesh.agents.community import CONSUMER, PROSUMER
+    from wattmesh.meters.profiles import INTERVALS_PER_DAY
 
     s = result.summary()
     sc, tot, orders = s["scenario"], s["totals"], s["orders"]
@@ -265,6 +268,9 @@ def write_plots(result: CommunityResult, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from wattmesh.agents.community import PROSUMER
+    from wattmesh.meters.profiles import INTERVALS_PER_DAY
+
     out.mkdir(parents=True, exist_ok=True)
     cfg, iv = result.config, result.intervals
     n = cfg.households
@@ -332,6 +338,8 @@ def _price_panel(
 ) -> None:
     """Clearing prices (dots) and traded volume (shaded, right axis) of intervals
     `first` to `end`, against the grid's retail and feed-in prices."""
+    from wattmesh.meters.profiles import INTERVALS_PER_DAY
+
     cfg, iv = result.config, result.intervals
     days = [t / INTERVALS_PER_DAY for t in range(first, end)]
     vol = ax.twinx()

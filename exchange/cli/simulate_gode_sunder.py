@@ -13,12 +13,12 @@ import sys
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
-from wattmesh.agents import gode_sunder as gs
+from wattmesh.agents.gode_sunder_defaults import PERIODS, SEEDS, SHOUTS
 from wattmesh.exchange.cli.terminal import (
     check_out_format,
     format_option,
@@ -27,6 +27,9 @@ from wattmesh.exchange.cli.terminal import (
 )
 from wattmesh.exchange.cli.terminal import fail as _fail
 from wattmesh.exchange.tables import DEFAULT_FORMAT, TableFormat
+
+if TYPE_CHECKING:
+    from wattmesh.agents import gode_sunder as gs
 
 # The period lengths of the efficiency-against-shouts plot (shouts per period).
 SWEEP_SHOUTS = (50, 100, 200, 500, 1000, 2000, 4000)
@@ -61,11 +64,11 @@ def gode_sunder(
             "or cost (never a loss); zip: adaptive margins (Cliff 1997).",
         ),
     ],
-    periods: Annotated[int, typer.Option(min=1, help="Periods per session.")] = gs.PERIODS,
+    periods: Annotated[int, typer.Option(min=1, help="Periods per session.")] = PERIODS,
     shouts: Annotated[
         int, typer.Option(min=1, help="Shouts (turns) per period: the period's length.")
-    ] = gs.SHOUTS,
-    seeds: Annotated[int, typer.Option(min=1, help="Sessions, with seeds 0 to N-1.")] = gs.SEEDS,
+    ] = SHOUTS,
+    seeds: Annotated[int, typer.Option(min=1, help="Sessions, with seeds 0 to N-1.")] = SEEDS,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -105,6 +108,10 @@ def gode_sunder(
 
     The same options always give the same bytes out.
     """
+    # The simulation (its traders, the engine, the markets' data) loads here, not for
+    # every command (tests/exchange/cli/test_startup.py).
+    from wattmesh.agents import gode_sunder as gs
+
     check_out_format(fmt, out, option_given(ctx, "fmt"))
     the_market = gs.load_market(market)
     seed_list = list(range(seeds))

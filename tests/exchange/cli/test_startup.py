@@ -13,6 +13,16 @@ HEAVY = ("httpx", "cryptography", "sqlite_utils", "pandas", "numpy", "libp2p", "
          "duckdb", "ray", "wattmesh.exchange.sweep.targets")  # fmt: skip
 
 
+# Each of our own library modules below costs 2 to 15 ms and belongs to a few commands
+# only: the command modules import them in the command's body (exchange/cli/), and
+# simulate gode-sunder's option defaults come from agents/gode_sunder_defaults.py.
+COMMAND_ONLY = ("wattmesh.agents.gode_sunder", "wattmesh.agents.traders",
+                "wattmesh.agents.metrics", "wattmesh.agents.community",
+                "wattmesh.agents.threshold", "wattmesh.meters.profiles",
+                "wattmesh.exchange.simulation_tables", "wattmesh.exchange.api.tokens",
+                "wattmesh.settlement.ledger", "wattmesh.settlement.merkle")  # fmt: skip
+
+
 def loaded_by(args: list[str]) -> set[str]:
     code = ("import sys\n"
             "from wattmesh.exchange.cli.app import main\n"
@@ -34,6 +44,18 @@ def test_help_and_version_load_none_of_the_heavy_modules() -> None:
         ["sweep", "--help"],
     ):
         assert loaded_by(args) & set(HEAVY) == set(), args
+
+
+def test_help_and_a_replay_load_no_other_commands_modules() -> None:
+    for args in ([], ["--help"], ["replay", "--help"], ["simulate", "--help"],
+                 ["replay", "--json"]):  # fmt: skip
+        assert loaded_by(args) & set(COMMAND_ONLY) == set(), args
+
+
+def test_help_loads_no_secrets() -> None:
+    """Temporary file names come from os.urandom (exchange/atomic_file.py) and the API
+    tokens' module loads in `wattmesh api`: secrets and hmac stay out of --help."""
+    assert loaded_by(["--help"]) & {"secrets", "hmac"} == set()
 
 
 def test_a_command_still_loads_what_it_needs() -> None:
@@ -66,3 +88,34 @@ def test_a_replay_without_ledger_or_signatures_loads_no_keys_and_no_ledger() -> 
     assert "wattmesh.exchange.replay._logscan" in loaded
     assert loaded & {"cryptography", "wattmesh.settlement.keys",
                      "wattmesh.settlement.ledger.store", "multiprocessing"} == set()  # fmt: skip
+
+
+def test_a_command_line_gets_a_root_with_only_its_command(console, capsys, monkeypatch) -> None:
+    """main() mounts only the command a line names (typer builds every mounted command's
+    parameters, about 30 ms for all of them); each one's help is the same as on the
+    whole tree, and the root's help and unknown names still get every command."""
+    import typer
+
+    from wattmesh.exchange.cli.app import app
+
+    whole_tree = typer.main.get_command(app)
+    names = set(whole_tree.commands)
+    assert {"replay", "simulate", "ledger", "init", "node", "demo"} <= names
+    built: list[set[str]] = []
+    get_command = typer.main.get_command
+
+    def recording(typer_app: typer.Typer) -> object:
+        command = get_command(typer_app)
+        built.append(set(command.commands))
+        return command
+
+    monkeypatch.setattr(typer.main, "get_command", recording)
+    for name in sorted(names):
+        code, out, _err = console(name, "--help")
+        whole_tree.main([name, "--help"], prog_name="wattmesh", standalone_mode=False)
+        assert (code, out) == (0, capsys.readouterr().out), name
+    node_commands = {"init", "node", "export-log", "demo"}  # one group, mounted together
+    assert built == [node_commands if name in node_commands else {name} for name in sorted(names)]
+    built.clear()
+    assert console("--help")[0] == 0 and console("no-such-command")[0] == 2
+    assert built == [names, names]
