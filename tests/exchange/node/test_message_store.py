@@ -239,8 +239,10 @@ def test_pending_of_one_signer_or_kind_reads_back_only_those(store, order, make_
                           (None, ("reading",)), (A, ("cancel",))):  # fmt: skip
         read_back.clear()
         got = store.pending(T0, signer=signer, kinds=kinds)
-        want = [m for m in everything
-                if (signer is None or m.signer == signer) and (kinds is None or m.kind in kinds)]  # fmt: skip
+        want = [
+            m for m in everything
+            if (signer is None or m.signer == signer) and (kinds is None or m.kind in kinds)
+        ]  # fmt: skip
         assert [m.id for m in got] == [m.id for m in want]
         for g, w in zip(got, want, strict=True):
             same(g, w)
