@@ -545,6 +545,23 @@ def test_clear_arrays_matches_add_and_clear(orders: list, rows: list | None, stp
     assert [list(c) for c in two.last_depth()] == [list(c) for c in one.last_depth()]
 
 
+def clear_arrays_as_the_reference(auction: CallAuction, orders: list, oids: list,
+                                  want: Any) -> None:  # fmt: skip
+    """``auction.clear_arrays`` of ``orders`` (side, price, qty, owner, ts) with ``oids``
+    gives the reference's clearing ``want``: price, volume, executable orders, fills."""
+    cols = list(zip(*orders, strict=True)) if orders else [[], [], [], [], []]
+    got = auction.clear_arrays(
+        array("B", cols[0]), array("q", cols[1]), array("q", cols[2]), array("Q", oids),
+        array("I", cols[3]), array("q", cols[4]),
+    )  # fmt: skip
+    assert (got.price, got.volume, got.executable_orders) == (
+        want.price, want.volume, want.executable_orders,
+    )  # fmt: skip
+    assert list(zip(got.bid, got.ask, got.qty, got.buyer, got.seller, strict=True)) == [
+        (f.bid, f.ask, f.qty, f.buyer, f.seller) for f in want.fills
+    ]
+
+
 # Prices anywhere in the engine's range, with levels that differ only in one 11-bit digit
 # of the sort key (so the radix sort's digit skipping is exercised), and ids that share
 # their high or low bits (so the duplicate check's buckets and tables are).
@@ -578,18 +595,7 @@ def test_clear_arrays_sorts_wide_prices_and_any_ids_as_the_reference(
     reference = RefCallAuction(ref_acc)
     for oid, (side, price, qty, owner, ts) in zip(oids, orders, strict=True):
         reference.add(oid, side, price, qty, owner, ts)
-    want = reference.clear()
-    cols = list(zip(*orders, strict=True)) if orders else [[], [], [], [], []]
-    got = CallAuction(eng_acc).clear_arrays(
-        array("B", cols[0]), array("q", cols[1]), array("q", cols[2]), array("Q", oids),
-        array("I", cols[3]), array("q", cols[4]),
-    )  # fmt: skip
-    assert (got.price, got.volume, got.executable_orders) == (
-        want.price, want.volume, want.executable_orders,
-    )  # fmt: skip
-    assert list(zip(got.bid, got.ask, got.qty, got.buyer, got.seller, strict=True)) == [
-        (f.bid, f.ask, f.qty, f.buyer, f.seller) for f in want.fills
-    ]
+    clear_arrays_as_the_reference(CallAuction(eng_acc), orders, oids, reference.clear())
 
 
 def plain_depth(orders: list) -> list[tuple[int, int, int]]:
@@ -644,18 +650,7 @@ def test_clear_arrays_over_many_price_buckets_matches_the_reference(
         sorted_path = CallAuction(make_accounts(rows)[0], stp=stp)
         for oid, (side, price, qty, owner, ts) in zip(ids, orders, strict=True):
             reference.add(oid, side, price, qty, owner, ts)
-        want = reference.clear()
-        cols = list(zip(*orders, strict=True)) if orders else [[], [], [], [], []]
-        got = auction.clear_arrays(
-            array("B", cols[0]), array("q", cols[1]), array("q", cols[2]), array("Q", ids),
-            array("I", cols[3]), array("q", cols[4]),
-        )  # fmt: skip
-        assert (got.price, got.volume, got.executable_orders) == (
-            want.price, want.volume, want.executable_orders,
-        )  # fmt: skip
-        assert list(zip(got.bid, got.ask, got.qty, got.buyer, got.seller, strict=True)) == [
-            (f.bid, f.ask, f.qty, f.buyer, f.seller) for f in want.fills
-        ]
+        clear_arrays_as_the_reference(auction, orders, ids, reference.clear())
         sides, prices, qtys, execs = auction.last_depth()
         assert list(zip(sides, prices, qtys, strict=True)) == plain_depth(orders)
         if len(batches) == 1:  # the sorted path's accounts have not seen earlier batches
