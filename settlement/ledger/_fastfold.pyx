@@ -166,11 +166,12 @@ if MAX_NAME != NAME_BYTES:
 
 
 cdef inline char* _line_head(char* o, const char* prev, long long seq, long long ts,
-                             const char* kind, Py_ssize_t nk) noexcept:
-    """``prev || [seq,ts,"kind",`` at o: the hashed line up to its body."""
-    memcpy(o, prev, 32)
-    o[32] = b'['
-    o = wm_put_int(o + 33, seq)
+                             const char* kind, Py_ssize_t nk, Py_ssize_t nprev=32) noexcept:
+    """``prev || [seq,ts,"kind",`` at o: the hashed line up to its body (``prev`` is a
+    hash, 32 bytes, wherever a line is chained)."""
+    memcpy(o, prev, nprev)
+    o[nprev] = b'['
+    o = wm_put_int(o + nprev + 1, seq)
     o[0] = b','
     o = wm_put_int(o + 1, ts)
     o[0] = b','
@@ -198,21 +199,10 @@ cpdef bytes chain_hash(bytes prev, long long seq, long long ts, bytes kind, byte
     if need > 1024:
         big = bytearray(need)
         buf = big
-    o = buf
-    memcpy(o, PyBytes_AS_STRING(prev), PyBytes_GET_SIZE(prev))
-    o += PyBytes_GET_SIZE(prev)
-    o[0] = b'['
-    o = wm_put_int(o + 1, seq)
-    o[0] = b','
-    o = wm_put_int(o + 1, ts)
-    o[0] = b','
-    o[1] = b'"'
-    memcpy(o + 2, PyBytes_AS_STRING(kind), nk)
-    o += 2 + nk
-    o[0] = b'"'
-    o[1] = b','
-    memcpy(o + 2, PyBytes_AS_STRING(body), nbody)
-    o += 2 + nbody
+    o = _line_head(buf, PyBytes_AS_STRING(prev), seq, ts, PyBytes_AS_STRING(kind), nk,
+                   PyBytes_GET_SIZE(prev))
+    memcpy(o, PyBytes_AS_STRING(body), nbody)
+    o += nbody
     o[0] = b']'
     wm_sha256_bytes(<unsigned char*>buf, o + 1 - buf, digest)
     return PyBytes_FromStringAndSize(<char*>digest, 32)
