@@ -253,6 +253,16 @@ def rechain(path: Path, seq: int, body: bytes, kind: str | None = None) -> None:
         conn.close()
 
 
+def verify_either_way(path: Path) -> Any:
+    """The file's VerifyResult, the same from the compiled walk and from the Python fold."""
+    results = []
+    for fast in (True, False):
+        with fold(fast), Ledger.open(path, create=False) as led:
+            results.append(led.verify())
+    assert results[0] == results[1]
+    return results[0]
+
+
 def test_a_trade_where_a_grid_entry_is_owed_is_the_python_folds(tmp_path: Path,
                                                                 make_reading) -> None:  # fmt: skip
     """A forged file in which a trade stands where a reading's grid entry is owed: the
@@ -269,12 +279,8 @@ def test_a_trade_where_a_grid_entry_is_owed_is_the_python_folds(tmp_path: Path,
         assert [e.kind for e in got] == ["reading", "grid_export"]
         seq = len(led)
     rechain(path, seq, trade_text(buyer='"bob"', seller='"alice"'), kind="trade")
-    results = []
-    for fast in (True, False):
-        with fold(fast), Ledger.open(path, create=False) as led:
-            results.append(led.verify())
-    assert results[0] == results[1]
-    assert results[0].bad_seq == seq and "must be followed by its grid_export" in str(results[0])
+    result = verify_either_way(path)
+    assert result.bad_seq == seq and "must be followed by its grid_export" in str(result)
 
 
 def test_a_trade_inside_a_storage_group_is_the_python_folds(tmp_path: Path,
@@ -330,12 +336,8 @@ def test_verify_finds_the_same_forged_trade_either_way(tmp_path: Path, forged: b
                                      "interval": T0}) for k in range(3)], ts=T0)  # fmt: skip
         seq = len(led) - 2  # the first of the three trades
     rechain(path, seq, forged)
-    results = []
-    for fast in (True, False):
-        with fold(fast), Ledger.open(path, create=False) as led:
-            results.append(led.verify())
-    assert results[0] == results[1]
-    assert not results[0].ok and results[0].bad_seq == seq
+    result = verify_either_way(path)
+    assert not result.ok and result.bad_seq == seq
 
 
 FIRST = len(opening()) + 1  # the first entry after the opening
@@ -447,13 +449,9 @@ def test_verify_gives_the_same_result_on_any_forged_trade_or_fee(tmp_path_factor
     path = tmp_path_factory.mktemp("forged") / "l.db"
     forgeable_ledger(path)
     rechain(path, seq, body)
-    results = []
-    for fast in (True, False):
-        with fold(fast), Ledger.open(path, create=False) as led:
-            results.append(led.verify())
-    assert results[0] == results[1]
+    result = verify_either_way(path)
     if not is_canonical(body):
-        assert not results[0].ok and results[0].bad_seq == seq
+        assert not result.ok and result.bad_seq == seq
 
 
 def is_canonical(text: bytes) -> bool:
