@@ -52,6 +52,21 @@ def test_help_and_a_replay_load_no_other_commands_modules() -> None:
         assert loaded_by(args) & set(COMMAND_ONLY) == set(), args
 
 
+# The command modules of exchange/cli/ other than replay's (which lives in app.py).
+OTHER_COMMANDS = tuple(f"wattmesh.exchange.cli.{name}" for name in (
+    "api", "bot", "community", "ledger", "meter", "node", "report", "simulate_community",
+    "simulate_gode_sunder", "sweep"))  # fmt: skip
+
+
+def test_a_replay_loads_no_other_commands_cli_module_and_no_pydantic() -> None:
+    """What a replay pays before its first line is what separates it from an orjson loop
+    (README, "Performance"). typer 0.29 coerces every argument through pydantic (50-80 ms
+    a run): pyproject.toml keeps typer below it."""
+    loaded = loaded_by(["replay", "--json"])
+    assert "wattmesh.exchange.replay._logscan" in loaded
+    assert loaded & {*OTHER_COMMANDS, "pydantic"} == set()
+
+
 def test_help_loads_no_secrets() -> None:
     """Temporary file names come from os.urandom (exchange/atomic_file.py) and the API
     tokens' module loads in `wattmesh api`: secrets and hmac stay out of --help."""
