@@ -8,7 +8,8 @@ Python model of the same rules that the tests compare this engine against.
 
 Layout in memory (a `Book`):
 - orders live in a pool of C structs, linked FIFO per price level, found by key through
-  an open-addressing hash table;
+  an open-addressing hash table (a key and its pool slot in one 16-byte slot; `run`
+  prefetches the slot of the id a few rows ahead);
 - each side keeps its price levels in one sorted C array with the best level at the end,
   so the common case (a new level near the top, a level emptied at the top) is a short
   memmove or none;
@@ -20,7 +21,7 @@ from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memmove, memset
 
-from _native cimport grow, grow_scratch, mix, next_cap, resize  # matching/_native.pxd
+from _native cimport grow, grow_scratch, mix, next_cap, resize, wm_prefetch  # _native.pxd
 
 import weakref
 from array import array
@@ -451,12 +452,18 @@ cdef carray.array _array(str typecode, void* data, size_t n):
 
 
 # ----------------------------------------------------------------------------- hash map
+ctypedef struct KeySlot:
+    uint64_t key
+    int32_t val          # NIL: the slot is empty
+
+
 cdef class _KeyMap:
     """uint64 key -> int32 slot, open addressing with linear probing and backward-shift
-    deletion (no tombstones, so lookups stay short after many cancels)."""
+    deletion (no tombstones, so lookups stay short after many cancels). A key and its
+    value share a 16-byte slot, so a lookup that finds its key at home reads one cache
+    line (with keys and values in two arrays, it missed the cache twice)."""
 
-    cdef uint64_t* keys
-    cdef int32_t* vals
+    cdef KeySlot* slots
     cdef size_t mask
     cdef size_t count
 
@@ -464,21 +471,20 @@ cdef class _KeyMap:
         self._alloc(64)
 
     def __dealloc__(self):
-        free(self.keys)
-        free(self.vals)
+        free(self.slots)
 
     cdef int _alloc(self, size_t cap) except -1:
-        self.keys = <uint64_t*>malloc(cap * sizeof(uint64_t))
-        self.vals = <int32_t*>malloc(cap * sizeof(int32_t))
-        if self.keys == NULL or self.vals == NULL:
+        self.slots = <KeySlot*>malloc(cap * sizeof(KeySlot))
+        if self.slots == NULL:
             raise MemoryError()
-        memset(self.vals, 0xff, cap * sizeof(int32_t))  # all NIL
         self.mask = cap - 1
-        self.count = 0
+        self.clear()
         return 0
 
     cdef void clear(self) noexcept:
-        memset(self.vals, 0xff, (self.mask + 1) * sizeof(int32_t))
+        cdef size_t i
+        for i in range(self.mask + 1):
+            self.slots[i].val = NIL
         self.count = 0
 
     cdef int reserve(self, size_t n) except -1:
@@ -487,17 +493,22 @@ cdef class _KeyMap:
         while cap < 2 * n + 2:
             cap *= 2
         if cap != self.mask + 1:
-            free(self.keys)
-            free(self.vals)
+            free(self.slots)
             self._alloc(cap)
         return 0
 
+    cdef inline void prefetch(self, uint64_t key) noexcept nogil:
+        """Start loading the slot `key` hashes to, for a lookup a little later."""
+        wm_prefetch(&self.slots[mix(key) & self.mask])
+
     cdef inline int32_t get(self, uint64_t key) noexcept nogil:
         cdef size_t h = mix(key) & self.mask
-        while self.vals[h] != NIL:
-            if self.keys[h] == key:
-                return self.vals[h]
+        cdef KeySlot* s = &self.slots[h]
+        while s.val != NIL:
+            if s.key == key:
+                return s.val
             h = (h + 1) & self.mask
+            s = &self.slots[h]
         return NIL
 
     cdef int put(self, uint64_t key, int32_t val) except -1:
@@ -505,33 +516,31 @@ cdef class _KeyMap:
         if (self.count + 1) * 2 > self.mask + 1:
             self._rehash()
         cdef size_t h = mix(key) & self.mask
-        while self.vals[h] != NIL:
+        while self.slots[h].val != NIL:
             h = (h + 1) & self.mask
-        self.keys[h] = key
-        self.vals[h] = val
+        self.slots[h].key = key
+        self.slots[h].val = val
         self.count += 1
         return 0
 
     cdef int _rehash(self) except -1:
-        cdef uint64_t* old_keys = self.keys
-        cdef int32_t* old_vals = self.vals
+        cdef KeySlot* old = self.slots
         cdef size_t old_cap = self.mask + 1
         cdef size_t i
         cdef size_t n = self.count
         self._alloc(old_cap * 2)
         for i in range(old_cap):
-            if old_vals[i] != NIL:
-                self.put(old_keys[i], old_vals[i])
+            if old[i].val != NIL:
+                self.put(old[i].key, old[i].val)
         self.count = n
-        free(old_keys)
-        free(old_vals)
+        free(old)
         return 0
 
     cdef inline void remove(self, uint64_t key) noexcept nogil:
         cdef size_t h = mix(key) & self.mask
         cdef size_t j, home
-        while self.vals[h] != NIL:
-            if self.keys[h] == key:
+        while self.slots[h].val != NIL:
+            if self.slots[h].key == key:
                 break
             h = (h + 1) & self.mask
         else:
@@ -541,15 +550,14 @@ cdef class _KeyMap:
         j = h
         while True:
             j = (j + 1) & self.mask
-            if self.vals[j] == NIL:
+            if self.slots[j].val == NIL:
                 break
-            home = mix(self.keys[j]) & self.mask
+            home = mix(self.slots[j].key) & self.mask
             # Move entry j into hole h unless its home lies cyclically in (h, j].
             if (j > h and (home <= h or home > j)) or (j < h and (home <= h and home > j)):
-                self.keys[h] = self.keys[j]
-                self.vals[h] = self.vals[j]
+                self.slots[h] = self.slots[j]
                 h = j
-        self.vals[h] = NIL
+        self.slots[h].val = NIL
 
 
 # ----------------------------------------------------------------------------- accounts
@@ -753,6 +761,8 @@ ctypedef struct Level:
 cdef enum:
     # Households a book remembers stepping over per side (see `Book._first`).
     SKIP_MAX = 64
+    # How many rows ahead `Book.run` prefetches the index slot of a row's id.
+    LOOKAHEAD = 8
 
 
 cdef class Book:
@@ -1525,6 +1535,10 @@ cdef class Book:
         # is the row index.
         try:
             for i in range(n):
+                # Every kind looks its id up in the index first: start loading the slot of
+                # the id a few rows ahead, so that its cache miss overlaps these rows.
+                if i + LOOKAHEAD < n:
+                    self.index.prefetch(oids[i + LOOKAHEAD])
                 kind = kinds[i]
                 self.fills.event = event_base + 1 + <int64_t>i
                 if kind == K_MARKET and has_tif and tifs[i] == C_GTC:
