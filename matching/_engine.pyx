@@ -22,6 +22,7 @@ Layout in memory (a `Book`):
 """
 
 cimport cpython.array as carray
+cimport cython
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memmove, memset
@@ -529,6 +530,7 @@ cdef class _KeyMap:
             s = &self.slots[h]
         return NIL
 
+    @cython.final
     cdef int put(self, uint64_t key, int32_t val) except -1:
         """Insert a key known to be absent."""
         if (self.count + 1) * 2 > self.mask + 1:
@@ -541,6 +543,7 @@ cdef class _KeyMap:
         self.count += 1
         return 0
 
+    @cython.final
     cdef int _rehash(self) except -1:
         cdef KeySlot* old = self.slots
         cdef size_t old_cap = self.mask + 1
@@ -761,19 +764,22 @@ cdef class Accounts:
 
 # ----------------------------------------------------------------------------- price levels
 # A side's price levels by key, for finding a price's level and where a new level goes: a
-# sorted array cut into chunks of at most CHUNK keys (as sortedcontainers' list of lists),
-# with a directory of the chunks in key order and each one's largest key. Adding or
-# removing a level moves at most a chunk's keys, wherever its price is; a full chunk is
-# split in two halves, and a chunk that empties, or that fits with its lower neighbour in
-# half a chunk, leaves the directory. The book walks its levels through their own links
-# (`Level.worse`), not through this index.
+# sorted array cut into chunks of at most CHUNK entries (as sortedcontainers' list of
+# lists), with a directory of the chunks in key order and each one's largest entry. An
+# entry is a level's key and slot in one int64, key * 2**32 + slot (keys fit 32 bits,
+# slots 31; keys are distinct, so entries sort as their keys): one array to search and
+# to move. Adding or removing a level moves at most a chunk's entries, wherever its price
+# is; a full chunk is split in two halves, and a chunk that empties, or that fits with
+# its lower neighbour in half a chunk, leaves the directory. The book walks its levels
+# through their own links (`Level.worse`), not through this index.
 cdef enum:
     CHUNK = 64
 
+cdef int64_t KEY_UNIT = (<int64_t>1) << 32  # an entry's key unit: key * KEY_UNIT + slot
+
 ctypedef struct LevelChunk:
-    int64_t keys[CHUNK]  # ascending
-    int32_t ids[CHUNK]   # each key's level
-    int32_t n            # keys in use; a free chunk: the next free chunk
+    int64_t entries[CHUNK]  # ascending
+    int32_t n               # entries in use; a free chunk: the next free chunk
 
 ctypedef struct LevelIndex:
     LevelChunk* chunks   # a pool: a chunk keeps its slot while it is in the directory
@@ -781,7 +787,7 @@ ctypedef struct LevelIndex:
     size_t cap_chunks
     int32_t free_chunk   # first free chunk, or NIL
     int32_t* dir         # the chunks in use, in key order
-    int64_t* dmax        # the largest key of each
+    int64_t* dmax        # the largest entry of each
     size_t n_dir
     size_t cap_dir
 
@@ -792,34 +798,48 @@ cdef void _lix_free(LevelIndex* x) noexcept nogil:
     free(x.dmax)
 
 
-cdef inline size_t _lix_chunk_of(LevelIndex* x, int64_t key) noexcept nogil:
-    """Where in the directory the chunk for `key` is: the first whose largest key is at
-    least `key`, else the last. The directory is not empty."""
+cdef inline int32_t _entry_level(int64_t entry) noexcept nogil:
+    """The level slot of an entry: its low 32 bits."""
+    return <int32_t><uint32_t><uint64_t>entry
+
+
+cdef inline bint _has_key(int64_t entry, int64_t low) noexcept nogil:
+    """Is `entry` one of key `low` / KEY_UNIT (its slot in the low 32 bits)?"""
+    return <uint64_t>(entry - low) < <uint64_t>KEY_UNIT
+
+
+cdef inline size_t _lix_chunk_of(LevelIndex* x, int64_t low) noexcept nogil:
+    """Where in the directory the chunk for entry `low` is: the first whose largest entry
+    is at least `low`, else the last. The directory is not empty."""
     cdef size_t n = x.n_dir
     # The top chunk holds the best levels, which see the most traffic: check it first.
-    if n == 1 or x.dmax[n - 2] < key:
+    if n == 1 or x.dmax[n - 2] < low:
         return n - 1
-    return <size_t>wm_lower_bound(x.dmax, <int>(n - 1), key)
+    return <size_t>wm_lower_bound(x.dmax, <int>(n - 1), low)
 
 
-cdef inline int _chunk_pos(LevelChunk* c, int64_t key) noexcept nogil:
-    """The first position in `c` whose key is at least `key` (c.n if none)."""
-    # Past the last key first: where a new best level goes.
-    if c.n == 0 or c.keys[c.n - 1] < key:
+cdef inline int _chunk_pos(LevelChunk* c, int64_t low) noexcept nogil:
+    """The first position in `c` whose entry is at least `low` (c.n if none)."""
+    # Past the last entry first: where a new best level goes.
+    if c.n == 0 or c.entries[c.n - 1] < low:
         return c.n
-    return wm_lower_bound(c.keys, c.n, key)
+    return wm_lower_bound(c.entries, c.n, low)
 
 
-cdef inline int32_t _lix_find(LevelIndex* x, int64_t key) noexcept nogil:
-    """The level with `key`, or NIL."""
+cdef inline int32_t _lix_find(LevelIndex* x, int64_t key, size_t* d, int* p) noexcept nogil:
+    """The level with `key`, or NIL; `d` and `p` get the chunk (its place in the
+    directory) and the position where it is or would go."""
+    cdef int64_t low = key * KEY_UNIT
     cdef LevelChunk* c
-    cdef int p
+    d[0] = 0
+    p[0] = 0
     if x.n_dir == 0:
         return NIL
-    c = &x.chunks[x.dir[_lix_chunk_of(x, key)]]
-    p = _chunk_pos(c, key)
-    if p < c.n and c.keys[p] == key:
-        return c.ids[p]
+    d[0] = _lix_chunk_of(x, low)
+    c = &x.chunks[x.dir[d[0]]]
+    p[0] = _chunk_pos(c, low)
+    if p[0] < c.n and _has_key(c.entries[p[0]], low):
+        return <int32_t>(c.entries[p[0]] - low)
     return NIL
 
 
@@ -861,62 +881,64 @@ cdef inline void _lix_dir_remove(LevelIndex* x, size_t d) noexcept nogil:
     memmove(&x.dmax[d], &x.dmax[d + 1], (x.n_dir - d) * sizeof(int64_t))
 
 
-cdef int32_t _lix_insert(LevelIndex* x, int64_t key, int32_t level) except -2:
-    """Add `key` (absent) for `level`; return the level of the next higher key (the next
-    better level), or NIL."""
-    cdef size_t d
+cdef int32_t _lix_insert(LevelIndex* x, size_t d, int p, int64_t key,
+                         int32_t level) except -2:
+    """Add `key` (absent) for `level` where `_lix_find` said it would go (chunk `d`,
+    position `p`); return the level of the next higher key (the next better level), or
+    NIL."""
+    cdef int64_t entry = key * KEY_UNIT + level
     cdef int32_t ci
     cdef LevelChunk* c
     cdef LevelChunk* hi
-    cdef int p
     if x.n_dir == 0:
-        _lix_dir_insert(x, 0, _lix_new_chunk(x), key)
-    d = _lix_chunk_of(x, key)
-    if x.chunks[x.dir[d]].n == CHUNK:
+        _lix_dir_insert(x, 0, _lix_new_chunk(x), entry)
+    elif x.chunks[x.dir[d]].n == CHUNK:
         # Split: the upper half goes to a new chunk after this one.
         ci = _lix_new_chunk(x)
         c = &x.chunks[x.dir[d]]
         hi = &x.chunks[ci]
-        memcpy(hi.keys, &c.keys[CHUNK // 2], (CHUNK - CHUNK // 2) * sizeof(int64_t))
-        memcpy(hi.ids, &c.ids[CHUNK // 2], (CHUNK - CHUNK // 2) * sizeof(int32_t))
+        memcpy(hi.entries, &c.entries[CHUNK // 2], (CHUNK - CHUNK // 2) * sizeof(int64_t))
         hi.n = CHUNK - CHUNK // 2
         c.n = CHUNK // 2
         _lix_dir_insert(x, d + 1, ci, x.dmax[d])
-        x.dmax[d] = c.keys[c.n - 1]
-        if key > x.dmax[d]:
+        x.dmax[d] = c.entries[c.n - 1]
+        if p > CHUNK // 2:
             d += 1
+            p -= CHUNK // 2
     c = &x.chunks[x.dir[d]]
-    p = _chunk_pos(c, key)
     if p < c.n:
-        memmove(&c.keys[p + 1], &c.keys[p], (c.n - p) * sizeof(int64_t))
-        memmove(&c.ids[p + 1], &c.ids[p], (c.n - p) * sizeof(int32_t))
-    c.keys[p] = key
-    c.ids[p] = level
+        memmove(&c.entries[p + 1], &c.entries[p], (c.n - p) * sizeof(int64_t))
+    c.entries[p] = entry
     c.n += 1
     if p == c.n - 1:
-        x.dmax[d] = key  # above every key of this chunk (only the last chunk takes those)
+        x.dmax[d] = entry
     if p + 1 < c.n:
-        return c.ids[p + 1]
+        return _entry_level(c.entries[p + 1])
     if d + 1 < x.n_dir:
-        return x.chunks[x.dir[d + 1]].ids[0]
+        return _entry_level(x.chunks[x.dir[d + 1]].entries[0])
     return NIL
 
 
-cdef void _lix_remove(LevelIndex* x, int64_t key) noexcept nogil:
+cdef inline void _lix_remove(LevelIndex* x, int64_t key) noexcept nogil:
     """Take out `key` (present)."""
-    cdef size_t d = _lix_chunk_of(x, key)
+    cdef int64_t low = key * KEY_UNIT
+    cdef size_t d = _lix_chunk_of(x, low)
     cdef LevelChunk* c = &x.chunks[x.dir[d]]
     cdef LevelChunk* lo
-    cdef int p = _chunk_pos(c, key)
+    cdef int p
+    # The best level, emptied by fills, is the top chunk's last entry: no search for it.
+    if _has_key(c.entries[c.n - 1], low):
+        p = c.n - 1
+    else:
+        p = wm_lower_bound(c.entries, c.n, low)
     c.n -= 1
     if p < c.n:
-        memmove(&c.keys[p], &c.keys[p + 1], (c.n - p) * sizeof(int64_t))
-        memmove(&c.ids[p], &c.ids[p + 1], (c.n - p) * sizeof(int32_t))
+        memmove(&c.entries[p], &c.entries[p + 1], (c.n - p) * sizeof(int64_t))
     if c.n == 0:
         _lix_dir_remove(x, d)
         return
     if p == c.n:
-        x.dmax[d] = c.keys[c.n - 1]
+        x.dmax[d] = c.entries[c.n - 1]
     # Keep chunks from thinning out (a directory of near-empty chunks would make its own
     # moves long): a chunk that fits with its lower neighbour in half a chunk joins it.
     if d == 0:
@@ -926,8 +948,7 @@ cdef void _lix_remove(LevelIndex* x, int64_t key) noexcept nogil:
         c = &x.chunks[x.dir[1]]
     lo = &x.chunks[x.dir[d - 1]]
     if lo.n + c.n <= CHUNK // 2:
-        memcpy(&lo.keys[lo.n], c.keys, c.n * sizeof(int64_t))
-        memcpy(&lo.ids[lo.n], c.ids, c.n * sizeof(int32_t))
+        memcpy(&lo.entries[lo.n], c.entries, c.n * sizeof(int64_t))
         lo.n += c.n
         x.dmax[d - 1] = x.dmax[d]
         _lix_dir_remove(x, d)
@@ -957,8 +978,10 @@ ctypedef struct Level:
 cdef enum:
     # Households a book remembers stepping over per side (see `Book._first`).
     SKIP_MAX = 64
-    # How many rows ahead `Book.run` prefetches the index slot of a row's id.
+    # How many rows ahead `Book.run` prefetches the index slot of a row's id, and from
+    # how many slots (1 MiB of them) on.
     LOOKAHEAD = 8
+    PREFETCH_MIN_SLOTS = 1 << 16
 
 
 cdef class Book:
@@ -1021,6 +1044,9 @@ cdef class Book:
         _lix_free(&self.by_key[1])
 
     # -- pool and levels ---------------------------------------------------------------
+    # The hot methods are `final`: called directly rather than through the type's method
+    # table, so the C compiler can inline them into the walks and `run`.
+    @cython.final
     cdef int32_t _alloc_order(self) except -2:
         cdef int32_t i
         if self.free_head != NIL:
@@ -1034,16 +1060,10 @@ cdef class Book:
         self.n_slots += 1
         return i
 
-    cdef inline int32_t _find_level(self, int side, int64_t key) noexcept nogil:
-        """The level of `side` with `key`, or NIL."""
-        cdef int32_t b = self.best[side]
-        # The best level sees the most traffic: check it before the index.
-        if b != NIL and self.levels[b].key == key:
-            return b
-        return _lix_find(&self.by_key[side], key)
-
-    cdef int32_t _add_level(self, int side, int64_t key) except -2:
-        """A new, empty level of `side` with `key` (absent), linked in priority order."""
+    @cython.final
+    cdef int32_t _add_level(self, int side, int64_t key, size_t d, int p) except -2:
+        """A new, empty level of `side` with `key` (absent; `_lix_find` said it goes at
+        chunk `d`, position `p`), linked in priority order."""
         cdef int32_t li, better
         cdef Level* lv
         if self.free_level != NIL:
@@ -1055,7 +1075,7 @@ cdef class Book:
                                            sizeof(Level))
             li = <int32_t>self.n_levels
             self.n_levels += 1
-        better = _lix_insert(&self.by_key[side], key, li)
+        better = _lix_insert(&self.by_key[side], d, p, key, li)
         lv = &self.levels[li]
         lv.key = key
         lv.total = 0
@@ -1072,16 +1092,22 @@ cdef class Book:
             self.levels[lv.worse].better = li
         return li
 
+    @cython.final
     cdef int _rest(self, int32_t o) except -1:
         """Append order slot `o` to the tail of its price level."""
         cdef Order* od = &self.pool[o]
         cdef int side = od.side
         cdef int64_t key = <int64_t>od.price if side == C_BID else -<int64_t>od.price
-        cdef int32_t li = self._find_level(side, key)
+        cdef int32_t li = self.best[side]
         cdef Level* lv
         cdef int32_t c
-        if li == NIL:
-            li = self._add_level(side, key)
+        cdef size_t d
+        cdef int p
+        # The best level sees the most traffic: check it before the index.
+        if li == NIL or self.levels[li].key != key:
+            li = _lix_find(&self.by_key[side], key, &d, &p)
+            if li == NIL:
+                li = self._add_level(side, key, d, p)
         lv = &self.levels[li]
         od.level = li
         od.prev = lv.tail
@@ -1102,6 +1128,7 @@ cdef class Book:
                 self.cur[side] = o
         return 0
 
+    @cython.final
     cdef void _unlink(self, int32_t o, int32_t li) noexcept nogil:
         """Take order `o` out of level `li` (dropping the level if it empties) and free it."""
         cdef Order* od = &self.pool[o]
@@ -1176,6 +1203,7 @@ cdef class Book:
     # households still cannot execute. Blocked-ness depends only on the owner's balances
     # and the order's own price, so an owner whose balances did not change is still
     # blocked, and one whose balances changed is checked once at its lowest prefix price.
+    @cython.final
     cdef int32_t _first(self, int side, int32_t* li):
         """Where a walk or a re-cross starts on `side` (its level in `li`), or NIL."""
         cdef int k
@@ -1212,6 +1240,7 @@ cdef class Book:
                                     False) <= 0
         return self.acc.sell_cap(self.skip_owner[side][k], False) <= 0
 
+    @cython.final
     cdef void _step_over(self, int side, int32_t o, int32_t li) noexcept:
         """Order `o` (on level `li`) cannot execute. If the cursor is on it, remember its
         owner (balance version, lowest price) and move the cursor past it."""
@@ -1248,6 +1277,7 @@ cdef class Book:
         return self.acc.sell_cap(od.owner, dry) > 0
 
     # -- matching ----------------------------------------------------------------------
+    @cython.final
     cdef int64_t _walk_plain(self, int side, int64_t limit, int64_t qty, uint32_t owner,
                              uint64_t oid) except -1:
         """`_walk` without caps, self-trade prevention or dry run: the common hot path."""
@@ -1288,6 +1318,7 @@ cdef class Book:
                     r.qty -= f
         return qty
 
+    @cython.final
     cdef int64_t _walk(self, int side, int64_t limit, int64_t qty, uint32_t owner,
                        uint64_t oid, bint dry, bint* cancelled) except -1:
         """Trade an incoming order against the opposite side; return the quantity left.
@@ -1374,6 +1405,7 @@ cdef class Book:
             # else: stay on this resting order while both owners can still execute
         return qty
 
+    @cython.final
     cdef int _submit(self, uint64_t oid, int side, int64_t price, int64_t qty,
                      uint32_t owner, int tif, bint market) except -2:
         """Apply one incoming order. Returns 0, or 1 if refused (bad input, duplicate)."""
@@ -1420,6 +1452,7 @@ cdef class Book:
         return 0
 
     # -- re-crossing -------------------------------------------------------------------
+    @cython.final
     cdef int _recross(self) except -1:
         """Re-cross if balances changed since the book last looked."""
         if self.acc is not None and self.acc.version != self.seen_version:
@@ -1427,6 +1460,7 @@ cdef class Book:
             self.seen_version = self.acc.version
         return 0
 
+    @cython.final
     cdef int _catch_up(self) except -1:
         """Before an accepted event: balance changes made outside any event
         (`Accounts.set`) take effect first, so orders they made executable keep the
@@ -1437,6 +1471,7 @@ cdef class Book:
             self._recross()
         return 0
 
+    @cython.final
     cdef int _after_event(self) except -1:
         """After an accepted event: this book re-crosses, then every book of its Markets
         whose accounts changed, by market name, until none changes."""
@@ -1445,6 +1480,7 @@ cdef class Book:
             _recross_all(self.peers, False)
         return 0
 
+    @cython.final
     cdef int32_t _best_executable(self, int side, int32_t* level_out):
         """First order in priority whose owner can execute now, or NIL.
 
@@ -1462,6 +1498,7 @@ cdef class Book:
             o = self._pass(o, &li, False)
         return NIL
 
+    @cython.final
     cdef int _uncross(self) except -1:
         """While the best executable bid crosses the best executable ask, trade them at the
         earlier one's price (the later one is the aggressor and, for self-trade
@@ -1517,6 +1554,7 @@ cdef class Book:
             if oa.qty == 0:
                 self._unlink(a, la)
 
+    @cython.final
     cdef int _cancel(self, uint64_t oid) except -1:
         """1 applied (the order was live), 0 refused (it was not)."""
         cdef int32_t o = self.index.get(oid)
@@ -1529,6 +1567,7 @@ cdef class Book:
         self._after_event()
         return 1
 
+    @cython.final
     cdef int _reduce(self, uint64_t oid, int64_t by) except -2:
         """1 reduced, 0 not live, -1 bad amount."""
         cdef int32_t o = self.index.get(oid)
@@ -1759,8 +1798,9 @@ cdef class Book:
         try:
             for i in range(n):
                 # Every kind looks its id up in the index first: start loading the slot of
-                # the id a few rows ahead, so that its cache miss overlaps these rows.
-                if i + LOOKAHEAD < n:
+                # the id a few rows ahead, so that its cache miss overlaps these rows (a
+                # table that the caches hold would only pay for the hashing).
+                if i + LOOKAHEAD < n and self.index.mask >= PREFETCH_MIN_SLOTS - 1:
                     self.index.prefetch(oids[i + LOOKAHEAD])
                 kind = kinds[i]
                 self.fills.event = event_base + 1 + <int64_t>i
