@@ -8,16 +8,17 @@ Python model of the same rules that the tests compare this engine against.
 
 Layout in memory (a `Book`):
 - orders live in a pool of C structs, linked FIFO per price level, found by key through
-  an open-addressing hash table (a key and its pool slot in one 16-byte slot; `run`
-  prefetches the slot of the id a few rows ahead);
+  an open-addressing hash table (a key and its pool slot in one 16-byte slot; once the
+  table outgrows the caches, `run` prefetches the slot of the id a few rows ahead);
 - price levels live in a pool of C structs too (a level keeps its slot while others come
   and go; each order knows its level), each side's linked in priority order from its best
   level, so walks, fills and cancels never search for a level;
 - each side finds a price's level, and where a new level goes, through a sorted array of
-  level keys cut into chunks of at most 64 (a directory of chunks with each one's
-  largest key): a new or emptied level anywhere in the book moves at most a chunk's keys,
-  and the top chunk is checked first. (One sorted array of levels made each new level at
-  a random depth move every better level: a fifth of a replay of spread-out prices.)
+  its levels' keys (each with its level's slot, in one int64) cut into chunks of at most
+  64, with a directory of chunks and each one's largest entry: a new or emptied level
+  anywhere in the book moves at most a chunk's entries, and the top chunk is checked
+  first. (One sorted array of levels made each new level at a random depth move every
+  better level: a fifth of a replay of spread-out prices.)
 - fills go to a growable C buffer; Python objects are made only when asked for.
 """
 
