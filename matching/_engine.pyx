@@ -8,19 +8,27 @@ Python model of the same rules that the tests compare this engine against.
 
 Layout in memory (a `Book`):
 - orders live in a pool of C structs, linked FIFO per price level, found by key through
-  an open-addressing hash table;
-- each side keeps its price levels in one sorted C array with the best level at the end,
-  so the common case (a new level near the top, a level emptied at the top) is a short
-  memmove or none;
+  an open-addressing hash table (a key and its pool slot in one 16-byte slot; once the
+  table outgrows the caches, `run` prefetches the slot of the id a few rows ahead);
+- price levels live in a pool of C structs too (a level keeps its slot while others come
+  and go; each order knows its level), each side's linked in priority order from its best
+  level, so walks, fills and cancels never search for a level;
+- each side finds a price's level, and where a new level goes, through a sorted array of
+  its levels' keys (each with its level's slot, in one int64) cut into chunks of at most
+  64, with a directory of chunks and each one's largest entry: a new or emptied level
+  anywhere in the book moves at most a chunk's entries, and the top chunk is checked
+  first. (One sorted array of levels made each new level at a random depth move every
+  better level: a fifth of a replay of spread-out prices.)
 - fills go to a growable C buffer; Python objects are made only when asked for.
 """
 
 cimport cpython.array as carray
+cimport cython
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memmove, memset
 
-from _native cimport grow, grow_scratch, mix, next_cap, resize  # matching/_native.pxd
+from _native cimport grow, grow_scratch, mix, next_cap, resize, wm_prefetch  # _native.pxd
 
 import weakref
 from array import array
@@ -206,6 +214,18 @@ cdef extern from * nogil:
         }
         return 0;
     }
+    /* The first of keys[0, n) (ascending, n >= 1, keys[n - 1] >= key) that is at least
+       key. Branch-free: each halving picks its half arithmetically, so the search costs
+       no mispredicted branches (which half a level's key falls in is a coin toss). */
+    static inline int wm_lower_bound(const int64_t* keys, int n, int64_t key) {
+        const int64_t* base = keys;
+        while (n > 1) {
+            int half = n >> 1;
+            base += (base[half - 1] < key) * half;  /* no branch: setcc and a multiply */
+            n -= half;
+        }
+        return (int)(base - keys);
+    }
     """
     ctypedef struct wm_key:
         int64_t ts
@@ -222,6 +242,7 @@ cdef extern from * nogil:
     size_t wm_dup_bucket(uint64_t id)
     size_t wm_dup_buckets(const uint64_t* ids, size_t n, uint64_t* buf, size_t* start)
     int wm_find_duplicate(uint64_t* buf, const size_t* end, uint64_t* table, uint64_t* dup)
+    int wm_lower_bound(const int64_t* keys, int n, int64_t key)
 
 # Public constants (also exported by wattmesh.matching).
 BID = 0
@@ -451,12 +472,18 @@ cdef carray.array _array(str typecode, void* data, size_t n):
 
 
 # ----------------------------------------------------------------------------- hash map
+ctypedef struct KeySlot:
+    uint64_t key
+    int32_t val          # NIL: the slot is empty
+
+
 cdef class _KeyMap:
     """uint64 key -> int32 slot, open addressing with linear probing and backward-shift
-    deletion (no tombstones, so lookups stay short after many cancels)."""
+    deletion (no tombstones, so lookups stay short after many cancels). A key and its
+    value share a 16-byte slot, so a lookup that finds its key at home reads one cache
+    line (with keys and values in two arrays, it missed the cache twice)."""
 
-    cdef uint64_t* keys
-    cdef int32_t* vals
+    cdef KeySlot* slots
     cdef size_t mask
     cdef size_t count
 
@@ -464,21 +491,20 @@ cdef class _KeyMap:
         self._alloc(64)
 
     def __dealloc__(self):
-        free(self.keys)
-        free(self.vals)
+        free(self.slots)
 
     cdef int _alloc(self, size_t cap) except -1:
-        self.keys = <uint64_t*>malloc(cap * sizeof(uint64_t))
-        self.vals = <int32_t*>malloc(cap * sizeof(int32_t))
-        if self.keys == NULL or self.vals == NULL:
+        self.slots = <KeySlot*>malloc(cap * sizeof(KeySlot))
+        if self.slots == NULL:
             raise MemoryError()
-        memset(self.vals, 0xff, cap * sizeof(int32_t))  # all NIL
         self.mask = cap - 1
-        self.count = 0
+        self.clear()
         return 0
 
     cdef void clear(self) noexcept:
-        memset(self.vals, 0xff, (self.mask + 1) * sizeof(int32_t))
+        cdef size_t i
+        for i in range(self.mask + 1):
+            self.slots[i].val = NIL
         self.count = 0
 
     cdef int reserve(self, size_t n) except -1:
@@ -487,51 +513,56 @@ cdef class _KeyMap:
         while cap < 2 * n + 2:
             cap *= 2
         if cap != self.mask + 1:
-            free(self.keys)
-            free(self.vals)
+            free(self.slots)
             self._alloc(cap)
         return 0
 
+    cdef inline void prefetch(self, uint64_t key) noexcept nogil:
+        """Start loading the slot `key` hashes to, for a lookup a little later."""
+        wm_prefetch(&self.slots[mix(key) & self.mask])
+
     cdef inline int32_t get(self, uint64_t key) noexcept nogil:
         cdef size_t h = mix(key) & self.mask
-        while self.vals[h] != NIL:
-            if self.keys[h] == key:
-                return self.vals[h]
+        cdef KeySlot* s = &self.slots[h]
+        while s.val != NIL:
+            if s.key == key:
+                return s.val
             h = (h + 1) & self.mask
+            s = &self.slots[h]
         return NIL
 
+    @cython.final
     cdef int put(self, uint64_t key, int32_t val) except -1:
         """Insert a key known to be absent."""
         if (self.count + 1) * 2 > self.mask + 1:
             self._rehash()
         cdef size_t h = mix(key) & self.mask
-        while self.vals[h] != NIL:
+        while self.slots[h].val != NIL:
             h = (h + 1) & self.mask
-        self.keys[h] = key
-        self.vals[h] = val
+        self.slots[h].key = key
+        self.slots[h].val = val
         self.count += 1
         return 0
 
+    @cython.final
     cdef int _rehash(self) except -1:
-        cdef uint64_t* old_keys = self.keys
-        cdef int32_t* old_vals = self.vals
+        cdef KeySlot* old = self.slots
         cdef size_t old_cap = self.mask + 1
         cdef size_t i
         cdef size_t n = self.count
         self._alloc(old_cap * 2)
         for i in range(old_cap):
-            if old_vals[i] != NIL:
-                self.put(old_keys[i], old_vals[i])
+            if old[i].val != NIL:
+                self.put(old[i].key, old[i].val)
         self.count = n
-        free(old_keys)
-        free(old_vals)
+        free(old)
         return 0
 
     cdef inline void remove(self, uint64_t key) noexcept nogil:
         cdef size_t h = mix(key) & self.mask
         cdef size_t j, home
-        while self.vals[h] != NIL:
-            if self.keys[h] == key:
+        while self.slots[h].val != NIL:
+            if self.slots[h].key == key:
                 break
             h = (h + 1) & self.mask
         else:
@@ -541,15 +572,14 @@ cdef class _KeyMap:
         j = h
         while True:
             j = (j + 1) & self.mask
-            if self.vals[j] == NIL:
+            if self.slots[j].val == NIL:
                 break
-            home = mix(self.keys[j]) & self.mask
+            home = mix(self.slots[j].key) & self.mask
             # Move entry j into hole h unless its home lies cyclically in (h, j].
             if (j > h and (home <= h or home > j)) or (j < h and (home <= h and home > j)):
-                self.keys[h] = self.keys[j]
-                self.vals[h] = self.vals[j]
+                self.slots[h] = self.slots[j]
                 h = j
-        self.vals[h] = NIL
+        self.slots[h].val = NIL
 
 
 # ----------------------------------------------------------------------------- accounts
@@ -733,26 +763,226 @@ cdef class Accounts:
             self.owner_version[seller] = self.version
 
 
+# ----------------------------------------------------------------------------- price levels
+# A side's price levels by key, for finding a price's level and where a new level goes: a
+# sorted array cut into chunks of at most CHUNK entries (as sortedcontainers' list of
+# lists), with a directory of the chunks in key order and each one's largest entry. An
+# entry is a level's key and slot in one int64, key * 2**32 + slot (keys fit 32 bits,
+# slots 31; keys are distinct, so entries sort as their keys): one array to search and
+# to move. Adding or removing a level moves at most a chunk's entries, wherever its price
+# is; a full chunk is split in two halves, and a chunk that empties, or that fits with
+# its lower neighbour in half a chunk, leaves the directory. The book walks its levels
+# through their own links (`Level.worse`), not through this index.
+cdef enum:
+    CHUNK = 64
+
+cdef int64_t KEY_UNIT = (<int64_t>1) << 32  # an entry's key unit: key * KEY_UNIT + slot
+
+ctypedef struct LevelChunk:
+    int64_t entries[CHUNK]  # ascending
+    int32_t n               # entries in use; a free chunk: the next free chunk
+
+ctypedef struct LevelIndex:
+    LevelChunk* chunks   # a pool: a chunk keeps its slot while it is in the directory
+    size_t n_chunks
+    size_t cap_chunks
+    int32_t free_chunk   # first free chunk, or NIL
+    int32_t* dir         # the chunks in use, in key order
+    int64_t* dmax        # the largest entry of each
+    size_t n_dir
+    size_t cap_dir
+
+
+cdef void _lix_free(LevelIndex* x) noexcept nogil:
+    free(x.chunks)
+    free(x.dir)
+    free(x.dmax)
+
+
+cdef inline int32_t _entry_level(int64_t entry) noexcept nogil:
+    """The level slot of an entry: its low 32 bits."""
+    return <int32_t><uint32_t><uint64_t>entry
+
+
+cdef inline bint _has_key(int64_t entry, int64_t low) noexcept nogil:
+    """Is `entry` one of key `low` / KEY_UNIT (its slot in the low 32 bits)?"""
+    return <uint64_t>(entry - low) < <uint64_t>KEY_UNIT
+
+
+cdef inline size_t _lix_chunk_of(LevelIndex* x, int64_t low) noexcept nogil:
+    """Where in the directory the chunk for entry `low` is: the first whose largest entry
+    is at least `low`, else the last. The directory is not empty."""
+    cdef size_t n = x.n_dir
+    # The top chunk holds the best levels, which see the most traffic: check it first.
+    if n == 1 or x.dmax[n - 2] < low:
+        return n - 1
+    return <size_t>wm_lower_bound(x.dmax, <int>(n - 1), low)
+
+
+cdef inline int _chunk_pos(LevelChunk* c, int64_t low) noexcept nogil:
+    """The first position in `c` whose entry is at least `low` (c.n if none)."""
+    # Past the last entry first: where a new best level goes.
+    if c.n == 0 or c.entries[c.n - 1] < low:
+        return c.n
+    return wm_lower_bound(c.entries, c.n, low)
+
+
+cdef inline int32_t _lix_find(LevelIndex* x, int64_t key, size_t* d, int* p) noexcept nogil:
+    """The level with `key`, or NIL; `d` and `p` get the chunk (its place in the
+    directory) and the position where it is or would go."""
+    cdef int64_t low = key * KEY_UNIT
+    cdef LevelChunk* c
+    d[0] = 0
+    p[0] = 0
+    if x.n_dir == 0:
+        return NIL
+    d[0] = _lix_chunk_of(x, low)
+    c = &x.chunks[x.dir[d[0]]]
+    p[0] = _chunk_pos(c, low)
+    if p[0] < c.n and _has_key(c.entries[p[0]], low):
+        return <int32_t>(c.entries[p[0]] - low)
+    return NIL
+
+
+cdef int32_t _lix_new_chunk(LevelIndex* x) except -2:
+    """A free chunk, empty (the pool may move)."""
+    cdef int32_t ci
+    if x.free_chunk != NIL:
+        ci = x.free_chunk
+        x.free_chunk = x.chunks[ci].n
+    else:
+        if x.n_chunks == x.cap_chunks:
+            x.chunks = <LevelChunk*>grow(x.chunks, &x.cap_chunks, x.n_chunks + 1,
+                                         sizeof(LevelChunk))
+        ci = <int32_t>x.n_chunks
+        x.n_chunks += 1
+    x.chunks[ci].n = 0
+    return ci
+
+
+cdef int _lix_dir_insert(LevelIndex* x, size_t d, int32_t ci, int64_t dmax) except -1:
+    if x.n_dir == x.cap_dir:
+        x.dmax = <int64_t*>resize(x.dmax, next_cap(x.cap_dir, x.n_dir + 1), sizeof(int64_t))
+        x.dir = <int32_t*>grow(x.dir, &x.cap_dir, x.n_dir + 1, sizeof(int32_t))
+    memmove(&x.dir[d + 1], &x.dir[d], (x.n_dir - d) * sizeof(int32_t))
+    memmove(&x.dmax[d + 1], &x.dmax[d], (x.n_dir - d) * sizeof(int64_t))
+    x.dir[d] = ci
+    x.dmax[d] = dmax
+    x.n_dir += 1
+    return 0
+
+
+cdef inline void _lix_dir_remove(LevelIndex* x, size_t d) noexcept nogil:
+    """Take chunk `d` out of the directory and free it."""
+    cdef int32_t ci = x.dir[d]
+    x.chunks[ci].n = x.free_chunk
+    x.free_chunk = ci
+    x.n_dir -= 1
+    memmove(&x.dir[d], &x.dir[d + 1], (x.n_dir - d) * sizeof(int32_t))
+    memmove(&x.dmax[d], &x.dmax[d + 1], (x.n_dir - d) * sizeof(int64_t))
+
+
+cdef int32_t _lix_insert(LevelIndex* x, size_t d, int p, int64_t key,
+                         int32_t level) except -2:
+    """Add `key` (absent) for `level` where `_lix_find` said it would go (chunk `d`,
+    position `p`); return the level of the next higher key (the next better level), or
+    NIL."""
+    cdef int64_t entry = key * KEY_UNIT + level
+    cdef int32_t ci
+    cdef LevelChunk* c
+    cdef LevelChunk* hi
+    if x.n_dir == 0:
+        _lix_dir_insert(x, 0, _lix_new_chunk(x), entry)
+    elif x.chunks[x.dir[d]].n == CHUNK:
+        # Split: the upper half goes to a new chunk after this one.
+        ci = _lix_new_chunk(x)
+        c = &x.chunks[x.dir[d]]
+        hi = &x.chunks[ci]
+        memcpy(hi.entries, &c.entries[CHUNK // 2], (CHUNK - CHUNK // 2) * sizeof(int64_t))
+        hi.n = CHUNK - CHUNK // 2
+        c.n = CHUNK // 2
+        _lix_dir_insert(x, d + 1, ci, x.dmax[d])
+        x.dmax[d] = c.entries[c.n - 1]
+        if p > CHUNK // 2:
+            d += 1
+            p -= CHUNK // 2
+    c = &x.chunks[x.dir[d]]
+    if p < c.n:
+        memmove(&c.entries[p + 1], &c.entries[p], (c.n - p) * sizeof(int64_t))
+    c.entries[p] = entry
+    c.n += 1
+    if p == c.n - 1:
+        x.dmax[d] = entry
+    if p + 1 < c.n:
+        return _entry_level(c.entries[p + 1])
+    if d + 1 < x.n_dir:
+        return _entry_level(x.chunks[x.dir[d + 1]].entries[0])
+    return NIL
+
+
+cdef inline void _lix_remove(LevelIndex* x, int64_t key) noexcept nogil:
+    """Take out `key` (present)."""
+    cdef int64_t low = key * KEY_UNIT
+    cdef size_t d = _lix_chunk_of(x, low)
+    cdef LevelChunk* c = &x.chunks[x.dir[d]]
+    cdef LevelChunk* lo
+    cdef int p
+    # The best level, emptied by fills, is the top chunk's last entry: no search for it.
+    if _has_key(c.entries[c.n - 1], low):
+        p = c.n - 1
+    else:
+        p = wm_lower_bound(c.entries, c.n, low)
+    c.n -= 1
+    if p < c.n:
+        memmove(&c.entries[p], &c.entries[p + 1], (c.n - p) * sizeof(int64_t))
+    if c.n == 0:
+        _lix_dir_remove(x, d)
+        return
+    if p == c.n:
+        x.dmax[d] = c.entries[c.n - 1]
+    # Keep chunks from thinning out (a directory of near-empty chunks would make its own
+    # moves long): a chunk that fits with its lower neighbour in half a chunk joins it.
+    if d == 0:
+        if x.n_dir == 1:
+            return
+        d = 1  # the pair (0, 1)
+        c = &x.chunks[x.dir[1]]
+    lo = &x.chunks[x.dir[d - 1]]
+    if lo.n + c.n <= CHUNK // 2:
+        memcpy(&lo.entries[lo.n], c.entries, c.n * sizeof(int64_t))
+        lo.n += c.n
+        x.dmax[d - 1] = x.dmax[d]
+        _lix_dir_remove(x, d)
+
+
 # ----------------------------------------------------------------------------- the book
 ctypedef struct Order:
     uint64_t oid
-    int64_t price
     int64_t qty          # remaining
     uint64_t seq         # arrival: time priority within a level
+    int32_t price        # prices fit 31 bits (MAX_PRICE)
     int32_t prev
     int32_t next
+    int32_t level        # its price level's slot
     uint32_t owner
     uint8_t side
 
 ctypedef struct Level:
-    int64_t key          # price for bids, -price for asks: ascending, best at the end
+    int64_t key          # price for bids, -price for asks: the higher, the better
     int64_t total
     int32_t head
     int32_t tail
+    int32_t worse        # the next level of its side in priority, or NIL; a free level:
+                         # the next free level
+    int32_t better       # the level before it in priority, or NIL: it is the side's best
 
 cdef enum:
     # Households a book remembers stepping over per side (see `Book._first`).
     SKIP_MAX = 64
+    # How many rows ahead `Book.run` prefetches the index slot of a row's id, and from
+    # how many slots (1 MiB of them) on.
+    LOOKAHEAD = 8
+    PREFETCH_MIN_SLOTS = 1 << 16
 
 
 cdef class Book:
@@ -768,9 +998,12 @@ cdef class Book:
     cdef size_t cap_slots
     cdef int32_t free_head
     cdef _KeyMap index
-    cdef Level* levels[2]
-    cdef size_t n_levels[2]
-    cdef size_t cap_levels[2]
+    cdef Level* levels        # both sides' price levels, a pool: a level keeps its slot
+    cdef size_t n_levels
+    cdef size_t cap_levels
+    cdef int32_t free_level
+    cdef int32_t best[2]      # each side's best level, or NIL
+    cdef LevelIndex by_key[2]  # each side's levels by key
     cdef uint64_t seq
     cdef int stp
     cdef Accounts acc
@@ -796,6 +1029,9 @@ cdef class Book:
         self.index = _KeyMap()
         self.fills = _FillBuffer()
         self.free_head = NIL
+        self.free_level = NIL
+        self.best[0] = self.best[1] = NIL
+        self.by_key[0].free_chunk = self.by_key[1].free_chunk = NIL
         self.stp = _stp_code(stp)
         if accounts is not None:
             accounts._claim(self)
@@ -804,10 +1040,14 @@ cdef class Book:
 
     def __dealloc__(self):
         free(self.pool)
-        free(self.levels[0])
-        free(self.levels[1])
+        free(self.levels)
+        _lix_free(&self.by_key[0])
+        _lix_free(&self.by_key[1])
 
     # -- pool and levels ---------------------------------------------------------------
+    # The hot methods are `final`: called directly rather than through the type's method
+    # table, so the C compiler can inline them into the walks and `run`.
+    @cython.final
     cdef int32_t _alloc_order(self) except -2:
         cdef int32_t i
         if self.free_head != NIL:
@@ -821,45 +1061,56 @@ cdef class Book:
         self.n_slots += 1
         return i
 
-    cdef inline ssize_t _find_level(self, int side, int64_t key) noexcept nogil:
-        """Index of the level with `key`, or -(insertion point) - 1."""
-        cdef Level* lv = self.levels[side]
-        cdef ssize_t lo = 0, hi = <ssize_t>self.n_levels[side] - 1, mid
-        # The best levels sit at the end and see the most traffic: check the top first.
-        if hi >= 0 and lv[hi].key == key:
-            return hi
-        while lo <= hi:
-            mid = (lo + hi) >> 1
-            if lv[mid].key < key:
-                lo = mid + 1
-            elif lv[mid].key > key:
-                hi = mid - 1
-            else:
-                return mid
-        return -lo - 1
+    @cython.final
+    cdef int32_t _add_level(self, int side, int64_t key, size_t d, int p) except -2:
+        """A new, empty level of `side` with `key` (absent; `_lix_find` said it goes at
+        chunk `d`, position `p`), linked in priority order."""
+        cdef int32_t li, better
+        cdef Level* lv
+        if self.free_level != NIL:
+            li = self.free_level
+            self.free_level = self.levels[li].worse
+        else:
+            if self.n_levels == self.cap_levels:
+                self.levels = <Level*>grow(self.levels, &self.cap_levels, self.n_levels + 1,
+                                           sizeof(Level))
+            li = <int32_t>self.n_levels
+            self.n_levels += 1
+        better = _lix_insert(&self.by_key[side], d, p, key, li)
+        lv = &self.levels[li]
+        lv.key = key
+        lv.total = 0
+        lv.head = NIL
+        lv.tail = NIL
+        lv.better = better
+        if better != NIL:
+            lv.worse = self.levels[better].worse
+            self.levels[better].worse = li
+        else:
+            lv.worse = self.best[side]
+            self.best[side] = li
+        if lv.worse != NIL:
+            self.levels[lv.worse].better = li
+        return li
 
+    @cython.final
     cdef int _rest(self, int32_t o) except -1:
         """Append order slot `o` to the tail of its price level."""
         cdef Order* od = &self.pool[o]
         cdef int side = od.side
-        cdef int64_t key = od.price if side == C_BID else -od.price
-        cdef ssize_t li = self._find_level(side, key)
+        cdef int64_t key = <int64_t>od.price if side == C_BID else -<int64_t>od.price
+        cdef int32_t li = self.best[side]
         cdef Level* lv
         cdef int32_t c
-        if li < 0:
-            li = -li - 1
-            if self.n_levels[side] == self.cap_levels[side]:
-                self.levels[side] = <Level*>grow(self.levels[side], &self.cap_levels[side],
-                                                  self.n_levels[side] + 1, sizeof(Level))
-            lv = self.levels[side]
-            if <size_t>li < self.n_levels[side]:
-                memmove(&lv[li + 1], &lv[li], (self.n_levels[side] - li) * sizeof(Level))
-            self.n_levels[side] += 1
-            lv[li].key = key
-            lv[li].total = 0
-            lv[li].head = NIL
-            lv[li].tail = NIL
-        lv = &self.levels[side][li]
+        cdef size_t d
+        cdef int p
+        # The best level sees the most traffic: check it before the index.
+        if li == NIL or self.levels[li].key != key:
+            li = _lix_find(&self.by_key[side], key, &d, &p)
+            if li == NIL:
+                li = self._add_level(side, key, d, p)
+        lv = &self.levels[li]
+        od.level = li
         od.prev = lv.tail
         od.next = NIL
         if lv.tail != NIL:
@@ -878,11 +1129,12 @@ cdef class Book:
                 self.cur[side] = o
         return 0
 
-    cdef void _unlink(self, int32_t o, ssize_t li) noexcept nogil:
+    @cython.final
+    cdef void _unlink(self, int32_t o, int32_t li) noexcept nogil:
         """Take order `o` out of level `li` (dropping the level if it empties) and free it."""
         cdef Order* od = &self.pool[o]
         cdef int side = od.side
-        cdef Level* lv = &self.levels[side][li]
+        cdef Level* lv = &self.levels[li]
         if self.cur_known[side] and self.cur[side] == o:
             self.cur[side] = self._after(o, li)
         if od.prev != NIL:
@@ -901,35 +1153,42 @@ cdef class Book:
         self.free_head = o
         self.n_live -= 1
 
-    cdef inline void _drop_level(self, int side, ssize_t li) noexcept nogil:
-        cdef Level* lv = self.levels[side]
-        cdef size_t n = self.n_levels[side]
-        if <size_t>li + 1 < n:
-            memmove(&lv[li], &lv[li + 1], (n - li - 1) * sizeof(Level))
-        self.n_levels[side] = n - 1
+    cdef inline void _drop_level(self, int side, int32_t li) noexcept nogil:
+        """Take empty level `li` out of its side's index and links, and free it."""
+        cdef Level* lv = &self.levels[li]
+        _lix_remove(&self.by_key[side], lv.key)
+        if lv.worse != NIL:
+            self.levels[lv.worse].better = lv.better
+        if lv.better != NIL:
+            self.levels[lv.better].worse = lv.worse
+        else:
+            self.best[side] = lv.worse
+        lv.worse = self.free_level
+        self.free_level = li
 
-    cdef inline ssize_t _level_of(self, int32_t o) noexcept nogil:
-        cdef Order* od = &self.pool[o]
-        return self._find_level(od.side, od.price if od.side == C_BID else -od.price)
+    cdef inline int32_t _level_of(self, int32_t o) noexcept nogil:
+        return self.pool[o].level
 
-    cdef inline int32_t _after(self, int32_t o, ssize_t li) noexcept nogil:
-        """The order after `o` (on level `li`) in priority, or NIL. Its level is `li`, or
-        `li - 1` when `o` is the last of its level (levels keep the best at the end, and
-        dropping level `li` leaves `li - 1` where it is)."""
+    cdef inline int32_t _after(self, int32_t o, int32_t li) noexcept nogil:
+        """The order after `o` (on level `li`) in priority, or NIL: the next in its level,
+        else the head of the next level (a level keeps its slot while others come and
+        go, so this holds across the drop of `li`)."""
+        cdef int32_t w
         if self.pool[o].next != NIL:
             return self.pool[o].next
-        if li > 0:
-            return self.levels[self.pool[o].side][li - 1].head
+        w = self.levels[li].worse
+        if w != NIL:
+            return self.levels[w].head
         return NIL
 
-    cdef inline ssize_t _next_level(self, int32_t o, ssize_t li) noexcept nogil:
+    cdef inline int32_t _next_level(self, int32_t o, int32_t li) noexcept nogil:
         """The level of `_after(o, li)`."""
-        return li if self.pool[o].next != NIL else li - 1
+        return li if self.pool[o].next != NIL else self.levels[li].worse
 
-    cdef inline int32_t _pass(self, int32_t o, ssize_t* li, bint unlink) noexcept nogil:
+    cdef inline int32_t _pass(self, int32_t o, int32_t* li, bint unlink) noexcept nogil:
         """Move a walk past order `o` (on level `li[0]`), taking it off the book if
         `unlink`; return the next order in priority (its level in `li`)."""
-        cdef ssize_t lo = li[0]
+        cdef int32_t lo = li[0]
         cdef int32_t nxt = self._after(o, lo)
         li[0] = self._next_level(o, lo)
         if unlink:
@@ -945,16 +1204,17 @@ cdef class Book:
     # households still cannot execute. Blocked-ness depends only on the owner's balances
     # and the order's own price, so an owner whose balances did not change is still
     # blocked, and one whose balances changed is checked once at its lowest prefix price.
-    cdef int32_t _first(self, int side, ssize_t* li):
+    @cython.final
+    cdef int32_t _first(self, int side, int32_t* li):
         """Where a walk or a re-cross starts on `side` (its level in `li`), or NIL."""
         cdef int k
         cdef bint valid
-        cdef ssize_t top = <ssize_t>self.n_levels[side] - 1
+        cdef int32_t top = self.best[side]
         cdef int32_t o
         cdef uint32_t owner
         if self.acc is None:
             li[0] = top
-            return self.levels[side][top].head if top >= 0 else NIL
+            return self.levels[top].head if top != NIL else NIL
         if self.cur_known[side]:
             valid = True
             for k in range(self.n_skip[side]):
@@ -966,12 +1226,12 @@ cdef class Book:
                     self.skip_ver[side][k] = self.acc.owner_version[owner]
             if valid:
                 o = self.cur[side]
-                li[0] = self._level_of(o) if o != NIL else -1
+                li[0] = self._level_of(o) if o != NIL else NIL
                 return o
         self.cur_known[side] = True
         self.n_skip[side] = 0
         li[0] = top
-        self.cur[side] = self.levels[side][top].head if top >= 0 else NIL
+        self.cur[side] = self.levels[top].head if top != NIL else NIL
         return self.cur[side]
 
     cdef inline bint _still_blocked(self, int side, int k) noexcept:
@@ -981,7 +1241,8 @@ cdef class Book:
                                     False) <= 0
         return self.acc.sell_cap(self.skip_owner[side][k], False) <= 0
 
-    cdef void _step_over(self, int side, int32_t o, ssize_t li) noexcept:
+    @cython.final
+    cdef void _step_over(self, int side, int32_t o, int32_t li) noexcept:
         """Order `o` (on level `li`) cannot execute. If the cursor is on it, remember its
         owner (balance version, lowest price) and move the cursor past it."""
         cdef uint32_t owner = self.pool[o].owner
@@ -1017,17 +1278,19 @@ cdef class Book:
         return self.acc.sell_cap(od.owner, dry) > 0
 
     # -- matching ----------------------------------------------------------------------
+    @cython.final
     cdef int64_t _walk_plain(self, int side, int64_t limit, int64_t qty, uint32_t owner,
                              uint64_t oid) except -1:
         """`_walk` without caps, self-trade prevention or dry run: the common hot path."""
         cdef int opp = 1 - side
         cdef Level* lv
         cdef int64_t price, f
-        cdef int32_t o
+        cdef int32_t o, top
         cdef Order* r
         cdef _FillBuffer fills = self.fills
-        while qty > 0 and self.n_levels[opp] > 0:
-            lv = &self.levels[opp][self.n_levels[opp] - 1]
+        while qty > 0 and self.best[opp] != NIL:
+            top = self.best[opp]
+            lv = &self.levels[top]
             price = -lv.key if opp == C_ASK else lv.key
             if (side == C_BID and price > limit) or (side == C_ASK and price < limit):
                 break
@@ -1048,14 +1311,15 @@ cdef class Book:
                     o = r.next
                     if o == NIL:
                         r.qty = 0
-                        self._unlink(lv.head, self.n_levels[opp] - 1)  # drops the level
+                        self._unlink(lv.head, top)  # drops the level
                         break
                     r.qty = 0
-                    self._unlink(lv.head, self.n_levels[opp] - 1)
+                    self._unlink(lv.head, top)
                 else:
                     r.qty -= f
         return qty
 
+    @cython.final
     cdef int64_t _walk(self, int side, int64_t limit, int64_t qty, uint32_t owner,
                        uint64_t oid, bint dry, bint* cancelled) except -1:
         """Trade an incoming order against the opposite side; return the quantity left.
@@ -1070,7 +1334,7 @@ cdef class Book:
         cdef int opp = 1 - side
         cdef Accounts acc = self.acc
         cdef bint caps = acc is not None
-        cdef ssize_t li = -1
+        cdef int32_t li = NIL
         cdef int64_t price, f, c = 0, own = 0, left = 0
         cdef int32_t o
         cdef Order* r
@@ -1134,7 +1398,7 @@ cdef class Book:
                     self.fills.push(r.oid, oid, price, f, r.owner, owner, C_ASK,
                                     self.fills.event, self.market_index)
                 r.qty -= f
-                self.levels[opp][li].total -= f
+                self.levels[li].total -= f
             if left == 0:
                 o = self._pass(o, &li, not dry)
                 if o != NIL:
@@ -1142,6 +1406,7 @@ cdef class Book:
             # else: stay on this resting order while both owners can still execute
         return qty
 
+    @cython.final
     cdef int _submit(self, uint64_t oid, int side, int64_t price, int64_t qty,
                      uint32_t owner, int tif, bint market) except -2:
         """Apply one incoming order. Returns 0, or 1 if refused (bad input, duplicate)."""
@@ -1176,7 +1441,7 @@ cdef class Book:
             o = self._alloc_order()
             od = &self.pool[o]
             od.oid = oid
-            od.price = price
+            od.price = <int32_t>price
             od.qty = left
             od.owner = owner
             od.side = <uint8_t>side
@@ -1188,6 +1453,7 @@ cdef class Book:
         return 0
 
     # -- re-crossing -------------------------------------------------------------------
+    @cython.final
     cdef int _recross(self) except -1:
         """Re-cross if balances changed since the book last looked."""
         if self.acc is not None and self.acc.version != self.seen_version:
@@ -1195,6 +1461,7 @@ cdef class Book:
             self.seen_version = self.acc.version
         return 0
 
+    @cython.final
     cdef int _catch_up(self) except -1:
         """Before an accepted event: balance changes made outside any event
         (`Accounts.set`) take effect first, so orders they made executable keep the
@@ -1205,6 +1472,7 @@ cdef class Book:
             self._recross()
         return 0
 
+    @cython.final
     cdef int _after_event(self) except -1:
         """After an accepted event: this book re-crosses, then every book of its Markets
         whose accounts changed, by market name, until none changes."""
@@ -1213,14 +1481,15 @@ cdef class Book:
             _recross_all(self.peers, False)
         return 0
 
-    cdef int32_t _best_executable(self, int side, ssize_t* level_out):
+    @cython.final
+    cdef int32_t _best_executable(self, int side, int32_t* level_out):
         """First order in priority whose owner can execute now, or NIL.
 
         Per household, earlier orders commit first; an order before the first executable
         one commits nothing, so the first executable order is simply the first whose owner
         has capacity left at the order's own price.
         """
-        cdef ssize_t li = -1
+        cdef int32_t li = NIL
         cdef int32_t o = self._first(side, &li)
         while o != NIL:
             if self.acc is None or self._executable(o, False):
@@ -1230,12 +1499,13 @@ cdef class Book:
             o = self._pass(o, &li, False)
         return NIL
 
+    @cython.final
     cdef int _uncross(self) except -1:
         """While the best executable bid crosses the best executable ask, trade them at the
         earlier one's price (the later one is the aggressor and, for self-trade
         prevention, the incoming order)."""
         cdef int32_t b, a, later, earlier
-        cdef ssize_t lb = 0, la = 0
+        cdef int32_t lb = NIL, la = NIL
         cdef Order* ob
         cdef Order* oa
         cdef int64_t price, f, c
@@ -1277,14 +1547,15 @@ cdef class Book:
                             C_BID if later == b else C_ASK, self.fills.event,
                             self.market_index)
             ob.qty -= f
-            self.levels[C_BID][lb].total -= f
+            self.levels[lb].total -= f
             oa.qty -= f
-            self.levels[C_ASK][la].total -= f
+            self.levels[la].total -= f
             if ob.qty == 0:
                 self._unlink(b, lb)
             if oa.qty == 0:
                 self._unlink(a, la)
 
+    @cython.final
     cdef int _cancel(self, uint64_t oid) except -1:
         """1 applied (the order was live), 0 refused (it was not)."""
         cdef int32_t o = self.index.get(oid)
@@ -1297,10 +1568,11 @@ cdef class Book:
         self._after_event()
         return 1
 
+    @cython.final
     cdef int _reduce(self, uint64_t oid, int64_t by) except -2:
         """1 reduced, 0 not live, -1 bad amount."""
         cdef int32_t o = self.index.get(oid)
-        cdef ssize_t li
+        cdef int32_t li
         if o == NIL:
             return 0
         if by <= 0 or by > self.pool[o].qty:
@@ -1313,7 +1585,7 @@ cdef class Book:
                 self._unlink(o, li)
             else:
                 self.pool[o].qty -= by
-                self.levels[self.pool[o].side][li].total -= by
+                self.levels[li].total -= by
         self._after_event()
         return 1
 
@@ -1439,14 +1711,13 @@ cdef class Book:
 
     def quotes(self):
         """`Quote(bid, ask, exec_bid, exec_ask)`: prices, or None for an empty side."""
-        cdef ssize_t li = 0
+        cdef int32_t li = NIL
         cdef int32_t b = self._best_executable(C_BID, &li)
         cdef int32_t a = self._best_executable(C_ASK, &li)
-        nb = self.n_levels[C_BID]
-        na = self.n_levels[C_ASK]
+        cdef int32_t tb = self.best[C_BID], ta = self.best[C_ASK]
         return Quote(
-            self.levels[C_BID][nb - 1].key if nb else None,
-            -self.levels[C_ASK][na - 1].key if na else None,
+            self.levels[tb].key if tb != NIL else None,
+            -self.levels[ta].key if ta != NIL else None,
             self.pool[b].price if b != NIL else None,
             self.pool[a].price if a != NIL else None,
         )
@@ -1456,16 +1727,16 @@ cdef class Book:
         if side != C_BID and side != C_ASK:
             raise ValueError(f"side: must be BID (0) or ASK (1), got {side}")
         out = []
-        cdef ssize_t li = <ssize_t>self.n_levels[side] - 1
+        cdef int32_t li = self.best[side]
         cdef int32_t o
         cdef Order* od
-        while li >= 0:
-            o = self.levels[side][li].head
+        while li != NIL:
+            o = self.levels[li].head
             while o != NIL:
                 od = &self.pool[o]
                 out.append(RestingOrder(od.oid, od.side, od.price, od.qty, od.owner))
                 o = od.next
-            li -= 1
+            li = self.levels[li].worse
         return out
 
     def order(self, uint64_t oid):
@@ -1478,12 +1749,14 @@ cdef class Book:
 
     def depth(self, int side) -> list:
         """[(price, total qty)] per level of one side, best first."""
+        if side != C_BID and side != C_ASK:
+            raise ValueError(f"side: must be BID (0) or ASK (1), got {side}")
         out = []
-        cdef ssize_t li = <ssize_t>self.n_levels[side] - 1
-        while li >= 0:
-            k = self.levels[side][li].key
-            out.append((k if side == C_BID else -k, self.levels[side][li].total))
-            li -= 1
+        cdef int32_t li = self.best[side]
+        while li != NIL:
+            k = self.levels[li].key
+            out.append((k if side == C_BID else -k, self.levels[li].total))
+            li = self.levels[li].worse
         return out
 
     def __len__(self) -> int:
@@ -1525,6 +1798,11 @@ cdef class Book:
         # is the row index.
         try:
             for i in range(n):
+                # Every kind looks its id up in the index first: start loading the slot of
+                # the id a few rows ahead, so that its cache miss overlaps these rows (a
+                # table that the caches hold would only pay for the hashing).
+                if i + LOOKAHEAD < n and self.index.mask >= PREFETCH_MIN_SLOTS - 1:
+                    self.index.prefetch(oids[i + LOOKAHEAD])
                 kind = kinds[i]
                 self.fills.event = event_base + 1 + <int64_t>i
                 if kind == K_MARKET and has_tif and tifs[i] == C_GTC:

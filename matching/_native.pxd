@@ -1,8 +1,8 @@
 # The C helpers the compiled modules share: the engine (_engine.pyx), the replay scanner
 # (exchange/replay/_logscan.pyx), the ledger's fold (settlement/ledger/_fastfold.pyx) and
 # the node's order index (exchange/node/_order_index.pyx). Growable arrays, the 64-bit mix
-# their hash tables use, SHA-256. Each cimports these inline functions (no module is
-# imported at run time); setup.py puts this folder on Cython's include path.
+# their hash tables use, a prefetch hint, SHA-256. Each cimports these inline functions (no
+# module is imported at run time); setup.py puts this folder on Cython's include path.
 
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
@@ -40,6 +40,12 @@ cdef inline void* grow(void* ptr, size_t* cap, size_t need, size_t item) except 
     cdef void* p = resize(ptr, new_cap, item)
     cap[0] = new_cap
     return p
+
+
+cdef extern from *:
+    # A hint to start loading the cache line at p (never faults): a hash slot looked up
+    # a few rows later, so that its cache miss overlaps the work in between.
+    void wm_prefetch "__builtin_prefetch"(const void* p) nogil
 
 
 cdef extern from *:

@@ -33,3 +33,18 @@ IMPLS = {
 def impl(request: pytest.FixtureRequest) -> Impl:
     """Each implementation in turn: ``impl.Book(...)``, ``impl.Accounts()``, ..."""
     return IMPLS[request.param]
+
+
+def _depth_from_orders(book, side: int) -> list[tuple[int, int]]:
+    levels: dict[int, int] = {}
+    for order in book.orders(side):
+        levels[order.price] = levels.get(order.price, 0) + order.qty
+    return list(levels.items())  # orders() is in priority order, so levels are too
+
+
+@pytest.fixture(scope="session")
+def depth_from_orders():
+    """``depth_from_orders(book, side)``: [(price, total qty)] per level, best first,
+    summed from ``book.orders(side)`` (what ``Book.depth`` must give; the reference has
+    no ``depth``)."""
+    return _depth_from_orders

@@ -6,8 +6,9 @@ some with ``bmax=None``, some owners without an account) and off. After every ev
 two implementations must agree on the call's result, the fills, both sides of the book in
 priority order, the quotes and every balance. The call auction and the batch APIs
 (`Book.run`, `CallAuction.clear_arrays`) are compared the same way, and so are several
-markets sharing one `Accounts` (`Markets`), and books with more blocked households than
-the engine's cursor remembers.
+markets sharing one `Accounts` (`Markets`), books with more blocked households than
+the engine's cursor remembers, and books over hundreds of price levels (the engine's level
+index splits, joins and empties its chunks).
 """
 
 from __future__ import annotations
@@ -386,6 +387,56 @@ def test_batch_in_markets_matches_per_call(
 
 
 # ---------------------------------------------------------------------------------------
+# Many price levels: the engine's level index (chunks of 64 keys split, joined, emptied)
+# ---------------------------------------------------------------------------------------
+
+# Bids rest at 1000..1499 and asks at 1450..1949, `depth` ticks from their side's top, so
+# they cross only near the top, and hundreds of levels come and go: new levels anywhere
+# (deep inserts), levels emptied anywhere by cancels and reductions (deep drops). One
+# order in 25 goes through: priced up to 39 ticks into the other side's scale, it sweeps
+# the levels down to there (fills across many levels). A stream first builds the book up
+# (mostly orders: 110-140 levels a side, so chunks split), then drains it (mostly
+# cancels: chunks join and empty). Streams this long are drawn from a seed: as
+# hypothesis lists they would be too large for it to draw or shrink.
+BUILD_KINDS = ["submit"] * 10 + ["market", "cancel", "reduce", "replace"]
+DRAIN_KINDS = ["submit"] + ["cancel"] * 8 + ["market", "reduce", "replace"]
+
+
+def deep_op(rng: random.Random, kinds: list[str]) -> tuple:
+    """One event as `apply_op`'s record (a new id for every order)."""
+    side = rng.choice([BID, ASK])
+    through = rng.randrange(25) == 0
+    depth = rng.randrange(40 if through else 500)
+    on_bid_scale = (side == BID) != through
+    price = 1499 - depth if on_bid_scale else 1450 + depth
+    tif = rng.choice([GTC] * 8 + [IOC, FOK])
+    owner, qty, pick = rng.randrange(OWNERS), rng.randint(1, 20), rng.randrange(10_000)
+    return (rng.choice(kinds), side, price, qty, owner, tif, 1, pick, 0, 0)
+
+
+@settings(SETTINGS, max_examples=40)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(500, 900), rows=ACCOUNTS, stp=STP)
+def test_book_over_many_price_levels_matches_reference(
+    depth_from_orders: Any, seed: int, n: int, rows: list | None, stp: str
+) -> None:
+    rng = random.Random(seed)
+    stream = [deep_op(rng, BUILD_KINDS) for _ in range(n)]
+    stream += [deep_op(rng, DRAIN_KINDS) for _ in range(2 * n)]
+    eng_acc, ref_acc = make_accounts(rows)
+    eng, ref = Book(eng_acc, stp=stp), RefBook(ref_acc, stp=stp)
+    eng_ids: list[int] = []
+    ref_ids: list[int] = []
+    for step, op in enumerate(stream):
+        where = f"event {step}: {op}"
+        assert apply_op(eng, eng_acc, op, eng_ids) == apply_op(ref, ref_acc, op, ref_ids), where
+        assert [tuple(f) for f in eng.take_fills()] == [tuple(f) for f in ref.take_fills()], where
+        if step % 10 == 0 or step == len(stream) - 1:
+            assert book_state(eng, eng_acc) == book_state(ref, ref_acc), where
+            for side in (BID, ASK):
+                assert eng.depth(side) == depth_from_orders(ref, side), where
+
+
+# ---------------------------------------------------------------------------------------
 # Many blocked households: more than the engine's cursor remembers (64)
 # ---------------------------------------------------------------------------------------
 
@@ -420,7 +471,7 @@ def test_many_blocked_households_match_reference(seed: int) -> None:
             else:
                 price = rng.randint(95, 105)
             args = (oid, side, price, rng.randint(1, 20), owner)
-            tif = rng.choice([GTC, GTC, GTC, IOC, FOK])
+            tif = rng.choice([GTC] * 8 + [IOC, FOK])
             assert eng.submit(*args, tif) == ref.submit(*args, tif)
             live.append(oid)
         elif kind < 0.85:

@@ -20,11 +20,13 @@ from wattmesh.matching import (
 RICH = 10**12
 
 
-def _depth_from_orders(book: Book, side: int) -> list[tuple[int, int]]:
-    levels: dict[int, int] = {}
-    for order in book.orders(side):
-        levels[order.price] = levels.get(order.price, 0) + order.qty
-    return list(levels.items())  # orders() is in priority order, so levels are too
+@pytest.mark.parametrize("side", [-1, 2])
+def test_orders_and_depth_refuse_a_side_that_is_neither_bid_nor_ask(side):
+    book = Book()
+    book.submit(1, ASK, 100, 5)
+    for view in (book.orders, book.depth):
+        with pytest.raises(ValueError, match="side: must be BID"):
+            view(side)
 
 
 def test_depth_drops_fully_filled_orders():
@@ -46,7 +48,7 @@ EVENT = st.tuples(
 
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(st.lists(EVENT, max_size=60), st.booleans())
-def test_depth_always_sums_the_resting_orders(events, caps):
+def test_depth_always_sums_the_resting_orders(depth_from_orders, events, caps):
     accounts = None
     if caps:
         accounts = Accounts()
@@ -61,7 +63,7 @@ def test_depth_always_sums_the_resting_orders(events, caps):
         elif kind == "reduce" and oid in book:
             book.reduce(oid, min(qty, book.order(oid).qty))
         for s in (BID, ASK):
-            assert book.depth(s) == _depth_from_orders(book, s)
+            assert book.depth(s) == depth_from_orders(book, s)
 
 
 def test_fills_of_a_markets_carry_the_event_and_market_that_caused_them():
