@@ -30,7 +30,7 @@ A line is applied here (the *fast path*) only when all of this holds:
   holding that id, by its owner, before the gate. (cda cancels: liveness is known only
   when the engine runs the batch, so a batch cancel that finds its order gone comes back
   as a ``not-live`` refusal with the reason the Python path gives. call cancels of a
-  known order by its owner that are late come back as ``REFUSED``, below, for the
+  known order by its owner that are late are refused here and kept, below, for the
   Python path to write the same ``late`` refusal without reading the line again.)
 - The Python path has already seen the first valid order or cancel (``first_ts``), and
   ``--verify-signatures`` is off (signatures need the Python path).
@@ -53,11 +53,14 @@ strings are made only for outputs (``id_texts``, refusals).
   Python path; ``pos`` is after it;
 - ``CLEAR`` (call): intervals with gate ``<= gate_ts`` must clear before the line at
   ``pos`` (not consumed yet; scan again after clearing);
-- ``FLUSH`` (cda): the batch must run (``run_batch``) before the line at ``pos``;
-- ``REFUSED`` (call): line ``lineno`` (``line_start:line_end``) is a cancel in the fast
-  shape, of a known order by its owner, that is late: at or after its order's gate
-  (``late_ts >= late_interval``) or after that interval cleared (``late_interval <=
-  clock``). The clock has moved to its ts; the Python path writes the refusal.
+- ``FLUSH`` (cda): the batch must run (``run_batch``) before the line at ``pos``.
+
+Whatever it returns, ``take_late`` then gives the late call cancels it refused on the way,
+in line order (before the line it stopped at): each a cancel in the fast shape, of a known
+order by its owner, at or after its order's gate (``ts >= interval``) or after that
+interval cleared (``interval <= clock``), the clock having moved to its ts. The Python
+path writes their refusals. Scanning on past them, where each one used to return to
+Python, took a sixth off call mode on a log with 29k late cancels in 300k lines.
 """
 
 cimport cpython.array as carray
@@ -130,7 +133,6 @@ DONE = 0
 SLOW = 1
 CLEAR = 2
 FLUSH = 3
-REFUSED = 4
 
 cdef enum:
     S_DONE = 0
@@ -214,6 +216,15 @@ ctypedef struct KeySlot:    # the order table's slots: 8 bytes, a million orders
 
 cdef inline uint32_t _tag(uint64_t key) noexcept nogil:
     return <uint32_t>(key ^ (key >> 32))
+
+
+ctypedef struct Late:       # call: a late cancel refused in C (take_late)
+    int64_t line
+    int64_t ts
+    int64_t interval
+    int64_t clock
+    Py_ssize_t start
+    Py_ssize_t end
 
 
 ctypedef struct Auction:    # call: the orders of one (interval, market), as columns
@@ -554,8 +565,12 @@ cdef class Scanner:
     cdef readonly Py_ssize_t line_start
     cdef readonly Py_ssize_t line_end
     cdef readonly int64_t gate_ts
-    cdef readonly int64_t late_ts         # REFUSED: the cancel's ts and its order's interval
-    cdef readonly int64_t late_interval
+    cdef int64_t late_ts         # S_REFUSED: the cancel's ts and its order's interval
+    cdef int64_t late_interval
+    # call: late cancels refused since the last take_late()
+    cdef Late* late
+    cdef size_t late_n
+    cdef size_t late_cap
     # ids arena and owners arena
     cdef unsigned char* id_arena
     cdef size_t ids_n
@@ -668,6 +683,9 @@ cdef class Scanner:
         free(self.b_line)
         free(self.b_start)
         free(self.b_end)
+        free(self.late)
+        self.late = NULL
+        self.late_n = self.late_cap = 0
         self.entries = NULL
         self.slots = NULL
         self.auctions = NULL
@@ -710,6 +728,19 @@ cdef class Scanner:
         self.slots = s
         self.slot_mask = cap - 1
         return 0
+
+    def reserve(self, Py_ssize_t orders) -> None:
+        """Size the order-key slots for ``orders`` orders at once (replay's estimate from
+        the log's size), so that they are not rehashed again and again as they fill. More
+        orders still grow them; fewer leave them larger than needed (8 bytes a slot)."""
+        self._tables()
+        cdef size_t cap = self.slot_mask + 1
+        if orders <= 0:
+            return
+        while <size_t>(orders + 1) * 2 > cap:  # the rule _store grows by
+            cap *= 2
+        if cap > self.slot_mask + 1:
+            self._rehash_slots(cap)
 
     cdef inline int32_t _find(self, uint64_t key) noexcept nogil:
         cdef size_t h = mix(key) & self.slot_mask
@@ -1039,6 +1070,21 @@ cdef class Scanner:
             self._batch_push(E_CANCEL, 0, 0, 0, key, h, 0, L.ts, start, end)
         return 0
 
+    cdef int _push_late(self, Py_ssize_t start, Py_ssize_t end) except -1:
+        """Keep the late cancel just refused (line ``lineno``) for take_late."""
+        cdef Late* t
+        if self.late_n + 1 > self.late_cap:
+            self.late = <Late*>grow(self.late, &self.late_cap, self.late_n + 1, sizeof(Late))
+        t = &self.late[self.late_n]
+        t.line = self.lineno
+        t.ts = self.late_ts
+        t.interval = self.late_interval
+        t.clock = self.clock
+        t.start = start
+        t.end = end
+        self.late_n += 1
+        return 0
+
     cdef inline void _read_line(self, const unsigned char* base, Py_ssize_t pos,
                                 Py_ssize_t end, Line* L) noexcept nogil:
         """Find the line at ``pos`` and parse it; a parsed line gets its id's key, and
@@ -1085,7 +1131,11 @@ cdef class Scanner:
                 self.pos = pos
                 return r
             self.lineno += 1
-            if r == S_SLOW or r == S_REFUSED:
+            if r == S_REFUSED:
+                self._push_late(pos, L.end)
+                pos = L.end + 1
+                continue
+            if r == S_SLOW:
                 self.line_start = pos
                 self.line_end = L.end
                 self.pos = L.end + 1 if L.end < end else end
@@ -1095,6 +1145,25 @@ cdef class Scanner:
         return S_DONE
 
     # -- Python API ------------------------------------------------------------------------
+    @property
+    def late_count(self) -> int:
+        """call: how many late cancels take_late would give now."""
+        return self.late_n
+
+    def take_late(self) -> list:
+        """call: the late cancels refused since the last call, in line order, as (line,
+        ts, interval, clock, start, end): the cancel's line number, its ts, its order's
+        interval, the log's clock then, and where its line is in the buffer last scanned
+        (read it before scanning another)."""
+        cdef size_t i
+        cdef Late* t
+        out = []
+        for i in range(self.late_n):
+            t = &self.late[i]
+            out.append((t.line, t.ts, t.interval, t.clock, t.start, t.end))
+        self.late_n = 0
+        return out
+
     def scan(self, const unsigned char[::1] buf not None, Py_ssize_t pos, Py_ssize_t end):
         """Apply lines of ``buf[pos:end]`` until one needs Python; returns the status."""
         self._tables()

@@ -33,6 +33,7 @@ is the reference the scanner is tested against (tests/exchange/replay/test_logsc
 from __future__ import annotations
 
 import os
+import stat
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
@@ -49,7 +50,6 @@ from wattmesh.exchange.replay._logscan import (
     CLEAR,
     DONE,
     FLUSH,
-    REFUSED,
     Scanner,
     cda_buckets,
     map_large_blocks,
@@ -544,6 +544,34 @@ def _chunks(fp: IO[bytes], chunk_bytes: int) -> Iterator[tuple[bytearray, int, i
     view.release()
 
 
+def _file_size(fp: IO[bytes]) -> int | None:
+    """The size of the regular file ``fp`` reads, or None (a pipe, a stream, no file)."""
+    try:
+        st = os.fstat(fp.fileno())
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+# Of a log's lines, the share expected to be orders (the rest: cancels, accounts, ...)
+# when the order table is sized up front. 0.9 of the 1M-event benchmark log's estimate
+# sizes the table as its growth would end (965k orders in 1.13M lines estimated from the
+# first MiB), where a full estimate doubled it; a log with more orders grows it as usual.
+ORDER_SHARE = 0.9
+# At most this many orders are reserved from an estimate (64 MiB of slots): beyond it the
+# table grows as it fills, as it would without an estimate.
+MAX_RESERVED_ORDERS = 1 << 22
+
+
+def _expected_orders(size: int, buf: bytes | bytearray, start: int, end: int) -> int:
+    """About how many orders a log of ``size`` bytes holds, from its first chunk's lines
+    (``buf[start:end]``): the order table is sized once for them (Scanner.reserve)."""
+    if end <= start:
+        return 0
+    lines = buf.count(b"\n", start, end) or 1
+    return min(int(size * lines / (end - start) * ORDER_SHARE), MAX_RESERVED_ORDERS)
+
+
 class _Replay:
     """The state of one replay: engine objects, the scanner's tables, collected results.
 
@@ -591,7 +619,11 @@ class _Replay:
 
     # -- reading ------------------------------------------------------------------------
     def consume(self, fp: IO[bytes], on_progress: Callable[[int], None] | None) -> None:
+        size = _file_size(fp)
         for buf, start, end, done in _chunks(fp, CHUNK_BYTES):
+            if size is not None:  # the first chunk: size the order table once
+                self.scan.reserve(_expected_orders(size, buf, start, end))
+                size = None
             self.feed(buf, start, end)
             if on_progress is not None:
                 on_progress(done)
@@ -604,16 +636,12 @@ class _Replay:
         while True:
             status = scan.scan(buf, pos, end)
             pos = scan.pos
+            if scan.late_count:  # call: late cancels read and refused in C, before pos
+                self._refuse_late(buf)
             if status == DONE:
                 break
             if status == CLEAR:
                 self._clear_until(scan.gate_ts)
-                continue
-            if status == REFUSED:  # call: a late cancel, read and checked in C
-                self.lineno = scan.lineno
-                reason = late_cancel_reason(scan.late_ts, scan.late_interval, scan.clock)
-                assert reason is not None
-                self._reject(LATE, reason, bytes(buf[scan.line_start : scan.line_end]))
                 continue
             self._run_batch(buf)
             if status == FLUSH:
@@ -630,6 +658,14 @@ class _Replay:
             if self.first_ts is not None:
                 scan.have_first_ts = True
         self._run_batch(buf)
+
+    def _refuse_late(self, buf: bytes | bytearray) -> None:
+        """call: write the refusals of the late cancels the scanner refused in C."""
+        for line, ts, interval, clock, start, end in self.scan.take_late():
+            self.lineno = line
+            reason = late_cancel_reason(ts, interval, clock)
+            assert reason is not None
+            self._reject(LATE, reason, bytes(buf[start:end]))
 
     def _run_batch(self, buf: bytes | bytearray) -> None:
         """cda: run the scanner's batch of events through its book and collect the fills
@@ -1108,7 +1144,7 @@ class _Replay:
 def late_cancel_reason(ts: int, interval: int, clock: int) -> str | None:
     """call: why a cancel at ``ts`` of an order for ``interval`` is late, the log's clock
     being ``clock`` (already at ``ts`` or past it), or None if it is in time. The one
-    wording of both paths (the scanner refuses such cancels in C: REFUSED)."""
+    wording of both paths (the scanner refuses such cancels in C: Scanner.take_late)."""
     if is_late(ts, interval):
         return f"cancel at ts {ts} is at or after the gate of interval {interval}"
     if interval <= clock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from array import array
 from typing import Any
 
@@ -530,8 +531,8 @@ def test_the_scanner_tables_hold_what_a_plain_model_holds(ops, call):
 
 def test_late_call_cancels_are_refused_by_the_scanner_as_the_python_path_refuses_them():
     """call: a cancel at or after its order's gate, or after its interval cleared, is
-    refused in C (REFUSED) with the Python path's reason and line, and takes no Python
-    path; only the log's first cancel (first_ts) does."""
+    refused in C (Scanner.take_late) with the Python path's reason and line, and takes no
+    Python path; only the log's first cancel (first_ts) does."""
     account = {"type": "account", "owner": "alice", "energy": 0, "money": 10**9, "bmax": 10}
     lines = [orjson.dumps(account)]
     orders = [Order("energy", "bid", 100_000, 5, "alice", T0 - L + k, T0).to_dict()
@@ -554,6 +555,35 @@ def test_late_call_cancels_are_refused_by_the_scanner_as_the_python_path_refuses
     assert fast == slow
 
 
+@pytest.mark.parametrize("chunk", [None, 64, 700])
+def test_late_call_cancels_keep_their_place_among_the_python_paths_refusals(chunk):
+    """The scanner keeps the late cancels it refuses and scans on; their refusals are
+    written before those of any line after them (a bad line, a late order on the Python
+    path, another owner's cancel), in line order, whichever buffer each line is read in."""
+    account = {"type": "account", "owner": "alice", "energy": 0, "money": 10**9, "bmax": 10}
+    lines = [orjson.dumps(account)]
+    orders = [Order("energy", "bid", 100_000, 5, "alice", T0 - L + k, T0).to_dict()
+              for k in range(6)]  # fmt: skip
+    lines += [orjson.dumps(d) for d in orders]
+    lines.append(orjson.dumps(Cancel(orders[0]["id"], "alice", T0 - 1).to_dict()))  # in time
+    for k in range(1, 6):
+        lines.append(orjson.dumps(Cancel(orders[k]["id"], "alice", T0 + k).to_dict()))  # late
+        if k % 2:
+            lines.append(b"{not json")  # the Python path's refusal, between two late ones
+    late_order = Order("energy", "bid", 100_000, 5, "alice", T0 + 9, T0)  # the Python path's
+    lines.append(orjson.dumps(late_order.to_dict()))
+    lines.append(orjson.dumps(Cancel(orders[5]["id"], "alice", T0 + 10).to_dict()))  # late
+    data = b"\n".join(lines) + b"\n"
+    fast, slow = replay_both(data, chunk=chunk, mode="call")
+    assert fast == slow
+    result = replay(io.BytesIO(data), ReplayOptions(mode="call"))
+    assert [(r.line, r.code) for r in result.rejects] == [
+        (9, "late"), (10, "bad-json"), (11, "late"), (12, "late"), (13, "bad-json"),
+        (14, "late"), (15, "late"), (16, "bad-json"), (17, "late"), (18, "late"),
+    ]  # fmt: skip
+    assert [r.text for r in result.rejects] == [line.decode() for line in lines[8:]]
+
+
 @pytest.mark.parametrize("special", ["é", '\\"', "\\\\", "\\u0041", "\x7f"])
 def test_a_special_byte_anywhere_in_a_string_is_found(special):
     """The scanner reads strings 8 bytes at a time and jumps to the first byte that is
@@ -574,3 +604,45 @@ def test_a_special_byte_anywhere_in_a_string_is_found(special):
         result = replay(io.BytesIO(data), ReplayOptions(mode=mode))
         assert result.accepted["orders"] == 40
         assert result.python_path["a shape the scanner does not read"] == 20
+
+
+def test_reserve_sizes_the_order_table_without_losing_what_it_holds():
+    """Scanner.reserve (replay sizes the table once from the log's size) rehashes the
+    orders already held: each is found again, by key, with its id, after a reserve that
+    grows the table, and after one that asks for less than it holds (a no-op)."""
+    from wattmesh.exchange.replay._logscan import Scanner
+
+    scan = Scanner(False, 1_000, True, 1, 2**31 - 1)
+    scan.add_owner("alice")
+    scan.add_market("energy")
+    ids = [f"order-{k}" for k in range(40_000)]  # past the first table (2**16 slots)
+    for k, oid in enumerate(ids[:20_000]):
+        scan.put_order(order_key(oid), oid, 0, 0, None, 0, 1 + k, 1, k)
+    scan.reserve(1_000_000)
+    scan.reserve(10)
+    for k, oid in enumerate(ids[20_000:], start=20_000):
+        scan.put_order(order_key(oid), oid, 0, 0, None, 0, 1 + k, 1, k)
+    for oid in ids:
+        assert scan.entry(order_key(oid)) == (oid, 0, 0, None)
+    assert scan.entry(order_key("never")) is None
+
+
+def test_the_order_table_is_sized_from_a_regular_files_size_only(tmp_path):
+    """The estimate of a log's orders (its size over its first chunk's line length) is
+    taken for a regular file; a pipe or an in-memory stream has no size to go by."""
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"x" * 99 + b"\n")
+    with open(log, "rb") as fp:
+        assert replay_module._file_size(fp) == 100
+    assert replay_module._file_size(io.BytesIO(b"{}\n")) is None
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as fp, os.fdopen(write_end, "wb"):
+        assert replay_module._file_size(fp) is None
+    line = b"y" * 99 + b"\n"
+    buf = bytearray(line * 10)
+    expected = int(10_000 / 100 * replay_module.ORDER_SHARE)
+    assert replay_module._expected_orders(10_000, buf, 0, len(buf)) == expected
+    assert replay_module._expected_orders(10**12, buf, 0, len(buf)) == (
+        replay_module.MAX_RESERVED_ORDERS
+    )
+    assert replay_module._expected_orders(10_000, buf, 0, 0) == 0
