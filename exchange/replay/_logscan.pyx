@@ -615,6 +615,7 @@ cdef class Scanner:
     cdef int64_t* b_price
     cdef int64_t* b_qty
     cdef uint64_t* b_oid
+    cdef uint64_t* b_ref     # the event's order's id reference (its entry's id_ref)
     cdef uint32_t* b_owner
     cdef uint8_t* b_tif
     cdef int64_t* b_ts
@@ -677,6 +678,7 @@ cdef class Scanner:
         free(self.b_price)
         free(self.b_qty)
         free(self.b_oid)
+        free(self.b_ref)
         free(self.b_owner)
         free(self.b_tif)
         free(self.b_ts)
@@ -693,7 +695,7 @@ cdef class Scanner:
         self.cx = NULL
         self.b_kind = self.b_side = self.b_tif = NULL
         self.b_price = self.b_qty = self.b_ts = self.b_line = NULL
-        self.b_oid = NULL
+        self.b_oid = self.b_ref = NULL
         self.b_owner = NULL
         self.b_start = self.b_end = NULL
         self.n_entries = self.ent_cap = self.slot_mask = 0
@@ -953,7 +955,7 @@ cdef class Scanner:
 
     # -- cda batch -----------------------------------------------------------------------
     cdef int _batch_push(self, uint8_t kind, int side, int64_t price, int64_t qty,
-                         uint64_t oid, uint32_t owner, int tif, int64_t ts,
+                         uint64_t oid, uint64_t ref, uint32_t owner, int tif, int64_t ts,
                          Py_ssize_t start, Py_ssize_t end) except -1:
         cdef size_t cap
         cdef size_t need = self.b_n + 1
@@ -965,6 +967,7 @@ cdef class Scanner:
             self.b_price = <int64_t*>resize(self.b_price, cap, 8)
             self.b_qty = <int64_t*>resize(self.b_qty, cap, 8)
             self.b_oid = <uint64_t*>resize(self.b_oid, cap, 8)
+            self.b_ref = <uint64_t*>resize(self.b_ref, cap, 8)
             self.b_owner = <uint32_t*>resize(self.b_owner, cap, 4)
             self.b_tif = <uint8_t*>resize(self.b_tif, cap, 1)
             self.b_ts = <int64_t*>resize(self.b_ts, cap, 8)
@@ -978,6 +981,7 @@ cdef class Scanner:
         self.b_price[i] = price
         self.b_qty[i] = qty
         self.b_oid[i] = oid
+        self.b_ref[i] = ref
         self.b_owner[i] = owner
         self.b_tif[i] = <uint8_t>tif
         self.b_ts[i] = ts
@@ -1031,10 +1035,10 @@ cdef class Scanner:
                     return S_FLUSH
                 if L.ts > self.clock:
                     self.clock = L.ts
-                self._store(-1, key, L.oid, L.oid_len, packed, h, m)
+                e = self._store(-1, key, L.oid, L.oid_len, packed, h, m)
                 self.batch_market = m
-                self._batch_push(E_LIMIT, L.side, L.price, L.qty, key, h, L.tif, L.ts,
-                                 start, end)
+                self._batch_push(E_LIMIT, L.side, L.price, L.qty, key,
+                                 self.entries[e].id_ref, h, L.tif, L.ts, start, end)
             self.accepted_orders += 1
             return 0
         # A cancel of the live order holding this id, by its owner.
@@ -1067,7 +1071,7 @@ cdef class Scanner:
             if L.ts > self.clock:
                 self.clock = L.ts
             self.batch_market = en.where
-            self._batch_push(E_CANCEL, 0, 0, 0, key, h, 0, L.ts, start, end)
+            self._batch_push(E_CANCEL, 0, 0, 0, key, en.id_ref, h, 0, L.ts, start, end)
         return 0
 
     cdef int _push_late(self, Py_ssize_t start, Py_ssize_t end) except -1:
@@ -1431,11 +1435,12 @@ cdef class Scanner:
 
     def run_batch(self, book):
         """cda: run the batch through ``book.run``; returns (BatchResult, the ts of each
-        fill, [(line, start, end, id)] of cancels whose order was no longer live)."""
+        fill, [(line, start, end, id)] of cancels whose order was no longer live, and
+        the references of each fill's bid and ask ids, as :meth:`id_refs` gives them)."""
         self._tables()
         cdef size_t n = self.b_n
         cdef size_t i
-        cdef Py_ssize_t k
+        cdef Py_ssize_t k, m
         if n == 0:
             raise ValueError("run_batch: the batch is empty")
         res = book.run(<uint8_t[:n]>self.b_kind, <uint8_t[:n]>self.b_side,
@@ -1451,16 +1456,45 @@ cdef class Scanner:
                     self.accepted_cancels += 1
             elif self.b_kind[i] == E_CANCEL:
                 refused.append((self.b_line[i], self.b_start[i], self.b_end[i],
-                                self._id(self._find(self.b_oid[i]))))
+                                self._ref_text(self.b_ref[i])))
             else:
                 raise RuntimeError(f"the book refused the order with key {self.b_oid[i]}")
-        cdef carray.array fill_ts = array("q", bytes(8 * event.shape[0]))
+        m = event.shape[0]
+        cdef const uint64_t[::1] bid = res.bid
+        cdef const uint64_t[::1] ask = res.ask
+        if bid.shape[0] != m or ask.shape[0] != m:
+            raise RuntimeError("the book's fill columns have different lengths")
+        cdef carray.array fill_ts = array("q", bytes(8 * m))
+        cdef carray.array bid_refs = array("Q", bytes(8 * m))
+        cdef carray.array ask_refs = array("Q", bytes(8 * m))
         cdef int64_t* at = <int64_t*>fill_ts.data.as_voidptr
-        for k in range(event.shape[0]):
-            at[k] = self.b_ts[event[k]]
+        cdef uint64_t* bref = <uint64_t*>bid_refs.data.as_voidptr
+        cdef uint64_t* aref = <uint64_t*>ask_refs.data.as_voidptr
+        cdef int64_t ev
+        for k in range(m):
+            ev = event[k]
+            if ev < 0 or <size_t>ev >= n:
+                raise RuntimeError(f"the book named event {ev} of a batch of {n}")
+            at[k] = self.b_ts[ev]
+            # One side of a fill is mostly the order of the event that caused it: its id
+            # reference is the batch's, with no lookup; the other side is looked up, as
+            # id_refs does (no entry changes hands within a batch: a key held already
+            # sends its line to the Python path, which runs the batch first).
+            if k + 8 < m:
+                wm_prefetch(&self.slots[mix(bid[k + 8]) & self.slot_mask])
+                wm_prefetch(&self.slots[mix(ask[k + 8]) & self.slot_mask])
+            bref[k] = self.b_ref[ev] if bid[k] == self.b_oid[ev] else self._ref_of(bid[k])
+            aref[k] = self.b_ref[ev] if ask[k] == self.b_oid[ev] else self._ref_of(ask[k])
         self.b_n = 0
         self.batch_market = -1
-        return res, fill_ts, refused
+        return res, fill_ts, refused, bid_refs, ask_refs
+
+    cdef uint64_t _ref_of(self, uint64_t key) except? 0:
+        """The id reference of the order holding ``key`` (KeyError if none)."""
+        cdef int32_t e = self._find(key)
+        if e == -1:
+            raise KeyError(key)
+        return self.entries[e].id_ref
 
 
 # -- helpers over result columns --------------------------------------------------------------

@@ -674,7 +674,7 @@ class _Replay:
         if not scan.batch_size:
             return
         m = scan.batch_market
-        res, fill_ts, refused = scan.run_batch(self.venues[m])
+        res, fill_ts, refused, bid_refs, ask_refs = scan.run_batch(self.venues[m])
         n = len(res.qty)
         if n:
             t = self.trades
@@ -682,8 +682,8 @@ class _Replay:
             t.interval.extend(None, n)
             t.ts += fill_ts
             _add_market_names(t.market, names, res.market)  # other markets' fills too
-            t.bid.extend(scan.id_refs(res.bid))
-            t.ask.extend(scan.id_refs(res.ask))
+            t.bid.extend(bid_refs)
+            t.ask.extend(ask_refs)
             t.price += res.price
             t.qty += res.qty
             t.buyer += res.buyer
