@@ -529,15 +529,20 @@ def test_the_scanner_tables_hold_what_a_plain_model_holds(ops, call):
                     assert bool(scan.call_live(k)) is live(k)
 
 
+def alice_with_bids(n: int) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """Lines of a call log: alice's account, then ``n`` bids of hers for interval T0, one
+    ms apart (the late-cancel tests cancel them at and after their gate)."""
+    account = {"type": "account", "owner": "alice", "energy": 0, "money": 10**9, "bmax": 10}
+    orders = [Order("energy", "bid", 100_000, 5, "alice", T0 - L + k, T0).to_dict()
+              for k in range(n)]  # fmt: skip
+    return [orjson.dumps(account)] + [orjson.dumps(d) for d in orders], orders
+
+
 def test_late_call_cancels_are_refused_by_the_scanner_as_the_python_path_refuses_them():
     """call: a cancel at or after its order's gate, or after its interval cleared, is
     refused in C (Scanner.take_late) with the Python path's reason and line, and takes no
     Python path; only the log's first cancel (first_ts) does."""
-    account = {"type": "account", "owner": "alice", "energy": 0, "money": 10**9, "bmax": 10}
-    lines = [orjson.dumps(account)]
-    orders = [Order("energy", "bid", 100_000, 5, "alice", T0 - L + k, T0).to_dict()
-              for k in range(4)]  # fmt: skip
-    lines += [orjson.dumps(d) for d in orders]
+    lines, orders = alice_with_bids(4)
     lines.append(orjson.dumps(Cancel(orders[0]["id"], "alice", T0 - 1).to_dict()))  # in time
     lines.append(orjson.dumps(Cancel(orders[1]["id"], "alice", T0).to_dict()))  # at the gate
     lines.append(orjson.dumps(Order("energy", "bid", 100_000, 5, "alice", T0 + L, T0 + 2 * L)
@@ -560,11 +565,7 @@ def test_late_call_cancels_keep_their_place_among_the_python_paths_refusals(chun
     """The scanner keeps the late cancels it refuses and scans on; their refusals are
     written before those of any line after them (a bad line, a late order on the Python
     path, another owner's cancel), in line order, whichever buffer each line is read in."""
-    account = {"type": "account", "owner": "alice", "energy": 0, "money": 10**9, "bmax": 10}
-    lines = [orjson.dumps(account)]
-    orders = [Order("energy", "bid", 100_000, 5, "alice", T0 - L + k, T0).to_dict()
-              for k in range(6)]  # fmt: skip
-    lines += [orjson.dumps(d) for d in orders]
+    lines, orders = alice_with_bids(6)
     lines.append(orjson.dumps(Cancel(orders[0]["id"], "alice", T0 - 1).to_dict()))  # in time
     for k in range(1, 6):
         lines.append(orjson.dumps(Cancel(orders[k]["id"], "alice", T0 + k).to_dict()))  # late
