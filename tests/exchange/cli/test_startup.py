@@ -138,7 +138,7 @@ def test_a_command_line_gets_a_root_with_only_its_command(console, capsys, monke
 
 def test_the_console_script_leaves_its_objects_out_of_the_exits_collection(tmp_path) -> None:
     """main() run as the console script (no argv) freezes what it made before it exits, so
-    the interpreter's final collection does not walk it (7-14 ms after a replay); main
+    the interpreter's final collection does not walk it (12-16 ms after a replay); main
     called with its arguments (tests, the demo's nodes in process) freezes nothing."""
     log = tmp_path / "one.jsonl"
     log.write_text('{"type":"account","owner":"a","energy":0,"money":0,"bmax":100}\n')
