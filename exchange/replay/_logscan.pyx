@@ -65,7 +65,7 @@ Python, took a sixth off call mode on a log with 29k late cancels in 300k lines.
 
 cimport cpython.array as carray
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport INT32_MAX, INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 
@@ -731,10 +731,17 @@ cdef class Scanner:
         self.slot_mask = cap - 1
         return 0
 
+    @property
+    def order_slots(self) -> int:
+        """How many slots the order-key table has now (it holds at most half as many)."""
+        return self.slot_mask + 1 if self.slots != NULL else 0
+
     def reserve(self, Py_ssize_t orders) -> None:
         """Size the order-key slots for ``orders`` orders at once (replay's estimate from
         the log's size), so that they are not rehashed again and again as they fill. More
         orders still grow them; fewer leave them larger than needed (8 bytes a slot)."""
+        if orders > INT32_MAX:  # entries are int32 indices (and the doubling would wrap)
+            raise ValueError(f"reserve: at most {INT32_MAX} orders, got {orders}")
         self._tables()
         cdef size_t cap = self.slot_mask + 1
         if orders <= 0:

@@ -639,11 +639,43 @@ def test_the_order_table_is_sized_from_a_regular_files_size_only(tmp_path):
     read_end, write_end = os.pipe()
     with os.fdopen(read_end, "rb") as fp, os.fdopen(write_end, "wb"):
         assert replay_module._file_size(fp) is None
-    line = b"y" * 99 + b"\n"
-    buf = bytearray(line * 10)
-    expected = int(10_000 / 100 * replay_module.ORDER_SHARE)
-    assert replay_module._expected_orders(10_000, buf, 0, len(buf)) == expected
+    order = b'{"type":"order",' + b"y" * 83 + b"\n"  # 100 bytes
+    other = b'{"type":"cancel",' + b"y" * 82 + b"\n"
+    buf = bytearray(order * 3 + other * 7)
+    assert replay_module._expected_orders(10_000, buf, 0, len(buf)) == 30  # 3 in 10 lines
     assert replay_module._expected_orders(10**12, buf, 0, len(buf)) == (
         replay_module.MAX_RESERVED_ORDERS
     )
     assert replay_module._expected_orders(10_000, buf, 0, 0) == 0
+
+
+def test_a_regular_file_reserves_the_order_table_once_and_at_most_32_mib(
+    tmp_path, monkeypatch
+):
+    """consume() sizes the order table from the file's size and its first chunk's order
+    lines: a log whose first chunk is all orders and whose rest is blank gets the table its
+    estimate asks for, larger than the orders it holds need; the same bytes from a stream
+    (no size) grow it as they fill. Reserving more than MAX_RESERVED_ORDERS is never asked
+    (32 MiB of slots), and more than an int32 index is refused."""
+    from wattmesh.exchange.replay._logscan import Scanner
+
+    monkeypatch.setattr(replay_module, "CHUNK_BYTES", 1 << 14)
+    lines, _ = alice_with_bids(120)  # 30 kB: the first chunk (16 KiB) is all orders
+    data = b"\n".join(lines) + b"\n" * (12 << 20)
+    first = data[: data.rindex(b"\n", 0, 1 << 14) + 1]
+    estimate = replay_module._expected_orders(len(data), first, 0, len(first))
+    assert 1 << 15 < estimate < 1 << 16  # slots for it: 2 ** 17
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(data)
+    slots = {}
+    for how in ("file", "stream"):
+        r = replay_module._Replay(ReplayOptions(mode="call"))
+        with open(log, "rb") if how == "file" else io.BytesIO(data) as fp:
+            r.consume(fp, None)
+        slots[how] = r.scan.order_slots
+    assert slots == {"file": 1 << 17, "stream": 1 << 16}  # the first table: 2 ** 16
+    scan = Scanner(True, 1_000, True, 1, 2**31 - 1)
+    scan.reserve(replay_module.MAX_RESERVED_ORDERS)
+    assert scan.order_slots * 8 == 32 << 20
+    with pytest.raises(ValueError, match="at most 2147483647 orders"):
+        scan.reserve(2**31)
