@@ -10,6 +10,7 @@ import sqlite3
 import sys
 import threading
 from enum import StrEnum
+from io import RawIOBase
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -184,13 +185,14 @@ def replay(
     """
     # The replay's modules (the engine, the scanner) load here, not for every command.
     from wattmesh.exchange.replay import replay as replaying
-    from wattmesh.exchange.replay.log_kind import is_node_log
 
     check_out_format(fmt, out, option_given(ctx, "fmt"))
-    if book and (out is None or mode is not Mode.call or (log is not None and is_node_log(log))):
+    source, node_log = _open_log(log)
+    if book and (out is None or mode is not Mode.call or node_log):
         _fail("--book writes the depth of each call auction into --out DIR: it needs --out "
               "and --mode call, and an order log (not a node log)")  # fmt: skip
-    if log is not None and is_node_log(log):
+    if node_log:
+        assert log is not None
         given = [name for name in _COMMUNITY_RULED if option_given(ctx, name)]
         if given:
             flags = " and ".join(f"--{name.replace('_', '-')}" for name in given)
@@ -215,11 +217,14 @@ def replay(
     try:
         show = size >= PROGRESS_MIN_BYTES
         with progress_bar("replaying", size, show=show, in_bytes=True) as on_progress:
-            result = replaying.replay(log, options, on_progress=on_progress)
+            result = replaying.replay(source, options, on_progress=on_progress)
     except replaying.BadLineError as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot read {log}: {exc.strerror or exc}")
+    finally:
+        if isinstance(source, RawIOBase):
+            source.close()
     _write_tables(result, trades, out, fmt.value)
     if ledger is not None:
         # The ledger's modules (its store, the keys, cryptography) load only for --ledger.
@@ -237,6 +242,28 @@ def replay(
     note = _empty_or_garbage(result.summary(), "the bundled sample" if log is None else str(log))
     if note:
         sys.stderr.write(f"wattmesh: note: {note}\n")
+
+
+def _open_log(log: Path | None) -> tuple[Path | RawIOBase | None, bool]:
+    """The log to replay, and whether it is a node log (its first line says). A file is
+    replayed from its path; a pipe (`/dev/stdin`, `<(...)`) can be read only once, so its
+    first line, read to tell its kind, is given back ahead of the rest."""
+    from wattmesh.exchange.replay.log_kind import ReadAgain, is_node_log, read_kind
+
+    if log is None:
+        return None, False
+    try:
+        if log.is_file():
+            return log, is_node_log(log)
+        fp = open(log, "rb")  # closed with the stream it becomes, or below
+        node_log, head = read_kind(fp)
+    except OSError as exc:
+        _fail(f"cannot read {log}: {exc.strerror or exc}")
+    if node_log:
+        fp.close()
+        _fail(f"{log} is a node log read from a pipe: replay it from its file (a node log "
+              "is settled from the file wattmesh export-log writes)")  # fmt: skip
+    return ReadAgain(head, fp), False
 
 
 # The replay options a node log's community decides (docs/replay.md, "Node logs").

@@ -226,3 +226,35 @@ def test_an_empty_or_garbage_log_says_so_in_one_line(console, tmp_path):
                           "(bad-json 2)") and "--strict" in err  # fmt: skip
     code, _out, err = console("replay", "--strict", garbage)
     assert code == 2 and err.startswith("wattmesh: error: line 1: bad-json")
+
+
+def test_a_log_from_a_pipe_is_replayed_whole_and_a_node_log_there_refused(tmp_path):
+    """`cat LOG | wattmesh replay /dev/stdin`: the line read to tell the log's kind is
+    replayed with the rest, so a pipe gives the summary its file gives (the check used to
+    consume the lines it buffered: 2,000 lines replayed as 1,937, one line as none). A
+    node log is settled from its file: from a pipe it is one clear error."""
+    from wattmesh.exchange.replay.replay import bundled_sample
+
+    data = bundled_sample().read_bytes()
+    log = tmp_path / "sample.jsonl"
+    log.write_bytes(data)
+    run = [sys.executable, "-m", "wattmesh.exchange.cli", "replay"]
+    for mode in ("call", "cda"):
+        from_file = subprocess.run([*run, str(log), "--mode", mode, "--json"],
+                                   capture_output=True, timeout=120, check=True)  # fmt: skip
+        piped = subprocess.run([*run, "/dev/stdin", "--mode", mode, "--json"], input=data,
+                               capture_output=True, timeout=120, check=True)  # fmt: skip
+        assert orjson.loads(piped.stdout) == orjson.loads(from_file.stdout)
+        assert orjson.loads(piped.stdout)["events"] == data.count(b"\n")
+    one = data.split(b"\n", 1)[0] + b"\n"
+    piped = subprocess.run([*run, "/dev/stdin", "--json"], input=one, capture_output=True,
+                           timeout=120, check=True)  # fmt: skip
+    assert orjson.loads(piped.stdout)["events"] == 1
+    node_log = b'\n{"type":"community","name":"street"}\n'
+    res = subprocess.run([*run, "/dev/stdin"], input=node_log, capture_output=True,
+                         timeout=120)  # fmt: skip
+    assert res.returncode == 2 and res.stdout == b""
+    assert res.stderr.decode() == (
+        "wattmesh: error: /dev/stdin is a node log read from a pipe: replay it from its file "
+        "(a node log is settled from the file wattmesh export-log writes)\n"
+    )
