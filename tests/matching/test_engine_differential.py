@@ -268,6 +268,33 @@ def test_batch_run_matches_per_call(stream: list, rows: list | None, stp: str) -
         assert book_state(book, batch_acc) == book_state(single_book, acc)
 
 
+def test_batch_run_over_a_book_past_the_caches_matches_per_call() -> None:
+    """`Book.run` prefetches each row's index slot a few rows ahead once the order index
+    has outgrown the caches (2**16 slots): 40,000 resting orders, then cancels, crossing
+    orders, duplicates and unknown ids in one batch, against the same events one call at
+    a time (the reference's own differential tests are the small batches above)."""
+    rng = random.Random(17)
+    stream = [(LIMIT, BID if k % 2 else ASK, 90 + k % 10 if k % 2 else 101 + k % 10,
+               rng.randint(1, 20), rng.randrange(OWNERS), GTC, 5_000)
+              for k in range(40_000)]  # fmt: skip
+    stream += [(rng.choice([LIMIT, LIMIT, CANCEL, CANCEL, REDUCE, MARKET]),
+                rng.choice([BID, ASK]), rng.randint(85, 115), rng.randint(0, 20),
+                rng.randrange(OWNERS), rng.choice([GTC, IOC, FOK]), rng.randint(0, 10_000))
+               for _ in range(20_000)]  # fmt: skip
+    c = columns(stream)
+    book = Book()
+    res = book.run(c["kinds"], c["sides"], c["prices"], c["qtys"], c["oids"], c["owners"],
+                   c["tifs"])  # fmt: skip
+    batch_fills = list(zip(res.event, res.bid, res.ask, res.price, res.qty, res.buyer,
+                           res.seller, res.aggressor, strict=True))  # fmt: skip
+    assert len(book) > 30_000 and len(batch_fills) > 1_000
+    single_book = Book()
+    status, fills = per_call(single_book, c)
+    assert list(res.status) == status
+    assert batch_fills == fills
+    assert book_state(book, None) == book_state(single_book, None)
+
+
 # ---------------------------------------------------------------------------------------
 # Several markets on one Accounts
 # ---------------------------------------------------------------------------------------
