@@ -55,15 +55,21 @@ strings are made only for outputs (``id_texts``, refusals).
   ``pos`` (not consumed yet; scan again after clearing);
 - ``FLUSH`` (cda): the batch must run (``run_batch``) before the line at ``pos``.
 
-Whatever it returns, ``take_late`` then gives the late call cancels it refused on the way,
-in line order (before the line it stopped at): each a cancel in the fast shape, of a known
-order by its owner, at or after its order's gate (``ts >= interval``) or after that
-interval cleared (``interval <= clock``), the clock having moved to its ts. The Python
-path writes their refusals. Scanning on past them, where each one used to return to
-Python, took a sixth off call mode on a log with 29k late cancels in 300k lines.
+Whatever it returns, ``take_late`` then adds the late call cancels it refused on the way
+to the replay's rejects, in line order (before the line it stopped at): each a cancel in
+the fast shape, of a known order by its owner, at or after its order's gate (``ts >=
+interval``) or after that interval cleared (``interval <= clock``), the clock having moved
+to its ts. Scanning on past them, where each one used to return to Python, took a sixth
+off call mode on a log with 29k late cancels in 300k lines.
+
+Refused lines (late call cancels, cda cancels whose order is gone) go into the columns of
+a ``Rejects`` (exchange/replay/rejects.py) as numbers and the line's bytes, written here in
+C (``_reserve_rejects``); rejects.py words them when they are read, as the Python path
+words its own.
 """
 
 cimport cpython.array as carray
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport INT32_MAX, INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -542,6 +548,51 @@ def id_key(bytes oid) -> int:
     """The engine key the scanner gives ``oid`` (its UTF-8 bytes); for tests, which hold it
     to ``exchange.engine_keys.order_key``."""
     return _id_key(<const unsigned char*>oid, len(oid))
+
+
+# -- refused lines ----------------------------------------------------------------------------
+ctypedef struct RejectRows:  # where the rows _reserve_rejects made room for go
+    int64_t* line
+    uint8_t* code
+    uint8_t* form
+    int64_t* numbers        # three a row
+    int64_t* text_end
+    unsigned char* text     # the first new row's bytes
+    int64_t text_at         # their offset in the text column
+
+
+cdef int _reserve_rejects(object rejects, size_t n, size_t text_bytes,
+                          RejectRows* rows) except -1:
+    """Make room for ``n`` rows holding ``text_bytes`` of line text at the end of the
+    columns of ``rejects`` (exchange/replay/rejects.py, ``Rejects``), and point ``rows``
+    at it; the caller writes every field of every row."""
+    cdef carray.array line = rejects.lines
+    cdef carray.array code = rejects.codes
+    cdef carray.array form = rejects.forms
+    cdef carray.array numbers = rejects.numbers
+    cdef carray.array text_end = rejects.text_ends
+    cdef bytearray text = rejects.text
+    cdef Py_ssize_t old = len(line), at = PyByteArray_GET_SIZE(text)
+    if (line.ob_descr.typecode != b"q" or code.ob_descr.typecode != b"B"
+            or form.ob_descr.typecode != b"B" or numbers.ob_descr.typecode != b"q"
+            or text_end.ob_descr.typecode != b"q" or len(code) != old or len(form) != old
+            or len(numbers) != 3 * old or len(text_end) != old):
+        raise ValueError("rejects: columns of the wrong type or length")
+    carray.resize_smart(line, old + n)
+    carray.resize_smart(code, old + n)
+    carray.resize_smart(form, old + n)
+    carray.resize_smart(numbers, 3 * (old + n))
+    carray.resize_smart(text_end, old + n)
+    if PyByteArray_Resize(text, at + <Py_ssize_t>text_bytes) < 0:
+        raise MemoryError()
+    rows.line = <int64_t*>line.data.as_voidptr + old
+    rows.code = <uint8_t*>code.data.as_voidptr + old
+    rows.form = <uint8_t*>form.data.as_voidptr + old
+    rows.numbers = <int64_t*>numbers.data.as_voidptr + 3 * old
+    rows.text_end = <int64_t*>text_end.data.as_voidptr + old
+    rows.text = <unsigned char*>PyByteArray_AS_STRING(text) + at
+    rows.text_at = at
+    return 0
 
 
 # -- the scanner ----------------------------------------------------------------------------
@@ -1161,19 +1212,37 @@ cdef class Scanner:
         """call: how many late cancels take_late would give now."""
         return self.late_n
 
-    def take_late(self) -> list:
-        """call: the late cancels refused since the last call, in line order, as (line,
-        ts, interval, clock, start, end): the cancel's line number, its ts, its order's
-        interval, the log's clock then, and where its line is in the buffer last scanned
-        (read it before scanning another)."""
-        cdef size_t i
+    def take_late(self, rejects, const unsigned char[::1] buf not None, uint8_t code,
+                  uint8_t form) -> None:
+        """call: add the late cancels refused since the last call to ``rejects`` (a
+        ``Rejects``), in line order, with ``code`` and ``form``: the numbers of each are
+        the cancel's ts, its order's interval and the log's clock then, its text its line
+        in ``buf``, the buffer last scanned."""
+        cdef size_t i, n = self.late_n, total = 0
         cdef Late* t
-        out = []
-        for i in range(self.late_n):
+        cdef RejectRows rows
+        for i in range(n):
             t = &self.late[i]
-            out.append((t.line, t.ts, t.interval, t.clock, t.start, t.end))
+            if t.start < 0 or t.end < t.start or t.end > buf.shape[0]:
+                raise ValueError("take_late: a line outside the buffer")
+            total += <size_t>(t.end - t.start)
+        if n == 0:
+            return
+        _reserve_rejects(rejects, n, total, &rows)
+        total = 0
+        for i in range(n):
+            t = &self.late[i]
+            rows.line[i] = t.line
+            rows.code[i] = code
+            rows.form[i] = form
+            rows.numbers[3 * i] = t.ts
+            rows.numbers[3 * i + 1] = t.interval
+            rows.numbers[3 * i + 2] = t.clock
+            if t.end > t.start:
+                memcpy(rows.text + total, &buf[t.start], t.end - t.start)
+            total += <size_t>(t.end - t.start)
+            rows.text_end[i] = rows.text_at + <int64_t>total
         self.late_n = 0
-        return out
 
     def scan(self, const unsigned char[::1] buf not None, Py_ssize_t pos, Py_ssize_t end):
         """Apply lines of ``buf[pos:end]`` until one needs Python; returns the status."""
@@ -1440,32 +1509,58 @@ cdef class Scanner:
     def batch_size(self) -> int:
         return self.b_n
 
-    def run_batch(self, book):
+    def run_batch(self, book, rejects, const unsigned char[::1] buf not None, uint8_t code,
+                  uint8_t form):
         """cda: run the batch through ``book.run``; returns (BatchResult, the ts of each
-        fill, [(line, start, end, id)] of cancels whose order was no longer live, and
-        the references of each fill's bid and ask ids, as :meth:`id_refs` gives them)."""
+        fill, and the references of each fill's bid and ask ids, as :meth:`id_refs`
+        gives them). The cancels whose order was no longer live go to ``rejects`` (a
+        ``Rejects``) with ``code`` and ``form``, in line order: the first number of each
+        is its order's id reference, its text its line in ``buf``, the buffer of the
+        batch's lines."""
         self._tables()
         cdef size_t n = self.b_n
-        cdef size_t i
+        cdef size_t i, n_refused = 0, total = 0, r
+        cdef RejectRows rows
         cdef Py_ssize_t k, m
         if n == 0:
             raise ValueError("run_batch: the batch is empty")
+        for i in range(n):  # a cancel may be refused: its line must be in buf
+            if self.b_kind[i] == E_CANCEL and (self.b_start[i] < 0 or self.b_end[i] < self.b_start[i]
+                                               or self.b_end[i] > buf.shape[0]):
+                raise ValueError("run_batch: a line outside the buffer")
         res = book.run(<uint8_t[:n]>self.b_kind, <uint8_t[:n]>self.b_side,
                        <int64_t[:n]>self.b_price, <int64_t[:n]>self.b_qty,
                        <uint64_t[:n]>self.b_oid, <uint32_t[:n]>self.b_owner,
                        <uint8_t[:n]>self.b_tif)
         cdef const uint8_t[::1] status = res.status
         cdef const int64_t[::1] event = res.event
-        refused = []
         for i in range(n):
             if status[i] == 0:
                 if self.b_kind[i] == E_CANCEL:
                     self.accepted_cancels += 1
             elif self.b_kind[i] == E_CANCEL:
-                refused.append((self.b_line[i], self.b_start[i], self.b_end[i],
-                                self._ref_text(self.b_ref[i])))
+                n_refused += 1
+                total += <size_t>(self.b_end[i] - self.b_start[i])
             else:
                 raise RuntimeError(f"the book refused the order with key {self.b_oid[i]}")
+        if n_refused:
+            _reserve_rejects(rejects, n_refused, total, &rows)
+            r = total = 0
+            for i in range(n):
+                if status[i] == 0 or self.b_kind[i] != E_CANCEL:
+                    continue
+                rows.line[r] = self.b_line[i]
+                rows.code[r] = code
+                rows.form[r] = form
+                rows.numbers[3 * r] = <int64_t>self.b_ref[i]
+                rows.numbers[3 * r + 1] = 0
+                rows.numbers[3 * r + 2] = 0
+                if self.b_end[i] > self.b_start[i]:
+                    memcpy(rows.text + total, &buf[self.b_start[i]],
+                           self.b_end[i] - self.b_start[i])
+                total += <size_t>(self.b_end[i] - self.b_start[i])
+                rows.text_end[r] = rows.text_at + <int64_t>total
+                r += 1
         m = event.shape[0]
         cdef const uint64_t[::1] bid = res.bid
         cdef const uint64_t[::1] ask = res.ask
@@ -1494,7 +1589,7 @@ cdef class Scanner:
             aref[k] = self.b_ref[ev] if ask[k] == self.b_oid[ev] else self._ref_of(ask[k])
         self.b_n = 0
         self.batch_market = -1
-        return res, fill_ts, refused, bid_refs, ask_refs
+        return res, fill_ts, bid_refs, ask_refs
 
     cdef uint64_t _ref_of(self, uint64_t key) except? 0:
         """The id reference of the order holding ``key`` (KeyError if none)."""

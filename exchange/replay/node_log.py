@@ -54,6 +54,7 @@ from wattmesh.exchange.node.wire import (
     set_digest,
 )
 from wattmesh.exchange.replay.log_kind import CLOSE_LINE, COMMUNITY_LINE, is_node_log
+from wattmesh.exchange.replay.rejects import as_rejects
 from wattmesh.exchange.replay.replay import (
     IntervalStats,
     ReadingEvent,
@@ -432,7 +433,7 @@ class _NodeReplay:
             events=self.events,
             accepted={"accounts": len(owners), **self.counts, "meters": len(meters),
                       "readings": len(self.readings)},  # fmt: skip
-            rejects=sorted(self.rejects),
+            rejects=as_rejects(sorted(self.rejects)),
             trades=trades,
             intervals=intervals,
             owners=owners,

@@ -55,6 +55,29 @@ from wattmesh.exchange.replay._logscan import (
     map_large_blocks,
     volume_turnover,
 )
+from wattmesh.exchange.replay.rejects import (
+    ACCOUNT_REFUSED,
+    BAD_JSON,
+    BAD_LINE_CODES,
+    BAD_RECORD,
+    BAD_SIGNATURE,
+    DUPLICATE_ID,
+    ID_COLLISION,
+    LATE,
+    LATE_CANCEL,
+    METER_REFUSED,
+    NO_INTERVAL,
+    NOT_LIVE,
+    NOT_LIVE_ID,
+    NOT_OWNER,
+    READING_REFUSED,
+    UNSUPPORTED_TIF,
+    Reject,
+    Rejects,
+    late_cancel_reason,
+    line_text,
+    not_live_reason,
+)
 from wattmesh.matching import (
     ASK,
     BID,
@@ -85,7 +108,6 @@ from wattmesh.settlement.records import (
     parse_record,
     verify_signature,
 )
-from wattmesh.settlement.refusals import codes_of
 
 __all__ = [
     "BAD_LINE_CODES",
@@ -113,25 +135,6 @@ CHUNK_BYTES = 1 << 20
 ROWS_PER_BLOCK = 65_536
 SAMPLE_RESOURCE = "data/sample_day.jsonl"
 
-# Refusal codes. The first three make a line *bad* (it is not a valid, authentic event);
-# --strict stops at the first bad line. The others refuse a valid event under the market
-# rules, which is a normal outcome of a replay, so --strict goes on past them.
-BAD_JSON = "bad-json"
-BAD_RECORD = "bad-record"
-BAD_SIGNATURE = "bad-signature"
-DUPLICATE_ID = "duplicate-id"
-ID_COLLISION = "id-collision"
-NO_INTERVAL = "no-interval"
-UNSUPPORTED_TIF = "unsupported-tif"
-LATE = "late"
-NOT_OWNER = "not-owner"
-NOT_LIVE = "not-live"
-ACCOUNT_REFUSED = "account-refused"
-METER_REFUSED = "meter-refused"
-READING_REFUSED = "reading-refused"
-# DEFAULT_RETAIL_PRICE, DEFAULT_FEEDIN_PRICE: the one home is settlement/readings.py.
-BAD_LINE_CODES = frozenset({BAD_JSON, BAD_RECORD, BAD_SIGNATURE})
-CODES = frozenset(codes_of("replay"))  # the shared table: settlement/refusals.py
 
 _SIDE_CODES = {"bid": BID, "ask": ASK}
 _TIF_CODES = {"gtc": GTC, "ioc": IOC, "fok": FOK}
@@ -142,15 +145,6 @@ _BALANCE_LIMIT = 2**62  # Accounts.set refuses balances at or above this
 _NEVER = 2**63  # "no pending interval": above every valid ts
 # False sends every line down the Python path (the reference; tests compare the two).
 _FAST_SCAN = True
-
-
-class Reject(NamedTuple):
-    """A refused line: its 1-based line number, refusal code, reason and text."""
-
-    line: int
-    code: str
-    reason: str
-    text: str
 
 
 class BadLineError(WattmeshError, ValueError):
@@ -380,7 +374,7 @@ class ReplayResult:
     options: ReplayOptions
     events: int  # non-blank lines
     accepted: dict[str, int]  # "accounts", "orders", "cancels"
-    rejects: list[Reject]
+    rejects: Rejects  # in line order; rows are made when read
     trades: Trades
     intervals: list[IntervalStats]
     owners: list[str]  # handle -> owner
@@ -412,10 +406,7 @@ class ReplayResult:
 
     def refused(self) -> dict[str, int]:
         """Refused lines per code, codes sorted."""
-        counts: dict[str, int] = {}
-        for r in self.rejects:
-            counts[r.code] = counts.get(r.code, 0) + 1
-        return dict(sorted(counts.items()))
+        return self.rejects.counts()
 
     def trade_rows(self) -> Iterator[dict[str, Any]]:
         """The fills as dicts with the fields of ``--trades`` (and records.Trade)."""
@@ -608,7 +599,7 @@ class _Replay:
         self.trades = Trades(bid=OrderIds(texts, utf8), ask=OrderIds(texts, utf8))
         self.intervals: list[IntervalStats] = []
         self.book = BookLevels() if options.book and self.call else None
-        self.rejects: list[Reject] = []
+        self.rejects = Rejects(self.scan.id_texts)
         self.accepted = {"accounts": 0, "orders": 0, "cancels": 0, "meters": 0, "readings": 0}
         self.validator = ReadingValidator()
         self.meters: list[Meter] = []
@@ -637,7 +628,7 @@ class _Replay:
             status = scan.scan(buf, pos, end)
             pos = scan.pos
             if scan.late_count:  # call: late cancels read and refused in C, before pos
-                self._refuse_late(buf)
+                scan.take_late(self.rejects, buf, Rejects.code_index(LATE), LATE_CANCEL)
             if status == DONE:
                 break
             if status == CLEAR:
@@ -659,22 +650,17 @@ class _Replay:
                 scan.have_first_ts = True
         self._run_batch(buf)
 
-    def _refuse_late(self, buf: bytes | bytearray) -> None:
-        """call: write the refusals of the late cancels the scanner refused in C."""
-        for line, ts, interval, clock, start, end in self.scan.take_late():
-            self.lineno = line
-            reason = late_cancel_reason(ts, interval, clock)
-            assert reason is not None
-            self._reject(LATE, reason, bytes(buf[start:end]))
-
     def _run_batch(self, buf: bytes | bytearray) -> None:
         """cda: run the scanner's batch of events through its book and collect the fills
-        and the refused cancels."""
+        (the scanner adds the refused cancels to the rejects)."""
         scan = self.scan
         if not scan.batch_size:
             return
         m = scan.batch_market
-        res, fill_ts, refused, bid_refs, ask_refs = scan.run_batch(self.venues[m])
+        not_live = Rejects.code_index(NOT_LIVE)
+        res, fill_ts, bid_refs, ask_refs = scan.run_batch(
+            self.venues[m], self.rejects, buf, not_live, NOT_LIVE_ID
+        )
         n = len(res.qty)
         if n:
             t = self.trades
@@ -688,9 +674,6 @@ class _Replay:
             t.qty += res.qty
             t.buyer += res.buyer
             t.seller += res.seller
-        for lineno, start, end, oid in refused:
-            self.lineno = lineno
-            self._reject(NOT_LIVE, f"order {oid} is no longer live", bytes(buf[start:end]))
 
     # -- the slow path ------------------------------------------------------------------
     def _python_path_state(self) -> tuple[int, int, int, int, bool]:
@@ -933,9 +916,7 @@ class _Replay:
         entry = self.scan.entry(key)
         if entry is None or entry[0] != cancel.id:
             known = cancel.id in self.retired
-            self._reject(
-                NOT_LIVE, f"order {cancel.id} is {'no longer live' if known else 'unknown'}", raw
-            )
+            self._reject(NOT_LIVE, not_live_reason(cancel.id, known), raw)
             return
         _oid, h, m, interval = entry
         if self.owners[h] != cancel.owner:
@@ -953,7 +934,7 @@ class _Replay:
             # refused one changes nothing (docs/replay.md).
             live = self.venues[m].cancel(key)
         if not live:
-            self._reject(NOT_LIVE, f"order {cancel.id} is no longer live", raw)
+            self._reject(NOT_LIVE, not_live_reason(cancel.id), raw)
             return
         self.accepted["cancels"] += 1
 
@@ -1087,11 +1068,7 @@ class _Replay:
         )
 
     def _reject(self, code: str, reason: str, raw: bytes) -> None:
-        if code not in CODES:
-            raise ValueError(f"{code!r} is not a replay refusal code")
-        text = raw.decode("utf-8", "replace").rstrip("\r")
-        reject = Reject(self.lineno, code, reason, text)
-        self.rejects.append(reject)
+        reject = self.rejects.add(self.lineno, code, reason, line_text(raw))
         if self.strict and code in BAD_LINE_CODES:
             raise BadLineError(reject)
 
@@ -1139,17 +1116,6 @@ class _Replay:
             python_path=self.python_path,
             book=self.book,
         )
-
-
-def late_cancel_reason(ts: int, interval: int, clock: int) -> str | None:
-    """call: why a cancel at ``ts`` of an order for ``interval`` is late, the log's clock
-    being ``clock`` (already at ``ts`` or past it), or None if it is in time. The one
-    wording of both paths (the scanner refuses such cancels in C: Scanner.take_late)."""
-    if is_late(ts, interval):
-        return f"cancel at ts {ts} is at or after the gate of interval {interval}"
-    if interval <= clock:
-        return f"interval {interval} already cleared (the log had reached ts {clock})"
-    return None
 
 
 def _add_market_names(column: Runs, names: list[str], market: array) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from wattmesh.exchange.node.wire import REASONS as GOSSIP_CODES
 from wattmesh.exchange.node.wire import Refused
-from wattmesh.exchange.replay import replay
+from wattmesh.exchange.replay import rejects as replay
 from wattmesh.meters.validate import REASONS as METER_CODES
 from wattmesh.meters.validate import ReadingRefused
 from wattmesh.settlement.refusals import REFUSALS, codes_of, refusal_text
