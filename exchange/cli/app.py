@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import gc
 import signal
-import sqlite3
 import sys
 import threading
 from enum import StrEnum
@@ -228,6 +227,8 @@ def replay(
     _write_tables(result, trades, out, fmt.value)
     if ledger is not None:
         # The ledger's modules (its store, the keys, cryptography) load only for --ledger.
+        import sqlite3
+
         from wattmesh.exchange.replay.to_ledger import ReplayLedgerError, settle_into_ledger
         from wattmesh.settlement.ledger import LedgerError
 
@@ -273,6 +274,8 @@ _COMMUNITY_RULED = ("mode", "interval_ms", "stp", "verify_signatures", "storage_
 
 def _write_tables(result: ReplayResult, trades: str | None, out: Path | None, fmt: str) -> None:
     """--trades and --out: each file whole or not at all."""
+    if trades is None and out is None:
+        return
     from wattmesh.exchange.replay import outputs
 
     try:
@@ -303,6 +306,8 @@ def _replay_node_log(
 ) -> None:
     """Replay a node log (exchange/replay/node_log.py): settle it as its nodes did, write
     the same tables as an order log's, and say whether the ledger head is the node's."""
+    import sqlite3
+
     from wattmesh.exchange.replay.node_log import (
         LedgerTargetError,
         NodeLogError,

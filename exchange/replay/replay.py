@@ -38,9 +38,8 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from itertools import accumulate, groupby
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -108,6 +107,9 @@ from wattmesh.settlement.records import (
     parse_record,
     verify_signature,
 )
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 __all__ = [
     "BAD_LINE_CODES",
@@ -460,8 +462,10 @@ class ReplayResult:
         }
 
 
-def bundled_sample() -> resources.abc.Traversable:
+def bundled_sample() -> Traversable:
     """The sample day shipped with the package (docs/replay.md, "The sample")."""
+    from importlib import resources  # 2-3 ms of start-up a replay of a file does not need
+
     return resources.files("wattmesh.exchange.replay").joinpath(SAMPLE_RESOURCE)
 
 
