@@ -73,9 +73,11 @@ def test_the_scanner_adds_compact_rows_worded_as_the_python_path_words_them(
     assert fast.rejects.forms.count(form) >= len(slow.rejects) - 1
     assert list(fast.rejects) == list(slow.rejects)
     assert [fast.rejects[k] for k in range(len(slow.rejects))] == list(slow.rejects)
-    assert fast.rejects.counts() == dict(Counter(r.code for r in slow.rejects)) == {
-        code: len(slow.rejects)
-    }
+    assert (
+        fast.rejects.counts()
+        == dict(Counter(r.code for r in slow.rejects))
+        == {code: len(slow.rejects)}
+    )
 
 
 class NarrowLines(Rejects):
