@@ -1,5 +1,5 @@
 """``python -m wattmesh.exchange.cli``: the ``wattmesh`` command."""
 
-from wattmesh.exchange.cli.app import main
+from wattmesh.exchange.cli.entry import main
 
 main()

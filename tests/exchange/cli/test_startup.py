@@ -171,3 +171,48 @@ def test_the_console_script_leaves_its_objects_out_of_the_exits_collection(tmp_p
         assert res.returncode == 0, res.stderr
         frozen[how] = int(res.stderr.split()[-1])
     assert frozen["script"] > 10_000 and frozen["argv"] == 0
+
+
+LOADING = """
+import gc, sys
+during = []  # for each collection: did it start while the CLI's root module was loading?
+
+def watch(phase, info):
+    if phase == "start":
+        app = sys.modules.get("wattmesh.exchange.cli.app")
+        during.append(app is not None and not hasattr(app, "main"))
+
+gc.callbacks.append(watch)
+sys.argv = ["wattmesh", *sys.argv[2:]]
+try:
+    if sys.argv_how == "entry":
+        from wattmesh.exchange.cli.entry import main
+    else:
+        from wattmesh.exchange.cli.app import main
+    main()
+except SystemExit:
+    pass
+print(sum(during), gc.isenabled(), file=sys.stderr)
+"""
+
+
+def test_the_console_script_loads_the_cli_without_collecting(tmp_path) -> None:
+    """The console script (exchange/cli/entry.py) loads the CLI with the cyclic collector
+    off (and freezes what loading made): no collection starts while it loads (importing it
+    with the collector on starts several), and the collector is on again for the command."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="wattmesh")
+    assert script.value == "wattmesh.exchange.cli.entry:main"
+    log = tmp_path / "one.jsonl"
+    log.write_text('{"type":"account","owner":"a","energy":0,"money":0,"bmax":100}\n')
+    seen = {}
+    for how in ("entry", "app"):
+        code = LOADING.replace("sys.argv_how", repr(how))
+        res = subprocess.run([sys.executable, "-c", code, how, "replay", str(log), "--json"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        collections, enabled = res.stderr.split()[-2:]
+        seen[how] = (int(collections), enabled)
+    assert seen["entry"] == (0, "True")
+    assert seen["app"][0] > 0  # the check sees collections where there are some
