@@ -578,13 +578,21 @@ cdef int _reserve_rejects(object rejects, size_t n, size_t text_bytes,
             or text_end.ob_descr.typecode != b"q" or len(code) != old or len(form) != old
             or len(numbers) != 3 * old or len(text_end) != old):
         raise ValueError("rejects: columns of the wrong type or length")
-    carray.resize_smart(line, old + n)
-    carray.resize_smart(code, old + n)
-    carray.resize_smart(form, old + n)
-    carray.resize_smart(numbers, 3 * (old + n))
-    carray.resize_smart(text_end, old + n)
-    if PyByteArray_Resize(text, at + <Py_ssize_t>text_bytes) < 0:
-        raise MemoryError()
+    try:
+        PyByteArray_Resize(text, at + <Py_ssize_t>text_bytes)
+        carray.resize_smart(line, old + n)
+        carray.resize_smart(code, old + n)
+        carray.resize_smart(form, old + n)
+        carray.resize_smart(numbers, 3 * (old + n))
+        carray.resize_smart(text_end, old + n)
+    except BaseException:  # no room (or text is exported): the columns stay as they were
+        carray.resize(line, old)
+        carray.resize(code, old)
+        carray.resize(form, old)
+        carray.resize(numbers, 3 * old)
+        carray.resize(text_end, old)
+        PyByteArray_Resize(text, at)
+        raise
     rows.line = <int64_t*>line.data.as_voidptr + old
     rows.code = <uint8_t*>code.data.as_voidptr + old
     rows.form = <uint8_t*>form.data.as_voidptr + old

@@ -95,3 +95,29 @@ def test_the_scanner_refuses_columns_of_another_type(order_log, monkeypatch, mod
     monkeypatch.setattr(replay_module, "Rejects", NarrowLines)
     with pytest.raises(ValueError, match="rejects: columns of the wrong type or length"):
         order_log.replay(*late_cancels_log(order_log, 3), mode=mode)
+
+
+class ExportedText(Rejects):
+    """Rejects whose text column is exported (a memoryview holds it): it cannot grow."""
+
+    made: list[ExportedText] = []
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.view = memoryview(self.text)
+        ExportedText.made.append(self)
+
+
+@pytest.mark.parametrize("mode", ["call", "cda"])
+def test_rows_that_cannot_be_added_leave_the_columns_as_they_were(order_log, monkeypatch, mode):
+    """When the scanner cannot make room for its rows, the error is raised and every
+    column keeps its length: no row half-written, none made of uninitialised memory."""
+    monkeypatch.setattr(replay_module, "Rejects", ExportedText)
+    ExportedText.made.clear()
+    with pytest.raises(BufferError):
+        order_log.replay(*late_cancels_log(order_log, 3), mode=mode)
+    (rejects,) = ExportedText.made
+    n = len(rejects.lines)
+    assert len(rejects.codes) == len(rejects.forms) == len(rejects.text_ends) == n
+    assert len(rejects.numbers) == 3 * n and set(rejects.forms) <= {GIVEN}
+    assert len(list(rejects)) == n  # every row reads back
