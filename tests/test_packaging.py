@@ -39,4 +39,4 @@ def test_console_script_entry_point_is_declared(tmp_path):
         "from importlib.metadata import entry_points\n"
         "print([e.value for e in entry_points(group='console_scripts') if e.name == 'wattmesh'])"
     )
-    assert _run(code, tmp_path) == "['wattmesh.exchange.cli.app:main']"
+    assert _run(code, tmp_path) == "['wattmesh.exchange.cli.entry:main']"
