@@ -72,7 +72,7 @@ cimport cpython.array as carray
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport INT32_MAX, INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 from _native cimport (  # matching/_native.pxd
@@ -110,6 +110,12 @@ cdef extern from *:
     uint64_t wm_sha256_key(const unsigned char* p, size_t n) nogil
     void wm_prefetch "__builtin_prefetch"(const void* p) nogil
     int wm_ctz "__builtin_ctzll"(unsigned long long x) nogil
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t  # opaque to this module: only passed back to pthread
+    int pthread_create(pthread_t* thread, const void* attr, void* (*run)(void*) noexcept nogil,
+                       void* arg)
+    int pthread_join(pthread_t thread, void** result)
 
 cdef extern from *:
     """
@@ -158,6 +164,7 @@ cdef enum:
     C_FOK = 2
     MAX_NAME = 128
     BATCH_MAX = 1 << 16
+    AHEAD = 4           # scan: lines read ahead have their slot prefetched this far on
 
 # Key bits of a parsed line
 cdef enum:
@@ -199,6 +206,22 @@ ctypedef struct Line:
     bint hex64           # its id is 64 lower-case hex digits, packed into `packed`
     uint64_t key         # its id's engine key
     unsigned char packed[32]
+
+
+ctypedef struct Chunk:      # a chunk's lines, read ahead (Scanner.parse, _parse_chunk)
+    const unsigned char* base   # the buffer (held exported by the scanner: not resized)
+    Py_ssize_t start
+    Py_ssize_t end
+    int64_t min_price
+    int64_t max_price
+    Line* lines                 # every line of base[start:end] in order, blank ones too
+    size_t n
+    size_t cap
+    size_t cur                  # the line at the scanner's pos
+    bint complete               # all of them (else malloc failed after n: read the rest)
+    bint live                   # parsed and not consumed yet
+    bint running                # a worker thread is reading it (join before reading)
+    pthread_t thread
 
 
 ctypedef struct Entry:      # the order holding a key (replay's "by_key"): 24 bytes
@@ -510,6 +533,51 @@ cdef inline uint64_t _id_key(const unsigned char* p, Py_ssize_t n) noexcept nogi
     return wm_sha256_key(p, <size_t>n)
 
 
+cdef inline void _read_one(const unsigned char* base, Py_ssize_t pos, Py_ssize_t end, Line* L,
+                           int64_t min_price, int64_t max_price) noexcept nogil:
+    """Find the line at ``pos`` and parse it; a parsed line gets its id's key. Depends on
+    the bytes and the price bounds only: the worker thread runs it (_parse_chunk)."""
+    cdef const unsigned char* nl = <const unsigned char*>memchr(base + pos, 10, end - pos)
+    L.start = pos
+    L.end = nl - base if nl != NULL else end
+    L.parsed = (L.end > pos
+                and _parse(base + pos, base + L.end, L, min_price, max_price) == 0)
+    if not L.parsed:
+        return
+    L.hex64 = _hex64_pack(L.oid, L.oid_len, L.packed)
+    L.key = _packed_key(L.packed) if L.hex64 else wm_sha256_key(L.oid, <size_t>L.oid_len)
+
+
+cdef void* _parse_chunk(void* arg) noexcept nogil:
+    """Read every line of a chunk into its ``lines`` (a worker thread's whole job, or
+    Scanner.parse's own for a small chunk): no Python object, no scanner table. If the
+    array cannot grow, it stops there (``complete`` stays false) and the scanner reads the
+    rest itself, as it reads any chunk not parsed ahead."""
+    cdef Chunk* c = <Chunk*>arg
+    cdef Py_ssize_t pos = c.start
+    cdef size_t cap
+    cdef Line* grown
+    c.n = 0
+    while pos < c.end:
+        if c.n == c.cap:
+            cap = next_cap(c.cap, c.n + 1)
+            grown = <Line*>realloc(c.lines, cap * sizeof(Line))
+            if grown == NULL:
+                return NULL
+            c.lines = grown
+            c.cap = cap
+        _read_one(c.base, pos, c.end, &c.lines[c.n], c.min_price, c.max_price)
+        pos = c.lines[c.n].end + 1
+        c.n += 1
+    c.complete = True
+    return NULL
+
+
+# wm_sha256 picks its block function (SHA-NI or portable) on its first call; make that
+# call here, once, so that a worker thread and the main thread never both make it.
+_id_key(b"wattmesh", 8)
+
+
 def utf8_take(const uint32_t[::1] index, const int32_t[::1] offsets,
               const unsigned char[::1] data) -> tuple:
     """Arrow string buffers (int32 offsets, UTF-8 bytes) of the strings ``index`` picks
@@ -685,6 +753,10 @@ cdef class Scanner:
     cdef size_t b_cap
     cdef readonly int32_t batch_market
     cdef readonly bint released  # release_tables(): only the id and name arenas are left
+    # Lines read ahead (parse): the chunk being applied and the next one, each with its
+    # buffer held exported (a bytearray cannot be resized under a reader) while live.
+    cdef Chunk chunks[2]
+    cdef list held
 
     def __cinit__(self, bint call, interval_ms, bint fast, int64_t min_price,
                   int64_t max_price):
@@ -697,12 +769,15 @@ cdef class Scanner:
         self.last_auction = -1
         self.batch_market = -1
         self.next_gate_c = INT64_MAX
+        self.held = [None, None]
         self._rehash_slots(1 << 16)
         self._rehash_owners(1 << 10)
         self._rehash_cx(1 << 10)
 
     def __dealloc__(self):
         self._free_tables()
+        free(self.chunks[0].lines)
+        free(self.chunks[1].lines)
         free(self.id_arena)
         free(self.names)
         free(self.own_off)
@@ -725,6 +800,7 @@ cdef class Scanner:
     cdef void _free_tables(self) noexcept:
         """Free the tables release_tables frees, and mark them released."""
         cdef size_t i
+        self._join_all()
         for i in range(self.n_auctions):
             self._free_rows(&self.auctions[i])
         free(self.entries)
@@ -1160,17 +1236,16 @@ cdef class Scanner:
         """Find the line at ``pos`` and parse it; a parsed line gets its id's key, and
         the slot that key hashes to is prefetched (a cache miss, mostly, in tens of MB of
         slots), so that the miss overlaps the work on the line before it."""
-        cdef const unsigned char* nl = <const unsigned char*>memchr(base + pos, 10, end - pos)
-        L.start = pos
-        L.end = nl - base if nl != NULL else end
-        L.parsed = (L.end > pos and not self.all_slow
-                    and _parse(base + pos, base + L.end, L, self.min_price,
-                               self.max_price) == 0)
-        if not L.parsed:
+        cdef const unsigned char* nl
+        if self.all_slow:
+            nl = <const unsigned char*>memchr(base + pos, 10, end - pos)
+            L.start = pos
+            L.end = nl - base if nl != NULL else end
+            L.parsed = False
             return
-        L.hex64 = _hex64_pack(L.oid, L.oid_len, L.packed)
-        L.key = _packed_key(L.packed) if L.hex64 else wm_sha256_key(L.oid, <size_t>L.oid_len)
-        wm_prefetch(&self.slots[mix(L.key) & self.slot_mask])
+        _read_one(base, pos, end, L, self.min_price, self.max_price)
+        if L.parsed:
+            wm_prefetch(&self.slots[mix(L.key) & self.slot_mask])
 
     cdef int _scan(self, const unsigned char* base, Py_ssize_t pos,
                    Py_ssize_t end) except -1:
@@ -1214,7 +1289,119 @@ cdef class Scanner:
         self.pos = end
         return S_DONE
 
+    cdef int _scan_lines(self, Chunk* c, size_t i, Py_ssize_t end) except -1:
+        """_scan over the lines a chunk has read ahead, from its line ``i`` (at the
+        scanner's pos): the same steps and returns, with the slot of the line AHEAD lines
+        on prefetched from its key, read on the other thread."""
+        cdef Line* L
+        cdef size_t n = c.n
+        cdef Py_ssize_t pos
+        cdef int r
+        while i < n:
+            L = &c.lines[i]
+            pos = L.start
+            if i + AHEAD < n and c.lines[i + AHEAD].parsed:
+                wm_prefetch(&self.slots[mix(c.lines[i + AHEAD].key) & self.slot_mask])
+            if L.end == pos:  # an empty line
+                self.lineno += 1
+                self.blank += 1
+                i += 1
+                continue
+            r = self._apply(L, pos, L.end) if L.parsed else S_SLOW
+            if r == S_CLEAR or r == S_FLUSH:
+                self.pos = pos
+                c.cur = i
+                return r
+            self.lineno += 1
+            i += 1
+            if r == S_REFUSED:
+                self._push_late(pos, L.end)
+                continue
+            if r == S_SLOW:
+                self.line_start = pos
+                self.line_end = L.end
+                self.pos = L.end + 1 if L.end < end else end
+                c.cur = i
+                return r
+        c.cur = i
+        if c.complete:
+            self.pos = end
+            return S_DONE
+        # The array could not grow past line n: the rest is read here.
+        pos = c.lines[n - 1].end + 1 if n else c.start
+        if pos >= end:
+            self.pos = end
+            return S_DONE
+        return self._scan(c.base, pos, end)
+
+    cdef void _join(self, Chunk* c) noexcept:
+        """Wait for the worker reading ``c``, if one is, with the GIL released."""
+        if c.running:
+            with nogil:
+                pthread_join(c.thread, NULL)
+            c.running = False
+
+    cdef void _join_all(self) noexcept:
+        self._join(&self.chunks[0])
+        self._join(&self.chunks[1])
+
+    cdef void _drop(self, int k) noexcept:
+        """Forget chunk ``k``'s lines (its array stays for the next chunk) and let its
+        buffer go."""
+        self._join(&self.chunks[k])
+        self.chunks[k].live = False
+        self.chunks[k].n = 0
+        self.held[k] = None
+
     # -- Python API ------------------------------------------------------------------------
+    def parse(self, buf not None, Py_ssize_t start, Py_ssize_t end, bint thread) -> None:
+        """Read the lines of ``buf[start:end]`` ahead of :meth:`scan`, on a thread of its
+        own when ``thread`` (else here and now): each line found, parsed and keyed as
+        ``scan`` would, so that ``scan(buf, start, end)`` and the calls that resume it
+        only apply them. The replay reads its next chunk this way while it applies the
+        one before (replay.py, ``consume``).
+
+        At most two chunks are held: the one being scanned and the next. A chunk is let
+        go when a scan of it returns DONE, or by :meth:`stop`; until then ``buf`` is held
+        exported (a bytearray cannot be resized) and must not be written. A scan of any
+        other range reads its lines itself, as before."""
+        self._tables()
+        cdef const unsigned char[::1] view = buf
+        cdef Chunk* c
+        cdef int k
+        if start < 0 or end > view.shape[0] or start > end:
+            raise ValueError("parse: bad range")
+        if self.all_slow or start == end:  # every line goes to Python: nothing to read
+            return
+        k = 0 if not self.chunks[0].live else 1
+        if self.chunks[k].live:
+            raise RuntimeError("parse: two chunks are held already")
+        self._join(&self.chunks[1 - k])  # one worker at a time: the other chunk's is done
+        c = &self.chunks[k]
+        if c.cap == 0:  # from this thread (later growth is the worker's realloc)
+            c.cap = 1024
+            c.lines = <Line*>resize(NULL, c.cap, sizeof(Line))
+        c.base = &view[0]
+        c.start = start
+        c.end = end
+        c.min_price = self.min_price
+        c.max_price = self.max_price
+        c.n = 0
+        c.cur = 0
+        c.complete = False
+        self.held[k] = memoryview(buf)
+        c.live = True
+        if thread and pthread_create(&c.thread, NULL, _parse_chunk, c) == 0:
+            c.running = True
+        else:  # small, or no thread to be had: read here
+            _parse_chunk(c)
+
+    def stop(self) -> None:
+        """Wait for a worker still reading ahead and let every chunk go (the replay calls
+        it when the log is consumed or an exception ends it: no thread outlives it)."""
+        self._drop(0)
+        self._drop(1)
+
     @property
     def late_count(self) -> int:
         """call: how many late cancels take_late would give now."""
@@ -1257,10 +1444,50 @@ cdef class Scanner:
         self._tables()
         if end > buf.shape[0] or pos < 0:
             raise ValueError("scan: bad range")
+        cdef int k = self._held_chunk(&buf[0] if end > 0 else NULL, pos, end)
+        cdef int r
+        cdef size_t i
         if end == 0 or pos >= end:
+            r = S_DONE
             self.pos = end
-            return S_DONE
-        return self._scan(&buf[0], pos, end)
+        elif k >= 0 and self._line_at(&self.chunks[k], pos, &i):
+            r = self._scan_lines(&self.chunks[k], i, end)
+        else:
+            r = self._scan(&buf[0], pos, end)
+        if r == S_DONE and k >= 0:  # the chunk is consumed: its buffer may be reused
+            self._drop(k)
+        return r
+
+    cdef int _held_chunk(self, const unsigned char* base, Py_ssize_t pos,
+                         Py_ssize_t end) noexcept:
+        """Which chunk read ahead holds the lines of ``base[pos:end]`` (its worker done),
+        or -1."""
+        cdef Chunk* c
+        cdef int k
+        if base == NULL:
+            return -1
+        for k in range(2):
+            c = &self.chunks[k]
+            if c.live and c.base == base and c.end == end and c.start <= pos:
+                self._join(c)
+                return k
+        return -1
+
+    cdef bint _line_at(self, Chunk* c, Py_ssize_t pos, size_t* at) noexcept:
+        """Whether a line of ``c`` starts at ``pos`` (where the last scan left it, mostly),
+        and which."""
+        cdef size_t i = c.cur, lo = 0, hi = c.n
+        if i < c.n and c.lines[i].start == pos:
+            at[0] = i
+            return True
+        while lo < hi:  # the first line starting at or after pos
+            i = (lo + hi) // 2
+            if c.lines[i].start < pos:
+                lo = i + 1
+            else:
+                hi = i
+        at[0] = lo
+        return lo < c.n and c.lines[lo].start == pos
 
     def owner_handle(self, str owner):
         """The handle of ``owner``, or None."""

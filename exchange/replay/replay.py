@@ -133,6 +133,10 @@ STP_RULES = ("none", "cancel-resting", "cancel-incoming")
 # Bytes read at a time (the buffer is twice this): 1 MiB reads as fast as 8 MiB did, and
 # the buffer is 14 MiB less of a replay's peak, small logs' too.
 CHUNK_BYTES = 1 << 20
+# A chunk at least this long has its lines read on a second thread (Scanner.parse) while
+# the chunk before is applied; a smaller one (a small log, or its last chunk) is read in
+# this thread, since starting a thread costs more than the lines of a few kB.
+PARSE_THREAD_BYTES = 64 << 10
 # Fills made into text (ids, output lines) at a time: bounds what a writer holds at once.
 ROWS_PER_BLOCK = 65_536
 SAMPLE_RESOURCE = "data/sample_day.jsonl"
@@ -500,26 +504,33 @@ def _chunks(fp: IO[bytes], chunk_bytes: int) -> Iterator[tuple[bytearray, int, i
     """Yield (buffer, start, end, bytes read so far): ``buffer[start:end]`` holds complete
     lines (each ending in ``\n``, except a last line without one at the end of the file).
 
-    One buffer is reused (``readinto``), so a big log costs no fresh memory per chunk; the
-    caller must be done with it before asking for the next chunk.
+    Two buffers take turns (``readinto``; the second is made when a second chunk is read),
+    the unfinished line at the end of one copied to the start of the other, so a big log
+    costs no fresh memory per chunk, and a chunk's buffer is not written while the next
+    chunk is read and parsed: the caller must be done with a buffer only before asking for
+    the chunk after next.
     """
-    buf = bytearray(2 * chunk_bytes)
-    view = memoryview(buf)
-    have = 0  # bytes of an unfinished line kept at the start of buf
+    bufs: list[bytearray | None] = [bytearray(2 * chunk_bytes), None]
+    turn = 0
+    tail = b""  # an unfinished line, from the other buffer
     done = 0
     readinto = getattr(fp, "readinto", None)
     first = True
     while True:
+        buf = bufs[turn]
+        if buf is None:
+            buf = bufs[turn] = bytearray(2 * chunk_bytes)
+        have = len(tail)
         if have + chunk_bytes > len(buf):  # a line longer than the buffer: grow it
-            view.release()
             buf.extend(bytes(have + chunk_bytes - len(buf)))
-            view = memoryview(buf)
-        if readinto is not None:
-            n = readinto(view[have : have + chunk_bytes])
-        else:  # a file object with read() only
-            data = fp.read(chunk_bytes)
-            n = len(data) if data else 0
-            view[have : have + n] = data or b""
+        with memoryview(buf) as view:
+            view[:have] = tail
+            if readinto is not None:
+                n = readinto(view[have : have + chunk_bytes])
+            else:  # a file object with read() only
+                data = fp.read(chunk_bytes)
+                n = len(data) if data else 0
+                view[have : have + n] = data or b""
         if not n:
             break
         done += n
@@ -531,12 +542,10 @@ def _chunks(fp: IO[bytes], chunk_bytes: int) -> Iterator[tuple[bytearray, int, i
         end = have + n
         cut = max(buf.rfind(b"\n", start, end) + 1, start)
         yield buf, start, cut, done
-        tail = bytes(view[cut:end])
-        have = len(tail)
-        view[:have] = tail
-    if have:
-        yield buf, 0, have, done
-    view.release()
+        tail = bytes(buf[cut:end])
+        turn ^= 1
+    if tail:
+        yield buf, 0, len(tail), done
 
 
 def _file_size(fp: IO[bytes]) -> int | None:
@@ -614,14 +623,36 @@ class _Replay:
 
     # -- reading ------------------------------------------------------------------------
     def consume(self, fp: IO[bytes], on_progress: Callable[[int], None] | None) -> None:
+        """Apply the log's lines chunk by chunk. Each chunk's lines are read (found,
+        parsed, keyed) by the scanner on a second thread while the chunk before is applied
+        here (``Scanner.parse``; a chunk under PARSE_THREAD_BYTES is read in this thread)."""
         size = _file_size(fp)
-        for buf, start, end, done in _chunks(fp, CHUNK_BYTES):
-            if size is not None:  # the first chunk: size the order table once
-                self.scan.reserve(_expected_orders(size, buf, start, end))
-                size = None
-            self.feed(buf, start, end)
-            if on_progress is not None:
-                on_progress(done)
+        scan = self.scan
+        pending: tuple[bytearray, int, int, int] | None = None
+        try:
+            for chunk in _chunks(fp, CHUNK_BYTES):
+                buf, start, end, _done = chunk
+                if size is not None:  # the first chunk: size the order table once
+                    scan.reserve(_expected_orders(size, buf, start, end))
+                    size = None
+                scan.parse(buf, start, end, end - start >= PARSE_THREAD_BYTES)
+                if pending is not None:
+                    self._feed_chunk(pending, on_progress)
+                pending = chunk
+            if pending is not None:
+                self._feed_chunk(pending, on_progress)
+        finally:
+            scan.stop()  # no worker outlives the log's reading, an exception's either
+
+    def _feed_chunk(
+        self,
+        chunk: tuple[bytearray, int, int, int],
+        on_progress: Callable[[int], None] | None,
+    ) -> None:
+        buf, start, end, done = chunk
+        self.feed(buf, start, end)
+        if on_progress is not None:
+            on_progress(done)
 
     def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
         """Apply the lines of ``buf[start:end]``: the scanner applies what it can, this loop
