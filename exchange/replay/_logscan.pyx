@@ -112,10 +112,22 @@ cdef extern from *:
     int wm_ctz "__builtin_ctzll"(unsigned long long x) nogil
 
 cdef extern from "<pthread.h>" nogil:
-    ctypedef unsigned long pthread_t  # opaque to this module: only passed back to pthread
+    ctypedef unsigned long pthread_t  # opaque here: only handed back to pthread
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_cond_t:
+        pass
     int pthread_create(pthread_t* thread, const void* attr, void* (*run)(void*) noexcept nogil,
                        void* arg)
     int pthread_join(pthread_t thread, void** result)
+    int pthread_mutex_init(pthread_mutex_t* m, const void* attr)
+    int pthread_mutex_destroy(pthread_mutex_t* m)
+    int pthread_mutex_lock(pthread_mutex_t* m)
+    int pthread_mutex_unlock(pthread_mutex_t* m)
+    int pthread_cond_init(pthread_cond_t* c, const void* attr)
+    int pthread_cond_destroy(pthread_cond_t* c)
+    int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m)
+    int pthread_cond_broadcast(pthread_cond_t* c)
 
 cdef extern from *:
     """
@@ -220,7 +232,16 @@ ctypedef struct Chunk:      # a chunk's lines, read ahead (Scanner.parse, _parse
     size_t cur                  # the line at the scanner's pos
     bint complete               # all of them (else malloc failed after n: read the rest)
     bint live                   # parsed and not consumed yet
-    bint running                # a worker thread is reading it (join before reading)
+    bint running                # the reader thread has it (under Reader.lock)
+
+
+ctypedef struct Reader:     # the thread that reads chunks ahead, and what it shares
+    pthread_mutex_t lock
+    pthread_cond_t wake         # a chunk posted or read, or quit
+    Chunk chunks[2]
+    int job                     # the chunk posted and not taken yet, or -1
+    bint quit
+    bint started
     pthread_t thread
 
 
@@ -573,6 +594,27 @@ cdef void* _parse_chunk(void* arg) noexcept nogil:
     return NULL
 
 
+cdef void* _reader_run(void* arg) noexcept nogil:
+    """The reader thread: read each chunk posted (Reader.job) until told to quit."""
+    cdef Reader* rd = <Reader*>arg
+    cdef int k
+    pthread_mutex_lock(&rd.lock)
+    while True:
+        while rd.job < 0 and not rd.quit:
+            pthread_cond_wait(&rd.wake, &rd.lock)
+        if rd.quit:
+            break
+        k = rd.job
+        rd.job = -1
+        pthread_mutex_unlock(&rd.lock)
+        _parse_chunk(&rd.chunks[k])
+        pthread_mutex_lock(&rd.lock)
+        rd.chunks[k].running = False
+        pthread_cond_broadcast(&rd.wake)
+    pthread_mutex_unlock(&rd.lock)
+    return NULL
+
+
 # wm_sha256 picks its block function (SHA-NI or portable) on its first call; make that
 # call here, once, so that a worker thread and the main thread never both make it.
 _id_key(b"wattmesh", 8)
@@ -755,7 +797,7 @@ cdef class Scanner:
     cdef readonly bint released  # release_tables(): only the id and name arenas are left
     # Lines read ahead (parse): the chunk being applied and the next one, each with its
     # buffer held exported (a bytearray cannot be resized under a reader) while live.
-    cdef Chunk chunks[2]
+    cdef Reader rd
     cdef list held
 
     def __cinit__(self, bint call, interval_ms, bint fast, int64_t min_price,
@@ -770,14 +812,19 @@ cdef class Scanner:
         self.batch_market = -1
         self.next_gate_c = INT64_MAX
         self.held = [None, None]
+        self.rd.job = -1
+        pthread_mutex_init(&self.rd.lock, NULL)
+        pthread_cond_init(&self.rd.wake, NULL)
         self._rehash_slots(1 << 16)
         self._rehash_owners(1 << 10)
         self._rehash_cx(1 << 10)
 
     def __dealloc__(self):
-        self._free_tables()
-        free(self.chunks[0].lines)
-        free(self.chunks[1].lines)
+        self._free_tables()  # the reader thread stopped first
+        free(self.rd.chunks[0].lines)
+        free(self.rd.chunks[1].lines)
+        pthread_cond_destroy(&self.rd.wake)
+        pthread_mutex_destroy(&self.rd.lock)
         free(self.id_arena)
         free(self.names)
         free(self.own_off)
@@ -800,7 +847,7 @@ cdef class Scanner:
     cdef void _free_tables(self) noexcept:
         """Free the tables release_tables frees, and mark them released."""
         cdef size_t i
-        self._join_all()
+        self._stop_reader()
         for i in range(self.n_auctions):
             self._free_rows(&self.auctions[i])
         free(self.entries)
@@ -1335,22 +1382,38 @@ cdef class Scanner:
         return self._scan(c.base, pos, end)
 
     cdef void _join(self, Chunk* c) noexcept:
-        """Wait for the worker reading ``c``, if one is, with the GIL released."""
-        if c.running:
-            with nogil:
-                pthread_join(c.thread, NULL)
-            c.running = False
+        """Wait, with the GIL released, until the reader thread has read ``c`` (if it
+        has it)."""
+        if not self.rd.started:
+            return
+        with nogil:
+            pthread_mutex_lock(&self.rd.lock)
+            while c.running:
+                pthread_cond_wait(&self.rd.wake, &self.rd.lock)
+            pthread_mutex_unlock(&self.rd.lock)
 
-    cdef void _join_all(self) noexcept:
-        self._join(&self.chunks[0])
-        self._join(&self.chunks[1])
+    cdef void _stop_reader(self) noexcept:
+        """End the reader thread, if it runs, once it has read what it has."""
+        if not self.rd.started:
+            return
+        with nogil:
+            pthread_mutex_lock(&self.rd.lock)
+            self.rd.quit = True
+            pthread_cond_broadcast(&self.rd.wake)
+            pthread_mutex_unlock(&self.rd.lock)
+            pthread_join(self.rd.thread, NULL)
+        self.rd.started = False
+        self.rd.quit = False
+        self.rd.job = -1
+        self.rd.chunks[0].running = False  # a chunk posted and not taken was not read
+        self.rd.chunks[1].running = False
 
     cdef void _drop(self, int k) noexcept:
         """Forget chunk ``k``'s lines (its array stays for the next chunk) and let its
         buffer go."""
-        self._join(&self.chunks[k])
-        self.chunks[k].live = False
-        self.chunks[k].n = 0
+        self._join(&self.rd.chunks[k])
+        self.rd.chunks[k].live = False
+        self.rd.chunks[k].n = 0
         self.held[k] = None
 
     # -- Python API ------------------------------------------------------------------------
@@ -1373,11 +1436,11 @@ cdef class Scanner:
             raise ValueError("parse: bad range")
         if self.all_slow or start == end:  # every line goes to Python: nothing to read
             return
-        k = 0 if not self.chunks[0].live else 1
-        if self.chunks[k].live:
+        k = 0 if not self.rd.chunks[0].live else 1
+        if self.rd.chunks[k].live:
             raise RuntimeError("parse: two chunks are held already")
-        self._join(&self.chunks[1 - k])  # one worker at a time: the other chunk's is done
-        c = &self.chunks[k]
+        self._join(&self.rd.chunks[1 - k])  # one worker at a time: the other chunk's is done
+        c = &self.rd.chunks[k]
         if c.cap == 0:  # from this thread (later growth is the worker's realloc)
             c.cap = 1024
             c.lines = <Line*>resize(NULL, c.cap, sizeof(Line))
@@ -1391,16 +1454,29 @@ cdef class Scanner:
         c.complete = False
         self.held[k] = memoryview(buf)
         c.live = True
-        if thread and pthread_create(&c.thread, NULL, _parse_chunk, c) == 0:
+        if thread and not self.rd.started:
+            self.rd.started = pthread_create(&self.rd.thread, NULL, _reader_run, &self.rd) == 0
+        if thread and self.rd.started:
+            pthread_mutex_lock(&self.rd.lock)
             c.running = True
+            self.rd.job = k
+            pthread_cond_broadcast(&self.rd.wake)
+            pthread_mutex_unlock(&self.rd.lock)
         else:  # small, or no thread to be had: read here
             _parse_chunk(c)
 
     def stop(self) -> None:
-        """Wait for a worker still reading ahead and let every chunk go (the replay calls
-        it when the log is consumed or an exception ends it: no thread outlives it)."""
+        """End the reader thread (once it has read what it has) and let every chunk go:
+        the replay calls it when the log is consumed or an exception ends it, so no
+        thread outlives it. A later :meth:`parse` starts a thread again."""
+        self._stop_reader()
         self._drop(0)
         self._drop(1)
+
+    @property
+    def reader_running(self) -> bool:
+        """Whether the thread that reads chunks ahead (:meth:`parse`) is running."""
+        return self.rd.started
 
     @property
     def late_count(self) -> int:
@@ -1450,8 +1526,8 @@ cdef class Scanner:
         if end == 0 or pos >= end:
             r = S_DONE
             self.pos = end
-        elif k >= 0 and self._line_at(&self.chunks[k], pos, &i):
-            r = self._scan_lines(&self.chunks[k], i, end)
+        elif k >= 0 and self._line_at(&self.rd.chunks[k], pos, &i):
+            r = self._scan_lines(&self.rd.chunks[k], i, end)
         else:
             r = self._scan(&buf[0], pos, end)
         if r == S_DONE and k >= 0:  # the chunk is consumed: its buffer may be reused
@@ -1467,7 +1543,7 @@ cdef class Scanner:
         if base == NULL:
             return -1
         for k in range(2):
-            c = &self.chunks[k]
+            c = &self.rd.chunks[k]
             if c.live and c.base == base and c.end == end and c.start <= pos:
                 self._join(c)
                 return k
