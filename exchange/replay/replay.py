@@ -518,19 +518,23 @@ def _chunks(fp: IO[bytes], chunk_bytes: int) -> Iterator[tuple[bytearray, int, i
     first = True
     while True:
         buf = bufs[turn]
-        if buf is None:
-            buf = bufs[turn] = bytearray(2 * chunk_bytes)
         have = len(tail)
+        data = None
+        if buf is None or readinto is None:  # read() only, or a second chunk may come
+            data = fp.read(chunk_bytes) or b""
+            if not data:
+                break
+            if buf is None:  # made only now: a one-chunk log does not zero 2 MiB more
+                buf = bufs[turn] = bytearray(2 * chunk_bytes)
         if have + chunk_bytes > len(buf):  # a line longer than the buffer: grow it
             buf.extend(bytes(have + chunk_bytes - len(buf)))
         with memoryview(buf) as view:
             view[:have] = tail
-            if readinto is not None:
+            if data is None:
                 n = readinto(view[have : have + chunk_bytes])
-            else:  # a file object with read() only
-                data = fp.read(chunk_bytes)
-                n = len(data) if data else 0
-                view[have : have + n] = data or b""
+            else:
+                n = len(data)
+                view[have : have + n] = data
         if not n:
             break
         done += n
@@ -544,8 +548,8 @@ def _chunks(fp: IO[bytes], chunk_bytes: int) -> Iterator[tuple[bytearray, int, i
         yield buf, start, cut, done
         tail = bytes(buf[cut:end])
         turn ^= 1
-    if tail:
-        yield buf, 0, len(tail), done
+    if tail:  # not into the other buffer: it may be the last chunk's, not applied yet
+        yield bytearray(tail), 0, len(tail), done
 
 
 def _file_size(fp: IO[bytes]) -> int | None:
