@@ -129,6 +129,13 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m)
     int pthread_cond_broadcast(pthread_cond_t* c)
 
+cdef extern from "<signal.h>" nogil:
+    ctypedef struct sigset_t:
+        pass
+    int SIG_SETMASK
+    int sigfillset(sigset_t* s)
+    int pthread_sigmask(int how, const sigset_t* s, sigset_t* old)
+
 cdef extern from *:
     """
     #ifdef __GLIBC__
@@ -1432,6 +1439,7 @@ cdef class Scanner:
         cdef const unsigned char[::1] view = buf
         cdef Chunk* c
         cdef int k
+        cdef sigset_t every, before
         if start < 0 or end > view.shape[0] or start > end:
             raise ValueError("parse: bad range")
         if self.all_slow or start == end:  # every line goes to Python: nothing to read
@@ -1455,7 +1463,12 @@ cdef class Scanner:
         self.held[k] = memoryview(buf)
         c.live = True
         if thread and not self.rd.started:
+            # Born with every signal blocked, so that they all go to this thread, as they
+            # did before: Python's handlers run here, and nothing interrupts the reader.
+            sigfillset(&every)
+            pthread_sigmask(SIG_SETMASK, &every, &before)
             self.rd.started = pthread_create(&self.rd.thread, NULL, _reader_run, &self.rd) == 0
+            pthread_sigmask(SIG_SETMASK, &before, NULL)
         if thread and self.rd.started:
             pthread_mutex_lock(&self.rd.lock)
             c.running = True

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 from array import array
 from typing import Any
 
@@ -693,6 +694,17 @@ def threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+def new_threads_signal_masks(old: set[str]) -> list[int]:
+    """The blocked-signal masks of this process's threads not in ``old`` (their ids)."""
+    masks = []
+    for tid in os.listdir("/proc/self/task"):
+        if tid not in old:
+            with open(f"/proc/self/task/{tid}/status") as status:
+                line = next(x for x in status if x.startswith("SigBlk:"))
+                masks.append(int(line.split()[1], 16))
+    return masks
+
+
 def fragile_log() -> bytes:
     """A call and cda log of what reading lines ahead must keep right: two owners' accounts,
     bids and asks that cross, a 16-hex and a 128-character id, a blank line, a CRLF line, a
@@ -773,13 +785,23 @@ def _big_log(tmp_path) -> Any:
 def test_the_reader_thread_runs_while_a_log_is_read_and_ends_with_it(tmp_path, monkeypatch, mode):
     """A log of several chunks of PARSE_THREAD_BYTES (64 KiB) or more has their lines read
     on one thread besides the replay's own, from its first chunk to its last, and no thread
-    is left after it."""
+    is left after it. That thread blocks every signal (SIGINT, SIGTERM: they stay this
+    thread's, where Python handles them)."""
     path = _big_log(tmp_path)
     monkeypatch.setattr(replay_module, "CHUNK_BYTES", 80 << 10)
     before = threads()
+    old = set(os.listdir("/proc/self/task"))
     during: list[int] = []
-    result = replay(path, ReplayOptions(mode=mode), on_progress=lambda _: during.append(threads()))
+    masks: list[int] = []
+
+    def progress(_: int) -> None:
+        during.append(threads())
+        masks.extend(new_threads_signal_masks(old))
+
+    result = replay(path, ReplayOptions(mode=mode), on_progress=progress)
     assert len(during) >= 3 and set(during) == {before + 1}
+    blocked = 1 << (signal.SIGINT - 1) | 1 << (signal.SIGTERM - 1)
+    assert masks and all(m & blocked == blocked for m in masks)
     assert threads() == before
     monkeypatch.setattr(replay_module, "PARSE_THREAD_BYTES", 1 << 30)  # no thread: the same
     assert outcome(replay(path, ReplayOptions(mode=mode))) == outcome(result)
