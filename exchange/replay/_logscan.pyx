@@ -69,11 +69,16 @@ words its own.
 """
 
 cimport cpython.array as carray
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytearray cimport (
+    PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_GET_SIZE,
+    PyByteArray_Resize,
+)
+from libc.errno cimport EINTR, errno
+from posix.unistd cimport read as os_read
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport INT32_MAX, INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memchr, memcmp, memcpy, memset
+from libc.string cimport memchr, memcmp, memcpy, memset, strerror
 
 from _native cimport (  # matching/_native.pxd
     grow, mix, next_cap, resize, wm_scratch_alloc, wm_sha256,
@@ -240,6 +245,14 @@ ctypedef struct Chunk:      # a chunk's lines, read ahead (Scanner.parse, _parse
     bint complete               # all of them (else malloc failed after n: read the rest)
     bint live                   # parsed and not consumed yet
     bint running                # the reader thread has it (under Reader.lock)
+    # Scanner.read_ahead: the bytes are read first, from a file descriptor
+    int fd                      # -1: the bytes are in the buffer already (parse)
+    Py_ssize_t have             # read to base + have (an unfinished line before it)
+    Py_ssize_t want             # at most this many bytes
+    bint bom                    # the file's first read: a UTF-8 byte order mark is skipped
+    Py_ssize_t got              # bytes read (0: the end of the file)
+    int err                     # the read's errno, or 0
+    bint lines_too              # read_ahead: the lines are read too (else the bytes only)
 
 
 ctypedef struct Reader:     # the thread that reads chunks ahead, and what it shares
@@ -582,10 +595,25 @@ cdef void* _parse_chunk(void* arg) noexcept nogil:
     array cannot grow, it stops there (``complete`` stays false) and the scanner reads the
     rest itself, as it reads any chunk not parsed ahead."""
     cdef Chunk* c = <Chunk*>arg
-    cdef Py_ssize_t pos = c.start
+    cdef Py_ssize_t pos, r, end
     cdef size_t cap
     cdef Line* grown
     c.n = 0
+    if c.fd >= 0:  # read the bytes first; the chunk is its complete lines
+        while True:
+            r = os_read(c.fd, <void*>(c.base + c.have), <size_t>c.want)
+            if r >= 0 or errno != EINTR:
+                break
+        c.err = errno if r < 0 else 0
+        c.got = r if r > 0 else 0
+        end = c.have + c.got
+        c.start = 3 if (c.bom and c.got >= 3 and memcmp(c.base, b"\xef\xbb\xbf", 3) == 0) else 0
+        c.end = end
+        while c.end > c.start and c.base[c.end - 1] != 10:  # after the last newline
+            c.end -= 1
+        if not c.lines_too:  # every line goes to Python (Scanner.all_slow)
+            return NULL
+    pos = c.start
     while pos < c.end:
         if c.n == c.cap:
             cap = next_cap(c.cap, c.n + 1)
@@ -625,6 +653,12 @@ cdef void* _reader_run(void* arg) noexcept nogil:
 # wm_sha256 picks its block function (SHA-NI or portable) on its first call; make that
 # call here, once, so that a worker thread and the main thread never both make it.
 _id_key(b"wattmesh", 8)
+
+
+def new_buffer(Py_ssize_t n) -> bytearray:
+    """A bytearray of ``n`` bytes, not zeroed: a read buffer (bytearray(n) writes n zero
+    bytes first, 2 MiB for a one-line log)."""
+    return PyByteArray_FromStringAndSize(NULL, n)
 
 
 def utf8_take(const uint32_t[::1] index, const int32_t[::1] offsets,
@@ -806,6 +840,7 @@ cdef class Scanner:
     # buffer held exported (a bytearray cannot be resized under a reader) while live.
     cdef Reader rd
     cdef list held
+    cdef int last_posted         # the chunk read_ahead gave the reader last (-1: none)
 
     def __cinit__(self, bint call, interval_ms, bint fast, int64_t min_price,
                   int64_t max_price):
@@ -819,6 +854,7 @@ cdef class Scanner:
         self.batch_market = -1
         self.next_gate_c = INT64_MAX
         self.held = [None, None]
+        self.last_posted = -1
         self.rd.job = -1
         pthread_mutex_init(&self.rd.lock, NULL)
         pthread_cond_init(&self.rd.wake, NULL)
@@ -1439,29 +1475,84 @@ cdef class Scanner:
         cdef const unsigned char[::1] view = buf
         cdef Chunk* c
         cdef int k
-        cdef sigset_t every, before
         if start < 0 or end > view.shape[0] or start > end:
             raise ValueError("parse: bad range")
         if self.all_slow or start == end:  # every line goes to Python: nothing to read
             return
-        k = 0 if not self.rd.chunks[0].live else 1
-        if self.rd.chunks[k].live:
-            raise RuntimeError("parse: two chunks are held already")
-        self._join(&self.rd.chunks[1 - k])  # one worker at a time: the other chunk's is done
+        k = self._free_chunk()
         c = &self.rd.chunks[k]
-        if c.cap == 0:  # from this thread (later growth is the worker's realloc)
-            c.cap = 1024
-            c.lines = <Line*>resize(NULL, c.cap, sizeof(Line))
         c.base = &view[0]
         c.start = start
         c.end = end
+        c.fd = -1
+        self._post(k, buf, thread)
+
+    def read_ahead(self, buf not None, Py_ssize_t have, int fd, Py_ssize_t want, bint bom,
+                   bint thread) -> None:
+        """Read up to ``want`` bytes from ``fd`` into ``buf`` after its first ``have``
+        (an unfinished line, copied there by the caller) and read ahead the complete lines
+        (up to the last newline), as :meth:`parse` does, on the reader thread when
+        ``thread``. ``bom``: the file's first read, where a UTF-8 byte order mark is
+        skipped. :meth:`read_done` says what was read."""
+        self._tables()
+        cdef unsigned char[::1] view = buf  # writable
+        cdef Chunk* c
+        cdef int k
+        if have < 0 or want <= 0 or have + want > view.shape[0]:
+            raise ValueError("read_ahead: bad range")
+        k = self._free_chunk()
+        c = &self.rd.chunks[k]
+        c.base = &view[0]
+        c.fd = fd
+        c.have = have
+        c.want = want
+        c.bom = bom
+        c.got = 0
+        c.err = 0
+        self._post(k, buf, thread)
+
+    def read_done(self) -> tuple:
+        """Wait for the last :meth:`read_ahead`; returns (bytes read, start, end, end of the
+        bytes): ``buf[start:end]`` are its complete lines, ``buf[end:]`` up to the end of
+        the bytes an unfinished one. Raises OSError if the read failed."""
+        cdef Chunk* c = &self.rd.chunks[self.last_posted]
+        cdef int k = self.last_posted
+        if self.last_posted < 0 or c.fd < 0:
+            raise RuntimeError("read_done: no read_ahead")
+        self._join(c)
+        result = (c.got, c.start, c.end, c.have + c.got)
+        if c.err:
+            self._drop(k)
+            raise OSError(c.err, strerror(c.err))
+        if c.start >= c.end:  # no complete line: nothing to scan, the buffer is free
+            self._drop(k)
+        return result
+
+    cdef int _free_chunk(self) except -1:
+        """The chunk not held (there are two), once the reader is done with the other."""
+        cdef int k = 0 if not self.rd.chunks[0].live else 1
+        if self.rd.chunks[k].live:
+            raise RuntimeError("parse: two chunks are held already")
+        self._join(&self.rd.chunks[1 - k])  # one job at a time: the other chunk's is done
+        if self.rd.chunks[k].cap == 0:  # from this thread (later growth is the reader's)
+            self.rd.chunks[k].cap = 1024
+            self.rd.chunks[k].lines = <Line*>resize(NULL, 1024, sizeof(Line))
+        return k
+
+    cdef int _post(self, int k, object buf, bint thread) except -1:
+        """Hand chunk ``k`` (its base and range or read set) to the reader thread, or
+        read it here."""
+        cdef Chunk* c = &self.rd.chunks[k]
+        cdef sigset_t every, before
         c.min_price = self.min_price
         c.max_price = self.max_price
+        c.lines_too = not self.all_slow
         c.n = 0
         c.cur = 0
         c.complete = False
         self.held[k] = memoryview(buf)
         c.live = True
+        self.last_posted = k
         if thread and not self.rd.started:
             # Born with every signal blocked, so that they all go to this thread, as they
             # did before: Python's handlers run here, and nothing interrupts the reader.
@@ -1476,7 +1567,9 @@ cdef class Scanner:
             pthread_cond_broadcast(&self.rd.wake)
             pthread_mutex_unlock(&self.rd.lock)
         else:  # small, or no thread to be had: read here
-            _parse_chunk(c)
+            with nogil:
+                _parse_chunk(c)
+        return 0
 
     def stop(self) -> None:
         """End the reader thread (once it has read what it has) and let every chunk go:

@@ -32,6 +32,7 @@ is the reference the scanner is tested against (tests/exchange/replay/test_logsc
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from array import array
@@ -52,6 +53,7 @@ from wattmesh.exchange.replay._logscan import (
     Scanner,
     cda_buckets,
     map_large_blocks,
+    new_buffer,
     volume_turnover,
 )
 from wattmesh.exchange.replay.rejects import (
@@ -493,7 +495,7 @@ def replay(
             with bundled_sample().open("rb") as fp:
                 run.consume(fp, on_progress)
         elif isinstance(log, (str, os.PathLike)):
-            with open(log, "rb") as fp:
+            with open(log, "rb", buffering=0) as fp:  # FileIO: read by its descriptor
                 run.consume(fp, on_progress)
         else:
             run.consume(log, on_progress)
@@ -504,13 +506,12 @@ def _chunks(fp: IO[bytes], chunk_bytes: int) -> Iterator[tuple[bytearray, int, i
     """Yield (buffer, start, end, bytes read so far): ``buffer[start:end]`` holds complete
     lines (each ending in ``\n``, except a last line without one at the end of the file).
 
-    Two buffers take turns (``readinto``; the second is made when a second chunk is read),
-    the unfinished line at the end of one copied to the start of the other, so a big log
-    costs no fresh memory per chunk, and a chunk's buffer is not written while the next
-    chunk is read and parsed: the caller must be done with a buffer only before asking for
-    the chunk after next.
+    Two buffers take turns (``readinto``), the unfinished line at the end of one copied to
+    the start of the other, so a big log costs no fresh memory per chunk, and a chunk's
+    buffer is not written while the next chunk is read and parsed: the caller must be done
+    with a buffer only before asking for the chunk after next.
     """
-    bufs: list[bytearray | None] = [bytearray(2 * chunk_bytes), None]
+    bufs = [new_buffer(2 * chunk_bytes), new_buffer(2 * chunk_bytes)]  # not zeroed: cheap
     turn = 0
     tail = b""  # an unfinished line, from the other buffer
     done = 0
@@ -519,22 +520,16 @@ def _chunks(fp: IO[bytes], chunk_bytes: int) -> Iterator[tuple[bytearray, int, i
     while True:
         buf = bufs[turn]
         have = len(tail)
-        data = None
-        if buf is None or readinto is None:  # read() only, or a second chunk may come
-            data = fp.read(chunk_bytes) or b""
-            if not data:
-                break
-            if buf is None:  # made only now: a one-chunk log does not zero 2 MiB more
-                buf = bufs[turn] = bytearray(2 * chunk_bytes)
         if have + chunk_bytes > len(buf):  # a line longer than the buffer: grow it
             buf.extend(bytes(have + chunk_bytes - len(buf)))
         with memoryview(buf) as view:
             view[:have] = tail
-            if data is None:
+            if readinto is not None:
                 n = readinto(view[have : have + chunk_bytes])
-            else:
-                n = len(data)
-                view[have : have + n] = data
+            else:  # a file object with read() only
+                data = fp.read(chunk_bytes)
+                n = len(data) if data else 0
+                view[have : have + n] = data or b""
         if not n:
             break
         done += n
@@ -549,6 +544,40 @@ def _chunks(fp: IO[bytes], chunk_bytes: int) -> Iterator[tuple[bytearray, int, i
         tail = bytes(buf[cut:end])
         turn ^= 1
     if tail:  # not into the other buffer: it may be the last chunk's, not applied yet
+        yield bytearray(tail), 0, len(tail), done
+
+
+def _file_chunks(
+    fd: int, chunk_bytes: int, scan: Scanner
+) -> Iterator[tuple[bytearray, int, int, int]]:
+    """:func:`_chunks` of a regular file, read by its descriptor on the scanner's reader
+    thread (``Scanner.read_ahead``): each chunk is read, and its lines read ahead, while
+    the one before is applied, so this thread neither reads nor parses. The first chunk
+    (it is waited for at once) and those after a chunk under PARSE_THREAD_BYTES are read
+    in this thread. A chunk's buffer is written again once the caller asks for the chunk
+    after it.
+    """
+    bufs = [new_buffer(2 * chunk_bytes), new_buffer(2 * chunk_bytes)]
+    turn = 0
+    tail = b""
+    done = 0
+    scan.read_ahead(bufs[0], 0, fd, chunk_bytes, True, False)
+    while True:
+        n, start, cut, end = scan.read_done()
+        if not n:
+            break
+        done += n
+        buf = bufs[turn]
+        tail = bytes(buf[cut:end])
+        turn ^= 1
+        after = bufs[turn]  # the chunk before this one's: applied
+        if len(tail) + chunk_bytes > len(after):  # a line longer than the buffer: grow it
+            after.extend(bytes(len(tail) + chunk_bytes - len(after)))
+        after[: len(tail)] = tail
+        thread = cut - start >= PARSE_THREAD_BYTES
+        scan.read_ahead(after, len(tail), fd, chunk_bytes, False, thread)
+        yield buf, start, cut, done
+    if tail:
         yield bytearray(tail), 0, len(tail), done
 
 
@@ -634,6 +663,14 @@ class _Replay:
         scan = self.scan
         pending: tuple[bytearray, int, int, int] | None = None
         try:
+            if size is not None and isinstance(fp, io.FileIO):  # unbuffered: read by its fd
+                for chunk in _file_chunks(fp.fileno(), CHUNK_BYTES, scan):
+                    if size is not None:  # the first chunk: size the order table once
+                        buf, start, end, _done = chunk
+                        scan.reserve(_expected_orders(size, buf, start, end))
+                        size = None
+                    self._feed_chunk(chunk, on_progress)
+                return
             for chunk in _chunks(fp, CHUNK_BYTES):
                 buf, start, end, _done = chunk
                 if size is not None:  # the first chunk: size the order table once

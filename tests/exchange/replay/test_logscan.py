@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import tempfile
 from array import array
 from typing import Any
 
@@ -745,18 +746,37 @@ def fragile_log() -> bytes:
     return b"\n".join(lines)  # no newline after the last line
 
 
+def replay_file(path: Any, chunk: int, **options: Any) -> dict:
+    """The scanner's outcome of a log file (read by its descriptor on the reader thread,
+    ``Scanner.read_ahead``), ``chunk`` bytes at a time, every chunk's lines read ahead."""
+    saved = replay_module.CHUNK_BYTES, replay_module.PARSE_THREAD_BYTES
+    try:
+        replay_module.CHUNK_BYTES, replay_module.PARSE_THREAD_BYTES = chunk, 1
+        return outcome(replay(path, ReplayOptions(**options)))
+    finally:
+        replay_module.CHUNK_BYTES, replay_module.PARSE_THREAD_BYTES = saved
+
+
+@pytest.mark.parametrize("source", ["stream", "file"])
 @pytest.mark.parametrize("mode", ["call", "cda"])
-def test_lines_read_ahead_give_the_python_paths_replay_wherever_a_read_cuts_a_line(mode):
-    """Every chunk's lines read on the reader thread, 128 bytes read at a time (each line
-    longer than that, so every one spans reads and the buffer grows for the long one), the
-    log shifted by 0..127 blank lines after a byte order mark: a read ends at every
-    position of every line once, and each replay equals the Python path's."""
+def test_lines_read_ahead_give_the_python_paths_replay_wherever_a_read_cuts_a_line(
+    tmp_path, mode, source
+):
+    """Every chunk's lines read on the reader thread (a file's bytes too), 128 bytes read
+    at a time (each line longer than that, so every one spans reads and the buffer grows
+    for the long one), the log shifted by 0..127 blank lines after a byte order mark: a
+    read ends at every position of every line once, and each replay equals the Python
+    path's."""
     body = fragile_log()
     fast, _ = replay_both(body, chunk=128, thread_bytes=1, mode=mode)
     assert len(fast["rejects"]) >= 6 and fast["trades"]  # the log does what it says
+    path = tmp_path / "log.jsonl"
     for shift in range(128):
         data = b"\xef\xbb\xbf" + b"\n" * shift + body
         fast, slow = replay_both(data, chunk=128, thread_bytes=1, mode=mode)
+        if source == "file":
+            path.write_bytes(data)
+            fast = replay_file(path, 128, mode=mode)
         assert fast == slow, shift
 
 
@@ -773,6 +793,11 @@ def test_lines_read_ahead_give_the_python_paths_replay_wherever_a_read_cuts_a_li
 def test_random_logs_read_ahead_on_the_thread_replay_like_the_python_path(data, mode, chunk):
     fast, slow = replay_both(data, chunk=chunk, thread_bytes=1, mode=mode)
     assert fast == slow
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "log.jsonl")
+        with open(path, "wb") as out:
+            out.write(data)
+        assert replay_file(path, chunk, mode=mode) == slow
 
 
 def _big_log(tmp_path) -> Any:
@@ -807,20 +832,33 @@ def test_the_reader_thread_runs_while_a_log_is_read_and_ends_with_it(tmp_path, m
     assert outcome(replay(path, ReplayOptions(mode=mode))) == outcome(result)
 
 
-def test_a_small_log_is_read_without_a_thread(order_log):
+@pytest.mark.parametrize("source", ["stream", "file"])
+def test_a_small_log_is_read_without_a_thread(order_log, tmp_path, source):
     before = threads()
     during: list[int] = []
     data = order_log.to_bytes(order_log.order("alice", "bid", 200_000, 5, T0))
-    replay(io.BytesIO(data), ReplayOptions(), on_progress=lambda _: during.append(threads()))
-    assert during == [before]
+    (tmp_path / "log.jsonl").write_bytes(data)
+    log = io.BytesIO(data) if source == "stream" else tmp_path / "log.jsonl"
+    result = replay(log, ReplayOptions(), on_progress=lambda _: during.append(threads()))
+    assert during == [before] and result.events == 1
+
+
+def test_a_file_that_cannot_be_read_is_an_os_error_and_leaves_no_thread(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"{}\n")
+    before = threads()
+    with open(path, "ab", buffering=0) as fp, pytest.raises(OSError):  # not open to read
+        replay(fp, ReplayOptions())
+    assert threads() == before
 
 
 class _Stop(Exception):
     pass
 
 
+@pytest.mark.parametrize("source", ["stream", "file"])
 @pytest.mark.parametrize("how", ["strict", "MemoryError", "callback"])
-def test_a_replay_ended_by_an_exception_leaves_no_thread(tmp_path, monkeypatch, how):
+def test_a_replay_ended_by_an_exception_leaves_no_thread(tmp_path, monkeypatch, how, source):
     """--strict's BadLineError mid-log, a MemoryError, any exception out of a progress
     callback: the reader thread ends before the exception leaves replay(), though the
     exception's traceback keeps the scanner alive."""
@@ -841,8 +879,10 @@ def test_a_replay_ended_by_an_exception_leaves_no_thread(tmp_path, monkeypatch, 
     before = threads()
     expected = {"strict": replay_module.BadLineError, "MemoryError": MemoryError,
                 "callback": _Stop}[how]  # fmt: skip
+    (tmp_path / "log.jsonl").write_bytes(data)
+    log = io.BytesIO(data) if source == "stream" else tmp_path / "log.jsonl"
     with pytest.raises(expected) as info:
-        replay(io.BytesIO(data), ReplayOptions(strict=True), on_progress=progress)
+        replay(log, ReplayOptions(strict=True), on_progress=progress)
     assert seen and set(seen) == {before + 1}  # it ran
     assert threads() == before
     assert info.traceback  # still held here
