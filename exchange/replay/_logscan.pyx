@@ -66,6 +66,30 @@ Refused lines (late call cancels, cda cancels whose order is gone) go into the c
 a ``Rejects`` (exchange/replay/rejects.py) as numbers and the line's bytes, written here in
 C (``_reserve_rejects``); rejects.py words them when they are read, as the Python path
 words its own.
+
+Reading ahead
+-------------
+Finding a line's end, parsing it and keying its id depend only on its bytes and the price
+bounds, so they run on a second thread while the chunk before is applied: ``parse(buf,
+start, end, thread)`` reads a chunk's lines (``_parse_chunk``) into an array of ``Line``
+records, one per line, blank ones and unparsed ones (SLOW) included, and
+``read_ahead(buf, have, fd, want, bom, thread)`` first reads the chunk's bytes from a
+file descriptor (a regular file), then its complete lines; ``read_done`` waits and says
+what was read. ``scan`` of a range read ahead then only applies its records, prefetching
+the key slot of the line AHEAD lines on; a scan of any other range reads its lines itself
+(``_read_line``), as every scan did before.
+
+The reader is one pthread per replay (``_reader_run``), started by the first chunk posted
+with ``thread`` and ended by ``stop`` (the replay calls it when the log is consumed or an
+exception ends it), by ``release_tables`` or at deallocation: it takes one chunk at a time
+through a mutex and condition variable, holds no Python object and never the GIL, and
+reads no table of the scanner (the order slots move when they grow). It is born with every
+signal blocked, so signals stay with the thread that runs Python. The replay's thread
+waits for it with the GIL released. At most two chunks are held, the one applied and the
+next; each keeps its buffer exported (a bytearray cannot be resized under the reader) until
+a scan of it returns ``DONE`` or ``stop``, and the caller must not write it till then: a
+slow line's text, ``take_late`` and ``run_batch`` read refused lines from it. If the record
+array cannot grow, the reader stops there and the scan reads the rest itself.
 """
 
 cimport cpython.array as carray

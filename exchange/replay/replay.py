@@ -28,6 +28,8 @@ unusual (an account line, a new owner or market, escapes or whitespace, a non-he
 line that will be refused, ``verify_signatures``) comes back to the Python path here,
 which validates through ``settlement.records`` itself and writes the refusal reasons; it
 is the reference the scanner is tested against (tests/exchange/replay/test_logscan.py).
+The log is read in chunks; while one is applied, the scanner's reader thread reads the next
+(a file given by path: its bytes too) and finds, parses and keys its lines (``consume``).
 """
 
 from __future__ import annotations
