@@ -887,9 +887,7 @@ cdef class Scanner:
         self._rehash_cx(1 << 10)
 
     def __dealloc__(self):
-        self._free_tables()  # the reader thread stopped first
-        free(self.rd.chunks[0].lines)
-        free(self.rd.chunks[1].lines)
+        self._free_tables()  # the reader thread stopped, the line records freed
         pthread_cond_destroy(&self.rd.wake)
         pthread_mutex_destroy(&self.rd.lock)
         free(self.id_arena)
@@ -904,9 +902,10 @@ cdef class Scanner:
     def release_tables(self) -> None:
         """Free every table but the id and owner arenas, once the log is consumed: the
         order entries and their slots (about 56 bytes an order), call mode's auctions and
-        cancelled keys, cda's batch columns. What stays is what the fills' id references
-        and :meth:`id_texts` / :meth:`id_utf8` read, so the outputs are written with about
-        60 MB less held for a million orders (and less for a forked Parquet writer to
+        cancelled keys, cda's batch columns, the line records read ahead (the reader
+        thread ends first). What stays is what the fills' id references and
+        :meth:`id_texts` / :meth:`id_utf8` read, so the outputs are written with about 60
+        MB less held for a million orders (and less for a forked Parquet writer to
         inherit). Every method that needs the tables raises afterwards."""
         if not self.released:
             self._free_tables()
@@ -914,7 +913,13 @@ cdef class Scanner:
     cdef void _free_tables(self) noexcept:
         """Free the tables release_tables frees, and mark them released."""
         cdef size_t i
+        cdef int k
         self._stop_reader()
+        for k in range(2):  # the line records read ahead (a MiB or two): the log is read
+            free(self.rd.chunks[k].lines)
+            self.rd.chunks[k].lines = NULL
+            self.rd.chunks[k].cap = self.rd.chunks[k].n = 0
+            self.rd.chunks[k].live = False
         for i in range(self.n_auctions):
             self._free_rows(&self.auctions[i])
         free(self.entries)
