@@ -1544,10 +1544,11 @@ cdef class Scanner:
         """Wait for the last :meth:`read_ahead`; returns (bytes read, start, end, end of the
         bytes): ``buf[start:end]`` are its complete lines, ``buf[end:]`` up to the end of
         the bytes an unfinished one. Raises OSError if the read failed."""
-        cdef Chunk* c = &self.rd.chunks[self.last_posted]
         cdef int k = self.last_posted
-        if self.last_posted < 0 or c.fd < 0:
+        cdef Chunk* c
+        if k < 0 or self.rd.chunks[k].fd < 0:
             raise RuntimeError("read_done: no read_ahead")
+        c = &self.rd.chunks[k]
         self._join(c)
         result = (c.got, c.start, c.end, c.have + c.got)
         if c.err:

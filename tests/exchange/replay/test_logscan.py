@@ -777,6 +777,11 @@ def test_lines_read_ahead_give_the_python_paths_replay_wherever_a_read_cuts_a_li
         if source == "file":
             path.write_bytes(data)
             fast = replay_file(path, 128, mode=mode)
+            replay_module._FAST_SCAN = False  # the bytes read ahead, every line to Python
+            try:
+                assert replay_file(path, 128, mode=mode) == slow, shift
+            finally:
+                replay_module._FAST_SCAN = True
         assert fast == slow, shift
 
 
