@@ -66,14 +66,43 @@ Refused lines (late call cancels, cda cancels whose order is gone) go into the c
 a ``Rejects`` (exchange/replay/rejects.py) as numbers and the line's bytes, written here in
 C (``_reserve_rejects``); rejects.py words them when they are read, as the Python path
 words its own.
+
+Reading ahead
+-------------
+Finding a line's end, parsing it and keying its id depend only on its bytes and the price
+bounds, so they run on a second thread while the chunk before is applied: ``parse(buf,
+start, end, thread)`` reads a chunk's lines (``_parse_chunk``) into an array of ``Line``
+records, one per line, blank ones and unparsed ones (SLOW) included, and
+``read_ahead(buf, have, fd, want, bom, thread)`` first reads the chunk's bytes from a
+file descriptor (a regular file), then its complete lines; ``read_done`` waits and says
+what was read. ``scan`` of a range read ahead then only applies its records, prefetching
+the key slot of the line AHEAD lines on; a scan of any other range reads its lines itself
+(``_read_line``), as every scan did before.
+
+The reader is one pthread per replay (``_reader_run``), started by the first chunk posted
+with ``thread`` and ended by ``stop`` (the replay calls it when the log is consumed or an
+exception ends it), by ``release_tables`` or at deallocation: it takes one chunk at a time
+through a mutex and condition variable, holds no Python object and never the GIL, and
+reads no table of the scanner (the order slots move when they grow). It is born with every
+signal blocked, so signals stay with the thread that runs Python. The replay's thread
+waits for it with the GIL released. At most two chunks are held, the one applied and the
+next; each keeps its buffer exported (a bytearray cannot be resized under the reader) until
+a scan of it returns ``DONE`` or ``stop``, and the caller must not write it till then: a
+slow line's text, ``take_late`` and ``run_batch`` read refused lines from it. If the record
+array cannot grow, the reader stops there and the scan reads the rest itself.
 """
 
 cimport cpython.array as carray
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytearray cimport (
+    PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_GET_SIZE,
+    PyByteArray_Resize,
+)
+from libc.errno cimport EINTR, errno
+from posix.unistd cimport read as os_read
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport INT32_MAX, INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
-from libc.string cimport memchr, memcmp, memcpy, memset
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memchr, memcmp, memcpy, memset, strerror
 
 from _native cimport (  # matching/_native.pxd
     grow, mix, next_cap, resize, wm_scratch_alloc, wm_sha256,
@@ -110,6 +139,31 @@ cdef extern from *:
     uint64_t wm_sha256_key(const unsigned char* p, size_t n) nogil
     void wm_prefetch "__builtin_prefetch"(const void* p) nogil
     int wm_ctz "__builtin_ctzll"(unsigned long long x) nogil
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t  # opaque here: only handed back to pthread
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_cond_t:
+        pass
+    int pthread_create(pthread_t* thread, const void* attr, void* (*run)(void*) noexcept nogil,
+                       void* arg)
+    int pthread_join(pthread_t thread, void** result)
+    int pthread_mutex_init(pthread_mutex_t* m, const void* attr)
+    int pthread_mutex_destroy(pthread_mutex_t* m)
+    int pthread_mutex_lock(pthread_mutex_t* m)
+    int pthread_mutex_unlock(pthread_mutex_t* m)
+    int pthread_cond_init(pthread_cond_t* c, const void* attr)
+    int pthread_cond_destroy(pthread_cond_t* c)
+    int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m)
+    int pthread_cond_broadcast(pthread_cond_t* c)
+
+cdef extern from "<signal.h>" nogil:
+    ctypedef struct sigset_t:
+        pass
+    int SIG_SETMASK
+    int sigfillset(sigset_t* s)
+    int pthread_sigmask(int how, const sigset_t* s, sigset_t* old)
 
 cdef extern from *:
     """
@@ -158,6 +212,7 @@ cdef enum:
     C_FOK = 2
     MAX_NAME = 128
     BATCH_MAX = 1 << 16
+    AHEAD = 4           # scan: lines read ahead have their slot prefetched this far on
 
 # Key bits of a parsed line
 cdef enum:
@@ -199,6 +254,39 @@ ctypedef struct Line:
     bint hex64           # its id is 64 lower-case hex digits, packed into `packed`
     uint64_t key         # its id's engine key
     unsigned char packed[32]
+
+
+ctypedef struct Chunk:      # a chunk's lines, read ahead (Scanner.parse, _parse_chunk)
+    const unsigned char* base   # the buffer (held exported by the scanner: not resized)
+    Py_ssize_t start
+    Py_ssize_t end
+    int64_t min_price
+    int64_t max_price
+    Line* lines                 # every line of base[start:end] in order, blank ones too
+    size_t n
+    size_t cap
+    size_t cur                  # the line at the scanner's pos
+    bint complete               # all of them (else malloc failed after n: read the rest)
+    bint live                   # parsed and not consumed yet
+    bint running                # the reader thread has it (under Reader.lock)
+    # Scanner.read_ahead: the bytes are read first, from a file descriptor
+    int fd                      # -1: the bytes are in the buffer already (parse)
+    Py_ssize_t have             # read to base + have (an unfinished line before it)
+    Py_ssize_t want             # at most this many bytes
+    bint bom                    # the file's first read: a UTF-8 byte order mark is skipped
+    Py_ssize_t got              # bytes read (0: the end of the file)
+    int err                     # the read's errno, or 0
+    bint lines_too              # read_ahead: the lines are read too (else the bytes only)
+
+
+ctypedef struct Reader:     # the thread that reads chunks ahead, and what it shares
+    pthread_mutex_t lock
+    pthread_cond_t wake         # a chunk posted or read, or quit
+    Chunk chunks[2]
+    int job                     # the chunk posted and not taken yet, or -1
+    bint quit
+    bint started
+    pthread_t thread
 
 
 ctypedef struct Entry:      # the order holding a key (replay's "by_key"): 24 bytes
@@ -510,6 +598,93 @@ cdef inline uint64_t _id_key(const unsigned char* p, Py_ssize_t n) noexcept nogi
     return wm_sha256_key(p, <size_t>n)
 
 
+cdef inline void _read_one(const unsigned char* base, Py_ssize_t pos, Py_ssize_t end, Line* L,
+                           int64_t min_price, int64_t max_price) noexcept nogil:
+    """Find the line at ``pos`` and parse it; a parsed line gets its id's key. Depends on
+    the bytes and the price bounds only: the worker thread runs it (_parse_chunk)."""
+    cdef const unsigned char* nl = <const unsigned char*>memchr(base + pos, 10, end - pos)
+    L.start = pos
+    L.end = nl - base if nl != NULL else end
+    L.parsed = (L.end > pos
+                and _parse(base + pos, base + L.end, L, min_price, max_price) == 0)
+    if not L.parsed:
+        return
+    L.hex64 = _hex64_pack(L.oid, L.oid_len, L.packed)
+    L.key = _packed_key(L.packed) if L.hex64 else wm_sha256_key(L.oid, <size_t>L.oid_len)
+
+
+cdef void* _parse_chunk(void* arg) noexcept nogil:
+    """Read every line of a chunk into its ``lines`` (a worker thread's whole job, or
+    Scanner.parse's own for a small chunk): no Python object, no scanner table. If the
+    array cannot grow, it stops there (``complete`` stays false) and the scanner reads the
+    rest itself, as it reads any chunk not parsed ahead."""
+    cdef Chunk* c = <Chunk*>arg
+    cdef Py_ssize_t pos, r, end
+    cdef size_t cap
+    cdef Line* grown
+    c.n = 0
+    if c.fd >= 0:  # read the bytes first; the chunk is its complete lines
+        while True:
+            r = os_read(c.fd, <void*>(c.base + c.have), <size_t>c.want)
+            if r >= 0 or errno != EINTR:
+                break
+        c.err = errno if r < 0 else 0
+        c.got = r if r > 0 else 0
+        end = c.have + c.got
+        c.start = 3 if (c.bom and c.got >= 3 and memcmp(c.base, b"\xef\xbb\xbf", 3) == 0) else 0
+        c.end = end
+        while c.end > c.start and c.base[c.end - 1] != 10:  # after the last newline
+            c.end -= 1
+        if not c.lines_too:  # every line goes to Python (Scanner.all_slow)
+            return NULL
+    pos = c.start
+    while pos < c.end:
+        if c.n == c.cap:
+            cap = next_cap(c.cap, c.n + 1)
+            grown = <Line*>realloc(c.lines, cap * sizeof(Line))
+            if grown == NULL:
+                return NULL
+            c.lines = grown
+            c.cap = cap
+        _read_one(c.base, pos, c.end, &c.lines[c.n], c.min_price, c.max_price)
+        pos = c.lines[c.n].end + 1
+        c.n += 1
+    c.complete = True
+    return NULL
+
+
+cdef void* _reader_run(void* arg) noexcept nogil:
+    """The reader thread: read each chunk posted (Reader.job) until told to quit."""
+    cdef Reader* rd = <Reader*>arg
+    cdef int k
+    pthread_mutex_lock(&rd.lock)
+    while True:
+        while rd.job < 0 and not rd.quit:
+            pthread_cond_wait(&rd.wake, &rd.lock)
+        if rd.quit:
+            break
+        k = rd.job
+        rd.job = -1
+        pthread_mutex_unlock(&rd.lock)
+        _parse_chunk(&rd.chunks[k])
+        pthread_mutex_lock(&rd.lock)
+        rd.chunks[k].running = False
+        pthread_cond_broadcast(&rd.wake)
+    pthread_mutex_unlock(&rd.lock)
+    return NULL
+
+
+# wm_sha256 picks its block function (SHA-NI or portable) on its first call; make that
+# call here, once, so that a worker thread and the main thread never both make it.
+_id_key(b"wattmesh", 8)
+
+
+def new_buffer(Py_ssize_t n) -> bytearray:
+    """A bytearray of ``n`` bytes, not zeroed: a read buffer (bytearray(n) writes n zero
+    bytes first, 2 MiB for a one-line log)."""
+    return PyByteArray_FromStringAndSize(NULL, n)
+
+
 def utf8_take(const uint32_t[::1] index, const int32_t[::1] offsets,
               const unsigned char[::1] data) -> tuple:
     """Arrow string buffers (int32 offsets, UTF-8 bytes) of the strings ``index`` picks
@@ -685,6 +860,11 @@ cdef class Scanner:
     cdef size_t b_cap
     cdef readonly int32_t batch_market
     cdef readonly bint released  # release_tables(): only the id and name arenas are left
+    # Lines read ahead (parse): the chunk being applied and the next one, each with its
+    # buffer held exported (a bytearray cannot be resized under a reader) while live.
+    cdef Reader rd
+    cdef list held
+    cdef int last_posted         # the chunk read_ahead gave the reader last (-1: none)
 
     def __cinit__(self, bint call, interval_ms, bint fast, int64_t min_price,
                   int64_t max_price):
@@ -697,12 +877,19 @@ cdef class Scanner:
         self.last_auction = -1
         self.batch_market = -1
         self.next_gate_c = INT64_MAX
+        self.held = [None, None]
+        self.last_posted = -1
+        self.rd.job = -1
+        pthread_mutex_init(&self.rd.lock, NULL)
+        pthread_cond_init(&self.rd.wake, NULL)
         self._rehash_slots(1 << 16)
         self._rehash_owners(1 << 10)
         self._rehash_cx(1 << 10)
 
     def __dealloc__(self):
-        self._free_tables()
+        self._free_tables()  # the reader thread stopped, the line records freed
+        pthread_cond_destroy(&self.rd.wake)
+        pthread_mutex_destroy(&self.rd.lock)
         free(self.id_arena)
         free(self.names)
         free(self.own_off)
@@ -715,9 +902,10 @@ cdef class Scanner:
     def release_tables(self) -> None:
         """Free every table but the id and owner arenas, once the log is consumed: the
         order entries and their slots (about 56 bytes an order), call mode's auctions and
-        cancelled keys, cda's batch columns. What stays is what the fills' id references
-        and :meth:`id_texts` / :meth:`id_utf8` read, so the outputs are written with about
-        60 MB less held for a million orders (and less for a forked Parquet writer to
+        cancelled keys, cda's batch columns, the line records read ahead (the reader
+        thread ends first). What stays is what the fills' id references and
+        :meth:`id_texts` / :meth:`id_utf8` read, so the outputs are written with about 60
+        MB less held for a million orders (and less for a forked Parquet writer to
         inherit). Every method that needs the tables raises afterwards."""
         if not self.released:
             self._free_tables()
@@ -725,6 +913,13 @@ cdef class Scanner:
     cdef void _free_tables(self) noexcept:
         """Free the tables release_tables frees, and mark them released."""
         cdef size_t i
+        cdef int k
+        self._stop_reader()
+        for k in range(2):  # the line records read ahead (a MiB or two): the log is read
+            free(self.rd.chunks[k].lines)
+            self.rd.chunks[k].lines = NULL
+            self.rd.chunks[k].cap = self.rd.chunks[k].n = 0
+            self.rd.chunks[k].live = False
         for i in range(self.n_auctions):
             self._free_rows(&self.auctions[i])
         free(self.entries)
@@ -1160,17 +1355,16 @@ cdef class Scanner:
         """Find the line at ``pos`` and parse it; a parsed line gets its id's key, and
         the slot that key hashes to is prefetched (a cache miss, mostly, in tens of MB of
         slots), so that the miss overlaps the work on the line before it."""
-        cdef const unsigned char* nl = <const unsigned char*>memchr(base + pos, 10, end - pos)
-        L.start = pos
-        L.end = nl - base if nl != NULL else end
-        L.parsed = (L.end > pos and not self.all_slow
-                    and _parse(base + pos, base + L.end, L, self.min_price,
-                               self.max_price) == 0)
-        if not L.parsed:
+        cdef const unsigned char* nl
+        if self.all_slow:
+            nl = <const unsigned char*>memchr(base + pos, 10, end - pos)
+            L.start = pos
+            L.end = nl - base if nl != NULL else end
+            L.parsed = False
             return
-        L.hex64 = _hex64_pack(L.oid, L.oid_len, L.packed)
-        L.key = _packed_key(L.packed) if L.hex64 else wm_sha256_key(L.oid, <size_t>L.oid_len)
-        wm_prefetch(&self.slots[mix(L.key) & self.slot_mask])
+        _read_one(base, pos, end, L, self.min_price, self.max_price)
+        if L.parsed:
+            wm_prefetch(&self.slots[mix(L.key) & self.slot_mask])
 
     cdef int _scan(self, const unsigned char* base, Py_ssize_t pos,
                    Py_ssize_t end) except -1:
@@ -1214,7 +1408,212 @@ cdef class Scanner:
         self.pos = end
         return S_DONE
 
+    cdef int _scan_lines(self, Chunk* c, size_t i, Py_ssize_t end) except -1:
+        """_scan over the lines a chunk has read ahead, from its line ``i`` (at the
+        scanner's pos): the same steps and returns, with the slot of the line AHEAD lines
+        on prefetched from its key, read on the other thread."""
+        cdef Line* L
+        cdef size_t n = c.n
+        cdef Py_ssize_t pos
+        cdef int r
+        while i < n:
+            L = &c.lines[i]
+            pos = L.start
+            if i + AHEAD < n and c.lines[i + AHEAD].parsed:
+                wm_prefetch(&self.slots[mix(c.lines[i + AHEAD].key) & self.slot_mask])
+            if L.end == pos:  # an empty line
+                self.lineno += 1
+                self.blank += 1
+                i += 1
+                continue
+            r = self._apply(L, pos, L.end) if L.parsed else S_SLOW
+            if r == S_CLEAR or r == S_FLUSH:
+                self.pos = pos
+                c.cur = i
+                return r
+            self.lineno += 1
+            i += 1
+            if r == S_REFUSED:
+                self._push_late(pos, L.end)
+                continue
+            if r == S_SLOW:
+                self.line_start = pos
+                self.line_end = L.end
+                self.pos = L.end + 1 if L.end < end else end
+                c.cur = i
+                return r
+        c.cur = i
+        if c.complete:
+            self.pos = end
+            return S_DONE
+        # The array could not grow past line n: the rest is read here.
+        pos = c.lines[n - 1].end + 1 if n else c.start
+        if pos >= end:
+            self.pos = end
+            return S_DONE
+        return self._scan(c.base, pos, end)
+
+    cdef void _join(self, Chunk* c) noexcept:
+        """Wait, with the GIL released, until the reader thread has read ``c`` (if it
+        has it)."""
+        if not self.rd.started:
+            return
+        with nogil:
+            pthread_mutex_lock(&self.rd.lock)
+            while c.running:
+                pthread_cond_wait(&self.rd.wake, &self.rd.lock)
+            pthread_mutex_unlock(&self.rd.lock)
+
+    cdef void _stop_reader(self) noexcept:
+        """End the reader thread, if it runs, once it has read what it has."""
+        if not self.rd.started:
+            return
+        with nogil:
+            pthread_mutex_lock(&self.rd.lock)
+            self.rd.quit = True
+            pthread_cond_broadcast(&self.rd.wake)
+            pthread_mutex_unlock(&self.rd.lock)
+            pthread_join(self.rd.thread, NULL)
+        self.rd.started = False
+        self.rd.quit = False
+        self.rd.job = -1
+        self.rd.chunks[0].running = False  # a chunk posted and not taken was not read
+        self.rd.chunks[1].running = False
+
+    cdef void _drop(self, int k) noexcept:
+        """Forget chunk ``k``'s lines (its array stays for the next chunk) and let its
+        buffer go."""
+        self._join(&self.rd.chunks[k])
+        self.rd.chunks[k].live = False
+        self.rd.chunks[k].n = 0
+        self.held[k] = None
+
     # -- Python API ------------------------------------------------------------------------
+    def parse(self, buf not None, Py_ssize_t start, Py_ssize_t end, bint thread) -> None:
+        """Read the lines of ``buf[start:end]`` ahead of :meth:`scan`, on a thread of its
+        own when ``thread`` (else here and now): each line found, parsed and keyed as
+        ``scan`` would, so that ``scan(buf, start, end)`` and the calls that resume it
+        only apply them. The replay reads its next chunk this way while it applies the
+        one before (replay.py, ``consume``).
+
+        At most two chunks are held: the one being scanned and the next. A chunk is let
+        go when a scan of it returns DONE, or by :meth:`stop`; until then ``buf`` is held
+        exported (a bytearray cannot be resized) and must not be written. A scan of any
+        other range reads its lines itself, as before."""
+        self._tables()
+        cdef const unsigned char[::1] view = buf
+        cdef Chunk* c
+        cdef int k
+        if start < 0 or end > view.shape[0] or start > end:
+            raise ValueError("parse: bad range")
+        if self.all_slow or start == end:  # every line goes to Python: nothing to read
+            return
+        k = self._free_chunk()
+        c = &self.rd.chunks[k]
+        c.base = &view[0]
+        c.start = start
+        c.end = end
+        c.fd = -1
+        self._post(k, buf, thread)
+
+    def read_ahead(self, buf not None, Py_ssize_t have, int fd, Py_ssize_t want, bint bom,
+                   bint thread) -> None:
+        """Read up to ``want`` bytes from ``fd`` into ``buf`` after its first ``have``
+        (an unfinished line, copied there by the caller) and read ahead the complete lines
+        (up to the last newline), as :meth:`parse` does, on the reader thread when
+        ``thread``. ``bom``: the file's first read, where a UTF-8 byte order mark is
+        skipped. :meth:`read_done` says what was read."""
+        self._tables()
+        cdef unsigned char[::1] view = buf  # writable
+        cdef Chunk* c
+        cdef int k
+        if have < 0 or want <= 0 or have + want > view.shape[0]:
+            raise ValueError("read_ahead: bad range")
+        k = self._free_chunk()
+        c = &self.rd.chunks[k]
+        c.base = &view[0]
+        c.fd = fd
+        c.have = have
+        c.want = want
+        c.bom = bom
+        c.got = 0
+        c.err = 0
+        self._post(k, buf, thread)
+
+    def read_done(self) -> tuple:
+        """Wait for the last :meth:`read_ahead`; returns (bytes read, start, end, end of the
+        bytes): ``buf[start:end]`` are its complete lines, ``buf[end:]`` up to the end of
+        the bytes an unfinished one. Raises OSError if the read failed."""
+        cdef int k = self.last_posted
+        cdef Chunk* c
+        if k < 0 or self.rd.chunks[k].fd < 0:
+            raise RuntimeError("read_done: no read_ahead")
+        c = &self.rd.chunks[k]
+        self._join(c)
+        result = (c.got, c.start, c.end, c.have + c.got)
+        if c.err:
+            self._drop(k)
+            raise OSError(c.err, strerror(c.err))
+        if c.start >= c.end:  # no complete line: nothing to scan, the buffer is free
+            self._drop(k)
+        return result
+
+    cdef int _free_chunk(self) except -1:
+        """The chunk not held (there are two), once the reader is done with the other."""
+        cdef int k = 0 if not self.rd.chunks[0].live else 1
+        if self.rd.chunks[k].live:
+            raise RuntimeError("parse: two chunks are held already")
+        self._join(&self.rd.chunks[1 - k])  # one job at a time: the other chunk's is done
+        if self.rd.chunks[k].cap == 0:  # from this thread (later growth is the reader's)
+            self.rd.chunks[k].cap = 1024
+            self.rd.chunks[k].lines = <Line*>resize(NULL, 1024, sizeof(Line))
+        return k
+
+    cdef int _post(self, int k, object buf, bint thread) except -1:
+        """Hand chunk ``k`` (its base and range or read set) to the reader thread, or
+        read it here."""
+        cdef Chunk* c = &self.rd.chunks[k]
+        cdef sigset_t every, before
+        c.min_price = self.min_price
+        c.max_price = self.max_price
+        c.lines_too = not self.all_slow
+        c.n = 0
+        c.cur = 0
+        c.complete = False
+        self.held[k] = memoryview(buf)
+        c.live = True
+        self.last_posted = k
+        if thread and not self.rd.started:
+            # Born with every signal blocked, so that they all go to this thread, as they
+            # did before: Python's handlers run here, and nothing interrupts the reader.
+            sigfillset(&every)
+            pthread_sigmask(SIG_SETMASK, &every, &before)
+            self.rd.started = pthread_create(&self.rd.thread, NULL, _reader_run, &self.rd) == 0
+            pthread_sigmask(SIG_SETMASK, &before, NULL)
+        if thread and self.rd.started:
+            pthread_mutex_lock(&self.rd.lock)
+            c.running = True
+            self.rd.job = k
+            pthread_cond_broadcast(&self.rd.wake)
+            pthread_mutex_unlock(&self.rd.lock)
+        else:  # small, or no thread to be had: read here
+            with nogil:
+                _parse_chunk(c)
+        return 0
+
+    def stop(self) -> None:
+        """End the reader thread (once it has read what it has) and let every chunk go:
+        the replay calls it when the log is consumed or an exception ends it, so no
+        thread outlives it. A later :meth:`parse` starts a thread again."""
+        self._stop_reader()
+        self._drop(0)
+        self._drop(1)
+
+    @property
+    def reader_running(self) -> bool:
+        """Whether the thread that reads chunks ahead (:meth:`parse`) is running."""
+        return self.rd.started
+
     @property
     def late_count(self) -> int:
         """call: how many late cancels take_late would give now."""
@@ -1257,10 +1656,50 @@ cdef class Scanner:
         self._tables()
         if end > buf.shape[0] or pos < 0:
             raise ValueError("scan: bad range")
+        cdef int k = self._held_chunk(&buf[0] if end > 0 else NULL, pos, end)
+        cdef int r
+        cdef size_t i
         if end == 0 or pos >= end:
+            r = S_DONE
             self.pos = end
-            return S_DONE
-        return self._scan(&buf[0], pos, end)
+        elif k >= 0 and self._line_at(&self.rd.chunks[k], pos, &i):
+            r = self._scan_lines(&self.rd.chunks[k], i, end)
+        else:
+            r = self._scan(&buf[0], pos, end)
+        if r == S_DONE and k >= 0:  # the chunk is consumed: its buffer may be reused
+            self._drop(k)
+        return r
+
+    cdef int _held_chunk(self, const unsigned char* base, Py_ssize_t pos,
+                         Py_ssize_t end) noexcept:
+        """Which chunk read ahead holds the lines of ``base[pos:end]`` (its worker done),
+        or -1."""
+        cdef Chunk* c
+        cdef int k
+        if base == NULL:
+            return -1
+        for k in range(2):
+            c = &self.rd.chunks[k]
+            if c.live and c.base == base and c.end == end and c.start <= pos:
+                self._join(c)
+                return k
+        return -1
+
+    cdef bint _line_at(self, Chunk* c, Py_ssize_t pos, size_t* at) noexcept:
+        """Whether a line of ``c`` starts at ``pos`` (where the last scan left it, mostly),
+        and which."""
+        cdef size_t i = c.cur, lo = 0, hi = c.n
+        if i < c.n and c.lines[i].start == pos:
+            at[0] = i
+            return True
+        while lo < hi:  # the first line starting at or after pos
+            i = (lo + hi) // 2
+            if c.lines[i].start < pos:
+                lo = i + 1
+            else:
+                hi = i
+        at[0] = lo
+        return lo < c.n and c.lines[lo].start == pos
 
     def owner_handle(self, str owner):
         """The handle of ``owner``, or None."""

@@ -28,10 +28,13 @@ unusual (an account line, a new owner or market, escapes or whitespace, a non-he
 line that will be refused, ``verify_signatures``) comes back to the Python path here,
 which validates through ``settlement.records`` itself and writes the refusal reasons; it
 is the reference the scanner is tested against (tests/exchange/replay/test_logscan.py).
+The log is read in chunks; while one is applied, the scanner's reader thread reads the next
+(a file given by path: its bytes too) and finds, parses and keys its lines (``consume``).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from array import array
@@ -52,6 +55,7 @@ from wattmesh.exchange.replay._logscan import (
     Scanner,
     cda_buckets,
     map_large_blocks,
+    new_buffer,
     volume_turnover,
 )
 from wattmesh.exchange.replay.rejects import (
@@ -133,6 +137,10 @@ STP_RULES = ("none", "cancel-resting", "cancel-incoming")
 # Bytes read at a time (the buffer is twice this): 1 MiB reads as fast as 8 MiB did, and
 # the buffer is 14 MiB less of a replay's peak, small logs' too.
 CHUNK_BYTES = 1 << 20
+# A chunk at least this long has its lines read on a second thread (Scanner.parse) while
+# the chunk before is applied; a smaller one (a small log, or its last chunk) is read in
+# this thread, since starting a thread costs more than the lines of a few kB.
+PARSE_THREAD_BYTES = 64 << 10
 # Fills made into text (ids, output lines) at a time: bounds what a writer holds at once.
 ROWS_PER_BLOCK = 65_536
 SAMPLE_RESOURCE = "data/sample_day.jsonl"
@@ -489,7 +497,7 @@ def replay(
             with bundled_sample().open("rb") as fp:
                 run.consume(fp, on_progress)
         elif isinstance(log, (str, os.PathLike)):
-            with open(log, "rb") as fp:
+            with open(log, "rb", buffering=0) as fp:  # FileIO: read by its descriptor
                 run.consume(fp, on_progress)
         else:
             run.consume(log, on_progress)
@@ -500,26 +508,30 @@ def _chunks(fp: IO[bytes], chunk_bytes: int) -> Iterator[tuple[bytearray, int, i
     """Yield (buffer, start, end, bytes read so far): ``buffer[start:end]`` holds complete
     lines (each ending in ``\n``, except a last line without one at the end of the file).
 
-    One buffer is reused (``readinto``), so a big log costs no fresh memory per chunk; the
-    caller must be done with it before asking for the next chunk.
+    Two buffers take turns (``readinto``), the unfinished line at the end of one copied to
+    the start of the other, so a big log costs no fresh memory per chunk, and a chunk's
+    buffer is not written while the next chunk is read and parsed: the caller must be done
+    with a buffer only before asking for the chunk after next.
     """
-    buf = bytearray(2 * chunk_bytes)
-    view = memoryview(buf)
-    have = 0  # bytes of an unfinished line kept at the start of buf
+    bufs = [new_buffer(2 * chunk_bytes), new_buffer(2 * chunk_bytes)]  # not zeroed: cheap
+    turn = 0
+    tail = b""  # an unfinished line, from the other buffer
     done = 0
     readinto = getattr(fp, "readinto", None)
     first = True
     while True:
+        buf = bufs[turn]
+        have = len(tail)
         if have + chunk_bytes > len(buf):  # a line longer than the buffer: grow it
-            view.release()
             buf.extend(bytes(have + chunk_bytes - len(buf)))
-            view = memoryview(buf)
-        if readinto is not None:
-            n = readinto(view[have : have + chunk_bytes])
-        else:  # a file object with read() only
-            data = fp.read(chunk_bytes)
-            n = len(data) if data else 0
-            view[have : have + n] = data or b""
+        with memoryview(buf) as view:
+            view[:have] = tail
+            if readinto is not None:
+                n = readinto(view[have : have + chunk_bytes])
+            else:  # a file object with read() only
+                data = fp.read(chunk_bytes)
+                n = len(data) if data else 0
+                view[have : have + n] = data or b""
         if not n:
             break
         done += n
@@ -531,12 +543,44 @@ def _chunks(fp: IO[bytes], chunk_bytes: int) -> Iterator[tuple[bytearray, int, i
         end = have + n
         cut = max(buf.rfind(b"\n", start, end) + 1, start)
         yield buf, start, cut, done
-        tail = bytes(view[cut:end])
-        have = len(tail)
-        view[:have] = tail
-    if have:
-        yield buf, 0, have, done
-    view.release()
+        tail = bytes(buf[cut:end])
+        turn ^= 1
+    if tail:  # not into the other buffer: it may be the last chunk's, not applied yet
+        yield bytearray(tail), 0, len(tail), done
+
+
+def _file_chunks(
+    fd: int, chunk_bytes: int, scan: Scanner
+) -> Iterator[tuple[bytearray, int, int, int]]:
+    """:func:`_chunks` of a regular file, read by its descriptor on the scanner's reader
+    thread (``Scanner.read_ahead``): each chunk is read, and its lines read ahead, while
+    the one before is applied, so this thread neither reads nor parses. The first chunk
+    (it is waited for at once) and those after a chunk under PARSE_THREAD_BYTES are read
+    in this thread. A chunk's buffer is written again once the caller asks for the chunk
+    after it.
+    """
+    bufs = [new_buffer(2 * chunk_bytes), new_buffer(2 * chunk_bytes)]
+    turn = 0
+    tail = b""
+    done = 0
+    scan.read_ahead(bufs[0], 0, fd, chunk_bytes, True, False)
+    while True:
+        n, start, cut, end = scan.read_done()
+        if not n:
+            break
+        done += n
+        buf = bufs[turn]
+        tail = bytes(buf[cut:end])
+        turn ^= 1
+        after = bufs[turn]  # the chunk before this one's: applied
+        if len(tail) + chunk_bytes > len(after):  # a line longer than the buffer: grow it
+            after.extend(bytes(len(tail) + chunk_bytes - len(after)))
+        after[: len(tail)] = tail
+        thread = cut - start >= PARSE_THREAD_BYTES
+        scan.read_ahead(after, len(tail), fd, chunk_bytes, False, thread)
+        yield buf, start, cut, done
+    if tail:
+        yield bytearray(tail), 0, len(tail), done
 
 
 def _file_size(fp: IO[bytes]) -> int | None:
@@ -614,14 +658,44 @@ class _Replay:
 
     # -- reading ------------------------------------------------------------------------
     def consume(self, fp: IO[bytes], on_progress: Callable[[int], None] | None) -> None:
+        """Apply the log's lines chunk by chunk. Each chunk's lines are read (found,
+        parsed, keyed) by the scanner on a second thread while the chunk before is applied
+        here (``Scanner.parse``; a chunk under PARSE_THREAD_BYTES is read in this thread)."""
         size = _file_size(fp)
-        for buf, start, end, done in _chunks(fp, CHUNK_BYTES):
-            if size is not None:  # the first chunk: size the order table once
-                self.scan.reserve(_expected_orders(size, buf, start, end))
-                size = None
-            self.feed(buf, start, end)
-            if on_progress is not None:
-                on_progress(done)
+        scan = self.scan
+        pending: tuple[bytearray, int, int, int] | None = None
+        try:
+            if size is not None and isinstance(fp, io.FileIO):  # unbuffered: read by its fd
+                for chunk in _file_chunks(fp.fileno(), CHUNK_BYTES, scan):
+                    if size is not None:  # the first chunk: size the order table once
+                        buf, start, end, _done = chunk
+                        scan.reserve(_expected_orders(size, buf, start, end))
+                        size = None
+                    self._feed_chunk(chunk, on_progress)
+                return
+            for chunk in _chunks(fp, CHUNK_BYTES):
+                buf, start, end, _done = chunk
+                if size is not None:  # the first chunk: size the order table once
+                    scan.reserve(_expected_orders(size, buf, start, end))
+                    size = None
+                scan.parse(buf, start, end, end - start >= PARSE_THREAD_BYTES)
+                if pending is not None:
+                    self._feed_chunk(pending, on_progress)
+                pending = chunk
+            if pending is not None:
+                self._feed_chunk(pending, on_progress)
+        finally:
+            scan.stop()  # no worker outlives the log's reading, an exception's either
+
+    def _feed_chunk(
+        self,
+        chunk: tuple[bytearray, int, int, int],
+        on_progress: Callable[[int], None] | None,
+    ) -> None:
+        buf, start, end, done = chunk
+        self.feed(buf, start, end)
+        if on_progress is not None:
+            on_progress(done)
 
     def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
         """Apply the lines of ``buf[start:end]``: the scanner applies what it can, this loop

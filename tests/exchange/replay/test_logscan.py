@@ -11,6 +11,8 @@ import hashlib
 import io
 import json
 import os
+import signal
+import tempfile
 from array import array
 from typing import Any
 
@@ -51,18 +53,24 @@ def outcome(result: ReplayResult) -> dict[str, Any]:
     }
 
 
-def replay_both(data: bytes, chunk: int | None = None, **options: Any) -> tuple[dict, dict]:
-    """(scanner on, Python path only) outcomes of one log."""
-    saved = replay_module._FAST_SCAN, replay_module.CHUNK_BYTES
+def replay_both(
+    data: bytes, chunk: int | None = None, thread_bytes: int | None = None, **options: Any
+) -> tuple[dict, dict]:
+    """(scanner on, Python path only) outcomes of one log; ``chunk`` bytes read at a time,
+    and the lines of chunks of at least ``thread_bytes`` read on the reader thread."""
+    saved = replay_module._FAST_SCAN, replay_module.CHUNK_BYTES, replay_module.PARSE_THREAD_BYTES
     try:
         if chunk is not None:
             replay_module.CHUNK_BYTES = chunk
+        if thread_bytes is not None:
+            replay_module.PARSE_THREAD_BYTES = thread_bytes
         replay_module._FAST_SCAN = True
         fast = outcome(replay(io.BytesIO(data), ReplayOptions(**options)))
         replay_module._FAST_SCAN = False
         slow = outcome(replay(io.BytesIO(data), ReplayOptions(**options)))
     finally:
-        replay_module._FAST_SCAN, replay_module.CHUNK_BYTES = saved
+        (replay_module._FAST_SCAN, replay_module.CHUNK_BYTES,
+         replay_module.PARSE_THREAD_BYTES) = saved  # fmt: skip
     return fast, slow
 
 
@@ -679,3 +687,258 @@ def test_a_regular_file_reserves_the_order_table_once_and_at_most_32_mib(
     assert scan.order_slots * 8 == 32 << 20
     with pytest.raises(ValueError, match="at most 2147483647 orders"):
         scan.reserve(2**31)
+
+
+# -- the reader thread (Scanner.parse) ---------------------------------------------------------
+def threads() -> int:
+    """This process's threads, native ones too (threading.active_count sees Python's only)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def new_threads_signal_masks(old: set[str]) -> list[int]:
+    """The blocked-signal masks of this process's threads not in ``old`` (their ids)."""
+    masks = []
+    for tid in os.listdir("/proc/self/task"):
+        if tid not in old:
+            with open(f"/proc/self/task/{tid}/status") as status:
+                line = next(x for x in status if x.startswith("SigBlk:"))
+                masks.append(int(line.split()[1], 16))
+    return masks
+
+
+def fragile_log() -> bytes:
+    """A call and cda log of what reading lines ahead must keep right: two owners' accounts,
+    bids and asks that cross, a 16-hex and a 128-character id, a blank line, a CRLF line, a
+    line with spaces, a bad line, a line of 900 bytes, cancels in time, cancels of filled
+    orders (cda refuses them from the batch's buffer), late cancels (call refuses them from
+    the scanned buffer), a gate passed mid-log, and a last line without a newline."""
+    lines = [orjson.dumps({"type": "account", "owner": o, "energy": 500, "money": 10**12,
+                           "bmax": 1_000}) for o in ("alice", "bob")]  # fmt: skip
+    orders = []
+    for k in range(14):
+        owner, side = ("alice", "ask") if k % 2 else ("bob", "bid")
+        d = Order("energy", side, 200_000 + (k % 3) * 10_000, 10 + k, owner, T0 - L + k, T0)
+        d = d.to_dict()
+        if k == 3:
+            d["id"] = hashlib.sha256(b"3").hexdigest()[:16]  # as other tools write ids
+        if k == 5:
+            d["id"] = "x" * 128
+        orders.append(d)
+        lines.append(orjson.dumps(d))
+        if k == 4:
+            lines.append(b"")
+        if k == 6:
+            lines.append(orjson.dumps(d) + b"\r")  # the same id again, on the Python path
+        if k == 7:
+            lines.append(b"{not json")
+        if k == 8:
+            lines.append(json.dumps(d | {"qty": 3, "id": "spaced"}).encode())
+        if k == 9:
+            lines.append(orjson.dumps(d | {"id": "long", "note": "z" * 800}))
+    for k in (0, 1, 2, 13):  # in time in call; filled ones are not live in cda
+        lines.append(orjson.dumps(Cancel(orders[k]["id"], orders[k]["owner"], T0 - 5).to_dict()))
+    nxt = Order("energy", "bid", 210_000, 7, "bob", T0 + 1, T0 + L).to_dict()
+    lines.append(orjson.dumps(nxt))  # passes T0's gate: call clears it here
+    for k in (4, 5, 6, 7):  # late in call, not live in cda
+        lines.append(orjson.dumps(Cancel(orders[k]["id"], orders[k]["owner"], T0 + 2).to_dict()))
+    last = Order("energy", "ask", 200_000, 4, "alice", T0 + 3, T0 + L).to_dict()
+    lines.append(orjson.dumps(last))
+    return b"\n".join(lines)  # no newline after the last line
+
+
+def replay_file(path: Any, chunk: int, **options: Any) -> dict:
+    """The scanner's outcome of a log file (read by its descriptor on the reader thread,
+    ``Scanner.read_ahead``), ``chunk`` bytes at a time, every chunk's lines read ahead."""
+    saved = replay_module.CHUNK_BYTES, replay_module.PARSE_THREAD_BYTES
+    try:
+        replay_module.CHUNK_BYTES, replay_module.PARSE_THREAD_BYTES = chunk, 1
+        return outcome(replay(path, ReplayOptions(**options)))
+    finally:
+        replay_module.CHUNK_BYTES, replay_module.PARSE_THREAD_BYTES = saved
+
+
+@pytest.mark.parametrize("source", ["stream", "file"])
+@pytest.mark.parametrize("mode", ["call", "cda"])
+def test_lines_read_ahead_give_the_python_paths_replay_wherever_a_read_cuts_a_line(
+    tmp_path, mode, source
+):
+    """Every chunk's lines read on the reader thread (a file's bytes too), 128 bytes read
+    at a time (each line longer than that, so every one spans reads and the buffer grows
+    for the long one), the log shifted by 0..127 blank lines after a byte order mark: a
+    read ends at every position of every line once, and each replay equals the Python
+    path's."""
+    body = fragile_log()
+    fast, _ = replay_both(body, chunk=128, thread_bytes=1, mode=mode)
+    assert len(fast["rejects"]) >= 6 and fast["trades"]  # the log does what it says
+    path = tmp_path / "log.jsonl"
+    for shift in range(128):
+        data = b"\xef\xbb\xbf" + b"\n" * shift + body
+        fast, slow = replay_both(data, chunk=128, thread_bytes=1, mode=mode)
+        if source == "file":
+            path.write_bytes(data)
+            fast = replay_file(path, 128, mode=mode)
+            replay_module._FAST_SCAN = False  # the bytes read ahead, every line to Python
+            try:
+                assert replay_file(path, 128, mode=mode) == slow, shift
+            finally:
+                replay_module._FAST_SCAN = True
+        assert fast == slow, shift
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    data=logs(),
+    mode=st.sampled_from(["call", "cda"]),
+    chunk=st.integers(1, 600),
+)
+def test_random_logs_read_ahead_on_the_thread_replay_like_the_python_path(data, mode, chunk):
+    fast, slow = replay_both(data, chunk=chunk, thread_bytes=1, mode=mode)
+    assert fast == slow
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "log.jsonl")
+        with open(path, "wb") as out:
+            out.write(data)
+        assert replay_file(path, chunk, mode=mode) == slow
+
+
+def _big_log(tmp_path) -> Any:
+    path = tmp_path / "day.jsonl"
+    write_log(path, households=6, seed=3, sign=False, days=3)  # 259 kB
+    return path
+
+
+@pytest.mark.parametrize("mode", ["call", "cda"])
+def test_the_reader_thread_runs_while_a_log_is_read_and_ends_with_it(tmp_path, monkeypatch, mode):
+    """A log of several chunks of PARSE_THREAD_BYTES (64 KiB) or more has their lines read
+    on one thread besides the replay's own, from its first chunk to its last, and no thread
+    is left after it. That thread blocks every signal (SIGINT, SIGTERM: they stay this
+    thread's, where Python handles them)."""
+    path = _big_log(tmp_path)
+    monkeypatch.setattr(replay_module, "CHUNK_BYTES", 80 << 10)
+    before = threads()
+    old = set(os.listdir("/proc/self/task"))
+    during: list[int] = []
+    masks: list[int] = []
+
+    def progress(_: int) -> None:
+        during.append(threads())
+        masks.extend(new_threads_signal_masks(old))
+
+    result = replay(path, ReplayOptions(mode=mode), on_progress=progress)
+    assert len(during) >= 3 and set(during) == {before + 1}
+    blocked = 1 << (signal.SIGINT - 1) | 1 << (signal.SIGTERM - 1)
+    assert masks and all(m & blocked == blocked for m in masks)
+    assert threads() == before
+    monkeypatch.setattr(replay_module, "PARSE_THREAD_BYTES", 1 << 30)  # no thread: the same
+    assert outcome(replay(path, ReplayOptions(mode=mode))) == outcome(result)
+
+
+@pytest.mark.parametrize("source", ["stream", "file"])
+def test_a_small_log_is_read_without_a_thread(order_log, tmp_path, source):
+    before = threads()
+    during: list[int] = []
+    data = order_log.to_bytes(order_log.order("alice", "bid", 200_000, 5, T0))
+    (tmp_path / "log.jsonl").write_bytes(data)
+    log = io.BytesIO(data) if source == "stream" else tmp_path / "log.jsonl"
+    result = replay(log, ReplayOptions(), on_progress=lambda _: during.append(threads()))
+    assert during == [before] and result.events == 1
+
+
+def test_a_file_that_cannot_be_read_is_an_os_error_and_leaves_no_thread(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"{}\n")
+    before = threads()
+    with open(path, "ab", buffering=0) as fp, pytest.raises(OSError):  # not open to read
+        replay(fp, ReplayOptions())
+    assert threads() == before
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("source", ["stream", "file"])
+@pytest.mark.parametrize("how", ["strict", "MemoryError", "callback"])
+def test_a_replay_ended_by_an_exception_leaves_no_thread(tmp_path, monkeypatch, how, source):
+    """--strict's BadLineError mid-log, a MemoryError, any exception out of a progress
+    callback: the reader thread ends before the exception leaves replay(), though the
+    exception's traceback keeps the scanner alive."""
+    path = _big_log(tmp_path)
+    data = path.read_bytes()
+    middle = data.index(b"\n", len(data) // 2) + 1
+    if how == "strict":
+        data = data[:middle] + b"{not json\n" + data[middle:]
+    monkeypatch.setattr(replay_module, "CHUNK_BYTES", 16 << 10)
+    monkeypatch.setattr(replay_module, "PARSE_THREAD_BYTES", 1)
+    seen: list[int] = []
+
+    def progress(done: int) -> None:
+        seen.append(threads())
+        if how != "strict" and done > len(data) // 2:
+            raise MemoryError() if how == "MemoryError" else _Stop()
+
+    before = threads()
+    expected = {"strict": replay_module.BadLineError, "MemoryError": MemoryError,
+                "callback": _Stop}[how]  # fmt: skip
+    (tmp_path / "log.jsonl").write_bytes(data)
+    log = io.BytesIO(data) if source == "stream" else tmp_path / "log.jsonl"
+    with pytest.raises(expected) as info:
+        replay(log, ReplayOptions(strict=True), on_progress=progress)
+    assert seen and set(seen) == {before + 1}  # it ran
+    assert threads() == before
+    assert info.traceback  # still held here
+
+
+def test_a_log_from_a_pipe_is_read_ahead_in_the_pieces_it_comes_in(tmp_path, monkeypatch):
+    """A pipe gives short reads (no size to reserve by); each piece's lines are read on the
+    thread and the replay is the file's."""
+    import threading
+
+    path = _big_log(tmp_path)
+    data = path.read_bytes()
+    whole = outcome(replay(path, ReplayOptions(mode="cda")))
+    monkeypatch.setattr(replay_module, "PARSE_THREAD_BYTES", 1)
+    read_end, write_end = os.pipe()
+
+    def write() -> None:
+        with os.fdopen(write_end, "wb", buffering=0) as out:
+            for i in range(0, len(data), 7_777):
+                out.write(data[i : i + 7_777])
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    with os.fdopen(read_end, "rb", buffering=0) as fp:
+        piped = outcome(replay(fp, ReplayOptions(mode="cda")))
+    writer.join()
+    assert piped == whole
+
+
+def test_a_chunk_read_ahead_holds_its_buffer_until_it_is_consumed():
+    """Scanner.parse holds the buffer exported (a bytearray cannot be resized under the
+    thread) until a scan of it returns DONE or stop(); a third chunk is refused; a scan of
+    a range not read ahead reads it itself."""
+    from wattmesh.exchange.replay._logscan import DONE, Scanner
+
+    scan = Scanner(False, 1_000, True, 1, 2**31 - 1)
+    a, b, c = (bytearray(b"\n" * 10) for _ in range(3))
+    scan.parse(a, 0, 10, True)
+    scan.parse(b, 0, 10, True)
+    assert scan.reader_running
+    with pytest.raises(BufferError):
+        a.extend(b"\n")
+    with pytest.raises(RuntimeError, match="two chunks"):
+        scan.parse(c, 0, 10, True)
+    assert scan.scan(a, 0, 10) == DONE and scan.lineno == 10 and scan.blank == 10
+    a.extend(b"\n")  # let go
+    assert scan.scan(c, 0, 10) == DONE and scan.lineno == 20  # read here
+    with pytest.raises(BufferError):
+        b.extend(b"\n")
+    scan.stop()
+    b.extend(b"\n")
+    assert not scan.reader_running
+    with pytest.raises(ValueError, match="bad range"):
+        scan.parse(a, 5, 20, False)
