@@ -87,12 +87,15 @@ reads no table of the scanner (the order slots move when they grow). It is born 
 signal blocked, so signals stay with the thread that runs Python. The replay's thread
 waits for it with the GIL released. At most two chunks are held, the one applied and the
 next; each keeps its buffer exported (a bytearray cannot be resized under the reader) until
-a scan of it returns ``DONE`` or ``stop``, and the caller must not write it till then: a
-slow line's text, ``take_late`` and ``run_batch`` read refused lines from it. If the record
-array cannot grow, the reader stops there and the scan reads the rest itself.
+a scan of it returns ``DONE`` or ``stop``. The caller writes a buffer again only once the
+chunk after it has been applied (replay.py's two buffers take turns), so a slow line's
+text, ``take_late`` and ``run_batch`` still read refused lines from it after its DONE. At
+most MAX_LINES_AHEAD lines of a chunk are read ahead; if there are more (blank or very
+short lines), or the record array cannot grow, the scan reads the rest itself.
 """
 
 cimport cpython.array as carray
+cimport cython
 from cpython.bytearray cimport (
     PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_GET_SIZE,
     PyByteArray_Resize,
@@ -213,6 +216,10 @@ cdef enum:
     MAX_NAME = 128
     BATCH_MAX = 1 << 16
     AHEAD = 4           # scan: lines read ahead have their slot prefetched this far on
+    # At most this many lines of a chunk are read ahead (160 bytes of record each, 2.6 MB);
+    # the scan reads the rest itself. A 1 MiB chunk of the usual lines has 4-7k of them,
+    # one of blank or very short lines up to a million: 160 MB of records without a cap.
+    MAX_LINES_AHEAD = 1 << 14
 
 # Key bits of a parsed line
 cdef enum:
@@ -639,6 +646,8 @@ cdef void* _parse_chunk(void* arg) noexcept nogil:
             return NULL
     pos = c.start
     while pos < c.end:
+        if c.n == MAX_LINES_AHEAD:  # the scan reads the rest itself (complete stays false)
+            return NULL
         if c.n == c.cap:
             cap = next_cap(c.cap, c.n + 1)
             grown = <Line*>realloc(c.lines, cap * sizeof(Line))
@@ -779,6 +788,9 @@ cdef int _reserve_rejects(object rejects, size_t n, size_t text_bytes,
 
 
 # -- the scanner ----------------------------------------------------------------------------
+# No tp_clear: the cyclic collector must not drop the buffers a reader thread may still be
+# reading into; __dealloc__ stops the thread first (_free_tables), then they go.
+@cython.no_gc_clear
 cdef class Scanner:
     """Tables and the fast path of one replay (see the module docstring)."""
 
@@ -1529,6 +1541,8 @@ cdef class Scanner:
         cdef int k
         if have < 0 or want <= 0 or have + want > view.shape[0]:
             raise ValueError("read_ahead: bad range")
+        if fd < 0:
+            raise ValueError(f"read_ahead: {fd} is not a file descriptor")
         k = self._free_chunk()
         c = &self.rd.chunks[k]
         c.base = &view[0]
@@ -1565,8 +1579,8 @@ cdef class Scanner:
             raise RuntimeError("parse: two chunks are held already")
         self._join(&self.rd.chunks[1 - k])  # one job at a time: the other chunk's is done
         if self.rd.chunks[k].cap == 0:  # from this thread (later growth is the reader's)
-            self.rd.chunks[k].cap = 1024
             self.rd.chunks[k].lines = <Line*>resize(NULL, 1024, sizeof(Line))
+            self.rd.chunks[k].cap = 1024
         return k
 
     cdef int _post(self, int k, object buf, bint thread) except -1:
