@@ -146,6 +146,9 @@ ROWS_PER_BLOCK = 65_536
 SAMPLE_RESOURCE = "data/sample_day.jsonl"
 
 
+# The codes of the refusals the scanner writes into the rejects (rejects.py's table)
+_LATE_CODE = Rejects.code_index(LATE)
+_NOT_LIVE_CODE = Rejects.code_index(NOT_LIVE)
 _SIDE_CODES = {"bid": BID, "ask": ASK}
 _TIF_CODES = {"gtc": GTC, "ioc": IOC, "fok": FOK}
 _MARKET = MarketSpec()  # records.from_dict applies these default bounds to every market
@@ -549,6 +552,23 @@ def _chunks(fp: IO[bytes], chunk_bytes: int) -> Iterator[tuple[bytearray, int, i
         yield bytearray(tail), 0, len(tail), done
 
 
+def _parsed_ahead(
+    chunks: Iterator[tuple[bytearray, int, int, int]], scan: Scanner
+) -> Iterator[tuple[bytearray, int, int, int]]:
+    """``chunks`` (of :func:`_chunks`), each handed to ``scan.parse`` as it is read and
+    yielded one chunk later: its lines are read on the reader thread while the chunk
+    before it is applied."""
+    pending = None
+    for chunk in chunks:
+        buf, start, end, _done = chunk
+        scan.parse(buf, start, end, end - start >= PARSE_THREAD_BYTES)
+        if pending is not None:
+            yield pending
+        pending = chunk
+    if pending is not None:
+        yield pending
+
+
 def _file_chunks(
     fd: int, chunk_bytes: int, scan: Scanner
 ) -> Iterator[tuple[bytearray, int, int, int]]:
@@ -660,42 +680,24 @@ class _Replay:
     def consume(self, fp: IO[bytes], on_progress: Callable[[int], None] | None) -> None:
         """Apply the log's lines chunk by chunk. Each chunk's lines are read (found,
         parsed, keyed) by the scanner on a second thread while the chunk before is applied
-        here (``Scanner.parse``; a chunk under PARSE_THREAD_BYTES is read in this thread)."""
+        here (``Scanner.read_ahead`` for a regular file, bytes too; ``Scanner.parse`` for
+        a stream; a chunk under PARSE_THREAD_BYTES is read in this thread)."""
         size = _file_size(fp)
         scan = self.scan
-        pending: tuple[bytearray, int, int, int] | None = None
+        if size is not None and isinstance(fp, io.FileIO):  # unbuffered: read by its fd
+            chunks = _file_chunks(fp.fileno(), CHUNK_BYTES, scan)
+        else:
+            chunks = _parsed_ahead(_chunks(fp, CHUNK_BYTES), scan)
         try:
-            if size is not None and isinstance(fp, io.FileIO):  # unbuffered: read by its fd
-                for chunk in _file_chunks(fp.fileno(), CHUNK_BYTES, scan):
-                    if size is not None:  # the first chunk: size the order table once
-                        buf, start, end, _done = chunk
-                        scan.reserve(_expected_orders(size, buf, start, end))
-                        size = None
-                    self._feed_chunk(chunk, on_progress)
-                return
-            for chunk in _chunks(fp, CHUNK_BYTES):
-                buf, start, end, _done = chunk
+            for buf, start, end, done in chunks:
                 if size is not None:  # the first chunk: size the order table once
                     scan.reserve(_expected_orders(size, buf, start, end))
                     size = None
-                scan.parse(buf, start, end, end - start >= PARSE_THREAD_BYTES)
-                if pending is not None:
-                    self._feed_chunk(pending, on_progress)
-                pending = chunk
-            if pending is not None:
-                self._feed_chunk(pending, on_progress)
+                self.feed(buf, start, end)
+                if on_progress is not None:
+                    on_progress(done)
         finally:
             scan.stop()  # no worker outlives the log's reading, an exception's either
-
-    def _feed_chunk(
-        self,
-        chunk: tuple[bytearray, int, int, int],
-        on_progress: Callable[[int], None] | None,
-    ) -> None:
-        buf, start, end, done = chunk
-        self.feed(buf, start, end)
-        if on_progress is not None:
-            on_progress(done)
 
     def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
         """Apply the lines of ``buf[start:end]``: the scanner applies what it can, this loop
@@ -706,7 +708,7 @@ class _Replay:
             status = scan.scan(buf, pos, end)
             pos = scan.pos
             if scan.late_count:  # call: late cancels read and refused in C, before pos
-                scan.take_late(self.rejects, buf, Rejects.code_index(LATE), LATE_CANCEL)
+                scan.take_late(self.rejects, buf, _LATE_CODE, LATE_CANCEL)
             if status == DONE:
                 break
             if status == CLEAR:
@@ -735,9 +737,8 @@ class _Replay:
         if not scan.batch_size:
             return
         m = scan.batch_market
-        not_live = Rejects.code_index(NOT_LIVE)
         res, fill_ts, bid_refs, ask_refs = scan.run_batch(
-            self.venues[m], self.rejects, buf, not_live, NOT_LIVE_ID
+            self.venues[m], self.rejects, buf, _NOT_LIVE_CODE, NOT_LIVE_ID
         )
         n = len(res.qty)
         if n:
